@@ -1,0 +1,42 @@
+//! The `composefs-storage` command-line tool: a thin shell over the library's Rust API.
+//!
+//! Exit codes: 0 success, 1 the operation failed, 2 usage error (bad arguments), 3 `config --check`
+//! found problems.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod config;
+
+#[derive(Parser)]
+#[command(name = "composefs-storage", version, about = "The composefs layer path of containers/storage")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the effective containers-storage.conf settings, or check why composefs would not take effect.
+    Config(config::Args),
+}
+
+/// Exit code for a failed operation.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for bad command-line usage (clap uses the same).
+pub const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config(args) => config::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("composefs-storage: {e}");
+            ExitCode::from(if e.kind() == composefs_storage::ErrorKind::InvalidArgument { EXIT_USAGE } else { EXIT_FAILURE })
+        }
+    }
+}
