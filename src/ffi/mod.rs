@@ -12,7 +12,7 @@
 
 #[macro_use]
 mod panic;
-mod util;
+pub mod util;
 
 pub mod error;
 pub mod version;

@@ -85,3 +85,19 @@ pub(crate) fn check_out<T>(out: *mut T, what: &str) -> Result<()> {
 pub(crate) fn null_argument(what: &str) -> Error {
     Error::new(ErrorKind::NullArgument, format!("{what} is NULL"))
 }
+
+/// Hands a Rust string to C as a heap `char *` the caller frees with `cfs_string_free`.
+pub(crate) fn into_c_string(s: String) -> *mut c_char {
+    super::error::c_string_lossy(s).into_raw()
+}
+
+/// Frees a string this library returned (e.g. from `cfs_config_to_json`). Free of NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn cfs_string_free(s: *mut c_char) {
+    ffi_infallible!((), {
+        if !s.is_null() {
+            // SAFETY: a pointer from CString::into_raw in into_c_string, freed once by contract.
+            drop(unsafe { std::ffi::CString::from_raw(s) });
+        }
+    })
+}
