@@ -14,6 +14,7 @@
 mod panic;
 pub mod util;
 
+pub mod config;
 pub mod error;
 pub mod version;
 
