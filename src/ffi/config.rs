@@ -1,5 +1,8 @@
 //! C API for containers-storage.conf (SPEC §1): load, read values by key, JSON, check.
 
+// Exports take raw pointers from C by design; their validity is the documented C contract.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 use std::ffi::c_char;
 
 use super::error::{cfs_error, cfs_status};
