@@ -143,6 +143,57 @@ pub fn tar_size(input: impl BufRead) -> Result<u64> {
     Ok(total)
 }
 
+/// Re-assembles the original tar stream from a tar-split and the file contents, writing it to
+/// `out` and returning its sha256 (the layer's DiffID) and size. `open` is asked for the content of
+/// each member that has data (by raw tar name, with its size) and must yield exactly that many bytes.
+///
+/// The tar-split's per-file CRC-64 is not checked: the DiffID covers every byte, and callers compare
+/// it with the expected one.
+pub fn reassemble<R: Read>(
+    tar_split: impl BufRead,
+    mut open: impl FnMut(&[u8], u64) -> Result<R>,
+    out: &mut impl std::io::Write,
+) -> Result<([u8; 32], u64)> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut total: u64 = 0;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut r = TarSplitReader::new(tar_split);
+    while let Some(entry) = r.next_entry()? {
+        match entry {
+            TarSplitEntry::Segment { payload, .. } => {
+                hasher.update(&payload);
+                out.write_all(&payload)
+                    .map_err(|e| Error::io("write tar stream", e))?;
+                total += payload.len() as u64;
+            }
+            TarSplitEntry::File { size: 0, .. } => {}
+            TarSplitEntry::File { name, size, .. } => {
+                let shown = String::from_utf8_lossy(&name).into_owned();
+                let mut src = open(&name, size)?.take(size);
+                let mut left = size;
+                while left > 0 {
+                    let n = src
+                        .read(&mut buf)
+                        .map_err(|e| Error::io(format!("read content of {shown:?}"), e))?;
+                    if n == 0 {
+                        return Err(Error::format(format!(
+                            "content of {shown:?} is {} bytes short of the {size} bytes tar-split expects",
+                            left
+                        )));
+                    }
+                    hasher.update(&buf[..n]);
+                    out.write_all(&buf[..n])
+                        .map_err(|e| Error::io("write tar stream", e))?;
+                    left -= n as u64;
+                }
+                total += size;
+            }
+        }
+    }
+    Ok((hasher.finalize().into(), total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +231,26 @@ mod tests {
         );
         assert_eq!(r.next_entry().unwrap(), None);
         assert_eq!(tar_size(&input[..]).unwrap(), 4);
+
+        let mut out = Vec::new();
+        let (digest, n) = reassemble(
+            &input[..],
+            |name, size| {
+                assert_eq!((name, size), (&b"a"[..], 2));
+                Ok(&b"xyz"[..])
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, vec![0, 1, b'x', b'y']);
+        assert_eq!(n, 4);
+        use sha2::Digest;
+        assert_eq!(
+            digest,
+            <[u8; 32]>::from(sha2::Sha256::digest([0, 1, b'x', b'y']))
+        );
+        let e = reassemble(&input[..], |_, _| Ok(&b"x"[..]), &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("1 bytes short"), "{e}");
     }
 
     #[test]
