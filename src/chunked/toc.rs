@@ -22,6 +22,10 @@ pub const TYPE_CHAR: &str = "char";
 pub const TYPE_BLOCK: &str = "block";
 pub const TYPE_FIFO: &str = "fifo";
 
+/// The digest of empty content.
+pub const EMPTY_SHA256: &str =
+    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /// The whole TOC.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Toc {
@@ -68,6 +72,20 @@ impl Toc {
                 "invalid TOC JSON: trailing data after the TOC object: {e}"
             ))
         })?;
+        let mut toc = toc;
+        for e in &mut toc.entries {
+            // As `unmarshalToc`: empty regular files get the empty-content digest (SPEC §2.2), and
+            // every time must parse.
+            if e.entry_type == TYPE_REG && e.size == 0 && e.digest.is_empty() {
+                e.digest = EMPTY_SHA256.to_string();
+            }
+            for t in [&e.modtime, &e.accesstime, &e.changetime]
+                .into_iter()
+                .flatten()
+            {
+                parse_rfc3339(t).map_err(|err| err.context(format!("TOC entry {:?}", e.name)))?;
+            }
+        }
         Ok(toc)
     }
 }
