@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod footer;
 pub mod manifest;
+pub mod ranges;
 pub mod tarsplit;
 pub mod toc;
 
