@@ -875,3 +875,99 @@ mod c_api {
         cfs_config_free(cfg);
     }
 }
+
+#[test]
+fn host_check_looks_for_mkcomposefs_like_exec_lookpath() {
+    use std::os::unix::fs::PermissionsExt;
+    let sys = Sys::new();
+    let cfg = load_text(GOOD).unwrap();
+    let bin = sys.tmp.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let path_env = std::env::join_paths([Path::new("/nonexistent"), &bin]).unwrap();
+    assert_eq!(codes(&config::check_host(&cfg, Some(&path_env))), ["mkcomposefs-missing"]);
+    assert_eq!(codes(&config::check_host(&cfg, None)), ["mkcomposefs-missing"]);
+    let tool = sys.write("bin/mkcomposefs", "#!/bin/sh\n");
+    assert_eq!(codes(&config::check_host(&cfg, Some(&path_env))), ["mkcomposefs-missing"], "not executable");
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(config::check_host(&cfg, Some(&path_env)), []);
+    // Composefs off: nothing to say about the helper.
+    let off = load_text("[storage]\ndriver = \"overlay\"\n").unwrap();
+    assert_eq!(config::check_host(&off, None), []);
+}
+
+// ---- the command-line tool ----
+
+mod cli {
+    use super::*;
+    use std::process::Command;
+
+    /// Runs `composefs-storage config ARGS` with a clean environment (HOME in the temp dir).
+    fn run(sys: &Sys, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_composefs-storage"))
+            .arg("config")
+            .args(args)
+            .env_clear()
+            .env("HOME", sys.home())
+            .output()
+            .unwrap();
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+    }
+
+    fn sample() -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sample-storage.conf").display().to_string()
+    }
+
+    #[test]
+    fn prints_json() {
+        let sys = Sys::new();
+        let (rc, out, err) = run(&sys, &["--file", &sample()]);
+        assert_eq!(rc, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["use_composefs"], true);
+        assert_eq!(v["enable_partial_images"], true);
+        assert_eq!(v["convert_images"], false);
+    }
+
+    #[test]
+    fn check_of_the_sample_warns_and_succeeds_as_root() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: the sample check exits 3 for a non-root user (the rootless finding)");
+            return;
+        }
+        let sys = Sys::new();
+        let (rc, out, err) = run(&sys, &["--check", "--file", &sample()]);
+        assert_eq!(rc, 0, "{out}{err}");
+        assert!(out.lines().all(|l| l.starts_with("warning: ")), "{out}");
+        assert!(out.contains("use_composefs under [storage.options]"), "{out}");
+        assert!(out.contains("convert_images = \"1\""), "{out}");
+    }
+
+    #[test]
+    fn check_exits_3_when_composefs_is_off() {
+        let sys = Sys::new();
+        sys.write("root/etc/containers/storage.conf", &driver("overlay"));
+        let root = sys.root().display().to_string();
+        let (rc, out, _) = run(&sys, &["--check", "--root", &root]);
+        assert_eq!(rc, 3, "{out}");
+        assert!(out.contains("error: composefs is off"), "{out}");
+        let (rc, out, _) = run(&sys, &["--root", &root]);
+        assert_eq!(rc, 0);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["files"][0], format!("{root}/etc/containers/storage.conf"));
+    }
+
+    #[test]
+    fn errors_and_usage() {
+        let sys = Sys::new();
+        let (rc, _, err) = run(&sys, &["--file", "/nonexistent/storage.conf"]);
+        assert_eq!(rc, 1);
+        assert!(err.contains("/nonexistent/storage.conf"), "{err}");
+        let bad = sys.write("bad.conf", "[storage.options.overlay]\nuse_composefs = true\n");
+        let (rc, _, err) = run(&sys, &["--check", "--file", bad.to_str().unwrap()]);
+        assert_eq!(rc, 1);
+        assert!(err.contains("bad.conf: line 2") && err.contains("write use_composefs = \"true\""), "{err}");
+        let (rc, _, _) = run(&sys, &["--file", "a", "--root", "b"]);
+        assert_eq!(rc, 2);
+    }
+}

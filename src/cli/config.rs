@@ -37,7 +37,8 @@ pub fn run(args: Args) -> composefs_storage::Result<ExitCode> {
         println!("{}", cfg.to_json());
         return Ok(ExitCode::SUCCESS);
     }
-    let findings = cfg.check();
+    let mut findings = cfg.check();
+    findings.extend(config::check_host(&cfg, std::env::var_os("PATH").as_deref()));
     if findings.is_empty() {
         println!("ok: composefs takes effect with these settings");
     }

@@ -1,7 +1,9 @@
 //! Why composefs would not take effect: findings about a loaded configuration (SPEC §1.1, §1.4,
 //! §3.2). containers/storage itself says nothing in most of these cases; composefs is silently off.
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -41,6 +43,35 @@ impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.severity.as_str(), self.message)
     }
+}
+
+/// Findings about the host rather than the files (SPEC §1.4): with composefs on, containers/storage's
+/// overlay driver refuses to start unless `mkcomposefs` is in `$PATH` (this library does not need
+/// it). `path_env` is the value of `$PATH`.
+pub fn check_host(cfg: &StorageConfig, path_env: Option<&OsStr>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if cfg.use_composefs && !in_path("mkcomposefs", path_env) {
+        out.push(Finding {
+            severity: Severity::Warning,
+            code: "mkcomposefs-missing",
+            message: "mkcomposefs is not in $PATH: containers/storage's overlay driver refuses to start with \
+                      composefs on (\"composefs helper program not found\"); install composefs (this library \
+                      itself does not need it)"
+                .into(),
+        });
+    }
+    out
+}
+
+/// Go's `exec.LookPath` for a bare name: an executable non-directory in one of `$PATH`'s entries
+/// (an empty entry is the current directory).
+fn in_path(name: &str, path_env: Option<&OsStr>) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path_env) = path_env else { return false };
+    std::env::split_paths(path_env).any(|dir| {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".").to_path_buf() } else { dir };
+        std::fs::metadata(dir.join(name)).is_ok_and(|m| !m.is_dir() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// Findings as a JSON array of `{"severity", "code", "message"}` objects.

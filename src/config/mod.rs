@@ -22,7 +22,7 @@ mod check;
 pub mod parse;
 pub mod search;
 
-pub use check::{findings_to_json, Finding, Severity};
+pub use check::{check_host, findings_to_json, Finding, Severity};
 pub use parse::{parse_go_bool, parse_pull_bool};
 pub use search::{ENV_CONF, ENV_CONF_OVERRIDE};
 
