@@ -38,7 +38,7 @@ pub fn run(args: Args) -> composefs_storage::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut findings = cfg.check();
-    findings.extend(config::check_host(&cfg, std::env::var_os("PATH").as_deref()));
+    findings.extend(config::check_host(&cfg, &config::Host::current()));
     if findings.is_empty() {
         println!("ok: composefs takes effect with these settings");
     }

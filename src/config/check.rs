@@ -1,7 +1,7 @@
 //! Why composefs would not take effect: findings about a loaded configuration (SPEC §1.1, §1.4,
 //! §3.2). containers/storage itself says nothing in most of these cases; composefs is silently off.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::Path;
 
@@ -45,12 +45,64 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Findings about the host rather than the files (SPEC §1.4): with composefs on, containers/storage's
-/// overlay driver refuses to start unless `mkcomposefs` is in `$PATH` (this library does not need
-/// it). `path_env` is the value of `$PATH`.
-pub fn check_host(cfg: &StorageConfig, path_env: Option<&OsStr>) -> Vec<Finding> {
+/// Facts about the running host that decide whether containers/storage accepts composefs (SPEC §1.4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Host {
+    /// `$PATH`, searched for `mkcomposefs`.
+    pub path_env: Option<OsString>,
+    /// `$_CONTAINERS_USERNS_CONFIGURED` is set: podman re-executed itself in a user namespace.
+    pub userns_configured: bool,
+    /// `/proc/self/uid_map` maps the full ID range (the initial user namespace); `None` if unknown.
+    pub full_uid_mapping: Option<bool>,
+    /// The process has `CAP_SYS_ADMIN`; `None` if unknown.
+    pub cap_sys_admin: Option<bool>,
+}
+
+impl Host {
+    /// The facts of this process.
+    pub fn current() -> Host {
+        let uid_map = std::fs::read("/proc/self/uid_map").ok();
+        Host {
+            path_env: std::env::var_os("PATH"),
+            userns_configured: std::env::var_os("_CONTAINERS_USERNS_CONFIGURED").is_some_and(|v| !v.is_empty()),
+            // containers/storage: a full mapping contains 4294967295.
+            full_uid_mapping: uid_map.map(|m| String::from_utf8_lossy(&m).contains("4294967295")),
+            cap_sys_admin: rustix::thread::capabilities(None)
+                .ok()
+                .map(|c| c.effective.contains(rustix::thread::CapabilitySet::SYS_ADMIN)),
+        }
+    }
+}
+
+/// Findings about the host rather than the files: containers/storage's `unshare.IsRootless()` is
+/// also true for root in a user namespace (no full UID mapping, no `CAP_SYS_ADMIN`), and with
+/// composefs on its overlay driver refuses to start unless `mkcomposefs` is in `$PATH` (this
+/// library does not need it).
+pub fn check_host(cfg: &StorageConfig, host: &Host) -> Vec<Finding> {
     let mut out = Vec::new();
-    if cfg.use_composefs && !in_path("mkcomposefs", path_env) {
+    if cfg.uid == 0 {
+        let why = if host.userns_configured {
+            Some("$_CONTAINERS_USERNS_CONFIGURED is set")
+        } else if host.cap_sys_admin == Some(false) {
+            Some("the process lacks CAP_SYS_ADMIN")
+        } else if host.full_uid_mapping == Some(false) {
+            Some("/proc/self/uid_map does not map the full UID range")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            out.push(Finding {
+                severity: Severity::Error,
+                code: "user-namespace",
+                message: format!(
+                    "UID 0 here is not real root ({why}): containers/storage treats this as rootless and refuses \
+                     composefs (\"composefs is not supported in user namespaces\")"
+                ),
+            });
+        }
+    }
+    if cfg.use_composefs && !in_path("mkcomposefs", host.path_env.as_deref()) {
         out.push(Finding {
             severity: Severity::Warning,
             code: "mkcomposefs-missing",
@@ -188,32 +240,6 @@ pub(super) fn check(cfg: &StorageConfig) -> Vec<Finding> {
         ),
     }
 
-    // Composefs only happens through the chunked differ (SPEC §1.1, §3.2).
-    if cfg.use_composefs {
-        if !pull.enable_partial_images {
-            let also =
-                if pull.convert_images { " (convert_images alone does not help: it needs the differ too)" } else { "" };
-            add(
-                Severity::Error,
-                "partial-images-off",
-                format!(
-                    "use_composefs is on but pull option enable_partial_images is not \"true\"{}: containers/storage never \
-                     uses its chunked differ, every layer is unpacked the classic way, and composefs never takes \
-                     effect{also}; set pull_options = {{enable_partial_images = \"true\", convert_images = \"true\"}}",
-                    at(src("enable_partial_images"))
-                ),
-            );
-        } else if !pull.convert_images {
-            add(
-                Severity::Warning,
-                "convert-images-off",
-                "pull option convert_images is not \"true\": only zstd:chunked layers become composefs; gzip and \
-                 plain tar layers are unpacked the classic way; set convert_images = \"true\""
-                    .into(),
-            );
-        }
-    }
-
     for (key, value) in &pull.raw {
         let where_ = at(src(key));
         if PULL_OPTION_KEYS.contains(&key.as_str()) {
@@ -243,6 +269,32 @@ pub(super) fn check(cfg: &StorageConfig) -> Vec<Finding> {
             );
         }
     }
+    // Composefs only happens through the chunked differ (SPEC §1.1, §3.2).
+    if cfg.use_composefs {
+        if !pull.enable_partial_images {
+            let also =
+                if pull.convert_images { " (convert_images alone does not help: it needs the differ too)" } else { "" };
+            add(
+                Severity::Error,
+                "partial-images-off",
+                format!(
+                    "use_composefs is on but pull option enable_partial_images is not \"true\"{}: containers/storage never \
+                     uses its chunked differ, every layer is unpacked the classic way, and composefs never takes \
+                     effect{also}; set pull_options = {{enable_partial_images = \"true\", convert_images = \"true\"}}",
+                    at(src("enable_partial_images"))
+                ),
+            );
+        } else if !pull.convert_images {
+            add(
+                Severity::Warning,
+                "convert-images-off",
+                "pull option convert_images is not \"true\": only zstd:chunked layers become composefs; gzip and \
+                 plain tar layers are unpacked the classic way; set convert_images = \"true\""
+                    .into(),
+            );
+        }
+    }
+
     if pull.insecure_allow_unpredictable_image_contents {
         add(
             Severity::Warning,

@@ -22,7 +22,7 @@ mod check;
 pub mod parse;
 pub mod search;
 
-pub use check::{check_host, findings_to_json, Finding, Severity};
+pub use check::{check_host, findings_to_json, Finding, Host, Severity};
 pub use parse::{parse_go_bool, parse_pull_bool};
 pub use search::{ENV_CONF, ENV_CONF_OVERRIDE};
 
@@ -94,12 +94,11 @@ impl LoadOptions {
     pub fn from_process() -> LoadOptions {
         let env: BTreeMap<String, OsString> =
             Self::ENV_VARS.iter().filter_map(|name| std::env::var_os(name).map(|v| (name.to_string(), v))).collect();
-        let uid = env
-            .get(ENV_ROOTLESS_UID)
-            .and_then(|v| v.to_str())
-            .filter(|v| !v.is_empty())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| rustix::process::geteuid().as_raw());
+        // Go's `strconv.Atoi` result, where a bad value reads as 0 (and a negative one is not rootless).
+        let uid = match env.get(ENV_ROOTLESS_UID).filter(|v| !v.is_empty()) {
+            Some(v) => v.to_str().and_then(|v| v.parse().ok()).unwrap_or(0),
+            None => rustix::process::geteuid().as_raw(),
+        };
         LoadOptions { root: PathBuf::from("/"), uid, env }
     }
 
