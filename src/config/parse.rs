@@ -50,30 +50,36 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileValues> {
     })?;
     let cx = Cx { path, text };
     let mut out = FileValues::default();
-    let Some(storage) = cx.table(doc.get_ref(), "storage", "storage")? else {
-        return Ok(out);
-    };
-    out.driver = cx.string(storage, "driver", "storage.driver")?;
-    out.graphroot = cx.string(storage, "graphroot", "storage.graphroot")?;
-    out.runroot = cx.string(storage, "runroot", "storage.runroot")?;
-    out.imagestore = cx.string(storage, "imagestore", "storage.imagestore")?;
-    let Some(options) = cx.table(storage, "options", "storage.options")? else {
-        return Ok(out);
-    };
-    out.options_use_composefs = cx.string(options, "use_composefs", "storage.options.use_composefs")?;
-    out.options_mountopt = cx.string(options, "mountopt", "storage.options.mountopt")?;
-    out.options_force_mask = cx.file_mode(options, "force_mask", "storage.options.force_mask")?;
-    if let Some(pull) = cx.table(options, "pull_options", "storage.options.pull_options")? {
-        for (key, value) in pull.iter() {
-            let name = key.get_ref().to_string();
-            let what = format!("storage.options.pull_options.{name}");
-            out.pull_options.push((name.clone(), cx.expect_string(value, &name, &what)?));
+    // A key that matches several TOML keys (`[storage]` and `[Storage]`) decodes each of them onto
+    // the same field; the exact spelling is applied last.
+    fn set(slot: &mut Option<Located>, v: Option<Located>) {
+        if v.is_some() {
+            *slot = v;
         }
     }
-    if let Some(overlay) = cx.table(options, "overlay", "storage.options.overlay")? {
-        out.use_composefs = cx.string(overlay, "use_composefs", "storage.options.overlay.use_composefs")?;
-        out.mountopt = cx.string(overlay, "mountopt", "storage.options.overlay.mountopt")?;
-        out.force_mask = cx.string(overlay, "force_mask", "storage.options.overlay.force_mask")?;
+    for storage in cx.tables(doc.get_ref(), "storage", "storage")? {
+        set(&mut out.driver, cx.string(storage, "driver", "storage.driver")?);
+        set(&mut out.graphroot, cx.string(storage, "graphroot", "storage.graphroot")?);
+        set(&mut out.runroot, cx.string(storage, "runroot", "storage.runroot")?);
+        set(&mut out.imagestore, cx.string(storage, "imagestore", "storage.imagestore")?);
+        for options in cx.tables(storage, "options", "storage.options")? {
+            set(&mut out.options_use_composefs, cx.string(options, "use_composefs", "storage.options.use_composefs")?);
+            set(&mut out.options_mountopt, cx.string(options, "mountopt", "storage.options.mountopt")?);
+            set(&mut out.options_force_mask, cx.file_mode(options, "force_mask", "storage.options.force_mask")?);
+            for pull in cx.tables(options, "pull_options", "storage.options.pull_options")? {
+                for (key, value) in pull.iter() {
+                    let name = key.get_ref().to_string();
+                    let what = format!("storage.options.pull_options.{name}");
+                    out.pull_options.push((name.clone(), cx.expect_string(value, &name, &what)?));
+                }
+            }
+            for overlay in cx.tables(options, "overlay", "storage.options.overlay")? {
+                let what = "storage.options.overlay";
+                set(&mut out.use_composefs, cx.string(overlay, "use_composefs", &format!("{what}.use_composefs"))?);
+                set(&mut out.mountopt, cx.string(overlay, "mountopt", &format!("{what}.mountopt"))?);
+                set(&mut out.force_mask, cx.string(overlay, "force_mask", &format!("{what}.force_mask"))?);
+            }
+        }
     }
     Ok(out)
 }
@@ -89,25 +95,30 @@ impl Cx<'_> {
         line_of(self.text, v.span().start)
     }
 
-    /// A sub-table (a `[header]` table, an inline table or dotted keys all look the same here).
-    fn table<'t, 'i>(&self, parent: &'t DeTable<'i>, name: &str, what: &str) -> Result<Option<&'t DeTable<'i>>> {
-        let Some(v) = field(parent, name) else {
-            return Ok(None);
-        };
-        match v.get_ref() {
-            DeValue::Table(t) => Ok(Some(t)),
-            other => Err(Error::format(format!(
-                "{}: line {}: {what} is a TOML {}, but containers/storage expects a table ([{what}])",
-                self.path.display(),
-                self.line(v),
-                type_name(other)
-            ))),
-        }
+    /// The sub-tables named `name` (a `[header]` table, an inline table or dotted keys all look the
+    /// same here).
+    fn tables<'t, 'i>(&self, parent: &'t DeTable<'i>, name: &str, what: &str) -> Result<Vec<&'t DeTable<'i>>> {
+        fields(parent, name)
+            .into_iter()
+            .map(|v| match v.get_ref() {
+                DeValue::Table(t) => Ok(t),
+                other => Err(Error::format(format!(
+                    "{}: line {}: {what} is a TOML {}, but containers/storage expects a table ([{what}])",
+                    self.path.display(),
+                    self.line(v),
+                    type_name(other)
+                ))),
+            })
+            .collect()
     }
 
     /// A key that containers/storage decodes into a Go `string`.
     fn string(&self, table: &DeTable<'_>, name: &str, what: &str) -> Result<Option<Located>> {
-        field(table, name).map(|v| self.expect_string(v, name, what)).transpose()
+        let mut last = None;
+        for v in fields(table, name) {
+            last = Some(self.expect_string(v, name, what)?);
+        }
+        Ok(last)
     }
 
     fn expect_string(&self, v: &Spanned<DeValue<'_>>, name: &str, what: &str) -> Result<Located> {
@@ -133,7 +144,7 @@ impl Cx<'_> {
 
     /// `[storage.options] force_mask`, a Go `os.FileMode`: only a TOML integer decodes.
     fn file_mode(&self, table: &DeTable<'_>, name: &str, what: &str) -> Result<Option<Located>> {
-        let Some(v) = field(table, name) else {
+        let Some(v) = fields(table, name).pop() else {
             return Ok(None);
         };
         let line = self.line(v);
@@ -160,19 +171,21 @@ impl Cx<'_> {
     }
 }
 
-/// A table entry matched the way BurntSushi/toml matches Go struct fields: the exact name first,
-/// else a case-insensitive match.
-fn field<'t, 'i>(table: &'t DeTable<'i>, name: &str) -> Option<&'t Spanned<DeValue<'i>>> {
-    let mut folded = None;
+/// The entries of `table` that BurntSushi/toml decodes into the Go struct field `name`: every key
+/// equal to it ignoring case, with the exact spelling last (Go visits them in map order, so which
+/// wins is unspecified there; the exact one is the natural choice).
+fn fields<'t, 'i>(table: &'t DeTable<'i>, name: &str) -> Vec<&'t Spanned<DeValue<'i>>> {
+    let mut folded = Vec::new();
+    let mut exact = None;
     for (k, v) in table.iter() {
         let k: &str = k.get_ref();
         if k == name {
-            return Some(v);
-        }
-        if folded.is_none() && k.eq_ignore_ascii_case(name) {
-            folded = Some(v);
+            exact = Some(v);
+        } else if k.eq_ignore_ascii_case(name) {
+            folded.push(v);
         }
     }
+    folded.extend(exact);
     folded
 }
 
@@ -246,14 +259,14 @@ mod tests {
 
     #[test]
     fn struct_fields_fold_case_map_keys_do_not() {
-        let v =
-            parse("[Storage]\nDRIVER = \"vfs\"\n[storage.options.pull_options]\nEnable_Partial_Images = \"true\"\n");
-        // "[Storage]" and "[storage...]" are two distinct TOML tables; the exact one wins.
-        let v = v.unwrap();
-        assert_eq!(v.driver, None);
-        assert_eq!(v.pull_options[0].0, "Enable_Partial_Images");
-        let v = parse("[Storage]\nDRIVER = \"vfs\"\n").unwrap();
+        // "[Storage]" and "[storage...]" are distinct TOML tables that decode onto the same Go field.
+        let text = "[Storage]\nDRIVER = \"vfs\"\n[storage.options.pull_options]\nEnable_Partial_Images = \"true\"\n";
+        let v = parse(text).unwrap();
         assert_eq!(v.driver.unwrap().value, "vfs");
+        assert_eq!(v.pull_options[0].0, "Enable_Partial_Images");
+        // On a conflict the exact spelling is applied last.
+        let v = parse("[storage]\nDriver = \"a\"\ndriver = \"b\"\nDRIVER = \"c\"\n").unwrap();
+        assert_eq!(v.driver.unwrap().value, "b");
     }
 
     #[test]
