@@ -4,7 +4,8 @@
 //! [`load`] finds the files ([`search`]), decodes each one ([`parse`]) onto the same settings the
 //! way container-libs decodes every file onto one Go struct (a later file overrides only the keys
 //! it sets; `pull_options` entries merge key by key), then applies `STORAGE_DRIVER` and
-//! `STORAGE_OPTS` as `types.LoadStoreOptions` does. [`StorageConfig::check`] explains the result.
+//! `STORAGE_OPTS` as `types.LoadStoreOptions` does. [`StorageConfig::check`] explains the result;
+//! [`check_host`] adds what depends on the running host (user namespace, `mkcomposefs`).
 //!
 //! Values are the ones containers/storage would hand to the overlay driver and the pull code,
 //! before built-in defaults: an empty string means "not set in any file". Paths are not
