@@ -805,10 +805,10 @@ mod c_api {
         let path = sys.write("s.conf", FULL);
         let p = cstr(path.to_str().unwrap());
         let cfg = load(&path);
-        let mut handle = 0x1 as *mut cfs_config;
+        let mut handle = std::ptr::dangling_mut::<cfs_config>();
         let mut err = ptr::null_mut();
         assert_eq!(cfs_config_load_file(ptr::null(), &mut handle, &mut err), NULL);
-        assert_eq!(handle, 0x1 as *mut cfs_config);
+        assert_eq!(handle, std::ptr::dangling_mut::<cfs_config>());
         assert!(take_error(err).contains("path"));
         assert_eq!(cfs_config_load_file(p.as_ptr(), ptr::null_mut(), ptr::null_mut()), NULL);
         assert_eq!(cfs_config_load(ptr::null(), ptr::null_mut(), ptr::null_mut()), NULL);
@@ -835,10 +835,10 @@ mod c_api {
         let sys = Sys::new();
         let path = sys.write("bad.conf", "[storage.options.overlay]\nuse_composefs = true\n");
         let p = cstr(path.to_str().unwrap());
-        let mut handle = 0x1 as *mut cfs_config;
+        let mut handle = std::ptr::dangling_mut::<cfs_config>();
         let mut err = ptr::null_mut();
         assert_eq!(cfs_config_load_file(p.as_ptr(), &mut handle, &mut err), cfs_status::CFS_STATUS_FORMAT);
-        assert_eq!(handle, 0x1 as *mut cfs_config);
+        assert_eq!(handle, std::ptr::dangling_mut::<cfs_config>());
         let msg = take_error(err);
         assert!(msg.contains("bad.conf: line 2") && msg.contains("write use_composefs = \"true\""), "{msg}");
 
