@@ -22,7 +22,7 @@ pub mod dump;
 pub mod erofs;
 pub mod tree;
 
-pub use erofs::{select_version, write_image, WriteOptions};
+pub use erofs::{read_image, select_version, write_image, WriteOptions};
 pub use tree::{
     DirEntry, Directory, File, FileContent, Inode, InodeId, InodeKind, Metadata, Mtime, Tree, ROOT,
 };

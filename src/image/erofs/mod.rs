@@ -2,6 +2,8 @@
 //! reader.
 
 pub mod format;
+pub mod reader;
 pub mod writer;
 
+pub use reader::read_image;
 pub use writer::{select_version, write_image, WriteOptions};
