@@ -202,6 +202,8 @@ struct Child<'a> {
     id: u32,
     /// Not a place of its own in BFS order (`.`, `..` and tree hardlinks).
     link: bool,
+    /// A tree entry (not `.`, `..` or a stub).
+    entry: bool,
 }
 
 /// Everything computed before the first byte is written.
@@ -256,8 +258,9 @@ fn for_each_child<'a>(
             }
             f(Child {
                 name: n,
-                id: e.inode as u32,
+                id: entry_id(e.inode),
                 link: e.hardlink,
+                entry: true,
             })?;
             entries.next();
         }
@@ -268,16 +271,23 @@ fn for_each_child<'a>(
             name,
             id,
             link: s < 2,
+            entry: false,
         })?;
     }
     for (n, e) in entries {
         f(Child {
             name: n,
-            id: e.inode as u32,
+            id: entry_id(e.inode),
             link: e.hardlink,
+            entry: true,
         })?;
     }
     Ok(())
+}
+
+/// A tree inode id as u32; out-of-range ids saturate and are rejected as missing inodes.
+fn entry_id(id: usize) -> u32 {
+    u32::try_from(id).unwrap_or(u32::MAX)
 }
 
 fn check_name(name: &[u8]) -> Result<()> {
@@ -359,15 +369,14 @@ impl<'a> Plan<'a> {
             let (mut subdirs, mut whiteouts) = (0u32, false);
             let nodes = &mut self.nodes;
             for_each_child(tree, self.stubs, dir, parent, |c| {
-                if c.id >= n_tree {
-                    if c.id >= n_tree + 256 || c.link {
+                if c.entry {
+                    check_name(c.name)?;
+                    if c.id >= n_tree {
                         return Err(Error::invalid_argument(format!(
                             "tree entry {:?} names a missing inode",
                             String::from_utf8_lossy(c.name)
                         )));
                     }
-                } else if !(c.link && (c.name == b"." || c.name == b"..")) {
-                    check_name(c.name)?;
                 }
                 let kind = if c.id < n_tree {
                     Some(&tree.inodes[c.id as usize].kind)
@@ -1078,5 +1087,196 @@ impl<W: Write> Out<W> {
 
     fn align(&mut self, to: u64) -> std::io::Result<()> {
         self.zeros(round_up(self.pos, to) - self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::read_image;
+    use crate::image::tree::{DirEntry, Directory, Inode, Metadata};
+
+    fn layer_tree() -> Tree {
+        let mut t = Tree::new(Metadata {
+            permissions: 0o755,
+            ..Default::default()
+        });
+        let d = t.push(Inode {
+            meta: Metadata {
+                permissions: 0o755,
+                ..Default::default()
+            },
+            kind: InodeKind::Directory(Directory {
+                overlay_opaque: true,
+                ..Default::default()
+            }),
+            nlink: 2,
+        });
+        t.link(
+            ROOT,
+            b"opq".to_vec(),
+            DirEntry {
+                inode: d,
+                hardlink: false,
+            },
+        );
+        let w = t.push(Inode {
+            meta: Metadata::default(),
+            kind: InodeKind::OverlayWhiteout,
+            nlink: 1,
+        });
+        t.link(
+            d,
+            b"gone".to_vec(),
+            DirEntry {
+                inode: w,
+                hardlink: false,
+            },
+        );
+        let mut meta = Metadata::default();
+        meta.xattrs
+            .insert(b"trusted.overlay.opaque".to_vec(), b"y".to_vec());
+        let f = t.push(Inode {
+            meta,
+            kind: InodeKind::File(crate::image::File {
+                size: 0,
+                content: FileContent::Inline(Vec::new()),
+            }),
+            nlink: 1,
+        });
+        t.link(
+            ROOT,
+            b"f".to_vec(),
+            DirEntry {
+                inode: f,
+                hardlink: false,
+            },
+        );
+        t
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn layer_whiteouts_and_opaque_dirs_are_written_unescaped() {
+        let t = layer_tree();
+        let mut img = Vec::new();
+        write_image(&t, &WriteOptions::default(), &mut img).unwrap();
+        // No mkcomposefs whiteout escaping, version stays 0.
+        assert!(!contains(&img, b"overlay.whiteout"));
+        assert_eq!(u32::from_le_bytes(img[12..16].try_into().unwrap()), 0);
+        // The input's own overlay xattr stays escaped.
+        assert!(contains(&img, b"overlay.overlay.opaque"));
+        let back = read_image(&img).unwrap();
+        let d = back.resolve(b"/opq").unwrap();
+        assert!(back.inode(d).as_dir().unwrap().overlay_opaque);
+        assert_eq!(
+            back.inode(back.resolve(b"/opq/gone").unwrap()).kind,
+            InodeKind::OverlayWhiteout
+        );
+        let f = back.inode(back.resolve(b"/f").unwrap());
+        assert_eq!(
+            f.meta
+                .xattrs
+                .get(&b"trusted.overlay.opaque"[..])
+                .map(|v| &v[..]),
+            Some(&b"y"[..])
+        );
+        assert!(!back.root().as_dir().unwrap().overlay_opaque);
+        // 4 inodes + 256 stubs.
+        assert_eq!(
+            u64::from_le_bytes(img[1024 + 16..1024 + 24].try_into().unwrap()),
+            4 + 256
+        );
+    }
+
+    #[test]
+    fn stubs_can_be_left_out_and_versions_are_checked() {
+        let t = layer_tree();
+        let mut img = Vec::new();
+        let o = WriteOptions {
+            root_whiteout_stubs: false,
+            ..Default::default()
+        };
+        write_image(&t, &o, &mut img).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(img[1024 + 16..1024 + 24].try_into().unwrap()),
+            4
+        );
+        let o = WriteOptions {
+            min_version: 2,
+            max_version: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            write_image(&t, &o, &mut Vec::new()).unwrap_err().kind(),
+            crate::ErrorKind::InvalidArgument
+        );
+        // min 1 forces version 1; max < min is raised.
+        let o = WriteOptions {
+            min_version: 1,
+            max_version: 0,
+            ..Default::default()
+        };
+        let mut img = Vec::new();
+        write_image(&t, &o, &mut img).unwrap();
+        assert_eq!(u32::from_le_bytes(img[12..16].try_into().unwrap()), 1);
+    }
+
+    #[test]
+    fn malformed_trees_are_rejected() {
+        let mut t = layer_tree();
+        let f = t.resolve(b"/f").unwrap();
+        t.link(
+            ROOT,
+            b"again".to_vec(),
+            DirEntry {
+                inode: f,
+                hardlink: false,
+            },
+        );
+        assert!(write_image(&t, &WriteOptions::default(), &mut Vec::new()).is_err());
+        let mut t = layer_tree();
+        t.link(
+            ROOT,
+            b"dirlink".to_vec(),
+            DirEntry {
+                inode: t.resolve(b"/opq").unwrap(),
+                hardlink: true,
+            },
+        );
+        assert!(write_image(&t, &WriteOptions::default(), &mut Vec::new()).is_err());
+        let mut t = layer_tree();
+        t.link(
+            ROOT,
+            b"dangling".to_vec(),
+            DirEntry {
+                inode: 999,
+                hardlink: false,
+            },
+        );
+        assert!(write_image(&t, &WriteOptions::default(), &mut Vec::new()).is_err());
+        let mut t = layer_tree();
+        t.link(
+            ROOT,
+            b"dangling".to_vec(),
+            DirEntry {
+                inode: 5,
+                hardlink: false,
+            },
+        );
+        assert!(write_image(&t, &WriteOptions::default(), &mut Vec::new()).is_err());
+        let mut t = layer_tree();
+        t.link(
+            ROOT,
+            b"a/b".to_vec(),
+            DirEntry {
+                inode: t.resolve(b"/f").unwrap(),
+                hardlink: true,
+            },
+        );
+        assert!(write_image(&t, &WriteOptions::default(), &mut Vec::new()).is_err());
     }
 }
