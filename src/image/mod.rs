@@ -20,9 +20,11 @@
 
 pub mod dump;
 pub mod erofs;
+pub mod fsverity;
 pub mod tree;
 
 pub use erofs::{read_image, select_version, write_image, WriteOptions};
+pub use fsverity::{digest_reader, FsVerityHasher};
 pub use tree::{
     DirEntry, Directory, File, FileContent, Inode, InodeId, InodeKind, Metadata, Mtime, Tree, ROOT,
 };
