@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod image;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +25,10 @@ struct Cli {
 enum Command {
     /// Show the effective containers-storage.conf settings, or check why composefs would not take effect.
     Config(config::Args),
+    /// Write a composefs EROFS image from a composefs dump, as mkcomposefs --from-file does.
+    Mkimage(image::MkimageArgs),
+    /// Print a composefs image as a composefs dump.
+    Dump(image::DumpArgs),
 }
 
 /// Exit code for a failed operation.
@@ -35,6 +40,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(args) => config::run(args),
+        Command::Mkimage(args) => image::mkimage(args),
+        Command::Dump(args) => image::dump(args),
     };
     match result {
         Ok(code) => code,

@@ -34,6 +34,11 @@ struct Reader<'a> {
     budget: std::cell::Cell<u64>,
 }
 
+/// An xattr as stored: full key, value.
+type RawXattr<'a> = (Vec<u8>, &'a [u8]);
+/// Directory entries: (name, nid).
+type Dirents = Vec<(Vec<u8>, u64)>;
+
 /// One inode as stored.
 struct RawInode<'a> {
     mode: u16,
@@ -45,7 +50,7 @@ struct RawInode<'a> {
     mtime: Mtime,
     layout: u16,
     /// Raw xattrs (full key, value), in on-disk order.
-    xattrs: Vec<(Vec<u8>, &'a [u8])>,
+    xattrs: Vec<RawXattr<'a>>,
     /// Bytes right after the inode and its xattrs (the inline tail, not yet cut to size).
     tail: &'a [u8],
 }
@@ -170,7 +175,7 @@ impl<'a> Reader<'a> {
         Ok(raw)
     }
 
-    fn read_xattrs(&self, body: &'a [u8], out: &mut Vec<(Vec<u8>, &'a [u8])>) -> Result<()> {
+    fn read_xattrs(&self, body: &'a [u8], out: &mut Vec<RawXattr<'a>>) -> Result<()> {
         let shared = body[4] as u64;
         let mut p = XATTR_IBODY_HEADER_SIZE + shared * 4;
         if p > body.len() as u64 {
@@ -196,7 +201,7 @@ impl<'a> Reader<'a> {
     }
 
     /// One xattr entry at image offset `off`: ((key, value), padded length).
-    fn xattr_entry(&self, hdr: &[u8], off: u64) -> Result<((Vec<u8>, &'a [u8]), u64)> {
+    fn xattr_entry(&self, hdr: &[u8], off: u64) -> Result<(RawXattr<'a>, u64)> {
         let (name_len, index, value_len) = (hdr[0] as u64, hdr[1], le16(hdr, 2) as u64);
         let prefix = xattr_prefix(index)
             .ok_or_else(|| corrupt(format!("unknown xattr prefix index {index}")))?;
@@ -256,7 +261,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The entries of a directory: (name, nid), `.` and `..` excluded.
-    fn dirents(&self, raw: &RawInode<'a>) -> Result<Vec<(Vec<u8>, u64)>> {
+    fn dirents(&self, raw: &RawInode<'a>) -> Result<Dirents> {
         let data = self.flat_data(raw, "directory")?;
         let mut out = Vec::new();
         for block in data.chunks(BLOCK_SIZE as usize) {
@@ -265,7 +270,7 @@ impl<'a> Reader<'a> {
             }
             let first_nameoff = le16(block, 8) as usize;
             if first_nameoff == 0
-                || first_nameoff % DIRENT_SIZE as usize != 0
+                || !first_nameoff.is_multiple_of(DIRENT_SIZE as usize)
                 || first_nameoff > block.len()
             {
                 return Err(corrupt(format!(
@@ -427,8 +432,7 @@ impl<'a> Reader<'a> {
         let mut seen: HashMap<u64, InodeId> = HashMap::new();
         seen.insert(self.root_nid, ROOT);
         // Depth-first, name order: a stack of (directory, its entries, next index).
-        let mut stack: Vec<(InodeId, Vec<(Vec<u8>, u64)>, usize)> =
-            vec![(ROOT, self.dirents(&root_raw)?, 0)];
+        let mut stack: Vec<(InodeId, Dirents, usize)> = vec![(ROOT, self.dirents(&root_raw)?, 0)];
         while let Some(top) = stack.last_mut() {
             let (dir, i) = (top.0, top.2);
             let Some((name, nid)) = top.1.get(i).cloned() else {

@@ -39,6 +39,13 @@ impl Default for WriteOptions {
     }
 }
 
+impl WriteOptions {
+    /// Checks the options without a tree (versions must be 0 or 1).
+    pub fn check(&self) -> Result<()> {
+        version_for(self, false).map(|_| ())
+    }
+}
+
 /// The composefs version an image of `tree` gets (SPEC §5.2).
 pub fn select_version(tree: &Tree, options: &WriteOptions) -> Result<u32> {
     version_for(options, tree.has_escaped_whiteouts())
