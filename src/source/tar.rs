@@ -144,6 +144,11 @@ impl<R: Read> TarReader<R> {
         }
     }
 
+    /// The underlying stream (after the end of the archive).
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// Bytes consumed from the stream so far.
     pub fn offset(&self) -> u64 {
         self.offset
@@ -479,14 +484,16 @@ impl<R: Read> TarReader<R> {
         } else {
             (0, 0)
         };
-        // GNU headers keep atime/ctime where ustar has the prefix (Go reads them when non-zero).
+        // GNU headers keep atime/ctime where ustar has the prefix (Go reads them when the
+        // field is not empty).
         let (atime, ctime) = if magic == b"ustar  \0" {
-            let a = parse_numeric(&blk[345..357]).unwrap_or(0);
-            let c = parse_numeric(&blk[357..369]).unwrap_or(0);
-            (
-                (a != 0).then_some(Mtime { sec: a, nsec: 0 }),
-                (c != 0).then_some(Mtime { sec: c, nsec: 0 }),
-            )
+            let field = |r: std::ops::Range<usize>| {
+                (blk[r.start] != 0).then(|| Mtime {
+                    sec: parse_numeric(&blk[r]).unwrap_or(0),
+                    nsec: 0,
+                })
+            };
+            (field(345..357), field(357..369))
         } else {
             (None, None)
         };
