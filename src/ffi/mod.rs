@@ -14,6 +14,7 @@
 mod panic;
 pub mod util;
 
+pub mod convert;
 pub mod error;
 pub mod version;
 
