@@ -1,6 +1,10 @@
 //! C API of layer conversion: an options handle with setters, a convert call (from an fd or a
 //! path), and a result handle with getters.
 
+// Exports are `extern "C"` and safe to call from C by contract; pointer validity is the C caller's
+// promise, checked for NULL by the util helpers.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 use std::ffi::{c_char, c_int, c_void};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::path::PathBuf;
