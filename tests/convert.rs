@@ -9,11 +9,7 @@ use composefs_storage::ErrorKind;
 
 fn corpus() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
-    let p = if p.exists() {
-        p
-    } else {
-        PathBuf::from("/work/shared/corpus")
-    };
+    let p = if p.exists() { p } else { PathBuf::from("/work/shared/corpus") };
     if p.exists() {
         Some(p)
     } else {
@@ -28,19 +24,14 @@ fn open(p: &Path) -> Box<dyn Read + Send> {
 
 /// Names in `dir` (to prove nothing was left behind).
 fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
 
 fn opts() -> ConvertOptions {
-    ConvertOptions {
-        verity: VerityPolicy::IfAvailable,
-        ..Default::default()
-    }
+    ConvertOptions { verity: VerityPolicy::IfAvailable, ..Default::default() }
 }
 
 #[test]
@@ -50,13 +41,7 @@ fn existing_dir_is_never_overwritten() {
     let dir = tmp.path().join("layer");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("keep"), b"mine").unwrap();
-    let e = convert(
-        open(&c.join("cstorage/noparents-ustar/noparents-ustar.tar")),
-        &dir,
-        &opts(),
-        None,
-    )
-    .unwrap_err();
+    let e = convert(open(&c.join("cstorage/noparents-ustar/noparents-ustar.tar")), &dir, &opts(), None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
     assert_eq!(std::fs::read(dir.join("keep")).unwrap(), b"mine");
     assert_eq!(listing(tmp.path()), vec!["layer"]);
@@ -80,11 +65,7 @@ fn corrupt_and_truncated_streams_leave_nothing_behind() {
         let dir = tmp.path().join("layer");
         let e = convert(Box::new(std::io::Cursor::new(blob)), &dir, &opts(), None).unwrap_err();
         assert!(e.to_string().contains(needle), "{what}: {e}");
-        assert!(
-            listing(tmp.path()).is_empty(),
-            "{what}: left {:?}",
-            listing(tmp.path())
-        );
+        assert!(listing(tmp.path()).is_empty(), "{what}: left {:?}", listing(tmp.path()));
     }
 }
 
@@ -101,19 +82,10 @@ fn cancelling_from_progress_cleans_up() {
         last = p;
         p.entries < 100
     };
-    let e = convert(
-        open(&c.join("cstorage/etc-doc-gnu/etc-doc-gnu.tar.zst")),
-        &dir,
-        &opts(),
-        Some(&mut cb),
-    )
-    .unwrap_err();
+    let e =
+        convert(open(&c.join("cstorage/etc-doc-gnu/etc-doc-gnu.tar.zst")), &dir, &opts(), Some(&mut cb)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
     assert_eq!(last.entries, 100);
     assert!(calls >= 100);
-    assert!(
-        listing(tmp.path()).is_empty(),
-        "left {:?}",
-        listing(tmp.path())
-    );
+    assert!(listing(tmp.path()).is_empty(), "left {:?}", listing(tmp.path()));
 }

@@ -16,11 +16,7 @@ pub struct Args {
     #[arg(long)]
     hardlinks: bool,
     /// fs-verity on objects and the blob.
-    #[arg(
-        long,
-        value_name = "off|if-available|require",
-        default_value = "if-available"
-    )]
+    #[arg(long, value_name = "off|if-available|require", default_value = "if-available")]
     verity: String,
     /// Keep OCI whiteouts as plain files, as containers/storage's flat path does (for comparison).
     #[arg(long)]
@@ -58,18 +54,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let result = convert(input, &args.layer_dir, &options, None)?;
     if let Some(p) = &args.toc {
-        std::fs::write(p, &result.toc_json)
-            .map_err(|e| Error::io(format_args!("write {}", p.display()), e))?;
+        std::fs::write(p, &result.toc_json).map_err(|e| Error::io(format_args!("write {}", p.display()), e))?;
     }
     if let Some(p) = &args.tar_split {
-        std::fs::write(p, &result.tar_split_gz)
-            .map_err(|e| Error::io(format_args!("write {}", p.display()), e))?;
+        std::fs::write(p, &result.tar_split_gz).map_err(|e| Error::io(format_args!("write {}", p.display()), e))?;
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result.to_json()).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&result.to_json()).unwrap_or_default());
     } else {
         println!(
             "{}: {} entries, {} objects ({} bytes written, {} reused), DiffID sha256:{}",

@@ -9,13 +9,10 @@ use clap::{Parser, Subcommand};
 
 mod config;
 mod convert;
+mod toc;
 
 #[derive(Parser)]
-#[command(
-    name = "composefs-storage",
-    version,
-    about = "The composefs layer path of containers/storage"
-)]
+#[command(name = "composefs-storage", version, about = "The composefs layer path of containers/storage")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,6 +24,8 @@ enum Command {
     Config(config::Args),
     /// Convert one layer blob (tar, gzip, zstd) into a composefs layer directory.
     Convert(convert::Args),
+    /// Print the TOC JSON of a zstd:chunked blob (verified against its annotations when given).
+    Toc(toc::Args),
 }
 
 /// Exit code for a failed operation.
@@ -39,18 +38,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config(args) => config::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Toc(args) => toc::run(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("composefs-storage: {e}");
-            ExitCode::from(
-                if e.kind() == composefs_storage::ErrorKind::InvalidArgument {
-                    EXIT_USAGE
-                } else {
-                    EXIT_FAILURE
-                },
-            )
+            ExitCode::from(if e.kind() == composefs_storage::ErrorKind::InvalidArgument {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            })
         }
     }
 }

@@ -1,10 +1,6 @@
 //! C API of layer conversion: an options handle with setters, a convert call (from an fd or a
 //! path), and a result handle with getters.
 
-// Exports are `extern "C"` and safe to call from C by contract; pointer validity is the C caller's
-// promise, checked for NULL by the util helpers.
-#![allow(clippy::not_unsafe_ptr_arg_deref)]
-
 use std::ffi::{c_char, c_int, c_void};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::path::PathBuf;
@@ -19,8 +15,7 @@ use crate::Error;
 /// Progress callback: `userdata` as given, uncompressed bytes and tar entries done so far.
 /// Return 0 to continue, non-zero to cancel (the conversion then fails with
 /// `CFS_STATUS_CANCELLED` and leaves nothing behind).
-pub type cfs_progress_fn =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, bytes: u64, entries: u64) -> c_int>;
+pub type cfs_progress_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, bytes: u64, entries: u64) -> c_int>;
 
 /// Options for `cfs_layer_convert_*` (opaque).
 pub struct cfs_convert_options {
@@ -38,10 +33,7 @@ pub struct cfs_convert_result {
 /// fs-verity if available, OCI whiteouts converted, default limits). Free with
 /// `cfs_convert_options_free`.
 #[no_mangle]
-pub extern "C" fn cfs_convert_options_new(
-    out: *mut *mut cfs_convert_options,
-    err: *mut *mut cfs_error,
-) -> cfs_status {
+pub extern "C" fn cfs_convert_options_new(out: *mut *mut cfs_convert_options, err: *mut *mut cfs_error) -> cfs_status {
     ffi_call!(err, {
         check_out(out, "out")?;
         let b = Box::new(cfs_convert_options {
@@ -123,9 +115,7 @@ pub extern "C" fn cfs_convert_options_set_keep_whiteout_files(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle, by contract.
-        unsafe { try_mut(options, "options") }?
-            .options
-            .oci_whiteouts = !keep;
+        unsafe { try_mut(options, "options") }?.options.oci_whiteouts = !keep;
         Ok(())
     })
 }
@@ -175,11 +165,8 @@ fn run(
     check_out(out, "out")?;
     // SAFETY: NULL or a C string, by contract.
     let dir = unsafe { try_path(layer_dir, "layer_dir") }?;
-    let defaults = cfs_convert_options {
-        options: ConvertOptions::default(),
-        progress: None,
-        userdata: std::ptr::null_mut(),
-    };
+    let defaults =
+        cfs_convert_options { options: ConvertOptions::default(), progress: None, userdata: std::ptr::null_mut() };
     let o = if options.is_null() {
         &defaults
     } else {
@@ -214,21 +201,12 @@ pub extern "C" fn cfs_layer_convert_fd(
 ) -> cfs_status {
     ffi_call!(err, {
         if fd < 0 {
-            return Err(Error::invalid_argument(format!(
-                "fd {fd} is not a file descriptor"
-            )));
+            return Err(Error::invalid_argument(format!("fd {fd} is not a file descriptor")));
         }
         // SAFETY: the caller guarantees `fd` is open for the duration of this call.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd as RawFd) };
-        let owned = borrowed
-            .try_clone_to_owned()
-            .map_err(|e| Error::io(format_args!("dup fd {fd}"), e))?;
-        run(
-            Box::new(std::fs::File::from(owned)),
-            layer_dir,
-            options,
-            out,
-        )
+        let owned = borrowed.try_clone_to_owned().map_err(|e| Error::io(format_args!("dup fd {fd}"), e))?;
+        run(Box::new(std::fs::File::from(owned)), layer_dir, options, out)
     })
 }
 
@@ -244,8 +222,7 @@ pub extern "C" fn cfs_layer_convert_path(
     ffi_call!(err, {
         // SAFETY: NULL or a C string, by contract.
         let p = unsafe { try_path(input, "input") }?;
-        let f = std::fs::File::open(p)
-            .map_err(|e| Error::io(format_args!("open {}", p.display()), e))?;
+        let f = std::fs::File::open(p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))?;
         run(Box::new(f), layer_dir, options, out)
     })
 }
@@ -319,11 +296,7 @@ pub extern "C" fn cfs_convert_result_get_u64(
             "bytes_written" => r.objects.bytes_written,
             "bytes_reused" => r.objects.bytes_reused,
             "dedup_hits" => r.objects.dedup_hits,
-            _ => {
-                return Err(Error::invalid_argument(format!(
-                    "unknown result field {name:?}"
-                )))
-            }
+            _ => return Err(Error::invalid_argument(format!("unknown result field {name:?}"))),
         };
         // SAFETY: checked non-NULL.
         unsafe { write_out(out, v, "out") }
@@ -387,7 +360,5 @@ pub extern "C" fn cfs_convert_result_tar_split(
     len: *mut usize,
     err: *mut *mut cfs_error,
 ) -> cfs_status {
-    ffi_call!(err, {
-        bytes_getter(result, data, len, |r| &r.tar_split_gz)
-    })
+    ffi_call!(err, { bytes_getter(result, data, len, |r| &r.tar_split_gz) })
 }

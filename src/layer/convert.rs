@@ -32,10 +32,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            tar: TarLimits::default(),
-            max_entries: 4_000_000,
-        }
+        Limits { tar: TarLimits::default(), max_entries: 4_000_000 }
     }
 }
 
@@ -91,10 +88,7 @@ impl Drop for Staging {
     fn drop(&mut self) {
         if self.armed {
             // diff/ may have been made read-only just before the rename.
-            let _ = std::fs::set_permissions(
-                self.path.join("diff"),
-                std::fs::Permissions::from_mode(0o755),
-            );
+            let _ = std::fs::set_permissions(self.path.join("diff"), std::fs::Permissions::from_mode(0o755));
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
@@ -112,44 +106,25 @@ pub fn convert(
     if std::fs::symlink_metadata(layer_dir).is_ok() {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
-            format!(
-                "layer directory {} already exists; it is never overwritten",
-                layer_dir.display()
-            ),
+            format!("layer directory {} already exists; it is never overwritten", layer_dir.display()),
         ));
     }
-    let file_name = layer_dir.file_name().ok_or_else(|| {
-        Error::invalid_argument(format!(
-            "layer directory {} has no name",
-            layer_dir.display()
-        ))
-    })?;
+    let file_name = layer_dir
+        .file_name()
+        .ok_or_else(|| Error::invalid_argument(format!("layer directory {} has no name", layer_dir.display())))?;
     let parent = match layer_dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let staging_path = parent.join(format!(
-        ".{}.staging-{}-{nanos:x}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let staging_path =
+        parent.join(format!(".{}.staging-{}-{nanos:x}", file_name.to_string_lossy(), std::process::id()));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&staging_path)
-        .map_err(|e| {
-            Error::io(
-                format_args!("create staging directory {}", staging_path.display()),
-                e,
-            )
-        })?;
-    let mut staging = Staging {
-        path: staging_path,
-        armed: true,
-    };
+        .map_err(|e| Error::io(format_args!("create staging directory {}", staging_path.display()), e))?;
+    let mut staging = Staging { path: staging_path, armed: true };
 
     let (tree, mut result) = scan(input, &staging.path, options, progress)?;
     result.blob_verity = write_blob(&tree, &staging.path.join("composefs-data"), options.verity)?;
@@ -165,16 +140,7 @@ pub fn convert(
         layer_dir,
         rustix::fs::RenameFlags::NOREPLACE,
     )
-    .map_err(|e| {
-        Error::io(
-            format_args!(
-                "rename {} to {}",
-                staging.path.display(),
-                layer_dir.display()
-            ),
-            e.into(),
-        )
-    })?;
+    .map_err(|e| Error::io(format_args!("rename {} to {}", staging.path.display(), layer_dir.display()), e.into()))?;
     staging.armed = false;
     result.layer_dir = layer_dir.to_path_buf();
     Ok(result)
@@ -198,16 +164,11 @@ pub(crate) fn scan(
         .create(&data_path)
         .map_err(|e| Error::io(format_args!("mkdir {}", data_path.display()), e))?;
 
-    let mut store = ObjectStore::new(
-        &diff_path,
-        &options.source_layers,
-        options.hardlinks,
-        Verity::new(options.verity),
-    )?;
+    let mut store =
+        ObjectStore::new(&diff_path, &options.source_layers, options.hardlinks, Verity::new(options.verity))?;
     let mut builder = TreeBuilder::new(options.oci_whiteouts);
     let mut toc = TocWriter::new();
-    let mut tar_split =
-        TarSplitWriter::new(GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut tar_split = TarSplitWriter::new(GzEncoder::new(Vec::new(), flate2::Compression::fast()));
     let mut uids = BTreeSet::new();
     let mut gids = BTreeSet::new();
 
@@ -257,14 +218,8 @@ pub(crate) fn scan(
                 }
                 let data = &buf[..n];
                 crc.update(data);
-                let digest: [u8; 32] = if n == 0 {
-                    EMPTY_SHA256
-                } else {
-                    Sha256::digest(data).into()
-                };
-                let v = store
-                    .put_bytes(&digest, data)
-                    .map_err(|e| e.context(ctx()))?;
+                let digest: [u8; 32] = if n == 0 { EMPTY_SHA256 } else { Sha256::digest(data).into() };
+                let v = store.put_bytes(&digest, data).map_err(|e| e.context(ctx()))?;
                 builder.set_file_content(id, object_path(&digest), v);
                 content_digest = Some(digest);
             }
@@ -285,13 +240,7 @@ pub(crate) fn scan(
                         done += k as u64;
                         if done >= next_report {
                             next_report += PROGRESS_BYTES;
-                            cancelled(
-                                Progress {
-                                    bytes: tar.offset(),
-                                    entries: entries - 1,
-                                },
-                                &mut progress,
-                            )?;
+                            cancelled(Progress { bytes: tar.offset(), entries: entries - 1 }, &mut progress)?;
                         }
                     }
                     Ok(())
@@ -301,9 +250,7 @@ pub(crate) fn scan(
                     return Err(e);
                 }
                 let digest: [u8; 32] = hasher.finalize().into();
-                let v = store
-                    .commit_temp(tmp, &digest, len)
-                    .map_err(|e| e.context(ctx()))?;
+                let v = store.commit_temp(tmp, &digest, len).map_err(|e| e.context(ctx()))?;
                 builder.set_file_content(id, object_path(&digest), v);
                 content_digest = Some(digest);
             }
@@ -327,13 +274,7 @@ pub(crate) fn scan(
         // payload even when it is empty for header-only types).
         tar_split.file(&h.name, h.size, (h.size > 0).then_some(&crc))?;
         toc.add(&h, content_digest.as_ref().filter(|_| len > 0));
-        cancelled(
-            Progress {
-                bytes: tar.offset(),
-                entries,
-            },
-            &mut progress,
-        )?;
+        cancelled(Progress { bytes: tar.offset(), entries }, &mut progress)?;
     }
     // End-of-archive blocks, then anything after them in 1 MiB segments (as tar-split does).
     tar_split.segment(tar.raw())?;
@@ -342,9 +283,7 @@ pub(crate) fn scan(
     let stream_digests = tar.into_inner().finish()?;
 
     let (gz, tar_split_sha, tar_split_size) = tar_split.finish();
-    let tar_split_gz = gz
-        .finish()
-        .map_err(|e| Error::io("compress tar-split", e))?;
+    let tar_split_gz = gz.finish().map_err(|e| Error::io("compress tar-split", e))?;
     let toc_json = toc.finish(&tar_split_sha);
     let tree = builder.finish();
 
@@ -382,17 +321,10 @@ fn write_blob(tree: &Tree, data_path: &Path, policy: VerityPolicy) -> Result<Opt
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut blob);
         super::blob::write_blob(tree, &mut w)?;
-        w.flush()
-            .map_err(|e| Error::io(format_args!("write {}", blob_path.display()), e))?;
+        w.flush().map_err(|e| Error::io(format_args!("write {}", blob_path.display()), e))?;
     }
-    blob.sync_all()
-        .map_err(|e| Error::io(format_args!("fsync {}", blob_path.display()), e))?;
+    blob.sync_all().map_err(|e| Error::io(format_args!("fsync {}", blob_path.display()), e))?;
     drop(blob);
-    let data_dir = File::open(data_path)
-        .map_err(|e| Error::io(format_args!("open {}", data_path.display()), e))?;
-    Verity::new(policy).apply(
-        std::os::fd::AsFd::as_fd(&data_dir),
-        "composefs.blob",
-        &blob_path.display(),
-    )
+    let data_dir = File::open(data_path).map_err(|e| Error::io(format_args!("open {}", data_path.display()), e))?;
+    Verity::new(policy).apply(std::os::fd::AsFd::as_fd(&data_dir), "composefs.blob", &blob_path.display())
 }

@@ -9,9 +9,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{
-    linkat, mkdirat, openat, renameat, statat, unlinkat, AtFlags, FileType, Mode, OFlags,
-};
+use rustix::fs::{linkat, mkdirat, openat, renameat, statat, unlinkat, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::tree_builder::object_path;
@@ -20,8 +18,8 @@ use crate::{Error, ErrorKind, Result};
 
 /// sha256 of empty content: every layer with an empty regular file has this object.
 pub const EMPTY_SHA256: [u8; 32] = [
-    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
-    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24, 0x27, 0xae, 0x41,
+    0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
 ];
 
 /// Counters of what the store did.
@@ -66,43 +64,22 @@ pub struct TempObject {
 
 impl TempObject {
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
-        self.file
-            .write_all(data)
-            .map_err(|e| Error::io(format_args!("write object temp file {}", self.name), e))
+        self.file.write_all(data).map_err(|e| Error::io(format_args!("write object temp file {}", self.name), e))
     }
 }
 
 impl ObjectStore {
     /// `diff` is the (empty) staging object directory; `sources` are other layer dirs whose
     /// `diff/` objects may be reused.
-    pub fn new(
-        diff_path: &Path,
-        sources: &[PathBuf],
-        hardlinks: bool,
-        verity: Verity,
-    ) -> Result<ObjectStore> {
-        let diff = openat(
-            rustix::fs::CWD,
-            diff_path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::io(format_args!("open {}", diff_path.display()), e.into()))?;
+    pub fn new(diff_path: &Path, sources: &[PathBuf], hardlinks: bool, verity: Verity) -> Result<ObjectStore> {
+        let diff =
+            openat(rustix::fs::CWD, diff_path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| Error::io(format_args!("open {}", diff_path.display()), e.into()))?;
         let mut srcs = Vec::new();
         for s in sources {
             let p = s.join("diff");
-            let fd = openat(
-                rustix::fs::CWD,
-                &p,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| {
-                Error::io(
-                    format_args!("open source layer objects {}", p.display()),
-                    e.into(),
-                )
-            })?;
+            let fd = openat(rustix::fs::CWD, &p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| Error::io(format_args!("open source layer objects {}", p.display()), e.into()))?;
             srcs.push(Source { path: p, diff: fd });
         }
         Ok(ObjectStore {
@@ -125,10 +102,7 @@ impl ObjectStore {
 
     /// fs-verity digests by object path, for the result.
     pub fn verity_digests(&self) -> BTreeMap<String, [u8; 32]> {
-        self.objects
-            .iter()
-            .filter_map(|(d, v)| v.map(|v| (object_path(d), v)))
-            .collect()
+        self.objects.iter().filter_map(|(d, v)| v.map(|v| (object_path(d), v))).collect()
     }
 
     fn ensure_prefix(&mut self, digest: &[u8; 32]) -> Result<()> {
@@ -137,12 +111,7 @@ impl ObjectStore {
             let name = format!("{:02x}", digest[0]);
             match mkdirat(&self.diff, name.as_str(), Mode::from_raw_mode(0o755)) {
                 Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => {
-                    return Err(Error::io(
-                        format_args!("mkdir {}/{name}", self.diff_path.display()),
-                        e.into(),
-                    ))
-                }
+                Err(e) => return Err(Error::io(format_args!("mkdir {}/{name}", self.diff_path.display()), e.into())),
             }
             self.prefixes[p] = true;
         }
@@ -160,8 +129,7 @@ impl ObjectStore {
         if !self.try_reuse(&path, data.len() as u64)? {
             let fd = self.create(&path)?;
             let mut f = File::from(fd);
-            f.write_all(data)
-                .map_err(|e| Error::io(format_args!("write object {path}"), e))?;
+            f.write_all(data).map_err(|e| Error::io(format_args!("write object {path}"), e))?;
             drop(f);
             self.stats.bytes_written += data.len() as u64;
         }
@@ -173,20 +141,12 @@ impl ObjectStore {
         self.tmp_seq += 1;
         let name = format!(".tmp-{}", self.tmp_seq);
         let fd = self.create(&name)?;
-        Ok(TempObject {
-            file: File::from(fd),
-            name,
-        })
+        Ok(TempObject { file: File::from(fd), name })
     }
 
     /// Completes a temporary object as `digest` (or drops it when the layer or a source layer
     /// already has that content).
-    pub fn commit_temp(
-        &mut self,
-        tmp: TempObject,
-        digest: &[u8; 32],
-        size: u64,
-    ) -> Result<Option<[u8; 32]>> {
+    pub fn commit_temp(&mut self, tmp: TempObject, digest: &[u8; 32], size: u64) -> Result<Option<[u8; 32]>> {
         let TempObject { file, name } = tmp;
         drop(file);
         if let Some(v) = self.get(digest) {
@@ -199,9 +159,8 @@ impl ObjectStore {
         if self.try_reuse(&path, size)? {
             self.unlink(&name)?;
         } else {
-            renameat(&self.diff, name.as_str(), &self.diff, path.as_str()).map_err(|e| {
-                Error::io(format_args!("rename object into place as {path}"), e.into())
-            })?;
+            renameat(&self.diff, name.as_str(), &self.diff, path.as_str())
+                .map_err(|e| Error::io(format_args!("rename object into place as {path}"), e.into()))?;
             self.stats.bytes_written += size;
         }
         self.finish_object(digest, &path, size)
@@ -215,12 +174,8 @@ impl ObjectStore {
     }
 
     fn unlink(&self, name: &str) -> Result<()> {
-        unlinkat(&self.diff, name, AtFlags::empty()).map_err(|e| {
-            Error::io(
-                format_args!("unlink {}/{name}", self.diff_path.display()),
-                e.into(),
-            )
-        })
+        unlinkat(&self.diff, name, AtFlags::empty())
+            .map_err(|e| Error::io(format_args!("unlink {}/{name}", self.diff_path.display()), e.into()))
     }
 
     fn create(&self, name: &str) -> Result<OwnedFd> {
@@ -228,28 +183,13 @@ impl ObjectStore {
         openat(
             &self.diff,
             name,
-            OFlags::WRONLY
-                | OFlags::CREATE
-                | OFlags::EXCL
-                | OFlags::TRUNC
-                | OFlags::CLOEXEC
-                | OFlags::NOFOLLOW,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
         )
-        .map_err(|e| {
-            Error::io(
-                format_args!("create object {}/{name}", self.diff_path.display()),
-                e.into(),
-            )
-        })
+        .map_err(|e| Error::io(format_args!("create object {}/{name}", self.diff_path.display()), e.into()))
     }
 
-    fn finish_object(
-        &mut self,
-        digest: &[u8; 32],
-        path: &str,
-        size: u64,
-    ) -> Result<Option<[u8; 32]>> {
+    fn finish_object(&mut self, digest: &[u8; 32], path: &str, size: u64) -> Result<Option<[u8; 32]>> {
         // No digest for empty objects (as c/storage: §6.3); they are never redirected anyway.
         let v = if size == 0 {
             None
@@ -269,16 +209,9 @@ impl ObjectStore {
             let st = match statat(&src.diff, path, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,
-                Err(e) => {
-                    return Err(Error::io(
-                        format_args!("stat {}/{path}", src.path.display()),
-                        e.into(),
-                    ))
-                }
+                Err(e) => return Err(Error::io(format_args!("stat {}/{path}", src.path.display()), e.into())),
             };
-            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
-                || st.st_size as u64 != size
-            {
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_size as u64 != size {
                 continue;
             }
             if self.hardlinks {
@@ -288,8 +221,7 @@ impl ObjectStore {
                         return Ok(true);
                     }
                     // Another filesystem, link limits, protected hardlinks: copy instead.
-                    Err(Errno::XDEV) | Err(Errno::MLINK) | Err(Errno::PERM)
-                    | Err(Errno::ACCESS) => {}
+                    Err(Errno::XDEV) | Err(Errno::MLINK) | Err(Errno::PERM) | Err(Errno::ACCESS) => {}
                     Err(e) => {
                         return Err(Error::io(
                             format_args!("hardlink object {path} from {}", src.path.display()),
@@ -298,31 +230,19 @@ impl ObjectStore {
                     }
                 }
             }
-            let src_fd = match openat(
-                &src.diff,
-                path,
-                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => continue,
-                Err(e) => {
-                    return Err(Error::io(
-                        format_args!("open {}/{path}", src.path.display()),
-                        e.into(),
-                    ))
-                }
-            };
+            let src_fd =
+                match openat(&src.diff, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(Errno::NOENT) => continue,
+                    Err(e) => return Err(Error::io(format_args!("open {}/{path}", src.path.display()), e.into())),
+                };
             let dst_fd = self.create(path)?;
             if rustix::fs::ioctl_ficlone(&dst_fd, &src_fd).is_err() {
                 let mut from = File::from(src_fd);
                 let mut to = File::from(dst_fd);
                 // std::io::copy uses copy_file_range between files, then read/write.
                 let n = std::io::copy(&mut from, &mut to).map_err(|e| {
-                    Error::io(
-                        format_args!("copy object {path} from {}", self.sources[i].path.display()),
-                        e,
-                    )
+                    Error::io(format_args!("copy object {path} from {}", self.sources[i].path.display()), e)
                 })?;
                 if n != size {
                     return Err(Error::new(

@@ -31,9 +31,7 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
                 '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
                     out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
                 }
-                c if (c as u32) < 0x20 => {
-                    out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
-                }
+                c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
                 c => {
                     let mut b = [0u8; 4];
                     out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
@@ -67,12 +65,7 @@ pub fn rfc3339_nano(t: Mtime) -> String {
     let days = t.sec.div_euclid(86_400);
     let secs = t.sec.rem_euclid(86_400);
     let (y, mo, d) = civil_from_days(days);
-    let mut s = format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
+    let mut s = format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
     if t.nsec != 0 {
         let frac = format!("{:09}", t.nsec);
         s.push('.');
@@ -108,10 +101,7 @@ impl Default for TocWriter {
 
 impl TocWriter {
     pub fn new() -> TocWriter {
-        TocWriter {
-            out: b"{\"version\":1,\"entries\":[".to_vec(),
-            entries: 0,
-        }
+        TocWriter { out: b"{\"version\":1,\"entries\":[".to_vec(), entries: 0 }
     }
 
     /// Adds the entry for `h`; `digest` is the content sha256 for regular files with content.
@@ -160,12 +150,7 @@ impl TocWriter {
                 }
                 push_json_str(o, k);
                 o.push(b':');
-                push_json_str(
-                    o,
-                    base64::engine::general_purpose::STANDARD
-                        .encode(v)
-                        .as_bytes(),
-                );
+                push_json_str(o, base64::engine::general_purpose::STANDARD.encode(v).as_bytes());
             }
             o.push(b'}');
         }
@@ -185,9 +170,7 @@ impl TocWriter {
         } else {
             self.out.push(b']');
         }
-        self.out.extend_from_slice(
-            format!(",\"tarSplitDigest\":\"sha256:{}\"}}", hex(tar_split_digest)).as_bytes(),
-        );
+        self.out.extend_from_slice(format!(",\"tarSplitDigest\":\"sha256:{}\"}}", hex(tar_split_digest)).as_bytes());
         self.out
     }
 }
@@ -203,22 +186,14 @@ pub struct TarSplitWriter<W: Write> {
 
 impl<W: Write> TarSplitWriter<W> {
     pub fn new(out: W) -> Self {
-        TarSplitWriter {
-            out,
-            hasher: Sha256::new(),
-            position: 0,
-            line: Vec::new(),
-            uncompressed: 0,
-        }
+        TarSplitWriter { out, hasher: Sha256::new(), position: 0, line: Vec::new(), uncompressed: 0 }
     }
 
     fn emit(&mut self) -> Result<()> {
         self.line.push(b'\n');
         self.hasher.update(&self.line);
         self.uncompressed += self.line.len() as u64;
-        self.out
-            .write_all(&self.line)
-            .map_err(|e| Error::io("write tar-split", e))?;
+        self.out.write_all(&self.line).map_err(|e| Error::io("write tar-split", e))?;
         self.line.clear();
         self.position += 1;
         Ok(())
@@ -232,8 +207,7 @@ impl<W: Write> TarSplitWriter<W> {
         self.line.extend_from_slice(b"{\"type\":2,\"payload\":\"");
         let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
         self.line.extend_from_slice(b64.as_bytes());
-        self.line
-            .extend_from_slice(format!("\",\"position\":{}}}", self.position).as_bytes());
+        self.line.extend_from_slice(format!("\",\"position\":{}}}", self.position).as_bytes());
         self.emit()
     }
 
@@ -246,32 +220,22 @@ impl<W: Write> TarSplitWriter<W> {
                 push_json_str(&mut self.line, name);
             } else {
                 self.line.extend_from_slice(b",\"name_raw\":\"");
-                self.line.extend_from_slice(
-                    base64::engine::general_purpose::STANDARD
-                        .encode(name)
-                        .as_bytes(),
-                );
+                self.line.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(name).as_bytes());
                 self.line.push(b'"');
             }
         }
         if size != 0 {
-            self.line
-                .extend_from_slice(format!(",\"size\":{size}").as_bytes());
+            self.line.extend_from_slice(format!(",\"size\":{size}").as_bytes());
         }
         match crc {
             Some(c) => {
                 self.line.extend_from_slice(b",\"payload\":\"");
-                self.line.extend_from_slice(
-                    base64::engine::general_purpose::STANDARD
-                        .encode(c.sum())
-                        .as_bytes(),
-                );
+                self.line.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(c.sum()).as_bytes());
                 self.line.push(b'"');
             }
             None => self.line.extend_from_slice(b",\"payload\":null"),
         }
-        self.line
-            .extend_from_slice(format!(",\"position\":{}}}", self.position).as_bytes());
+        self.line.extend_from_slice(format!(",\"position\":{}}}", self.position).as_bytes());
         self.emit()
     }
 
@@ -287,43 +251,16 @@ mod tests {
 
     #[test]
     fn times_like_go() {
-        assert_eq!(
-            rfc3339_nano(Mtime {
-                sec: 1704067200,
-                nsec: 0
-            }),
-            "2024-01-01T00:00:00Z"
-        );
-        assert_eq!(
-            rfc3339_nano(Mtime {
-                sec: 1714979289,
-                nsec: 123456789
-            }),
-            "2024-05-06T07:08:09.123456789Z"
-        );
-        assert_eq!(
-            rfc3339_nano(Mtime {
-                sec: -302486400,
-                nsec: 0
-            }),
-            "1960-06-01T00:00:00Z"
-        );
-        assert_eq!(
-            rfc3339_nano(Mtime {
-                sec: 1,
-                nsec: 500_000_000
-            }),
-            "1970-01-01T00:00:01.5Z"
-        );
+        assert_eq!(rfc3339_nano(Mtime { sec: 1704067200, nsec: 0 }), "2024-01-01T00:00:00Z");
+        assert_eq!(rfc3339_nano(Mtime { sec: 1714979289, nsec: 123456789 }), "2024-05-06T07:08:09.123456789Z");
+        assert_eq!(rfc3339_nano(Mtime { sec: -302486400, nsec: 0 }), "1960-06-01T00:00:00Z");
+        assert_eq!(rfc3339_nano(Mtime { sec: 1, nsec: 500_000_000 }), "1970-01-01T00:00:01.5Z");
     }
 
     #[test]
     fn json_strings_like_go() {
         let mut o = Vec::new();
         push_json_str(&mut o, b"a\"b\\c\nd<&>\x01\xff\xe9");
-        assert_eq!(
-            String::from_utf8(o).unwrap(),
-            r#""a\"b\\c\nd\u003c\u0026\u003e\u0001\ufffd\ufffd""#
-        );
+        assert_eq!(String::from_utf8(o).unwrap(), r#""a\"b\\c\nd\u003c\u0026\u003e\u0001\ufffd\ufffd""#);
     }
 }

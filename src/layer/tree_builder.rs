@@ -7,9 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::image::{
-    DirEntry, Directory, File, FileContent, Inode, InodeId, InodeKind, Metadata, Mtime, Tree, ROOT,
-};
+use crate::image::{DirEntry, Directory, File, FileContent, Inode, InodeId, InodeKind, Metadata, Mtime, Tree, ROOT};
 use crate::source::tar::{EntryType, Header};
 use crate::{Error, Result};
 
@@ -65,32 +63,18 @@ pub enum Added {
 }
 
 fn dir_inode(meta: Metadata) -> Inode {
-    Inode {
-        meta,
-        kind: InodeKind::Directory(Directory::default()),
-        nlink: 2,
-    }
+    Inode { meta, kind: InodeKind::Directory(Directory::default()), nlink: 2 }
 }
 
 fn synthesized_meta() -> Metadata {
-    Metadata {
-        permissions: 0o755,
-        uid: 0,
-        gid: 0,
-        mtime: Mtime::default(),
-        xattrs: Default::default(),
-    }
+    Metadata { permissions: 0o755, uid: 0, gid: 0, mtime: Mtime::default(), xattrs: Default::default() }
 }
 
 impl TreeBuilder {
     /// `oci_whiteouts`: turn `.wh.*` entries into overlay whiteouts (true, the default) or keep
     /// them as plain files exactly as containers/storage does (false, for compatibility tests).
     pub fn new(oci_whiteouts: bool) -> TreeBuilder {
-        TreeBuilder {
-            tree: Tree::new(synthesized_meta()),
-            oci_whiteouts,
-            names: HashMap::new(),
-        }
+        TreeBuilder { tree: Tree::new(synthesized_meta()), oci_whiteouts, names: HashMap::new() }
     }
 
     pub fn finish(self) -> Tree {
@@ -104,23 +88,14 @@ impl TreeBuilder {
     /// Adds one tar entry. Regular files are created with an external content placeholder that
     /// the caller fills in once the content digest is known.
     pub fn add(&mut self, h: &Header) -> Result<Added> {
-        let ctx = || {
-            format!(
-                "tar entry {} ({:?})",
-                h.index,
-                String::from_utf8_lossy(&h.name)
-            )
-        };
+        let ctx = || format!("tar entry {} ({:?})", h.index, String::from_utf8_lossy(&h.name));
         if h.entry_type == EntryType::GlobalHeader {
             return Ok(Added::Nothing);
         }
         let comps = clean_components(&h.name);
         for c in &comps {
             if c.len() > MAX_COMPONENT {
-                return Err(Error::limit(format!(
-                    "{}: path component longer than {MAX_COMPONENT} bytes",
-                    ctx()
-                )));
+                return Err(Error::limit(format!("{}: path component longer than {MAX_COMPONENT} bytes", ctx())));
             }
         }
         let meta = Metadata {
@@ -133,10 +108,7 @@ impl TreeBuilder {
         let Some((&name, parents)) = comps.split_last() else {
             // The root itself ("./", "/", ".." ...).
             if h.entry_type != EntryType::Directory {
-                return Err(Error::format(format!(
-                    "{}: a non-directory entry names the root",
-                    ctx()
-                )));
+                return Err(Error::format(format!("{}: a non-directory entry names the root", ctx())));
             }
             self.tree.inode_mut(ROOT).meta = meta;
             return Ok(Added::Nothing);
@@ -157,24 +129,9 @@ impl TreeBuilder {
                 }
                 // A whiteout hides lower layers only: it never removes this layer's own entry.
                 if self.tree.lookup(parent, target).is_none() {
-                    let meta = Metadata {
-                        permissions: 0,
-                        xattrs: Default::default(),
-                        ..meta
-                    };
-                    let id = self.tree.push(Inode {
-                        meta,
-                        kind: InodeKind::OverlayWhiteout,
-                        nlink: 1,
-                    });
-                    self.tree.link(
-                        parent,
-                        target.to_vec(),
-                        DirEntry {
-                            inode: id,
-                            hardlink: false,
-                        },
-                    );
+                    let meta = Metadata { permissions: 0, xattrs: Default::default(), ..meta };
+                    let id = self.tree.push(Inode { meta, kind: InodeKind::OverlayWhiteout, nlink: 1 });
+                    self.tree.link(parent, target.to_vec(), DirEntry { inode: id, hardlink: false });
                 }
             }
             return Ok(Added::Nothing);
@@ -190,14 +147,7 @@ impl TreeBuilder {
                     }
                 }
                 let id = self.tree.push(dir_inode(meta));
-                self.replace(
-                    parent,
-                    name,
-                    DirEntry {
-                        inode: id,
-                        hardlink: false,
-                    },
-                );
+                self.replace(parent, name, DirEntry { inode: id, hardlink: false });
                 return Ok(Added::Nothing);
             }
             EntryType::Hardlink => {
@@ -235,23 +185,12 @@ impl TreeBuilder {
                 }
                 let names = self.names.entry(id).or_default();
                 names.push((parent, name.to_vec()));
-                self.replace(
-                    parent,
-                    name,
-                    DirEntry {
-                        inode: id,
-                        hardlink: true,
-                    },
-                );
+                self.replace(parent, name, DirEntry { inode: id, hardlink: true });
                 return Ok(Added::Nothing);
             }
-            EntryType::Regular => InodeKind::File(File {
-                size: h.size,
-                content: FileContent::External {
-                    payload: None,
-                    digest: None,
-                },
-            }),
+            EntryType::Regular => {
+                InodeKind::File(File { size: h.size, content: FileContent::External { payload: None, digest: None } })
+            }
             EntryType::Symlink => InodeKind::Symlink(h.link_name.clone()),
             EntryType::Char => InodeKind::CharDevice(makedev(h.dev_major, h.dev_minor)),
             EntryType::Block => InodeKind::BlockDevice(makedev(h.dev_major, h.dev_minor)),
@@ -259,33 +198,15 @@ impl TreeBuilder {
             EntryType::GlobalHeader => return Ok(Added::Nothing),
         };
         let is_file = matches!(kind, InodeKind::File(_));
-        let id = self.tree.push(Inode {
-            meta,
-            kind,
-            nlink: 1,
-        });
-        self.replace(
-            parent,
-            name,
-            DirEntry {
-                inode: id,
-                hardlink: false,
-            },
-        );
-        Ok(if is_file {
-            Added::File(id)
-        } else {
-            Added::Nothing
-        })
+        let id = self.tree.push(Inode { meta, kind, nlink: 1 });
+        self.replace(parent, name, DirEntry { inode: id, hardlink: false });
+        Ok(if is_file { Added::File(id) } else { Added::Nothing })
     }
 
     /// Sets a regular file's object path and fs-verity digest.
     pub fn set_file_content(&mut self, id: InodeId, payload: String, verity: Option<[u8; 32]>) {
         if let InodeKind::File(f) = &mut self.tree.inode_mut(id).kind {
-            f.content = FileContent::External {
-                payload: Some(payload.into_bytes()),
-                digest: verity,
-            };
+            f.content = FileContent::External { payload: Some(payload.into_bytes()), digest: verity };
         }
     }
 
@@ -319,14 +240,7 @@ impl TreeBuilder {
                 }
                 None => {
                     let id = self.tree.push(dir_inode(synthesized_meta()));
-                    self.tree.link(
-                        cur,
-                        c.to_vec(),
-                        DirEntry {
-                            inode: id,
-                            hardlink: false,
-                        },
-                    );
+                    self.tree.link(cur, c.to_vec(), DirEntry { inode: id, hardlink: false });
                     id
                 }
             };
@@ -346,8 +260,7 @@ impl TreeBuilder {
         let id = old.inode;
         if let Some(d) = self.tree.inode(id).as_dir() {
             if !old.hardlink {
-                let children: Vec<(Vec<u8>, DirEntry)> =
-                    d.entries.iter().map(|(n, e)| (n.clone(), *e)).collect();
+                let children: Vec<(Vec<u8>, DirEntry)> = d.entries.iter().map(|(n, e)| (n.clone(), *e)).collect();
                 for (n, e) in children {
                     self.forget(e, id, &n);
                 }
@@ -368,14 +281,7 @@ impl TreeBuilder {
         for (p, n) in candidates {
             if let Some(e) = self.tree.lookup(p, &n) {
                 if e.inode == id {
-                    self.tree.link(
-                        p,
-                        n,
-                        DirEntry {
-                            inode: id,
-                            hardlink: false,
-                        },
-                    );
+                    self.tree.link(p, n, DirEntry { inode: id, hardlink: false });
                     return;
                 }
             }

@@ -78,13 +78,7 @@ fn enable(fd: BorrowedFd<'_>) -> std::io::Result<()> {
     // SAFETY: FS_IOC_ENABLE_VERITY reads one `struct fsverity_enable_arg` (128 bytes, the layout
     // above) from the pointer, which lives for the call; salt and signature pointers are NULL
     // with zero sizes.
-    let r = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            FS_IOC_ENABLE_VERITY as _,
-            &arg as *const EnableArg,
-        )
-    };
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_ENABLE_VERITY as _, &arg as *const EnableArg) };
     if r < 0 {
         Err(std::io::Error::last_os_error())
     } else {
@@ -93,20 +87,10 @@ fn enable(fd: BorrowedFd<'_>) -> std::io::Result<()> {
 }
 
 fn measure(fd: BorrowedFd<'_>) -> std::io::Result<[u8; 32]> {
-    let mut arg = MeasureArg {
-        digest_algorithm: 0,
-        digest_size: 64,
-        digest: [0; 64],
-    };
+    let mut arg = MeasureArg { digest_algorithm: 0, digest_size: 64, digest: [0; 64] };
     // SAFETY: FS_IOC_MEASURE_VERITY writes at most `digest_size` (64) digest bytes after the
     // two u16 fields of the struct we pass, which is exactly that size and outlives the call.
-    let r = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            FS_IOC_MEASURE_VERITY as _,
-            &mut arg as *mut MeasureArg,
-        )
-    };
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_MEASURE_VERITY as _, &mut arg as *mut MeasureArg) };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -130,32 +114,17 @@ pub struct Verity {
 
 impl Verity {
     pub fn new(policy: VerityPolicy) -> Verity {
-        Verity {
-            policy,
-            unsupported: false,
-        }
+        Verity { policy, unsupported: false }
     }
 
     /// Enables fs-verity on `dir/name` (which must have no open writers) and measures it.
     /// `None` when the policy is off or the filesystem has no fs-verity (under `IfAvailable`).
-    pub fn apply(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        name: &str,
-        what: &dyn std::fmt::Display,
-    ) -> Result<Option<[u8; 32]>> {
-        if self.policy == VerityPolicy::Off
-            || (self.unsupported && self.policy == VerityPolicy::IfAvailable)
-        {
+    pub fn apply(&mut self, dir: BorrowedFd<'_>, name: &str, what: &dyn std::fmt::Display) -> Result<Option<[u8; 32]>> {
+        if self.policy == VerityPolicy::Off || (self.unsupported && self.policy == VerityPolicy::IfAvailable) {
             return Ok(None);
         }
-        let fd: OwnedFd = openat(
-            dir,
-            name,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::io(format_args!("open {what} for fs-verity"), e.into()))?;
+        let fd: OwnedFd = openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
+            .map_err(|e| Error::io(format_args!("open {what} for fs-verity"), e.into()))?;
         match enable(fd.as_fd()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
@@ -163,11 +132,7 @@ impl Verity {
                 let kind = ErrorKind::from_io(&e);
                 if self.policy == VerityPolicy::Require {
                     return Err(Error::new(
-                        if kind == ErrorKind::Unsupported {
-                            ErrorKind::Unsupported
-                        } else {
-                            kind
-                        },
+                        if kind == ErrorKind::Unsupported { ErrorKind::Unsupported } else { kind },
                         format!("enable fs-verity on {what} (policy require): {e}"),
                     ));
                 }
@@ -177,8 +142,7 @@ impl Verity {
                 return Ok(None);
             }
         }
-        let d = measure(fd.as_fd())
-            .map_err(|e| Error::io(format_args!("measure fs-verity of {what}"), e))?;
+        let d = measure(fd.as_fd()).map_err(|e| Error::io(format_args!("measure fs-verity of {what}"), e))?;
         Ok(Some(d))
     }
 }
@@ -191,10 +155,7 @@ mod tests {
     fn struct_sizes_match_the_uapi() {
         assert_eq!(std::mem::size_of::<EnableArg>(), 128);
         assert_eq!(std::mem::size_of::<MeasureArg>(), 68);
-        assert_eq!(
-            VerityPolicy::parse("require").unwrap(),
-            VerityPolicy::Require
-        );
+        assert_eq!(VerityPolicy::parse("require").unwrap(), VerityPolicy::Require);
         assert!(VerityPolicy::parse("maybe").is_err());
     }
 
@@ -217,11 +178,6 @@ mod tests {
                 assert_eq!(got, None);
             }
         }
-        assert_eq!(
-            Verity::new(VerityPolicy::Off)
-                .apply(d.as_fd(), "f", &"f")
-                .unwrap(),
-            None
-        );
+        assert_eq!(Verity::new(VerityPolicy::Off).apply(d.as_fd(), "f", &"f").unwrap(), None);
     }
 }

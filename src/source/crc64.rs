@@ -11,11 +11,7 @@ const fn make_tables() -> [[u64; 256]; 8] {
         let mut crc = i as u64;
         let mut j = 0;
         while j < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ POLY
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 == 1 { (crc >> 1) ^ POLY } else { crc >> 1 };
             j += 1;
         }
         t[0][i] = crc;

@@ -47,13 +47,9 @@ pub fn detect(prefix: &[u8]) -> Result<Compression> {
     {
         Ok(Compression::Zstd)
     } else if prefix.starts_with(b"BZh") {
-        Err(Error::unsupported(
-            "layer blob is bzip2-compressed; only plain tar, gzip and zstd are supported",
-        ))
+        Err(Error::unsupported("layer blob is bzip2-compressed; only plain tar, gzip and zstd are supported"))
     } else if prefix.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Err(Error::unsupported(
-            "layer blob is xz-compressed; only plain tar, gzip and zstd are supported",
-        ))
+        Err(Error::unsupported("layer blob is xz-compressed; only plain tar, gzip and zstd are supported"))
     } else {
         Ok(Compression::None)
     }
@@ -96,43 +92,24 @@ impl LayerStream {
             .name("cfs-decompress".into())
             .spawn(move || decompress_worker(input, tx, recycled))
             .map_err(|e| Error::io("spawn decompression thread", e))?;
-        Ok(LayerStream {
-            rx,
-            recycle,
-            cur: Vec::new(),
-            pos: 0,
-            eof: false,
-            worker: Some(worker),
-            result: None,
-        })
+        Ok(LayerStream { rx, recycle, cur: Vec::new(), pos: 0, eof: false, worker: Some(worker), result: None })
     }
 
     /// Waits for the helper thread and returns the digests. Call after reading to EOF; the
     /// helper's own error (bad compression, read failure) is returned here too.
     pub fn finish(mut self) -> Result<StreamDigests> {
         if !self.eof {
-            return Err(Error::new(
-                ErrorKind::Internal,
-                "LayerStream::finish before end of stream",
-            ));
+            return Err(Error::new(ErrorKind::Internal, "LayerStream::finish before end of stream"));
         }
         self.join();
-        self.result.take().unwrap_or_else(|| {
-            Err(Error::new(
-                ErrorKind::Internal,
-                "decompression result taken twice",
-            ))
-        })
+        self.result.take().unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "decompression result taken twice")))
     }
 
     fn join(&mut self) {
         if let Some(w) = self.worker.take() {
-            self.result = Some(w.join().unwrap_or_else(|_| {
-                Err(Error::new(
-                    ErrorKind::Internal,
-                    "decompression thread panicked",
-                ))
-            }));
+            self.result = Some(
+                w.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Internal, "decompression thread panicked"))),
+            );
         }
     }
 }
@@ -201,17 +178,8 @@ fn decompress_worker(
     tx: SyncSender<io::Result<Vec<u8>>>,
     recycled: Receiver<Vec<u8>>,
 ) -> Result<StreamDigests> {
-    let mut raw = BufReader::with_capacity(
-        CHUNK,
-        HashingReader {
-            inner: input,
-            hasher: Sha256::new(),
-            count: 0,
-        },
-    );
-    let prefix = raw
-        .fill_buf()
-        .map_err(|e| Error::io("read layer blob", e))?;
+    let mut raw = BufReader::with_capacity(CHUNK, HashingReader { inner: input, hasher: Sha256::new(), count: 0 });
+    let prefix = raw.fill_buf().map_err(|e| Error::io("read layer blob", e))?;
     let compression = detect(&prefix[..prefix.len().min(6)])?;
     let mut diff = Sha256::new();
     let mut usize_total = 0u64;
@@ -221,8 +189,7 @@ fn decompress_worker(
             Compression::None => Box::new(&mut raw),
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut raw)),
             Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::with_buffer(&mut raw)
-                    .map_err(|e| Error::io("start zstd decoder", e))?,
+                zstd::stream::read::Decoder::with_buffer(&mut raw).map_err(|e| Error::io("start zstd decoder", e))?,
             ),
         };
         loop {
@@ -240,8 +207,7 @@ fn decompress_worker(
                             "decompressing {what} layer blob at uncompressed offset {}: {e}",
                             usize_total + filled as u64
                         );
-                        let _ =
-                            tx.send(Err(io::Error::new(io::ErrorKind::InvalidData, msg.clone())));
+                        let _ = tx.send(Err(io::Error::new(io::ErrorKind::InvalidData, msg.clone())));
                         return Err(Error::format(msg));
                     }
                 }
@@ -253,10 +219,7 @@ fn decompress_worker(
             diff.update(&buf);
             usize_total += filled as u64;
             if tx.send(Ok(buf)).is_err() {
-                return Err(Error::new(
-                    ErrorKind::Cancelled,
-                    "layer stream reader went away",
-                ));
+                return Err(Error::new(ErrorKind::Cancelled, "layer stream reader went away"));
             }
         }
     }
@@ -308,37 +271,17 @@ mod tests {
 
     #[test]
     fn detects_by_magic() {
-        assert_eq!(
-            detect(&[0x1f, 0x8b, 0x08, 0, 0, 0]).unwrap(),
-            Compression::Gzip
-        );
-        assert_eq!(
-            detect(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0]).unwrap(),
-            Compression::Zstd
-        );
-        assert_eq!(
-            detect(&[0x50, 0x2a, 0x4d, 0x18, 8, 0]).unwrap(),
-            Compression::Zstd
-        );
+        assert_eq!(detect(&[0x1f, 0x8b, 0x08, 0, 0, 0]).unwrap(), Compression::Gzip);
+        assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0]).unwrap(), Compression::Zstd);
+        assert_eq!(detect(&[0x50, 0x2a, 0x4d, 0x18, 8, 0]).unwrap(), Compression::Zstd);
         assert_eq!(detect(b"usr/li").unwrap(), Compression::None);
-        assert_eq!(
-            detect(b"BZh91A").unwrap_err().kind(),
-            ErrorKind::Unsupported
-        );
-        assert_eq!(
-            detect(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-                .unwrap_err()
-                .kind(),
-            ErrorKind::Unsupported
-        );
+        assert_eq!(detect(b"BZh91A").unwrap_err().kind(), ErrorKind::Unsupported);
+        assert_eq!(detect(&[0xfd, b'7', b'z', b'X', b'Z', 0]).unwrap_err().kind(), ErrorKind::Unsupported);
     }
 
     #[test]
     fn all_three_give_the_same_tar_and_digests() {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/corpus/cstorage/noparents-ustar"
-        );
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/cstorage/noparents-ustar");
         let Ok(tar) = std::fs::read(format!("{dir}/noparents-ustar.tar")) else {
             eprintln!("skipping: corpus not found at {dir}");
             return;

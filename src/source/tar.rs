@@ -191,12 +191,7 @@ impl<R: Read> TarReader<R> {
                 }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(Error::format(format!(
-                        "{}: reading {what}: {e}",
-                        self.where_()
-                    )))
-                }
+                Err(e) => return Err(Error::format(format!("{}: reading {what}: {e}", self.where_()))),
             }
         }
         self.offset += buf.len() as u64;
@@ -217,12 +212,7 @@ impl<R: Read> TarReader<R> {
                 }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(Error::format(format!(
-                        "{}: reading header: {e}",
-                        self.where_()
-                    )))
-                }
+                Err(e) => return Err(Error::format(format!("{}: reading header: {e}", self.where_()))),
             }
         }
         self.offset += BLOCK as u64;
@@ -294,10 +284,7 @@ impl<R: Read> TarReader<R> {
             self.raw.extend_from_slice(&blk);
             if blk.iter().all(|&b| b == 0) {
                 if pax.is_some() || long_name.is_some() || long_link.is_some() {
-                    return Err(Error::format(format!(
-                        "{}: extension header not followed by an entry",
-                        self.where_()
-                    )));
+                    return Err(Error::format(format!("{}: extension header not followed by an entry", self.where_())));
                 }
                 // End of archive: a second zero block should follow (a lone one at EOF is accepted, as Go does).
                 if self.read_block(&mut blk)? {
@@ -356,9 +343,7 @@ impl<R: Read> TarReader<R> {
                 h.entry_type = EntryType::Directory;
             }
             self.current = String::from_utf8_lossy(&h.name).into_owned();
-            if h.name.len() > self.limits.max_name_len
-                || h.link_name.len() > self.limits.max_name_len
-            {
+            if h.name.len() > self.limits.max_name_len || h.link_name.len() > self.limits.max_name_len {
                 return Err(Error::limit(format!(
                     "{}: name or link target longer than {} bytes",
                     self.where_(),
@@ -366,10 +351,7 @@ impl<R: Read> TarReader<R> {
                 )));
             }
             if h.name.contains(&0) || h.link_name.contains(&0) {
-                return Err(Error::format(format!(
-                    "{}: NUL byte in name or link target",
-                    self.where_()
-                )));
+                return Err(Error::format(format!("{}: NUL byte in name or link target", self.where_())));
             }
             h.data_offset = self.offset;
             h.index = self.index;
@@ -382,22 +364,14 @@ impl<R: Read> TarReader<R> {
 
     /// Reads the rest of the stream after the end-of-archive marker in chunks of at most
     /// `chunk` bytes (trailing padding, kept for tar-split and the DiffID).
-    pub fn read_trailer(
-        &mut self,
-        chunk: usize,
-        mut sink: impl FnMut(&[u8]) -> Result<()>,
-    ) -> Result<()> {
+    pub fn read_trailer(&mut self, chunk: usize, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let mut buf = vec![0u8; chunk.max(1)];
         loop {
             let n = match self.inner.read(&mut buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::format(format!(
-                        "after the end-of-archive marker: {e}"
-                    )))
-                }
+                Err(e) => return Err(Error::format(format!("after the end-of-archive marker: {e}"))),
             };
             self.offset += n as u64;
             sink(&buf[..n])?;
@@ -424,14 +398,9 @@ impl<R: Read> TarReader<R> {
 
     fn numeric(&self, field: &[u8], what: &str) -> Result<u64> {
         let v = parse_numeric(field).ok_or_else(|| {
-            Error::format(format!(
-                "{}: invalid {what} field {:?}",
-                self.where_(),
-                String::from_utf8_lossy(field)
-            ))
+            Error::format(format!("{}: invalid {what} field {:?}", self.where_(), String::from_utf8_lossy(field)))
         })?;
-        u64::try_from(v)
-            .map_err(|_| Error::format(format!("{}: negative {what} field", self.where_())))
+        u64::try_from(v).map_err(|_| Error::format(format!("{}: negative {what} field", self.where_())))
     }
 
     fn parse_header(&self, blk: &[u8; BLOCK], typeflag: u8, size: u64) -> Result<Header> {
@@ -444,12 +413,7 @@ impl<R: Read> TarReader<R> {
             b'5' => EntryType::Directory,
             b'6' => EntryType::Fifo,
             b'g' => EntryType::GlobalHeader,
-            b'S' => {
-                return Err(Error::unsupported(format!(
-                    "{}: GNU sparse entries are not supported",
-                    self.where_()
-                )))
-            }
+            b'S' => return Err(Error::unsupported(format!("{}: GNU sparse entries are not supported", self.where_()))),
             t => {
                 return Err(Error::unsupported(format!(
                     "{}: unsupported tar entry type {:?}",
@@ -477,10 +441,7 @@ impl<R: Read> TarReader<R> {
         let mtime = parse_numeric(&blk[136..148])
             .ok_or_else(|| Error::format(format!("{}: invalid mtime field", self.where_())))?;
         let (dev_major, dev_minor) = if matches!(entry_type, EntryType::Char | EntryType::Block) {
-            (
-                self.dev(&blk[329..337], "devmajor")?,
-                self.dev(&blk[337..345], "devminor")?,
-            )
+            (self.dev(&blk[329..337], "devmajor")?, self.dev(&blk[337..345], "devminor")?)
         } else {
             (0, 0)
         };
@@ -488,10 +449,7 @@ impl<R: Read> TarReader<R> {
         // field is not empty).
         let (atime, ctime) = if magic == b"ustar  \0" {
             let field = |r: std::ops::Range<usize>| {
-                (blk[r.start] != 0).then(|| Mtime {
-                    sec: parse_numeric(&blk[r]).unwrap_or(0),
-                    nsec: 0,
-                })
+                (blk[r.start] != 0).then(|| Mtime { sec: parse_numeric(&blk[r]).unwrap_or(0), nsec: 0 })
             };
             (field(345..357), field(357..369))
         } else {
@@ -505,10 +463,7 @@ impl<R: Read> TarReader<R> {
             uid,
             gid,
             size,
-            mtime: Mtime {
-                sec: mtime,
-                nsec: 0,
-            },
+            mtime: Mtime { sec: mtime, nsec: 0 },
             atime,
             ctime,
             dev_major,
@@ -521,12 +476,7 @@ impl<R: Read> TarReader<R> {
 
     fn id(&self, field: &[u8], what: &str) -> Result<u32> {
         let v = self.numeric(field, what)?;
-        u32::try_from(v).map_err(|_| {
-            Error::format(format!(
-                "{}: {what} {v} does not fit in 32 bits",
-                self.where_()
-            ))
-        })
+        u32::try_from(v).map_err(|_| Error::format(format!("{}: {what} {v} does not fit in 32 bits", self.where_())))
     }
 
     fn dev(&self, field: &[u8], what: &str) -> Result<u32> {
@@ -538,10 +488,7 @@ impl<R: Read> TarReader<R> {
         while !rest.is_empty() {
             let bad = || Error::format(format!("{}: malformed PAX record", self.where_()));
             let sp = rest.iter().position(|&b| b == b' ').ok_or_else(bad)?;
-            let len: usize = std::str::from_utf8(&rest[..sp])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(bad)?;
+            let len: usize = std::str::from_utf8(&rest[..sp]).ok().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
             if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
                 return Err(bad());
             }
@@ -587,10 +534,7 @@ impl<R: Read> TarReader<R> {
                     }
                 }
                 _ if key.starts_with(b"GNU.sparse.") => {
-                    return Err(Error::unsupported(format!(
-                        "{}: PAX sparse files are not supported",
-                        self.where_()
-                    )))
+                    return Err(Error::unsupported(format!("{}: PAX sparse files are not supported", self.where_())))
                 }
                 _ => {} // uname, gname, comment, charset, other vendors' keys: not needed.
             }
@@ -599,35 +543,20 @@ impl<R: Read> TarReader<R> {
     }
 
     fn pax_int(&self, v: &[u8], what: &str) -> Result<u64> {
-        std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| {
-                Error::format(format!(
-                    "{}: invalid PAX {what} {:?}",
-                    self.where_(),
-                    String::from_utf8_lossy(v)
-                ))
-            })
+        std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| {
+            Error::format(format!("{}: invalid PAX {what} {:?}", self.where_(), String::from_utf8_lossy(v)))
+        })
     }
 
     fn pax_id(&self, v: &[u8], what: &str) -> Result<u32> {
         let n = self.pax_int(v, what)?;
-        u32::try_from(n).map_err(|_| {
-            Error::format(format!(
-                "{}: PAX {what} {n} does not fit in 32 bits",
-                self.where_()
-            ))
-        })
+        u32::try_from(n)
+            .map_err(|_| Error::format(format!("{}: PAX {what} {n} does not fit in 32 bits", self.where_())))
     }
 
     fn pax_time(&self, v: &[u8], what: &str) -> Result<Mtime> {
         parse_pax_time(v).ok_or_else(|| {
-            Error::format(format!(
-                "{}: invalid PAX {what} {:?}",
-                self.where_(),
-                String::from_utf8_lossy(v)
-            ))
+            Error::format(format!("{}: invalid PAX {what} {:?}", self.where_(), String::from_utf8_lossy(v)))
         })
     }
 }
@@ -673,15 +602,8 @@ pub fn parse_numeric(field: &[u8]) -> Option<i64> {
             return Some(if inv == 0xff { !(v as i64) } else { v as i64 });
         }
     }
-    let s = field
-        .iter()
-        .position(|&b| b != b' ' && b != 0)
-        .map(|i| &field[i..])
-        .unwrap_or(&[]);
-    let end = s
-        .iter()
-        .position(|&b| b == b' ' || b == 0)
-        .unwrap_or(s.len());
+    let s = field.iter().position(|&b| b != b' ' && b != 0).map(|i| &field[i..]).unwrap_or(&[]);
+    let end = s.iter().position(|&b| b == b' ' || b == 0).unwrap_or(s.len());
     let (digits, tail) = s.split_at(end);
     if tail.iter().any(|&b| b != b' ' && b != 0) {
         return None;
@@ -708,10 +630,7 @@ pub fn parse_pax_time(v: &[u8]) -> Option<Mtime> {
     };
     let neg = int.starts_with('-');
     let digits = int.strip_prefix('-').unwrap_or(int);
-    if digits.is_empty()
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let secs: i64 = digits.parse().ok()?;
@@ -722,21 +641,12 @@ pub fn parse_pax_time(v: &[u8]) -> Option<Mtime> {
     if neg {
         // -S.F == -(S + F): seconds -S-1 and 1e9-F nanoseconds when F > 0.
         if nsec > 0 {
-            Some(Mtime {
-                sec: -secs - 1,
-                nsec: (1_000_000_000 - nsec) as u32,
-            })
+            Some(Mtime { sec: -secs - 1, nsec: (1_000_000_000 - nsec) as u32 })
         } else {
-            Some(Mtime {
-                sec: -secs,
-                nsec: 0,
-            })
+            Some(Mtime { sec: -secs, nsec: 0 })
         }
     } else {
-        Some(Mtime {
-            sec: secs,
-            nsec: nsec as u32,
-        })
+        Some(Mtime { sec: secs, nsec: nsec as u32 })
     }
 }
 
@@ -821,50 +731,22 @@ pub(crate) mod tests {
         assert_eq!(parse_numeric(b"\0\0\0\0"), Some(0));
         assert_eq!(parse_numeric(b"0009"), None);
         assert_eq!(parse_numeric(&[0x80, 0, 0, 0, 0, 0, 1, 0]), Some(256));
-        assert_eq!(
-            parse_numeric(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]),
-            Some(-2)
-        );
+        assert_eq!(parse_numeric(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]), Some(-2));
     }
 
     #[test]
     fn pax_times() {
-        assert_eq!(
-            parse_pax_time(b"1714979289.123456789"),
-            Some(Mtime {
-                sec: 1714979289,
-                nsec: 123456789
-            })
-        );
-        assert_eq!(
-            parse_pax_time(b"-302486400"),
-            Some(Mtime {
-                sec: -302486400,
-                nsec: 0
-            })
-        );
-        assert_eq!(
-            parse_pax_time(b"-1.5"),
-            Some(Mtime {
-                sec: -2,
-                nsec: 500_000_000
-            })
-        );
-        assert_eq!(
-            parse_pax_time(b"1.0000000001"),
-            Some(Mtime { sec: 1, nsec: 0 })
-        );
+        assert_eq!(parse_pax_time(b"1714979289.123456789"), Some(Mtime { sec: 1714979289, nsec: 123456789 }));
+        assert_eq!(parse_pax_time(b"-302486400"), Some(Mtime { sec: -302486400, nsec: 0 }));
+        assert_eq!(parse_pax_time(b"-1.5"), Some(Mtime { sec: -2, nsec: 500_000_000 }));
+        assert_eq!(parse_pax_time(b"1.0000000001"), Some(Mtime { sec: 1, nsec: 0 }));
         assert_eq!(parse_pax_time(b"x"), None);
     }
 
     #[test]
     fn reads_entries_payloads_and_raw_bytes() {
         let mut tar = Vec::new();
-        tar.extend(pax(&[
-            ("path", b"long/name"),
-            ("SCHILY.xattr.user.a", b"v\0\xff"),
-            ("mtime", b"5.5"),
-        ]));
+        tar.extend(pax(&[("path", b"long/name"), ("SCHILY.xattr.user.a", b"v\0\xff"), ("mtime", b"5.5")]));
         tar.extend(file("short", b"hello"));
         tar.extend(header("link", b'2', 0, "target"));
         tar.extend(end());
@@ -873,17 +755,8 @@ pub(crate) mod tests {
         let (h, d) = &entries[0];
         assert_eq!(h.name, b"long/name");
         assert_eq!(d, b"hello");
-        assert_eq!(
-            h.xattrs.get(&b"user.a"[..]).map(|v| v.as_slice()),
-            Some(&b"v\0\xff"[..])
-        );
-        assert_eq!(
-            h.mtime,
-            Mtime {
-                sec: 5,
-                nsec: 500_000_000
-            }
-        );
+        assert_eq!(h.xattrs.get(&b"user.a"[..]).map(|v| v.as_slice()), Some(&b"v\0\xff"[..]));
+        assert_eq!(h.mtime, Mtime { sec: 5, nsec: 500_000_000 });
         assert_eq!(h.data_offset, 3 * 512);
         assert_eq!(entries[1].0.entry_type, EntryType::Symlink);
         assert_eq!(entries[1].0.link_name, b"target");
@@ -938,10 +811,7 @@ pub(crate) mod tests {
         let mut tar = file("victim", &[7u8; 600]);
         tar.truncate(512 + 100);
         let e = read_all(&tar).unwrap_err();
-        assert!(
-            e.to_string().contains("victim") && e.to_string().contains("truncated"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("victim") && e.to_string().contains("truncated"), "{e}");
 
         // Size field lies (larger than the stream).
         let mut tar = header("liar", b'0', 1 << 30, "").to_vec();
@@ -974,10 +844,7 @@ pub(crate) mod tests {
         let mut tar = pax(&recs);
         tar.extend(file("a", b""));
         tar.extend(end());
-        assert_eq!(
-            read_all(&tar).unwrap_err().kind(),
-            crate::ErrorKind::LimitExceeded
-        );
+        assert_eq!(read_all(&tar).unwrap_err().kind(), crate::ErrorKind::LimitExceeded);
 
         // Not a tar at all.
         let junk = vec![b'j'; 2048];
@@ -986,10 +853,7 @@ pub(crate) mod tests {
         // Sparse is refused clearly.
         let mut tar = header("s", b'S', 0, "").to_vec();
         tar.extend(end());
-        assert_eq!(
-            read_all(&tar).unwrap_err().kind(),
-            crate::ErrorKind::Unsupported
-        );
+        assert_eq!(read_all(&tar).unwrap_err().kind(), crate::ErrorKind::Unsupported);
     }
 
     #[test]
