@@ -209,18 +209,28 @@ pub(crate) fn scan(
         let ctx = || format!("tar entry {} ({:?})", h.index, h.display_name());
 
         match added {
-            Added::File(id) if len as usize <= BUFFER_LIMIT && len <= BUFFER_LIMIT as u64 => {
+            Added::File(id) if len <= BUFFER_LIMIT as u64 => {
                 let n = len as usize;
-                let mut filled = 0;
-                while filled < n {
-                    let k = tar.read_data(&mut buf[filled..n])?;
-                    filled += k;
-                }
-                let data = &buf[..n];
-                crc.update(data);
-                let digest: [u8; 32] = if n == 0 { EMPTY_SHA256 } else { Sha256::digest(data).into() };
-                let v = store.put_bytes(&digest, data).map_err(|e| e.context(ctx()))?;
-                builder.set_file_content(id, object_path(&digest), v);
+                let mut store_small = |data: &[u8], crc: &mut Crc64| -> Result<[u8; 32]> {
+                    crc.update(data);
+                    let digest: [u8; 32] = if n == 0 { EMPTY_SHA256 } else { Sha256::digest(data).into() };
+                    let v = store.put_bytes(&digest, data).map_err(|e| e.context(ctx()))?;
+                    builder.set_file_content(id, object_path(&digest), v);
+                    Ok(digest)
+                };
+                let in_place = tar.data_chunk()?;
+                let digest = if in_place.len() == n {
+                    // The whole content is in the stream buffer: no copy.
+                    let d = store_small(in_place, &mut crc)?;
+                    tar.consume_data(n);
+                    d
+                } else {
+                    let mut filled = 0;
+                    while filled < n {
+                        filled += tar.read_data(&mut buf[filled..n])?;
+                    }
+                    store_small(&buf[..n], &mut crc)?
+                };
                 content_digest = Some(digest);
             }
             Added::File(id) => {
@@ -230,13 +240,15 @@ pub(crate) fn scan(
                 let mut next_report = PROGRESS_BYTES;
                 let r: Result<()> = (|| {
                     loop {
-                        let k = tar.read_data(&mut buf)?;
-                        if k == 0 {
+                        let chunk = tar.data_chunk()?;
+                        if chunk.is_empty() {
                             break;
                         }
-                        hasher.update(&buf[..k]);
-                        crc.update(&buf[..k]);
-                        tmp.write_all(&buf[..k])?;
+                        hasher.update(chunk);
+                        crc.update(chunk);
+                        tmp.write_all(chunk)?;
+                        let k = chunk.len();
+                        tar.consume_data(k);
                         done += k as u64;
                         if done >= next_report {
                             next_report += PROGRESS_BYTES;
@@ -258,12 +270,14 @@ pub(crate) fn scan(
                 // Whiteouts, directories, links...: any payload is read for the checksums only.
                 let mut hasher = Sha256::new();
                 loop {
-                    let k = tar.read_data(&mut buf)?;
-                    if k == 0 {
+                    let chunk = tar.data_chunk()?;
+                    if chunk.is_empty() {
                         break;
                     }
-                    crc.update(&buf[..k]);
-                    hasher.update(&buf[..k]);
+                    crc.update(chunk);
+                    hasher.update(chunk);
+                    let k = chunk.len();
+                    tar.consume_data(k);
                 }
                 if len > 0 {
                     content_digest = Some(hasher.finalize().into());

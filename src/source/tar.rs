@@ -9,7 +9,7 @@
 //! extension records and padding, so the tar-split could not be reproduced byte for byte.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 use crate::image::Mtime;
 use crate::{Error, Result};
@@ -243,6 +243,42 @@ impl<R: Read> TarReader<R> {
                 Err(e) => return Err(Error::format(format!("{}: reading file data: {e}", self.where_()))),
             }
         }
+    }
+
+    /// Payload bytes of the current entry available without copying (at most what is left of
+    /// the payload); empty when the payload is done. Mark them used with [`Self::consume_data`].
+    pub fn data_chunk(&mut self) -> Result<&[u8]>
+    where
+        R: BufRead,
+    {
+        if self.remaining == 0 {
+            return Ok(&[]);
+        }
+        let remaining = self.remaining;
+        let msg = |r: &Self| format!("{}: stream ends inside file data", r.where_());
+        let avail = match self.inner.fill_buf() {
+            Ok(a) => a.len(),
+            Err(e) => return Err(Error::format(format!("{}: {e}", msg(self)))),
+        };
+        if avail == 0 {
+            return Err(Error::format(format!(
+                "{} ({remaining} bytes missing: truncated layer or lying size field)",
+                msg(self)
+            )));
+        }
+        let n = (avail as u64).min(remaining) as usize;
+        let buf = self.inner.fill_buf().map_err(|e| Error::format(e.to_string()))?;
+        Ok(&buf[..n])
+    }
+
+    /// Marks `n` bytes returned by [`Self::data_chunk`] as used.
+    pub fn consume_data(&mut self, n: usize)
+    where
+        R: BufRead,
+    {
+        self.inner.consume(n);
+        self.remaining -= n as u64;
+        self.offset += n as u64;
     }
 
     /// Skips whatever payload of the current entry is left (not recorded as raw bytes, as in Go).
