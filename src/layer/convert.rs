@@ -28,11 +28,13 @@ pub struct Limits {
     pub tar: TarLimits,
     /// Most tar entries in one layer.
     pub max_entries: u64,
+    /// Largest TOC JSON, in bytes: containers/storage refuses larger ones (`maxTocSize`, SPEC §3.6.5).
+    pub max_toc_size: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { tar: TarLimits::default(), max_entries: 4_000_000 }
+        Limits { tar: TarLimits::default(), max_entries: 4_000_000, max_toc_size: 150 << 20 }
     }
 }
 
@@ -288,6 +290,13 @@ pub(crate) fn scan(
         // payload even when it is empty for header-only types).
         tar_split.file(&h.name, h.size, (h.size > 0).then_some(&crc))?;
         toc.add(&h, content_digest.as_ref().filter(|_| len > 0));
+        if toc.len() > options.limits.max_toc_size {
+            return Err(Error::limit(format!(
+                "{}: the layer's TOC exceeds {} bytes (containers/storage's limit)",
+                ctx(),
+                options.limits.max_toc_size
+            )));
+        }
         cancelled(Progress { bytes: tar.offset(), entries }, &mut progress)?;
     }
     // End-of-archive blocks, then anything after them in 1 MiB segments (as tar-split does).

@@ -256,6 +256,15 @@ fn hostile_structure_is_rejected_with_the_entry_named() {
     let e = scan(Box::new(std::io::Cursor::new(tar)), &staging, &opts, None).unwrap_err();
     assert_eq!(e.kind(), crate::ErrorKind::LimitExceeded, "{e}");
     assert!(e.to_string().contains("\"c\""), "{e}");
+    // TOC size limit.
+    let staging = tmp.path().join("t");
+    std::fs::create_dir(&staging).unwrap();
+    let mut opts = ConvertOptions { verity: VerityPolicy::Off, ..Default::default() };
+    opts.limits.max_toc_size = 120;
+    let tar = tar_of(&[file("a", b"1"), file("b", b"2"), file("c", b"3")]);
+    let e = scan(Box::new(std::io::Cursor::new(tar)), &staging, &opts, None).unwrap_err();
+    assert_eq!(e.kind(), crate::ErrorKind::LimitExceeded, "{e}");
+    assert!(e.to_string().contains("TOC"), "{e}");
 }
 
 #[test]

@@ -104,6 +104,15 @@ impl TocWriter {
         TocWriter { out: b"{\"version\":1,\"entries\":[".to_vec(), entries: 0 }
     }
 
+    /// Bytes of TOC JSON so far.
+    pub fn len(&self) -> u64 {
+        self.out.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
     /// Adds the entry for `h`; `digest` is the content sha256 for regular files with content.
     pub fn add(&mut self, h: &Header, digest: Option<&[u8; 32]>) {
         if h.entry_type == EntryType::GlobalHeader {
