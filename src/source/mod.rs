@@ -116,11 +116,15 @@ impl LayerStream {
 
 impl Drop for LayerStream {
     fn drop(&mut self) {
-        // Closing the receiver makes the worker's next send fail, so it stops promptly.
+        // Closing the receiver makes the worker's next send fail, so it stops on its own. It is
+        // not joined: it may be blocked reading a pipe whose writer is slow, and an error or a
+        // cancellation must return promptly. It owns nothing but the input, which it closes.
         let (_, dead) = sync_channel(0);
         drop(std::mem::replace(&mut self.rx, dead));
         if let Some(w) = self.worker.take() {
-            let _ = w.join();
+            if w.is_finished() {
+                let _ = w.join();
+            }
         }
     }
 }
