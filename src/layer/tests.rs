@@ -362,3 +362,29 @@ fn tar_split_matches_cstorage_on_pax_and_gnu() {
         assert_eq!(result.tar_split_size, want.len() as u64);
     }
 }
+
+#[test]
+fn non_utf8_names_and_duplicate_paths_from_the_corpus() {
+    let Some(dir) = corpus() else { return };
+    // Names are bytes: the tree keeps them raw; the tar-split keeps them as name_raw and the TOC
+    // shows U+FFFD, both exactly as c/storage's compressor wrote them.
+    let (tree, result, _tmp) = scan_case("nonutf8-pax", true).unwrap();
+    assert!(tree.resolve(b"/latin1-\xe9\xff\xfe").is_some());
+    let mut ours = Vec::new();
+    flate2::read::GzDecoder::new(&result.tar_split_gz[..]).read_to_end(&mut ours).unwrap();
+    let want = std::fs::read(dir.join("nonutf8-pax/nonutf8-pax.tarsplit.UNVALIDATED.ndjson")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&want));
+    let toc: serde_json::Value = serde_json::from_slice(&result.toc_json).unwrap();
+    let want_toc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("nonutf8-pax/nonutf8-pax.toc.raw.UNVALIDATED.json")).unwrap())
+            .unwrap();
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(names(&toc), names(&want_toc));
+
+    // The same path twice: c/storage's compressor refuses; an extraction keeps the later one.
+    let (tree, result, _tmp) = scan_case("dup-entry", true).unwrap();
+    assert_eq!(result.entries, 3);
+    assert_eq!(tree.walk().count(), 2, "{:?}", cstorage_dump_lines(&tree));
+}
