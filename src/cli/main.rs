@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod config;
 mod convert;
+mod image;
 mod toc;
 
 #[derive(Parser)]
@@ -26,6 +27,10 @@ enum Command {
     Convert(convert::Args),
     /// Print the TOC JSON of a zstd:chunked blob (verified against its annotations when given).
     Toc(toc::Args),
+    /// Write a composefs EROFS image from a composefs dump, as mkcomposefs --from-file does.
+    Mkimage(image::MkimageArgs),
+    /// Print a composefs image as a composefs dump.
+    Dump(image::DumpArgs),
 }
 
 /// Exit code for a failed operation.
@@ -39,6 +44,8 @@ fn main() -> ExitCode {
         Command::Config(args) => config::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Toc(args) => toc::run(args),
+        Command::Mkimage(args) => image::mkimage(args),
+        Command::Dump(args) => image::dump(args),
     };
     match result {
         Ok(code) => code,

@@ -19,6 +19,7 @@ pub mod util;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod image;
 pub mod version;
 
 pub use error::{cfs_error, cfs_status};

@@ -3,10 +3,10 @@
 
 use std::io::Write;
 
-use crate::image::Tree;
-use crate::{Error, Result};
+use crate::image::{write_image, Tree, WriteOptions};
+use crate::Result;
 
 /// Writes `tree` as an EROFS composefs image.
-pub fn write_blob(_tree: &Tree, _out: &mut impl Write) -> Result<()> {
-    Err(Error::unsupported("the image writer has not landed yet"))
+pub fn write_blob(tree: &Tree, out: &mut impl Write) -> Result<()> {
+    write_image(tree, &WriteOptions::default(), out)
 }
