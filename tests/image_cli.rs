@@ -12,10 +12,7 @@ fn corpus() -> Option<PathBuf> {
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")),
         Some(PathBuf::from("/work/shared/corpus")),
     ];
-    let found = candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("README.md").exists());
+    let found = candidates.into_iter().flatten().find(|p| p.join("README.md").exists());
     if found.is_none() {
         eprintln!("skipping: corpus not found (set CFS_CORPUS)");
     }
@@ -40,10 +37,7 @@ fn mkimage_matches_mkcomposefs_and_dump_round_trips() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let img = std::fs::read(&out).unwrap();
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    assert_eq!(
-        hex(&Sha256::digest(&img)),
-        "b5aac50ede59f18450dae33241bbc5253172e9d06c679e22a0f5ce76c4478749"
-    );
+    assert_eq!(hex(&Sha256::digest(&img)), "b5aac50ede59f18450dae33241bbc5253172e9d06c679e22a0f5ce76c4478749");
     assert_eq!(
         String::from_utf8(o.stdout).unwrap().trim(),
         "64432dd7023f81697269e945facc035ce0c4fb5ab1f42695e8b769e1d757858a"
@@ -79,9 +73,6 @@ fn mkimage_failure_leaves_nothing_behind() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("too large"));
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
-    let o = bin()
-        .args(["mkimage", "--max-version", "2", "-", "-"])
-        .output()
-        .unwrap();
+    let o = bin().args(["mkimage", "--max-version", "2", "-", "-"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }

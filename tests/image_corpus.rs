@@ -14,10 +14,7 @@ fn corpus() -> Option<PathBuf> {
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")),
         Some(PathBuf::from("/work/shared/corpus")),
     ];
-    let found = candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("README.md").exists());
+    let found = candidates.into_iter().flatten().find(|p| p.join("README.md").exists());
     if found.is_none() {
         eprintln!("skipping: corpus not found (set CFS_CORPUS)");
     }
@@ -26,11 +23,7 @@ fn corpus() -> Option<PathBuf> {
 
 fn read_dump(path: &Path) -> Vec<u8> {
     if path.extension().is_some_and(|e| e == "gz") {
-        let out = std::process::Command::new("gzip")
-            .arg("-dc")
-            .arg(path)
-            .output()
-            .expect("run gzip");
+        let out = std::process::Command::new("gzip").arg("-dc").arg(path).output().expect("run gzip");
         assert!(out.status.success(), "gzip -dc {}", path.display());
         out.stdout
     } else {
@@ -42,11 +35,7 @@ fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn image_of(
-    dump_bytes: &[u8],
-    strict: bool,
-    options: &WriteOptions,
-) -> composefs_storage::Result<Vec<u8>> {
+fn image_of(dump_bytes: &[u8], strict: bool, options: &WriteOptions) -> composefs_storage::Result<Vec<u8>> {
     let tree = dump::parse(dump_bytes, strict)?;
     let mut out = Vec::new();
     write_image(&tree, options, &mut out)?;
@@ -62,8 +51,7 @@ fn composefs_assets_match_mkcomposefs() {
     let mut failures = Vec::new();
     for line in tsv.lines().skip(1) {
         let cols: Vec<&str> = line.split('\t').collect();
-        let (asset, min, max, strict, expected) =
-            (cols[0], cols[1], cols[2], cols[3] == "1", cols[4]);
+        let (asset, min, max, strict, expected) = (cols[0], cols[1], cols[2], cols[3] == "1", cols[4]);
         let path = dir.join(asset);
         if !path.exists() {
             continue; // dump-absent-upstream rows
@@ -93,10 +81,7 @@ fn composefs_assets_match_mkcomposefs() {
                 if got == expected {
                     matched += 1;
                 } else {
-                    failures.push(format!(
-                        "{asset}: sha256 {got}, expected {expected} ({} bytes)",
-                        img.len()
-                    ));
+                    failures.push(format!("{asset}: sha256 {got}, expected {expected} ({} bytes)", img.len()));
                 }
             }
             Err(e) => failures.push(format!("{asset}: error {e}")),
@@ -115,11 +100,7 @@ fn cstorage_images_match_mkcomposefs() {
     for line in tsv.lines().skip(1) {
         let cols: Vec<&str> = line.split('\t').collect();
         let (dump_path, expected, size, shipped) = (cols[0], cols[3], cols[4], cols[6]);
-        let img = match image_of(
-            &read_dump(&corpus.join(dump_path)),
-            false,
-            &WriteOptions::default(),
-        ) {
+        let img = match image_of(&read_dump(&corpus.join(dump_path)), false, &WriteOptions::default()) {
             Ok(img) => img,
             Err(e) => {
                 failures.push(format!("{dump_path}: {e}"));
@@ -128,18 +109,11 @@ fn cstorage_images_match_mkcomposefs() {
         };
         let got = hex(&Sha256::digest(&img));
         if got != expected || img.len().to_string() != size {
-            failures.push(format!(
-                "{dump_path}: sha256 {got} ({} bytes), expected {expected} ({size})",
-                img.len()
-            ));
+            failures.push(format!("{dump_path}: sha256 {got} ({} bytes), expected {expected} ({size})", img.len()));
         }
         if shipped != "-" {
             let shipped_img = std::fs::read(corpus.join("cstorage-images").join(shipped)).unwrap();
-            assert_eq!(
-                hex(&Sha256::digest(&shipped_img)),
-                expected,
-                "{shipped} is not what EXPECTED.tsv says"
-            );
+            assert_eq!(hex(&Sha256::digest(&shipped_img)), expected, "{shipped} is not what EXPECTED.tsv says");
         }
         n += 1;
     }

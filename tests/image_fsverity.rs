@@ -13,10 +13,7 @@ fn corpus() -> Option<PathBuf> {
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")),
         Some(PathBuf::from("/work/shared/corpus")),
     ];
-    let found = candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("README.md").exists());
+    let found = candidates.into_iter().flatten().find(|p| p.join("README.md").exists());
     if found.is_none() {
         eprintln!("skipping: corpus not found (set CFS_CORPUS)");
     }

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use composefs_storage::image::{
-    dump, read_image, write_image, DirEntry, Directory, File, FileContent, Inode, InodeKind,
-    Metadata, Mtime, Tree, WriteOptions, ROOT,
+    dump, read_image, write_image, DirEntry, Directory, File, FileContent, Inode, InodeKind, Metadata, Mtime, Tree,
+    WriteOptions, ROOT,
 };
 use proptest::prelude::*;
 
@@ -61,11 +61,7 @@ fn meta() -> impl Strategy<Value = Metadata> {
         Just(b"trusted.x".to_vec()),
         Just(b"odd.key=\x01".to_vec()),
     ];
-    let value = prop_oneof![
-        Just(b"".to_vec()),
-        Just(b"y".to_vec()),
-        proptest::collection::vec(any::<u8>(), 0..80)
-    ];
+    let value = prop_oneof![Just(b"".to_vec()), Just(b"y".to_vec()), proptest::collection::vec(any::<u8>(), 0..80)];
     (
         0u32..0o10000,
         prop_oneof![0u32..3, Just(65535), Just(70000)],
@@ -112,15 +108,13 @@ fn kind() -> impl Strategy<Value = K> {
 }
 
 fn ops() -> impl Strategy<Value = (Metadata, Vec<Op>)> {
-    let op = (0usize..1000, name(), kind(), meta(), 1u32..4).prop_map(
-        |(parent, name, kind, meta, nlink)| Op {
-            parent,
-            name,
-            kind,
-            meta,
-            nlink,
-        },
-    );
+    let op = (0usize..1000, name(), kind(), meta(), 1u32..4).prop_map(|(parent, name, kind, meta, nlink)| Op {
+        parent,
+        name,
+        kind,
+        meta,
+        nlink,
+    });
     (meta(), proptest::collection::vec(op, 0..60))
 }
 
@@ -141,35 +135,15 @@ fn build(root: Metadata, ops: &[Op]) -> Tree {
                     continue;
                 }
                 let target = leaves[n % leaves.len()];
-                t.link(
-                    parent,
-                    op.name.clone(),
-                    DirEntry {
-                        inode: target,
-                        hardlink: true,
-                    },
-                );
+                t.link(parent, op.name.clone(), DirEntry { inode: target, hardlink: true });
                 continue;
             }
-            K::Dir { opaque } => InodeKind::Directory(Directory {
-                entries: BTreeMap::new(),
-                overlay_opaque: *opaque,
-            }),
-            K::External {
-                size,
-                payload,
-                digest,
-            } => InodeKind::File(File {
+            K::Dir { opaque } => InodeKind::Directory(Directory { entries: BTreeMap::new(), overlay_opaque: *opaque }),
+            K::External { size, payload, digest } => InodeKind::File(File {
                 size: *size,
-                content: FileContent::External {
-                    payload: payload.clone(),
-                    digest: *digest,
-                },
+                content: FileContent::External { payload: payload.clone(), digest: *digest },
             }),
-            K::Inline(c) => InodeKind::File(File {
-                size: c.len() as u64,
-                content: FileContent::Inline(c.clone()),
-            }),
+            K::Inline(c) => InodeKind::File(File { size: c.len() as u64, content: FileContent::Inline(c.clone()) }),
             K::Symlink(s) => InodeKind::Symlink(s.clone()),
             K::Chr(r) => InodeKind::CharDevice(*r),
             K::Blk(r) => InodeKind::BlockDevice(*r),
@@ -178,19 +152,8 @@ fn build(root: Metadata, ops: &[Op]) -> Tree {
             K::OverlayWhiteout => InodeKind::OverlayWhiteout,
         };
         let is_dir = matches!(kind, InodeKind::Directory(_));
-        let id = t.push(Inode {
-            meta: op.meta.clone(),
-            kind,
-            nlink: op.nlink,
-        });
-        t.link(
-            parent,
-            op.name.clone(),
-            DirEntry {
-                inode: id,
-                hardlink: false,
-            },
-        );
+        let id = t.push(Inode { meta: op.meta.clone(), kind, nlink: op.nlink });
+        t.link(parent, op.name.clone(), DirEntry { inode: id, hardlink: false });
         if is_dir {
             dirs.push(id);
         } else {
@@ -204,14 +167,7 @@ fn build(root: Metadata, ops: &[Op]) -> Tree {
         let first = !std::mem::replace(&mut seen[e.inode], true);
         let slash = path.iter().rposition(|&b| b == b'/').unwrap();
         let dir = t.resolve(&path[..slash]).unwrap();
-        t.link(
-            dir,
-            path[slash + 1..].to_vec(),
-            DirEntry {
-                inode: e.inode,
-                hardlink: !first,
-            },
-        );
+        t.link(dir, path[slash + 1..].to_vec(), DirEntry { inode: e.inode, hardlink: !first });
     }
     t
 }
@@ -231,9 +187,7 @@ fn summary(t: &Tree, stubs: bool) -> Vec<(Vec<u8>, bool, String)> {
             let i = t.inode(t.resolve(p).unwrap());
             !(stubs
                 && p.len() == 3
-                && p[1..]
-                    .iter()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+                && p[1..].iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
                 && i.kind == InodeKind::OverlayWhiteout)
         })
         .map(|(p, e)| {
@@ -245,17 +199,11 @@ fn summary(t: &Tree, stubs: bool) -> Vec<(Vec<u8>, bool, String)> {
             };
             let mut xattrs = i.meta.xattrs.clone();
             let whiteout_parent = i.as_dir().is_some_and(|d| {
-                d.entries
-                    .values()
-                    .any(|c| !c.hardlink && t.inode(c.inode).kind == InodeKind::CharDevice(0))
+                d.entries.values().any(|c| !c.hardlink && t.inode(c.inode).kind == InodeKind::CharDevice(0))
             });
             if whiteout_parent {
                 // mkcomposefs replaces these with its own markers.
-                for k in [
-                    &b"trusted.overlay.opaque"[..],
-                    b"user.overlay.opaque",
-                    b"user.overlay.whiteouts",
-                ] {
+                for k in [&b"trusted.overlay.opaque"[..], b"user.overlay.opaque", b"user.overlay.whiteouts"] {
                     xattrs.remove(k);
                 }
             }
@@ -266,11 +214,7 @@ fn summary(t: &Tree, stubs: bool) -> Vec<(Vec<u8>, bool, String)> {
             (
                 p,
                 e.hardlink,
-                format!(
-                    "{kind} {:?} {:?}",
-                    i.meta.permissions,
-                    (i.meta.uid, i.meta.gid, i.meta.mtime, xattrs)
-                ),
+                format!("{kind} {:?} {:?}", i.meta.permissions, (i.meta.uid, i.meta.gid, i.meta.mtime, xattrs)),
             )
         })
         .collect()

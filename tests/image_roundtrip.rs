@@ -13,10 +13,7 @@ fn corpus() -> Option<PathBuf> {
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")),
         Some(PathBuf::from("/work/shared/corpus")),
     ];
-    let found = candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("README.md").exists());
+    let found = candidates.into_iter().flatten().find(|p| p.join("README.md").exists());
     if found.is_none() {
         eprintln!("skipping: corpus not found (set CFS_CORPUS)");
     }
@@ -25,11 +22,7 @@ fn corpus() -> Option<PathBuf> {
 
 fn read_dump(path: &Path) -> Vec<u8> {
     if path.extension().is_some_and(|e| e == "gz") {
-        let out = std::process::Command::new("gzip")
-            .arg("-dc")
-            .arg(path)
-            .output()
-            .expect("run gzip");
+        let out = std::process::Command::new("gzip").arg("-dc").arg(path).output().expect("run gzip");
         assert!(out.status.success());
         out.stdout
     } else {
@@ -41,11 +34,7 @@ fn read_dump(path: &Path) -> Vec<u8> {
 fn valid_dumps(corpus: &Path) -> Vec<(PathBuf, bool, WriteOptions)> {
     let mut out = Vec::new();
     let dir = corpus.join("composefs-assets");
-    for line in std::fs::read_to_string(dir.join("EXPECTED.tsv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-    {
+    for line in std::fs::read_to_string(dir.join("EXPECTED.tsv")).unwrap().lines().skip(1) {
         let c: Vec<&str> = line.split('\t').collect();
         let path = dir.join(c[0]);
         if c[4] == "must-fail" || !path.exists() {
@@ -60,11 +49,7 @@ fn valid_dumps(corpus: &Path) -> Vec<(PathBuf, bool, WriteOptions)> {
         }
         out.push((path, c[3] == "1", o));
     }
-    for line in std::fs::read_to_string(corpus.join("cstorage-images/EXPECTED.tsv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-    {
+    for line in std::fs::read_to_string(corpus.join("cstorage-images/EXPECTED.tsv")).unwrap().lines().skip(1) {
         let c: Vec<&str> = line.split('\t').collect();
         out.push((corpus.join(c[0]), false, WriteOptions::default()));
     }
@@ -95,8 +80,7 @@ fn dump_image_dump_image_is_stable() {
         // image -> dump -> image -> dump
         let mut text = Vec::new();
         dump::write(&back, &mut text).unwrap();
-        let tree3 =
-            dump::parse(&text[..], false).unwrap_or_else(|e| panic!("{name}: reparse: {e}"));
+        let tree3 = dump::parse(&text[..], false).unwrap_or_else(|e| panic!("{name}: reparse: {e}"));
         let img3 = image(&tree3, &o);
         assert!(img1 == img3, "{name}: image -> dump -> image differs");
         let mut text2 = Vec::new();
@@ -117,11 +101,7 @@ fn shipped_mkcomposefs_images_read_back_and_rewrite_identically() {
         }
         let bytes = std::fs::read(&path).unwrap();
         let tree = read_image(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(
-            image(&tree, &WriteOptions::default()) == bytes,
-            "{}",
-            path.display()
-        );
+        assert!(image(&tree, &WriteOptions::default()) == bytes, "{}", path.display());
         n += 1;
     }
     assert_eq!(n, 9);
@@ -135,19 +115,12 @@ fn with_verity_images_keep_payload_and_digest_apart() {
     let mut n = 0;
     for inode in &tree.inodes {
         if let composefs_storage::image::InodeKind::File(composefs_storage::image::File {
-            content:
-                composefs_storage::image::FileContent::External {
-                    payload: Some(p),
-                    digest: Some(d),
-                },
+            content: composefs_storage::image::FileContent::External { payload: Some(p), digest: Some(d) },
             ..
         }) = &inode.kind
         {
             let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-            assert_ne!(
-                p.as_slice(),
-                format!("{}/{}", &hex[..2], &hex[2..]).as_bytes()
-            );
+            assert_ne!(p.as_slice(), format!("{}/{}", &hex[..2], &hex[2..]).as_bytes());
             n += 1;
         }
     }

@@ -48,10 +48,8 @@ pub fn mkimage(args: MkimageArgs) -> Result<ExitCode> {
     let tree = if args.dump.as_os_str() == "-" {
         dump::parse(std::io::stdin().lock(), strict).map_err(|e| e.context("<stdin>"))?
     } else {
-        let f = std::fs::File::open(&args.dump)
-            .map_err(|e| Error::io(format!("open {}", args.dump.display()), e))?;
-        dump::parse(BufReader::with_capacity(256 << 10, f), strict)
-            .map_err(|e| e.context(args.dump.display()))?
+        let f = std::fs::File::open(&args.dump).map_err(|e| Error::io(format!("open {}", args.dump.display()), e))?;
+        dump::parse(BufReader::with_capacity(256 << 10, f), strict).map_err(|e| e.context(args.dump.display()))?
     };
     let digest = if args.out.as_os_str() == "-" {
         let stdout = std::io::stdout();
@@ -69,8 +67,7 @@ pub fn mkimage(args: MkimageArgs) -> Result<ExitCode> {
 }
 
 pub fn dump(args: DumpArgs) -> Result<ExitCode> {
-    let data = std::fs::read(&args.image)
-        .map_err(|e| Error::io(format!("read {}", args.image.display()), e))?;
+    let data = std::fs::read(&args.image).map_err(|e| Error::io(format!("read {}", args.image.display()), e))?;
     let tree = image::read_image(&data).map_err(|e| e.context(args.image.display()))?;
     let stdout = std::io::stdout();
     dump::write(&tree, &mut stdout.lock())?;

@@ -9,13 +9,10 @@ use clap::{Parser, Subcommand};
 
 mod config;
 mod image;
+mod toc;
 
 #[derive(Parser)]
-#[command(
-    name = "composefs-storage",
-    version,
-    about = "The composefs layer path of containers/storage"
-)]
+#[command(name = "composefs-storage", version, about = "The composefs layer path of containers/storage")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,6 +22,8 @@ struct Cli {
 enum Command {
     /// Show the effective containers-storage.conf settings, or check why composefs would not take effect.
     Config(config::Args),
+    /// Print the TOC JSON of a zstd:chunked blob (verified against its annotations when given).
+    Toc(toc::Args),
     /// Write a composefs EROFS image from a composefs dump, as mkcomposefs --from-file does.
     Mkimage(image::MkimageArgs),
     /// Print a composefs image as a composefs dump.
@@ -40,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(args) => config::run(args),
+        Command::Toc(args) => toc::run(args),
         Command::Mkimage(args) => image::mkimage(args),
         Command::Dump(args) => image::dump(args),
     };
@@ -47,13 +47,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("composefs-storage: {e}");
-            ExitCode::from(
-                if e.kind() == composefs_storage::ErrorKind::InvalidArgument {
-                    EXIT_USAGE
-                } else {
-                    EXIT_FAILURE
-                },
-            )
+            ExitCode::from(if e.kind() == composefs_storage::ErrorKind::InvalidArgument {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            })
         }
     }
 }

@@ -29,10 +29,7 @@ pub struct cfs_image_options {
 #[no_mangle]
 pub extern "C" fn cfs_image_options_new() -> *mut cfs_image_options {
     ffi_infallible!(std::ptr::null_mut(), {
-        Box::into_raw(Box::new(cfs_image_options {
-            write: WriteOptions::default(),
-            strict: false,
-        }))
+        Box::into_raw(Box::new(cfs_image_options { write: WriteOptions::default(), strict: false }))
     })
 }
 
@@ -92,9 +89,7 @@ pub extern "C" fn cfs_image_options_set_root_whiteout_stubs(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle from cfs_image_options_new.
-        unsafe { try_mut(options, "options") }?
-            .write
-            .root_whiteout_stubs = enabled;
+        unsafe { try_mut(options, "options") }?.write.root_whiteout_stubs = enabled;
         Ok(())
     })
 }
@@ -119,9 +114,7 @@ pub extern "C" fn cfs_image_options_set_strict(
 /// `fd` must stay open for as long as the returned value is used.
 unsafe fn borrow_fd(fd: i32, what: &str) -> Result<ManuallyDrop<File>> {
     if fd < 0 {
-        return Err(Error::invalid_argument(format!(
-            "{what} is neither a path nor a file descriptor"
-        )));
+        return Err(Error::invalid_argument(format!("{what} is neither a path nor a file descriptor")));
     }
     // SAFETY: the caller keeps `fd` open; ManuallyDrop keeps us from closing it.
     Ok(ManuallyDrop::new(unsafe { File::from_raw_fd(fd) }))
@@ -144,10 +137,7 @@ pub extern "C" fn cfs_image_write_from_dump(
     err: *mut *mut cfs_error,
 ) -> cfs_status {
     ffi_call!(err, {
-        let default = cfs_image_options {
-            write: WriteOptions::default(),
-            strict: false,
-        };
+        let default = cfs_image_options { write: WriteOptions::default(), strict: false };
         let o = if options.is_null() {
             &default
         } else {
@@ -162,8 +152,7 @@ pub extern "C" fn cfs_image_write_from_dump(
             // SAFETY: a NUL-terminated string by contract.
             let p = unsafe { try_path(dump_path, "dump_path") }?;
             let f = File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e))?;
-            dump::parse(BufReader::with_capacity(256 << 10, f), o.strict)
-                .map_err(|e| e.context(p.display()))?
+            dump::parse(BufReader::with_capacity(256 << 10, f), o.strict).map_err(|e| e.context(p.display()))?
         };
         let digest = if image_path.is_null() {
             // SAFETY: the caller keeps image_fd open during the call.
@@ -199,9 +188,7 @@ pub extern "C" fn cfs_image_to_dump(
         if image_path.is_null() {
             // SAFETY: the caller keeps image_fd open during the call.
             let f = unsafe { borrow_fd(image_fd, "image") }?;
-            (&*f)
-                .read_to_end(&mut data)
-                .map_err(|e| Error::io("read image", e))?;
+            (&*f).read_to_end(&mut data).map_err(|e| Error::io("read image", e))?;
         } else {
             // SAFETY: a NUL-terminated string by contract.
             let p = unsafe { try_path(image_path, "image_path") }?;
@@ -217,11 +204,7 @@ pub extern "C" fn cfs_image_to_dump(
 /// The fs-verity digest (sha256, 4096-byte blocks, as `FS_IOC_MEASURE_VERITY` reports it) of
 /// everything read from `fd` from its current position to the end, into `out` (32 bytes).
 #[no_mangle]
-pub extern "C" fn cfs_fsverity_digest_fd(
-    fd: i32,
-    out: *mut u8,
-    err: *mut *mut cfs_error,
-) -> cfs_status {
+pub extern "C" fn cfs_fsverity_digest_fd(fd: i32, out: *mut u8, err: *mut *mut cfs_error) -> cfs_status {
     ffi_call!(err, {
         check_out(out, "out")?;
         // SAFETY: the caller keeps fd open during the call.

@@ -13,9 +13,7 @@
 use std::collections::btree_map::Entry as MapEntry;
 use std::io::{BufRead, Write};
 
-use super::tree::{
-    DirEntry, Directory, File, FileContent, Inode, InodeId, InodeKind, Metadata, Mtime, Tree, ROOT,
-};
+use super::tree::{DirEntry, Directory, File, FileContent, Inode, InodeId, InodeKind, Metadata, Mtime, Tree, ROOT};
 use crate::{Error, Result};
 
 /// The largest inline content mkcomposefs accepts (`LCFS_INLINE_CONTENT_MAX`).
@@ -36,12 +34,7 @@ pub const LINE_MAX: usize = 16 << 20;
 
 /// Parses a whole dump into a tree. Errors name the line number.
 pub fn parse(mut input: impl BufRead, strict: bool) -> Result<Tree> {
-    let mut parser = Parser {
-        tree: None,
-        strict,
-        last_dir: Vec::new(),
-        last_dir_id: ROOT,
-    };
+    let mut parser = Parser { tree: None, strict, last_dir: Vec::new(), last_dir_id: ROOT };
     let mut line = Vec::with_capacity(256);
     let mut lineno = 0usize;
     loop {
@@ -56,20 +49,14 @@ pub fn parse(mut input: impl BufRead, strict: bool) -> Result<Tree> {
         if line.last() == Some(&b'\n') {
             line.pop();
         } else if line.len() > LINE_MAX {
-            return Err(Error::limit(format!(
-                "dump line {lineno}: longer than {LINE_MAX} bytes"
-            )));
+            return Err(Error::limit(format!("dump line {lineno}: longer than {LINE_MAX} bytes")));
         }
         if line.is_empty() {
             continue;
         }
-        parser
-            .line(&line)
-            .map_err(|e| e.context(format!("dump line {lineno}")))?;
+        parser.line(&line).map_err(|e| e.context(format!("dump line {lineno}")))?;
     }
-    parser
-        .tree
-        .ok_or_else(|| Error::format("dump is empty: expected a first line for `/`"))
+    parser.tree.ok_or_else(|| Error::format("dump is empty: expected a first line for `/`"))
 }
 
 struct Parser {
@@ -102,8 +89,7 @@ impl<'a> Fields<'a> {
     }
 
     fn required(&mut self, name: &str) -> Result<&'a [u8]> {
-        self.next_field()
-            .ok_or_else(|| Error::format(format!("missing field {name}")))
+        self.next_field().ok_or_else(|| Error::format(format!("missing field {name}")))
     }
 }
 
@@ -136,8 +122,8 @@ impl Parser {
                 )));
             }
             // Root line.
-            let (mut meta, nlink) = parse_meta(mode, [nlink_f, uid_f, gid_f, mtime_f], self.strict)
-                .map_err(|e| e.context("`/`"))?;
+            let (mut meta, nlink) =
+                parse_meta(mode, [nlink_f, uid_f, gid_f, mtime_f], self.strict).map_err(|e| e.context("`/`"))?;
             parse_xattrs(&mut f, &mut meta.xattrs, line.len())?;
             if mode & libc::S_IFMT != libc::S_IFDIR || hardlink {
                 return Err(Error::format("`/` must be a directory"));
@@ -157,68 +143,45 @@ impl Parser {
         let parent_id = if parent == self.last_dir.as_slice() {
             self.last_dir_id
         } else {
-            let id = tree.resolve(parent).ok_or_else(|| {
-                Error::format(format!("parent directory of {} is missing", show(&path)))
-            })?;
+            let id = tree
+                .resolve(parent)
+                .ok_or_else(|| Error::format(format!("parent directory of {} is missing", show(&path))))?;
             self.last_dir.clear();
             self.last_dir.extend_from_slice(parent);
             self.last_dir_id = id;
             id
         };
         if tree.inodes[parent_id].as_dir().is_none() {
-            return Err(Error::format(format!(
-                "parent of {} is not a directory",
-                show(&path)
-            )));
+            return Err(Error::format(format!("parent of {} is not a directory", show(&path))));
         }
         if tree.lookup(parent_id, name).is_some() {
             return Err(Error::format(format!("duplicate entry {}", show(&path))));
         }
 
         if hardlink {
-            let target = unescape(payload_f.filter(|p| *p != b"-").ok_or_else(|| {
-                Error::format(format!("hardlink {} has no target in PAYLOAD", show(&path)))
-            })?)?;
+            let target = unescape(
+                payload_f
+                    .filter(|p| *p != b"-")
+                    .ok_or_else(|| Error::format(format!("hardlink {} has no target in PAYLOAD", show(&path))))?,
+            )?;
             if target.first() != Some(&b'/') {
-                return Err(Error::format(format!(
-                    "hardlink target {} is not absolute",
-                    show(&target)
-                )));
+                return Err(Error::format(format!("hardlink target {} is not absolute", show(&target))));
             }
             let target_id = tree
                 .resolve(&target)
                 .filter(|_| canonical_path(&target).is_ok())
-                .ok_or_else(|| {
-                    Error::format(format!("hardlink target {} does not exist", show(&target)))
-                })?;
+                .ok_or_else(|| Error::format(format!("hardlink target {} does not exist", show(&target))))?;
             if tree.inodes[target_id].as_dir().is_some() {
-                return Err(Error::format(format!(
-                    "hardlink {} to directory {}",
-                    show(&path),
-                    show(&target)
-                )));
+                return Err(Error::format(format!("hardlink {} to directory {}", show(&path), show(&target))));
             }
-            tree.link(
-                parent_id,
-                name.to_vec(),
-                DirEntry {
-                    inode: target_id,
-                    hardlink: true,
-                },
-            );
+            tree.link(parent_id, name.to_vec(), DirEntry { inode: target_id, hardlink: true });
             return Ok(());
         }
 
         let (mut meta, nlink) = parse_meta(mode, [nlink_f, uid_f, gid_f, mtime_f], self.strict)?;
         let rdev: u64 = optional_dec(rdev_f, "RDEV")?;
-        let payload = optional(payload_f)
-            .map(unescape)
-            .transpose()
-            .map_err(|e| e.context("PAYLOAD"))?;
-        let content = optional(content_f)
-            .map(unescape)
-            .transpose()
-            .map_err(|e| e.context("CONTENT"))?;
+        let payload = optional(payload_f).map(unescape).transpose().map_err(|e| e.context("PAYLOAD"))?;
+        let content = optional(content_f).map(unescape).transpose().map_err(|e| e.context("CONTENT"))?;
         let digest = optional(digest_f).map(parse_digest).transpose()?;
         if self.strict && digest_f.is_none() {
             return Err(Error::format("missing field DIGEST"));
@@ -227,10 +190,7 @@ impl Parser {
 
         let file_type = mode & libc::S_IFMT;
         if self.strict && rdev != 0 && file_type != libc::S_IFCHR && file_type != libc::S_IFBLK {
-            return Err(Error::format(format!(
-                "{}: RDEV {rdev} on a non-device",
-                show(&path)
-            )));
+            return Err(Error::format(format!("{}: RDEV {rdev} on a non-device", show(&path))));
         }
         let kind = match file_type {
             libc::S_IFDIR => InodeKind::Directory(Directory::default()),
@@ -250,20 +210,14 @@ impl Parser {
                             c.len()
                         )));
                     }
-                    InodeKind::File(File {
-                        size,
-                        content: FileContent::Inline(c),
-                    })
+                    InodeKind::File(File { size, content: FileContent::Inline(c) })
                 }
-                None => InodeKind::File(File {
-                    size,
-                    content: FileContent::External { payload, digest },
-                }),
+                None => InodeKind::File(File { size, content: FileContent::External { payload, digest } }),
             },
             libc::S_IFLNK => {
-                let target = payload.filter(|t| !t.is_empty()).ok_or_else(|| {
-                    Error::format(format!("symlink {} has no target in PAYLOAD", show(&path)))
-                })?;
+                let target = payload
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| Error::format(format!("symlink {} has no target in PAYLOAD", show(&path))))?;
                 if target.len() > SYMLINK_MAX {
                     return Err(Error::limit(format!(
                         "symlink {}: target of {} bytes is over the maximum {SYMLINK_MAX}",
@@ -272,10 +226,7 @@ impl Parser {
                     )));
                 }
                 if target.contains(&0) {
-                    return Err(Error::format(format!(
-                        "symlink {}: target contains NUL",
-                        show(&path)
-                    )));
+                    return Err(Error::format(format!("symlink {}: target contains NUL", show(&path))));
                 }
                 if self.strict && size != target.len() as u64 {
                     return Err(Error::format(format!(
@@ -290,22 +241,10 @@ impl Parser {
             libc::S_IFBLK => InodeKind::BlockDevice(rdev),
             libc::S_IFIFO => InodeKind::Fifo,
             libc::S_IFSOCK => InodeKind::Socket,
-            _ => {
-                return Err(Error::format(format!(
-                    "{}: MODE {mode:o} has no valid file type",
-                    show(&path)
-                )))
-            }
+            _ => return Err(Error::format(format!("{}: MODE {mode:o} has no valid file type", show(&path)))),
         };
         let id = tree.push(Inode { meta, kind, nlink });
-        tree.link(
-            parent_id,
-            name.to_vec(),
-            DirEntry {
-                inode: id,
-                hardlink: false,
-            },
-        );
+        tree.link(parent_id, name.to_vec(), DirEntry { inode: id, hardlink: false });
         Ok(())
     }
 
@@ -323,37 +262,19 @@ impl Parser {
 /// Checks that `path` is absolute with no empty, `.` or `..` components, no NUL, names ≤ 255.
 fn canonical_path(path: &[u8]) -> Result<()> {
     if path.first() != Some(&b'/') {
-        return Err(Error::format(format!(
-            "path {} is not absolute",
-            show(path)
-        )));
+        return Err(Error::format(format!("path {} is not absolute", show(path))));
     }
     if path == b"/" {
         return Ok(());
     }
     for comp in path[1..].split(|&b| b == b'/') {
         match comp {
-            b"" => {
-                return Err(Error::format(format!(
-                    "path {} has an empty component",
-                    show(path)
-                )))
-            }
-            b"." | b".." => {
-                return Err(Error::format(format!(
-                    "path {} has a `.` or `..` component",
-                    show(path)
-                )))
-            }
+            b"" => return Err(Error::format(format!("path {} has an empty component", show(path)))),
+            b"." | b".." => return Err(Error::format(format!("path {} has a `.` or `..` component", show(path)))),
             _ if comp.len() > NAME_MAX => {
-                return Err(Error::limit(format!(
-                    "path {}: a name is longer than {NAME_MAX} bytes",
-                    show(path)
-                )))
+                return Err(Error::limit(format!("path {}: a name is longer than {NAME_MAX} bytes", show(path))))
             }
-            _ if comp.contains(&0) => {
-                return Err(Error::format(format!("path {} contains NUL", show(path))))
-            }
+            _ if comp.contains(&0) => return Err(Error::format(format!("path {} contains NUL", show(path)))),
             _ => {}
         }
     }
@@ -382,9 +303,7 @@ fn parse_xattrs(
 ) -> Result<()> {
     // mkcomposefs rejects xattrs on lines over 64 KiB (SPEC §4.1).
     if line_len > XATTR_LINE_MAX && f.rest.is_some_and(|r| r.iter().any(|&b| b != b' ')) {
-        return Err(Error::limit(format!(
-            "too many xattrs: a line with xattrs is longer than {XATTR_LINE_MAX} bytes"
-        )));
+        return Err(Error::limit(format!("too many xattrs: a line with xattrs is longer than {XATTR_LINE_MAX} bytes")));
     }
     while let Some(field) = f.next_field() {
         if field.is_empty() {
@@ -399,16 +318,10 @@ fn parse_xattrs(
             return Err(Error::format("empty xattr key"));
         }
         if key.contains(&0) {
-            return Err(Error::format(format!(
-                "xattr key {} contains NUL",
-                show(&key)
-            )));
+            return Err(Error::format(format!("xattr key {} contains NUL", show(&key))));
         }
         if key.len() > XATTR_NAME_MAX {
-            return Err(Error::limit(format!(
-                "xattr key of {} bytes is longer than {XATTR_NAME_MAX}",
-                key.len()
-            )));
+            return Err(Error::limit(format!("xattr key of {} bytes is longer than {XATTR_NAME_MAX}", key.len())));
         }
         let value = unescape(&field[eq + 1..]).map_err(|e| e.context("xattr value"))?;
         if value.len() > XATTR_SIZE_MAX {
@@ -420,10 +333,7 @@ fn parse_xattrs(
         }
         match xattrs.entry(key) {
             MapEntry::Occupied(e) => {
-                return Err(Error::format(format!(
-                    "xattr {} appears twice",
-                    show(e.key())
-                )));
+                return Err(Error::format(format!("xattr {} appears twice", show(e.key()))));
             }
             MapEntry::Vacant(e) => {
                 e.insert(value);
@@ -449,12 +359,7 @@ fn parse_dec<T: std::str::FromStr>(field: &[u8], name: &str) -> Result<T> {
         .ok()
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            Error::format(format!(
-                "{name} {} is not a decimal number in range",
-                show(field)
-            ))
-        })
+        .ok_or_else(|| Error::format(format!("{name} {} is not a decimal number in range", show(field))))
 }
 
 fn parse_octal(field: &[u8]) -> Result<u32> {
@@ -474,10 +379,7 @@ fn parse_mtime(field: &[u8]) -> Result<Mtime> {
         _ => (false, sec),
     };
     let magnitude: i64 = parse_dec(digits, "MTIME").map_err(|_| bad())?;
-    Ok(Mtime {
-        sec: if neg { -magnitude } else { magnitude },
-        nsec: parse_dec(nsec, "MTIME").map_err(|_| bad())?,
-    })
+    Ok(Mtime { sec: if neg { -magnitude } else { magnitude }, nsec: parse_dec(nsec, "MTIME").map_err(|_| bad())? })
 }
 
 fn parse_digest(field: &[u8]) -> Result<[u8; 32]> {
@@ -553,12 +455,7 @@ pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8], escape_equal: bool) {
             b'\t' => out.extend_from_slice(b"\\t"),
             b'=' if escape_equal => out.extend_from_slice(b"\\x3d"),
             0x21..=0x7e => out.push(b),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'x',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]),
+            _ => out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]),
         }
     }
 }
@@ -580,18 +477,16 @@ pub fn write(tree: &Tree, out: &mut impl Write) -> Result<()> {
     // The path each inode was first printed at (empty: not printed yet).
     let mut printed: Vec<Option<Vec<u8>>> = vec![None; tree.inodes.len()];
     write_line(&mut line, b"/", tree.root(), None);
-    w.write_all(&line)
-        .map_err(|e| Error::io("writing dump", e))?;
+    w.write_all(&line).map_err(|e| Error::io("writing dump", e))?;
     for (path, entry) in tree.walk() {
         line.clear();
-        let inode = tree.inodes.get(entry.inode).ok_or_else(|| {
-            Error::invalid_argument(format!("tree entry {} names a missing inode", show(&path)))
-        })?;
+        let inode = tree
+            .inodes
+            .get(entry.inode)
+            .ok_or_else(|| Error::invalid_argument(format!("tree entry {} names a missing inode", show(&path))))?;
         let first = printed.get_mut(entry.inode).and_then(|p| p.as_ref());
         match first {
-            Some(target) if inode.as_dir().is_none() => {
-                write_line(&mut line, &path, inode, Some(target))
-            }
+            Some(target) if inode.as_dir().is_none() => write_line(&mut line, &path, inode, Some(target)),
             _ => {
                 write_line(&mut line, &path, inode, None);
                 if inode.as_dir().is_none() {
@@ -599,8 +494,7 @@ pub fn write(tree: &Tree, out: &mut impl Write) -> Result<()> {
                 }
             }
         }
-        w.write_all(&line)
-            .map_err(|e| Error::io("writing dump", e))?;
+        w.write_all(&line).map_err(|e| Error::io("writing dump", e))?;
     }
     w.flush().map_err(|e| Error::io("writing dump", e))
 }
@@ -611,11 +505,7 @@ fn write_line(line: &mut Vec<u8>, path: &[u8], inode: &Inode, link_target: Optio
     let mode = inode.mode();
     if let Some(target) = link_target {
         line.extend_from_slice(
-            format!(
-                " 0 @{mode:o} {} {} {} 0 {}.{} ",
-                inode.nlink, m.uid, m.gid, m.mtime.sec, m.mtime.nsec
-            )
-            .as_bytes(),
+            format!(" 0 @{mode:o} {} {} {} 0 {}.{} ", inode.nlink, m.uid, m.gid, m.mtime.sec, m.mtime.nsec).as_bytes(),
         );
         escape_optional(line, target);
         line.extend_from_slice(b" - -\n");
@@ -628,29 +518,20 @@ fn write_line(line: &mut Vec<u8>, path: &[u8], inode: &Inode, link_target: Optio
         _ => (0, 0),
     };
     line.extend_from_slice(
-        format!(
-            " {size} {mode:o} {} {} {} {rdev} {}.{} ",
-            inode.nlink, m.uid, m.gid, m.mtime.sec, m.mtime.nsec
-        )
-        .as_bytes(),
+        format!(" {size} {mode:o} {} {} {} {rdev} {}.{} ", inode.nlink, m.uid, m.gid, m.mtime.sec, m.mtime.nsec)
+            .as_bytes(),
     );
     match &inode.kind {
         InodeKind::Symlink(t) => {
             escape_optional(line, t);
             line.extend_from_slice(b" - -");
         }
-        InodeKind::File(File {
-            content: FileContent::Inline(c),
-            ..
-        }) => {
+        InodeKind::File(File { content: FileContent::Inline(c), .. }) => {
             line.extend_from_slice(b"- ");
             escape_optional(line, c);
             line.extend_from_slice(b" -");
         }
-        InodeKind::File(File {
-            content: FileContent::External { payload, digest },
-            ..
-        }) => {
+        InodeKind::File(File { content: FileContent::External { payload, digest }, .. }) => {
             escape_optional(line, payload.as_deref().unwrap_or(b""));
             line.extend_from_slice(b" - ");
             match digest {
@@ -696,34 +577,15 @@ mod tests {
 /name\\x20with\\x3dodd\\xff 0 100644 1 0 0 0 0.0 - - -\n";
         let t = parse_str(dump, true).unwrap();
         let f = t.resolve(b"/d/f").unwrap();
-        assert_eq!(
-            t.lookup(ROOT, b"hl"),
-            Some(DirEntry {
-                inode: f,
-                hardlink: true
-            })
-        );
+        assert_eq!(t.lookup(ROOT, b"hl"), Some(DirEntry { inode: f, hardlink: true }));
         let fi = t.inode(f);
         assert_eq!(fi.nlink, 2);
-        assert_eq!(
-            fi.meta.mtime,
-            Mtime {
-                sec: 1672531200,
-                nsec: 5000000
-            }
-        );
-        assert_eq!(
-            fi.meta.xattrs.get(&b"user.x=y"[..]).map(|v| &v[..]),
-            Some(&b"a=b"[..])
-        );
+        assert_eq!(fi.meta.mtime, Mtime { sec: 1672531200, nsec: 5000000 });
+        assert_eq!(fi.meta.xattrs.get(&b"user.x=y"[..]).map(|v| &v[..]), Some(&b"a=b"[..]));
         match &fi.kind {
             InodeKind::File(File {
                 size: 100,
-                content:
-                    FileContent::External {
-                        payload: Some(p),
-                        digest: Some(d),
-                    },
+                content: FileContent::External { payload: Some(p), digest: Some(d) },
             }) => {
                 assert_eq!(&p[..3], b"01/");
                 assert_eq!(d[1], 0x23);
@@ -735,15 +597,9 @@ mod tests {
         assert_eq!(l.meta.mtime, Mtime { sec: -10, nsec: 3 });
         assert_eq!(
             t.inode(t.resolve(b"/in").unwrap()).kind,
-            InodeKind::File(File {
-                size: 5,
-                content: FileContent::Inline(b"a b\n\\".to_vec())
-            })
+            InodeKind::File(File { size: 5, content: FileContent::Inline(b"a b\n\\".to_vec()) })
         );
-        assert_eq!(
-            t.inode(t.resolve(b"/c").unwrap()).kind,
-            InodeKind::CharDevice(259)
-        );
+        assert_eq!(t.inode(t.resolve(b"/c").unwrap()).kind, InodeKind::CharDevice(259));
         assert!(t.resolve(b"/name with=odd\xff").is_some());
 
         let mut out = Vec::new();
@@ -751,14 +607,8 @@ mod tests {
         let again = parse(&out[..], true).unwrap();
         assert_eq!(again.normalized(), t.normalized());
         let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.contains("/hl 0 @100644 2 1000 1000 0 1672531200.5000000 /d/f - -\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("/l 5 120777 1 0 0 0 -10.3 -/a\\tb - -\n"),
-            "{text}"
-        );
+        assert!(text.contains("/hl 0 @100644 2 1000 1000 0 1672531200.5000000 /d/f - -\n"), "{text}");
+        assert!(text.contains("/l 5 120777 1 0 0 0 -10.3 -/a\\tb - -\n"), "{text}");
         assert!(text.contains(" user.x\\x3dy=a\\x3db\n"), "{text}");
     }
 
@@ -781,14 +631,23 @@ mod tests {
     fn errors_name_the_line() {
         let cases: &[(&str, &str)] = &[
             ("/ 0 40755 1 0 0 0 0.0 - - -\n/a/b 0 100644 1 0 0 0 0.0 - - -\n", "dump line 2: parent directory"),
-            ("/ 0 40755 1 0 0 0 0.0 - - -\n/a 0 100644 1 0 0 0 0.0 - - -\n/a 0 100644 1 0 0 0 0.0 - - -\n", "dump line 3: duplicate"),
+            (
+                "/ 0 40755 1 0 0 0 0.0 - - -\n/a 0 100644 1 0 0 0 0.0 - - -\n/a 0 100644 1 0 0 0 0.0 - - -\n",
+                "dump line 3: duplicate",
+            ),
             ("/a 0 100644 1 0 0 0 0.0 - - -\n", "dump line 1: first line"),
             ("/ 0 40755 1 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 1.2.3 - - -\n", "dump line 2: MTIME"),
             ("/ 0 40755 1 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 0.0 - - zz\n", "dump line 2: DIGEST"),
-            ("/ 0 40755 1 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 0.0 - - - a=1 a=2\n", "dump line 2: xattr a appears twice"),
+            (
+                "/ 0 40755 1 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 0.0 - - - a=1 a=2\n",
+                "dump line 2: xattr a appears twice",
+            ),
             ("/ 0 40755 1 0 0 0 0.0 - - -\n/x 3 100644 1 0 0 0 0.0 - ab -\n", "dump line 2: /x: SIZE 3"),
             ("/ 0 40755 1 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 0.0 - \\q -\n", "dump line 2: CONTENT: bad escape"),
-            ("/ 0 40755 1 0 0 0 0.0 - - -\n/x 0 @100644 1 0 0 0 0.0 /y - -\n", "dump line 2: hardlink target /y does not exist"),
+            (
+                "/ 0 40755 1 0 0 0 0.0 - - -\n/x 0 @100644 1 0 0 0 0.0 /y - -\n",
+                "dump line 2: hardlink target /y does not exist",
+            ),
             ("", "dump is empty"),
         ];
         for (dump, want) in cases {

@@ -38,12 +38,7 @@ impl Default for FsVerityHasher {
 
 impl FsVerityHasher {
     pub fn new() -> FsVerityHasher {
-        FsVerityHasher {
-            data: Box::new([0; BLOCK]),
-            data_filled: 0,
-            size: 0,
-            levels: Vec::new(),
-        }
+        FsVerityHasher { data: Box::new([0; BLOCK]), data_filled: 0, size: 0, levels: Vec::new() }
     }
 
     /// Feeds more file content.
@@ -72,11 +67,7 @@ impl FsVerityHasher {
     /// Adds a hash to `level`, hashing the level's block into the next level when it fills.
     fn push_hash(&mut self, level: usize, hash: &[u8; HASH]) {
         if self.levels.len() == level {
-            self.levels.push(Level {
-                block: Box::new([0; BLOCK]),
-                filled: 0,
-                received: 0,
-            });
+            self.levels.push(Level { block: Box::new([0; BLOCK]), filled: 0, received: 0 });
         }
         let l = &mut self.levels[level];
         l.block[l.filled..l.filled + HASH].copy_from_slice(hash);
@@ -192,24 +183,12 @@ mod tests {
     fn known_digests() {
         // The empty file: the descriptor with a zero root hash and size 0. (Whole images are
         // checked against `composefs-info measure-file` results in tests/image_fsverity.rs.)
-        assert_eq!(
-            to_hex(&digest_bytes(b"")),
-            "3d248ca542a24fc62d1c43b916eae5016878e2533c88238480b26128a1f1af95"
-        );
+        assert_eq!(to_hex(&digest_bytes(b"")), "3d248ca542a24fc62d1c43b916eae5016878e2533c88238480b26128a1f1af95");
     }
 
     #[test]
     fn streaming_matches_reference_at_level_boundaries() {
-        let sizes = [
-            1usize,
-            4095,
-            4096,
-            4097,
-            128 * 4096,
-            128 * 4096 + 1,
-            129 * 4096,
-            3 * 128 * 4096 + 5,
-        ];
+        let sizes = [1usize, 4095, 4096, 4097, 128 * 4096, 128 * 4096 + 1, 129 * 4096, 3 * 128 * 4096 + 5];
         for size in sizes {
             let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4096) as u8).collect();
             let want = reference(&data);

@@ -27,6 +27,4 @@ pub mod tree;
 pub use erofs::{read_image, select_version, write_image, WriteOptions};
 pub use fsverity::{digest_reader, FsVerityHasher};
 pub use output::{write_image_file, write_image_with_digest, VerityWriter};
-pub use tree::{
-    DirEntry, Directory, File, FileContent, Inode, InodeId, InodeKind, Metadata, Mtime, Tree, ROOT,
-};
+pub use tree::{DirEntry, Directory, File, FileContent, Inode, InodeId, InodeKind, Metadata, Mtime, Tree, ROOT};

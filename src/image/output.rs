@@ -16,10 +16,7 @@ pub struct VerityWriter<W: Write> {
 
 impl<W: Write> VerityWriter<W> {
     pub fn new(inner: W) -> Self {
-        VerityWriter {
-            inner,
-            hasher: FsVerityHasher::new(),
-        }
+        VerityWriter { inner, hasher: FsVerityHasher::new() }
     }
 
     /// The digest of what was written, and the inner writer.
@@ -41,11 +38,7 @@ impl<W: Write> Write for VerityWriter<W> {
 }
 
 /// Writes the image of `tree` to `out` and returns the image's fs-verity digest.
-pub fn write_image_with_digest(
-    tree: &Tree,
-    options: &WriteOptions,
-    out: &mut impl Write,
-) -> Result<[u8; 32]> {
+pub fn write_image_with_digest(tree: &Tree, options: &WriteOptions, out: &mut impl Write) -> Result<[u8; 32]> {
     let mut w = VerityWriter::new(out);
     write_image(tree, options, &mut w)?;
     Ok(w.finish().0)
@@ -59,9 +52,8 @@ pub fn write_image_file(tree: &Tree, options: &WriteOptions, path: &Path) -> Res
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid_argument(format!("{}: not a file path", path.display())))?;
+    let name =
+        path.file_name().ok_or_else(|| Error::invalid_argument(format!("{}: not a file path", path.display())))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".tmp-{}", std::process::id()));

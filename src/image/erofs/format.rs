@@ -77,19 +77,13 @@ pub fn split_xattr_key(key: &[u8]) -> (u8, &[u8]) {
 pub fn xattr_prefix(index: u8) -> Option<&'static [u8]> {
     match index {
         0 => Some(b""),
-        _ => XATTR_PREFIXES
-            .iter()
-            .find(|(_, i)| *i == index)
-            .map(|(p, _)| *p),
+        _ => XATTR_PREFIXES.iter().find(|(_, i)| *i == index).map(|(p, _)| *p),
     }
 }
 
 /// Bytes an xattr entry takes: header, suffix and value, padded to 4.
 pub fn xattr_entry_size(suffix_len: usize, value_len: usize) -> u64 {
-    round_up(
-        XATTR_ENTRY_HEADER_SIZE + suffix_len as u64 + value_len as u64,
-        4,
-    )
+    round_up(XATTR_ENTRY_HEADER_SIZE + suffix_len as u64 + value_len as u64, 4)
 }
 
 pub fn round_up(x: u64, to: u64) -> u64 {
@@ -98,15 +92,8 @@ pub fn round_up(x: u64, to: u64) -> u64 {
 
 /// The chunk size bits for an external file of `size` bytes (`compute_erofs_chunk_bitsize`).
 pub fn chunk_bits(size: u64) -> u32 {
-    let bits = if size > 1 {
-        64 - (size - 1).leading_zeros()
-    } else {
-        0
-    };
-    bits.clamp(
-        BLOCK_BITS as u32,
-        CHUNK_FORMAT_BLKBITS_MASK + BLOCK_BITS as u32,
-    )
+    let bits = if size > 1 { 64 - (size - 1).leading_zeros() } else { 0 };
+    bits.clamp(BLOCK_BITS as u32, CHUNK_FORMAT_BLKBITS_MASK + BLOCK_BITS as u32)
 }
 
 /// The number of chunk index entries for an external file of `size` bytes.
@@ -122,19 +109,12 @@ pub fn xxh32(input: &[u8], seed: u32) -> u32 {
     const P4: u32 = 668_265_263;
     const P5: u32 = 374_761_393;
     fn round(acc: u32, lane: u32) -> u32 {
-        acc.wrapping_add(lane.wrapping_mul(P2))
-            .rotate_left(13)
-            .wrapping_mul(P1)
+        acc.wrapping_add(lane.wrapping_mul(P2)).rotate_left(13).wrapping_mul(P1)
     }
     let le32 = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let mut p = input;
     let mut h = if p.len() >= 16 {
-        let mut v = [
-            seed.wrapping_add(P1).wrapping_add(P2),
-            seed.wrapping_add(P2),
-            seed,
-            seed.wrapping_sub(P1),
-        ];
+        let mut v = [seed.wrapping_add(P1).wrapping_add(P2), seed.wrapping_add(P2), seed, seed.wrapping_sub(P1)];
         while p.len() >= 16 {
             for (i, lane) in v.iter_mut().enumerate() {
                 *lane = round(*lane, le32(&p[i * 4..]));
@@ -150,17 +130,11 @@ pub fn xxh32(input: &[u8], seed: u32) -> u32 {
     };
     h = h.wrapping_add(input.len() as u32);
     while p.len() >= 4 {
-        h = h
-            .wrapping_add(le32(p).wrapping_mul(P3))
-            .rotate_left(17)
-            .wrapping_mul(P4);
+        h = h.wrapping_add(le32(p).wrapping_mul(P3)).rotate_left(17).wrapping_mul(P4);
         p = &p[4..];
     }
     for &b in p {
-        h = h
-            .wrapping_add((b as u32).wrapping_mul(P5))
-            .rotate_left(11)
-            .wrapping_mul(P1);
+        h = h.wrapping_add((b as u32).wrapping_mul(P5)).rotate_left(11).wrapping_mul(P1);
     }
     h ^= h >> 15;
     h = h.wrapping_mul(P2);
@@ -195,10 +169,7 @@ mod tests {
         assert_eq!(xxh32(b"", 0), 0x02CC_5D05);
         assert_eq!(xxh32(b"a", 0), 0x550D_7456);
         assert_eq!(xxh32(b"abc", 0), 0x32D1_53FF);
-        assert_eq!(
-            xxh32(b"Nobody inspects the spammish repetition", 0),
-            0xE229_3B2F
-        );
+        assert_eq!(xxh32(b"Nobody inspects the spammish repetition", 0), 0xE229_3B2F);
     }
 
     #[test]

@@ -68,10 +68,7 @@ fn le64(b: &[u8], off: usize) -> u64 {
 impl<'a> Reader<'a> {
     fn new(data: &'a [u8]) -> Result<Reader<'a>> {
         if (data.len() as u64) < INODES_START {
-            return Err(corrupt(format!(
-                "{} bytes is too short for the superblock",
-                data.len()
-            )));
+            return Err(corrupt(format!("{} bytes is too short for the superblock", data.len())));
         }
         if le32(data, 0) != COMPOSEFS_MAGIC {
             return Err(corrupt("bad composefs header magic"));
@@ -81,18 +78,12 @@ impl<'a> Reader<'a> {
             return Err(corrupt("bad EROFS superblock magic"));
         }
         if sb[12] != BLOCK_BITS {
-            return Err(Error::unsupported(format!(
-                "EROFS block size 2^{} (only 4096 is supported)",
-                sb[12]
-            )));
+            return Err(Error::unsupported(format!("EROFS block size 2^{} (only 4096 is supported)", sb[12])));
         }
         Ok(Reader {
             data,
             root_nid: le16(sb, 14) as u64,
-            build_time: Mtime {
-                sec: le64(sb, 24) as i64,
-                nsec: le32(sb, 32),
-            },
+            build_time: Mtime { sec: le64(sb, 24) as i64, nsec: le32(sb, 32) },
             meta_start: le32(sb, 40) as u64 * BLOCK_SIZE,
             xattr_start: le32(sb, 44) as u64 * BLOCK_SIZE,
             budget: std::cell::Cell::new(4 * data.len() as u64 + (1 << 20)),
@@ -100,14 +91,10 @@ impl<'a> Reader<'a> {
     }
 
     fn slice(&self, off: u64, len: u64, what: &str) -> Result<&'a [u8]> {
-        let end = off
-            .checked_add(len)
-            .filter(|&e| e <= self.data.len() as u64);
+        let end = off.checked_add(len).filter(|&e| e <= self.data.len() as u64);
         match end {
             Some(end) => Ok(&self.data[off as usize..end as usize]),
-            None => Err(corrupt(format!(
-                "{what} at {off}+{len} is past the end of the image"
-            ))),
+            None => Err(corrupt(format!("{what} at {off}+{len} is past the end of the image"))),
         }
     }
 
@@ -122,11 +109,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| corrupt(format!("nid {nid} out of range")))?;
         let head = self.slice(off, 2, "inode")?;
         let extended = le16(head, 0) & 1 == 1;
-        let isize = if extended {
-            EXTENDED_INODE_SIZE
-        } else {
-            COMPACT_INODE_SIZE
-        };
+        let isize = if extended { EXTENDED_INODE_SIZE } else { COMPACT_INODE_SIZE };
         let b = self.slice(off, isize, "inode")?;
         let format = le16(b, 0);
         let layout = (format >> 1) & 7;
@@ -138,10 +121,7 @@ impl<'a> Reader<'a> {
                 i_u: le32(b, 16),
                 uid: le32(b, 24),
                 gid: le32(b, 28),
-                mtime: Mtime {
-                    sec: le64(b, 32) as i64,
-                    nsec: le32(b, 40),
-                },
+                mtime: Mtime { sec: le64(b, 32) as i64, nsec: le32(b, 40) },
                 nlink: le32(b, 44),
                 layout,
                 xattrs: Vec::new(),
@@ -161,11 +141,7 @@ impl<'a> Reader<'a> {
                 tail: &[],
             }
         };
-        let xattr_size = if icount == 0 {
-            0
-        } else {
-            XATTR_IBODY_HEADER_SIZE + (icount - 1) * 4
-        };
+        let xattr_size = if icount == 0 { 0 } else { XATTR_IBODY_HEADER_SIZE + (icount - 1) * 4 };
         if xattr_size > 0 {
             let body = self.slice(off + isize, xattr_size, "xattr body")?;
             self.read_xattrs(body, &mut raw.xattrs)?;
@@ -203,23 +179,15 @@ impl<'a> Reader<'a> {
     /// One xattr entry at image offset `off`: ((key, value), padded length).
     fn xattr_entry(&self, hdr: &[u8], off: u64) -> Result<(RawXattr<'a>, u64)> {
         let (name_len, index, value_len) = (hdr[0] as u64, hdr[1], le16(hdr, 2) as u64);
-        let prefix = xattr_prefix(index)
-            .ok_or_else(|| corrupt(format!("unknown xattr prefix index {index}")))?;
-        let body = self.slice(
-            off + XATTR_ENTRY_HEADER_SIZE,
-            name_len + value_len,
-            "xattr entry",
-        )?;
+        let prefix = xattr_prefix(index).ok_or_else(|| corrupt(format!("unknown xattr prefix index {index}")))?;
+        let body = self.slice(off + XATTR_ENTRY_HEADER_SIZE, name_len + value_len, "xattr entry")?;
         let mut key = Vec::with_capacity(prefix.len() + name_len as usize);
         key.extend_from_slice(prefix);
         key.extend_from_slice(&body[..name_len as usize]);
         if key.is_empty() {
             return Err(corrupt("empty xattr name"));
         }
-        Ok((
-            (key, &body[name_len as usize..]),
-            xattr_entry_size(name_len as usize, value_len as usize),
-        ))
+        Ok(((key, &body[name_len as usize..]), xattr_entry_size(name_len as usize, value_len as usize)))
     }
 
     fn charge(&self, bytes: u64) -> Result<()> {
@@ -235,10 +203,7 @@ impl<'a> Reader<'a> {
     /// The bytes of a flat inode's data: full blocks at `i_u`, then the inline tail.
     fn flat_data(&self, raw: &RawInode<'a>, what: &str) -> Result<Vec<u8>> {
         if raw.size > self.data.len() as u64 {
-            return Err(corrupt(format!(
-                "{what} of {} bytes is larger than the image",
-                raw.size
-            )));
+            return Err(corrupt(format!("{what} of {} bytes is larger than the image", raw.size)));
         }
         let (block_part, tail_len) = match raw.layout {
             LAYOUT_FLAT_PLAIN => (raw.size, 0),
@@ -252,9 +217,7 @@ impl<'a> Reader<'a> {
         }
         if tail_len > 0 {
             out.extend_from_slice(
-                raw.tail
-                    .get(..tail_len as usize)
-                    .ok_or_else(|| corrupt(format!("{what} tail past the image end")))?,
+                raw.tail.get(..tail_len as usize).ok_or_else(|| corrupt(format!("{what} tail past the image end")))?,
             );
         }
         Ok(out)
@@ -269,13 +232,9 @@ impl<'a> Reader<'a> {
                 return Err(corrupt("directory block shorter than one dirent"));
             }
             let first_nameoff = le16(block, 8) as usize;
-            if first_nameoff == 0
-                || !first_nameoff.is_multiple_of(DIRENT_SIZE as usize)
-                || first_nameoff > block.len()
+            if first_nameoff == 0 || !first_nameoff.is_multiple_of(DIRENT_SIZE as usize) || first_nameoff > block.len()
             {
-                return Err(corrupt(format!(
-                    "bad first dirent name offset {first_nameoff}"
-                )));
+                return Err(corrupt(format!("bad first dirent name offset {first_nameoff}")));
             }
             let n = first_nameoff / DIRENT_SIZE as usize;
             for i in 0..n {
@@ -285,10 +244,7 @@ impl<'a> Reader<'a> {
                 let end = if i + 1 < n {
                     le16(block, d + DIRENT_SIZE as usize + 8) as usize
                 } else {
-                    block[start.min(block.len())..]
-                        .iter()
-                        .position(|&b| b == 0)
-                        .map_or(block.len(), |p| start + p)
+                    block[start.min(block.len())..].iter().position(|&b| b == 0).map_or(block.len(), |p| start + p)
                 };
                 if start < first_nameoff || end < start || end > block.len() {
                     return Err(corrupt("dirent name out of its block"));
@@ -297,12 +253,8 @@ impl<'a> Reader<'a> {
                 if name == b"." || name == b".." {
                     continue;
                 }
-                if name.is_empty() || name.len() > 255 || name.iter().any(|&b| b == b'/' || b == 0)
-                {
-                    return Err(corrupt(format!(
-                        "invalid file name {:?}",
-                        String::from_utf8_lossy(name)
-                    )));
+                if name.is_empty() || name.len() > 255 || name.iter().any(|&b| b == b'/' || b == 0) {
+                    return Err(corrupt(format!("invalid file name {:?}", String::from_utf8_lossy(name))));
                 }
                 out.push((name.to_vec(), nid));
             }
@@ -312,12 +264,7 @@ impl<'a> Reader<'a> {
 
     /// Builds the tree node of one (non-hardlink) inode. Directories come back empty.
     /// `root` is the root's metadata when the inode is named in the root (to recognise stubs).
-    fn node(
-        &self,
-        raw: &RawInode<'a>,
-        root: Option<&Metadata>,
-        name: &[u8],
-    ) -> Result<Option<Inode>> {
+    fn node(&self, raw: &RawInode<'a>, root: Option<&Metadata>, name: &[u8]) -> Result<Option<Inode>> {
         let fmt = raw.mode as u32 & libc::S_IFMT;
         let mut meta = Metadata {
             permissions: raw.mode as u32 & 0o7777,
@@ -342,16 +289,11 @@ impl<'a> Reader<'a> {
                         digest = value[4..].try_into().ok();
                     }
                 }
-                b"trusted.overlay.overlay.whiteout" | b"user.overlay.whiteout"
-                    if escaped_whiteout => {}
-                b"trusted.overlay.overlay.whiteouts" | b"user.overlay.whiteouts"
-                    if whiteout_parent => {}
-                b"trusted.overlay.overlay.opaque" | b"user.overlay.opaque"
-                    if whiteout_parent && *value == b"x" => {}
+                b"trusted.overlay.overlay.whiteout" | b"user.overlay.whiteout" if escaped_whiteout => {}
+                b"trusted.overlay.overlay.whiteouts" | b"user.overlay.whiteouts" if whiteout_parent => {}
+                b"trusted.overlay.overlay.opaque" | b"user.overlay.opaque" if whiteout_parent && *value == b"x" => {}
                 // The root always has it; elsewhere it is a layer's opaque marker.
-                b"trusted.overlay.opaque" if fmt == libc::S_IFDIR && *value == b"y" => {
-                    opaque = !name.is_empty()
-                }
+                b"trusted.overlay.opaque" if fmt == libc::S_IFDIR && *value == b"y" => opaque = !name.is_empty(),
                 _ => {
                     if let Some(rest) = key.strip_prefix(b"trusted.overlay.overlay.") {
                         let mut k = b"trusted.overlay.".to_vec();
@@ -366,26 +308,17 @@ impl<'a> Reader<'a> {
             }
         }
         let kind = match fmt {
-            libc::S_IFDIR => InodeKind::Directory(Directory {
-                entries: BTreeMap::new(),
-                overlay_opaque: opaque,
-            }),
+            libc::S_IFDIR => InodeKind::Directory(Directory { entries: BTreeMap::new(), overlay_opaque: opaque }),
             libc::S_IFREG if escaped_whiteout => InodeKind::CharDevice(0),
             libc::S_IFREG => {
                 let content = if raw.size == 0 {
-                    FileContent::External {
-                        payload: None,
-                        digest: None,
-                    }
+                    FileContent::External { payload: None, digest: None }
                 } else if raw.layout == LAYOUT_CHUNK_BASED {
                     FileContent::External { payload, digest }
                 } else {
                     FileContent::Inline(self.flat_data(raw, "inline file")?)
                 };
-                InodeKind::File(File {
-                    size: raw.size,
-                    content,
-                })
+                InodeKind::File(File { size: raw.size, content })
             }
             libc::S_IFLNK => {
                 let target = self.flat_data(raw, "symlink")?;
@@ -395,12 +328,9 @@ impl<'a> Reader<'a> {
                 InodeKind::Symlink(target)
             }
             libc::S_IFCHR if raw.i_u == 0 => {
-                let stub = root.is_some_and(|r| {
-                    r.uid == meta.uid && r.gid == meta.gid && r.mtime == meta.mtime
-                }) && name.len() == 2
-                    && name
-                        .iter()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+                let stub = root.is_some_and(|r| r.uid == meta.uid && r.gid == meta.gid && r.mtime == meta.mtime)
+                    && name.len() == 2
+                    && name.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
                     && meta.permissions == 0o644;
                 if stub {
                     return Ok(None);
@@ -413,11 +343,7 @@ impl<'a> Reader<'a> {
             libc::S_IFSOCK => InodeKind::Socket,
             _ => return Err(corrupt(format!("inode with mode {:o}", raw.mode))),
         };
-        Ok(Some(Inode {
-            meta,
-            kind,
-            nlink: raw.nlink,
-        }))
+        Ok(Some(Inode { meta, kind, nlink: raw.nlink }))
     }
 
     fn read_tree(&self) -> Result<Tree> {
@@ -425,9 +351,7 @@ impl<'a> Reader<'a> {
         if root_raw.mode as u32 & libc::S_IFMT != libc::S_IFDIR {
             return Err(corrupt("root inode is not a directory"));
         }
-        let root = self
-            .node(&root_raw, None, b"")?
-            .ok_or_else(|| corrupt("root"))?;
+        let root = self.node(&root_raw, None, b"")?.ok_or_else(|| corrupt("root"))?;
         let mut tree = Tree { inodes: vec![root] };
         let mut seen: HashMap<u64, InodeId> = HashMap::new();
         seen.insert(self.root_nid, ROOT);
@@ -447,36 +371,18 @@ impl<'a> Reader<'a> {
                         String::from_utf8_lossy(&name)
                     )));
                 }
-                tree.link(
-                    dir,
-                    name,
-                    DirEntry {
-                        inode: id,
-                        hardlink: true,
-                    },
-                );
+                tree.link(dir, name, DirEntry { inode: id, hardlink: true });
                 continue;
             }
             let raw = self.inode(nid)?;
-            let root_meta = if dir == ROOT {
-                Some(&tree.inodes[ROOT].meta)
-            } else {
-                None
-            };
+            let root_meta = if dir == ROOT { Some(&tree.inodes[ROOT].meta) } else { None };
             let Some(inode) = self.node(&raw, root_meta, &name)? else {
                 continue;
             };
             let is_dir = inode.as_dir().is_some();
             let id = tree.push(inode);
             seen.insert(nid, id);
-            tree.link(
-                dir,
-                name,
-                DirEntry {
-                    inode: id,
-                    hardlink: false,
-                },
-            );
+            tree.link(dir, name, DirEntry { inode: id, hardlink: false });
             if is_dir {
                 stack.push((id, self.dirents(&raw)?, 0));
             }

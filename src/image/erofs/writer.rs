@@ -31,11 +31,7 @@ pub struct WriteOptions {
 impl Default for WriteOptions {
     /// mkcomposefs defaults: versions 0..1, with stubs.
     fn default() -> Self {
-        WriteOptions {
-            min_version: 0,
-            max_version: 1,
-            root_whiteout_stubs: true,
-        }
+        WriteOptions { min_version: 0, max_version: 1, root_whiteout_stubs: true }
     }
 }
 
@@ -71,14 +67,9 @@ fn version_for(options: &WriteOptions, has_escaped_whiteouts: bool) -> Result<u3
 /// Writes the composefs EROFS image of `tree` to `out`.
 pub fn write_image(tree: &Tree, options: &WriteOptions, out: &mut impl Write) -> Result<()> {
     let plan = Plan::new(tree, options)?;
-    let mut w = Out {
-        w: std::io::BufWriter::with_capacity(256 << 10, out),
-        pos: 0,
-    };
-    plan.write(&mut w)
-        .map_err(|e| Error::io("writing composefs image", e))?;
-    w.w.flush()
-        .map_err(|e| Error::io("writing composefs image", e))
+    let mut w = Out { w: std::io::BufWriter::with_capacity(256 << 10, out), pos: 0 };
+    plan.write(&mut w).map_err(|e| Error::io("writing composefs image", e))?;
+    w.w.flush().map_err(|e| Error::io("writing composefs image", e))
 }
 
 /// The root stub names `00`..`ff`.
@@ -167,8 +158,7 @@ impl Interner {
         while cur != UNSET {
             let e = &mut self.entries[cur as usize];
             let k = &self.arena[e.off..e.off + e.key_len as usize];
-            let v = &self.arena
-                [e.off + e.key_len as usize..e.off + e.key_len as usize + e.val_len as usize];
+            let v = &self.arena[e.off + e.key_len as usize..e.off + e.key_len as usize + e.val_len as usize];
             if k == key && v == value {
                 e.count += 1;
                 return cur;
@@ -263,11 +253,7 @@ fn for_each_child<'a>(
         return Ok(());
     };
     let mut entries = d.entries.iter().peekable();
-    let n_specials = if dir as usize == ROOT && stubs {
-        2 + 256
-    } else {
-        2
-    };
+    let n_specials = if dir as usize == ROOT && stubs { 2 + 256 } else { 2 };
     let n_tree = tree.inodes.len() as u32;
     for s in 0..n_specials {
         let (name, id): (&'a [u8], u32) = match s {
@@ -279,31 +265,16 @@ fn for_each_child<'a>(
             if n.as_slice() >= name {
                 break;
             }
-            f(Child {
-                name: n,
-                id: entry_id(e.inode),
-                link: e.hardlink,
-                entry: true,
-            })?;
+            f(Child { name: n, id: entry_id(e.inode), link: e.hardlink, entry: true })?;
             entries.next();
         }
         if s >= 2 && entries.peek().is_some_and(|(n, _)| n.as_slice() == name) {
             continue;
         }
-        f(Child {
-            name,
-            id,
-            link: s < 2,
-            entry: false,
-        })?;
+        f(Child { name, id, link: s < 2, entry: false })?;
     }
     for (n, e) in entries {
-        f(Child {
-            name: n,
-            id: entry_id(e.inode),
-            link: e.hardlink,
-            entry: true,
-        })?;
+        f(Child { name: n, id: entry_id(e.inode), link: e.hardlink, entry: true })?;
     }
     Ok(())
 }
@@ -314,11 +285,7 @@ fn entry_id(id: usize) -> u32 {
 }
 
 fn check_name(name: &[u8]) -> Result<()> {
-    if name.is_empty()
-        || name == b"."
-        || name == b".."
-        || name.len() > 255
-        || name.iter().any(|&b| b == b'/' || b == 0)
+    if name.is_empty() || name == b"." || name == b".." || name.len() > 255 || name.iter().any(|&b| b == b'/' || b == 0)
     {
         return Err(Error::invalid_argument(format!(
             "tree has an invalid file name {:?}",
@@ -380,11 +347,7 @@ impl<'a> Plan<'a> {
         // Which BFS node an id became (to catch an inode with two primary names).
         let mut placed = vec![false; tree.inodes.len() + 256];
         placed[ROOT] = true;
-        self.nodes.push(Node {
-            id: ROOT as u32,
-            parent: ROOT as u32,
-            ..Default::default()
-        });
+        self.nodes.push(Node { id: ROOT as u32, parent: ROOT as u32, ..Default::default() });
         let mut i = 0;
         let mut any_whiteouts = false;
         while i < self.nodes.len() {
@@ -405,15 +368,9 @@ impl<'a> Plan<'a> {
                         )));
                     }
                 }
-                let kind = if c.id < n_tree {
-                    Some(&tree.inodes[c.id as usize].kind)
-                } else {
-                    None
-                };
+                let kind = if c.id < n_tree { Some(&tree.inodes[c.id as usize].kind) } else { None };
                 if c.link {
-                    if !(c.name == b"." || c.name == b"..")
-                        && matches!(kind, Some(InodeKind::Directory(_)))
-                    {
+                    if !(c.name == b"." || c.name == b"..") && matches!(kind, Some(InodeKind::Directory(_))) {
                         return Err(Error::invalid_argument(format!(
                             "tree has a hardlink {:?} to a directory",
                             String::from_utf8_lossy(c.name)
@@ -433,11 +390,7 @@ impl<'a> Plan<'a> {
                     Some(InodeKind::CharDevice(0)) => whiteouts = true,
                     _ => {}
                 }
-                nodes.push(Node {
-                    id: c.id,
-                    parent: dir,
-                    ..Default::default()
-                });
+                nodes.push(Node { id: c.id, parent: dir, ..Default::default() });
                 Ok(())
             })?;
             let n = &mut self.nodes[i];
@@ -514,9 +467,7 @@ impl<'a> Plan<'a> {
                     InodeKind::File(f) if f.size > 0 => {
                         if let FileContent::External { payload, digest } = &f.content {
                             match digest {
-                                Some(d) => {
-                                    add(&[b"trusted.overlay.metacopy"], &[&[0, 36, 0, 1], d])
-                                }
+                                Some(d) => add(&[b"trusted.overlay.metacopy"], &[&[0, 36, 0, 1], d]),
                                 None => add(&[b"trusted.overlay.metacopy"], &[]),
                             }
                             if let Some(p) = payload.as_deref().filter(|p| !p.is_empty()) {
@@ -548,10 +499,7 @@ impl<'a> Plan<'a> {
             pairs.sort_by(|a, b| scratch[a.0..a.1].cmp(&scratch[b.0..b.1]));
             ids.clear();
             for (i, &(s, m, e)) in pairs.iter().enumerate() {
-                if pairs
-                    .get(i + 1)
-                    .is_some_and(|n| scratch[n.0..n.1] == scratch[s..m])
-                {
+                if pairs.get(i + 1).is_some_and(|n| scratch[n.0..n.1] == scratch[s..m]) {
                     continue;
                 }
                 let (key, value) = (&scratch[s..m], &scratch[m..e]);
@@ -581,9 +529,7 @@ impl<'a> Plan<'a> {
     /// value) order (SPEC §5.7).
     fn share_xattrs(&mut self) {
         let x = &self.xattrs;
-        let mut shared: Vec<u32> = (0..x.entries.len() as u32)
-            .filter(|&i| x.entries[i as usize].count > 1)
-            .collect();
+        let mut shared: Vec<u32> = (0..x.entries.len() as u32).filter(|&i| x.entries[i as usize].count > 1).collect();
         shared.sort_unstable_by(|&a, &b| {
             x.key(b)
                 .cmp(x.key(a))
@@ -594,8 +540,7 @@ impl<'a> Plan<'a> {
         for &id in &shared {
             let e = &mut self.xattrs.entries[id as usize];
             e.shared_off = off as u32;
-            let (_, suffix) =
-                split_xattr_key(&self.xattrs.arena[e.off..e.off + e.key_len as usize]);
+            let (_, suffix) = split_xattr_key(&self.xattrs.arena[e.off..e.off + e.key_len as usize]);
             off += xattr_entry_size(suffix.len(), e.val_len as usize);
         }
         self.shared = shared;
@@ -604,8 +549,7 @@ impl<'a> Plan<'a> {
 
     /// Which of a node's xattrs are referenced from the shared table (the first 128 shared ones).
     fn is_shared_ref(&self, id: u32, n_shared_so_far: usize) -> bool {
-        self.xattrs.entries[id as usize].shared_off != UNSET
-            && n_shared_so_far < MAX_SHARED_PER_INODE
+        self.xattrs.entries[id as usize].shared_off != UNSET && n_shared_so_far < MAX_SHARED_PER_INODE
     }
 
     fn node_xattr_ids(&self, node: &Node) -> &[u32] {
@@ -628,8 +572,7 @@ impl<'a> Plan<'a> {
             blocks += 1;
             size = 0;
         }
-        let blocks =
-            u32::try_from(blocks).map_err(|_| Error::limit("directory too large for EROFS"))?;
+        let blocks = u32::try_from(blocks).map_err(|_| Error::limit("directory too large for EROFS"))?;
         Ok((blocks, size as u32))
     }
 
@@ -692,10 +635,7 @@ impl<'a> Plan<'a> {
                     FileContent::External { .. } => {
                         let chunks = chunk_count(f.size);
                         if chunks > MAX_CHUNKS {
-                            return Err(Error::limit(format!(
-                                "file of {} bytes is too large for EROFS",
-                                f.size
-                            )));
+                            return Err(Error::limit(format!("file of {} bytes is too large for EROFS", f.size)));
                         }
                         node.tail = (chunks * 4) as u32;
                     }
@@ -703,21 +643,13 @@ impl<'a> Plan<'a> {
                 _ => {}
             }
             let dir_size = node.n_blocks as u64 * BLOCK_SIZE + node.tail as u64;
-            let checked_size = if matches!(kind, Some(InodeKind::Directory(_))) {
-                dir_size
-            } else {
-                size
-            };
+            let checked_size = if matches!(kind, Some(InodeKind::Directory(_))) { dir_size } else { size };
             node.compact = mtime == self.min_mtime
                 && nlink <= u16::MAX as u32
                 && uid <= u16::MAX as u32
                 && gid <= u16::MAX as u32
                 && checked_size <= u32::MAX as u64;
-            let inode_size = if node.compact {
-                COMPACT_INODE_SIZE
-            } else {
-                EXTENDED_INODE_SIZE
-            };
+            let inode_size = if node.compact { COMPACT_INODE_SIZE } else { EXTENDED_INODE_SIZE };
 
             let aligned = round_up(pos, SLOT_SIZE);
             let mut pad = aligned - pos;
@@ -814,9 +746,7 @@ impl<'a> Plan<'a> {
                     InodeKind::Directory(_) => (libc::S_IFDIR, FT_DIR),
                     InodeKind::File(_) | InodeKind::CharDevice(0) => (libc::S_IFREG, FT_REG),
                     InodeKind::Symlink(_) => (libc::S_IFLNK, FT_SYMLINK),
-                    InodeKind::CharDevice(_) | InodeKind::OverlayWhiteout => {
-                        (libc::S_IFCHR, FT_CHR)
-                    }
+                    InodeKind::CharDevice(_) | InodeKind::OverlayWhiteout => (libc::S_IFCHR, FT_CHR),
                     InodeKind::BlockDevice(_) => (libc::S_IFBLK, FT_BLK),
                     InodeKind::Fifo => (libc::S_IFIFO, FT_FIFO),
                     InodeKind::Socket => (libc::S_IFSOCK, FT_SOCK),
@@ -831,35 +761,19 @@ impl<'a> Plan<'a> {
         let mut hdr = [0u8; 32];
         put_u32(&mut hdr, 0, COMPOSEFS_MAGIC);
         put_u32(&mut hdr, 4, COMPOSEFS_HEADER_VERSION);
-        put_u32(
-            &mut hdr,
-            8,
-            if self.has_acl {
-                COMPOSEFS_FLAGS_HAS_ACL
-            } else {
-                0
-            },
-        );
+        put_u32(&mut hdr, 8, if self.has_acl { COMPOSEFS_FLAGS_HAS_ACL } else { 0 });
         put_u32(&mut hdr, 12, self.version);
         w.put(&hdr)?;
         w.zeros(SUPERBLOCK_OFFSET - 32)?;
         let mut sb = [0u8; SUPERBLOCK_SIZE as usize];
         put_u32(&mut sb, 0, EROFS_MAGIC);
-        put_u32(
-            &mut sb,
-            8,
-            FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER,
-        );
+        put_u32(&mut sb, 8, FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER);
         sb[12] = BLOCK_BITS;
         put_u16(&mut sb, 14, self.nodes[0].nid as u16);
         put_u64(&mut sb, 16, self.nodes.len() as u64);
         put_u64(&mut sb, 24, self.min_mtime.sec as u64);
         put_u32(&mut sb, 32, self.min_mtime.nsec);
-        put_u32(
-            &mut sb,
-            36,
-            (self.data_start / BLOCK_SIZE + self.n_data_blocks) as u32,
-        );
+        put_u32(&mut sb, 36, (self.data_start / BLOCK_SIZE + self.n_data_blocks) as u32);
         put_u32(&mut sb, 40, (INODES_START / BLOCK_SIZE) as u32);
         put_u32(&mut sb, 44, (self.inodes_end / BLOCK_SIZE) as u32);
         w.put(&sb)?;
@@ -871,9 +785,7 @@ impl<'a> Plan<'a> {
             self.write_xattr_body(w, node)?;
             // The inline tail.
             match self.kind(node.id) {
-                Some(InodeKind::Directory(_)) => {
-                    self.write_dirents(w, node, false, &mut dirents)?
-                }
+                Some(InodeKind::Directory(_)) => self.write_dirents(w, node, false, &mut dirents)?,
                 Some(InodeKind::Symlink(t)) if node.n_blocks == 0 => w.put(t)?,
                 Some(InodeKind::File(f)) if f.size > 0 => match &f.content {
                     FileContent::Inline(c) => w.put(&c[c.len() - node.tail as usize..])?,
@@ -922,11 +834,7 @@ impl<'a> Plan<'a> {
         let kind = self.kind(node.id);
         let (mtime, nlink, uid, gid, _) = self.inode_attrs(node);
         let (mode, _) = self.mode_and_type(node.id);
-        let mut layout = if node.tail > 0 {
-            LAYOUT_FLAT_INLINE
-        } else {
-            LAYOUT_FLAT_PLAIN
-        };
+        let mut layout = if node.tail > 0 { LAYOUT_FLAT_INLINE } else { LAYOUT_FLAT_PLAIN };
         let mut i_u = if node.n_blocks > 0 { node.blkaddr } else { 0 };
         let size = match kind {
             Some(InodeKind::Directory(_)) => node.n_blocks as u64 * BLOCK_SIZE + node.tail as u64,
@@ -944,11 +852,7 @@ impl<'a> Plan<'a> {
             }
             _ => 0,
         };
-        let icount = if node.xattr_size == 0 {
-            0
-        } else {
-            (node.xattr_size as u64 - XATTR_IBODY_HEADER_SIZE) / 4 + 1
-        };
+        let icount = if node.xattr_size == 0 { 0 } else { (node.xattr_size as u64 - XATTR_IBODY_HEADER_SIZE) / 4 + 1 };
         let format = (layout << 1) | u16::from(!node.compact);
         if node.compact {
             let mut b = [0u8; COMPACT_INODE_SIZE as usize];
@@ -1045,8 +949,7 @@ impl<'a> Plan<'a> {
             let len = DIRENT_SIZE + c.name.len() as u64;
             if size + len > BLOCK_SIZE {
                 if blocks {
-                    self.write_dirent_chunk(w, chunk)
-                        .map_err(|e| Error::io("writing", e))?;
+                    self.write_dirent_chunk(w, chunk).map_err(|e| Error::io("writing", e))?;
                     w.align(BLOCK_SIZE).map_err(|e| Error::io("writing", e))?;
                 }
                 written += 1;
@@ -1069,11 +972,7 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    fn write_dirent_chunk(
-        &self,
-        w: &mut Out<impl Write>,
-        chunk: &[Child<'a>],
-    ) -> std::io::Result<()> {
+    fn write_dirent_chunk(&self, w: &mut Out<impl Write>, chunk: &[Child<'a>]) -> std::io::Result<()> {
         let mut nameoff = (chunk.len() as u64 * DIRENT_SIZE) as u16;
         for c in chunk {
             let (_, ft) = self.mode_and_type(c.id);
@@ -1126,61 +1025,23 @@ mod tests {
     use crate::image::tree::{DirEntry, Directory, Inode, Metadata};
 
     fn layer_tree() -> Tree {
-        let mut t = Tree::new(Metadata {
-            permissions: 0o755,
-            ..Default::default()
-        });
+        let mut t = Tree::new(Metadata { permissions: 0o755, ..Default::default() });
         let d = t.push(Inode {
-            meta: Metadata {
-                permissions: 0o755,
-                ..Default::default()
-            },
-            kind: InodeKind::Directory(Directory {
-                overlay_opaque: true,
-                ..Default::default()
-            }),
+            meta: Metadata { permissions: 0o755, ..Default::default() },
+            kind: InodeKind::Directory(Directory { overlay_opaque: true, ..Default::default() }),
             nlink: 2,
         });
-        t.link(
-            ROOT,
-            b"opq".to_vec(),
-            DirEntry {
-                inode: d,
-                hardlink: false,
-            },
-        );
-        let w = t.push(Inode {
-            meta: Metadata::default(),
-            kind: InodeKind::OverlayWhiteout,
-            nlink: 1,
-        });
-        t.link(
-            d,
-            b"gone".to_vec(),
-            DirEntry {
-                inode: w,
-                hardlink: false,
-            },
-        );
+        t.link(ROOT, b"opq".to_vec(), DirEntry { inode: d, hardlink: false });
+        let w = t.push(Inode { meta: Metadata::default(), kind: InodeKind::OverlayWhiteout, nlink: 1 });
+        t.link(d, b"gone".to_vec(), DirEntry { inode: w, hardlink: false });
         let mut meta = Metadata::default();
-        meta.xattrs
-            .insert(b"trusted.overlay.opaque".to_vec(), b"y".to_vec());
+        meta.xattrs.insert(b"trusted.overlay.opaque".to_vec(), b"y".to_vec());
         let f = t.push(Inode {
             meta,
-            kind: InodeKind::File(crate::image::File {
-                size: 0,
-                content: FileContent::Inline(Vec::new()),
-            }),
+            kind: InodeKind::File(crate::image::File { size: 0, content: FileContent::Inline(Vec::new()) }),
             nlink: 1,
         });
-        t.link(
-            ROOT,
-            b"f".to_vec(),
-            DirEntry {
-                inode: f,
-                hardlink: false,
-            },
-        );
+        t.link(ROOT, b"f".to_vec(), DirEntry { inode: f, hardlink: false });
         t
     }
 
@@ -1201,54 +1062,25 @@ mod tests {
         let back = read_image(&img).unwrap();
         let d = back.resolve(b"/opq").unwrap();
         assert!(back.inode(d).as_dir().unwrap().overlay_opaque);
-        assert_eq!(
-            back.inode(back.resolve(b"/opq/gone").unwrap()).kind,
-            InodeKind::OverlayWhiteout
-        );
+        assert_eq!(back.inode(back.resolve(b"/opq/gone").unwrap()).kind, InodeKind::OverlayWhiteout);
         let f = back.inode(back.resolve(b"/f").unwrap());
-        assert_eq!(
-            f.meta
-                .xattrs
-                .get(&b"trusted.overlay.opaque"[..])
-                .map(|v| &v[..]),
-            Some(&b"y"[..])
-        );
+        assert_eq!(f.meta.xattrs.get(&b"trusted.overlay.opaque"[..]).map(|v| &v[..]), Some(&b"y"[..]));
         assert!(!back.root().as_dir().unwrap().overlay_opaque);
         // 4 inodes + 256 stubs.
-        assert_eq!(
-            u64::from_le_bytes(img[1024 + 16..1024 + 24].try_into().unwrap()),
-            4 + 256
-        );
+        assert_eq!(u64::from_le_bytes(img[1024 + 16..1024 + 24].try_into().unwrap()), 4 + 256);
     }
 
     #[test]
     fn stubs_can_be_left_out_and_versions_are_checked() {
         let t = layer_tree();
         let mut img = Vec::new();
-        let o = WriteOptions {
-            root_whiteout_stubs: false,
-            ..Default::default()
-        };
+        let o = WriteOptions { root_whiteout_stubs: false, ..Default::default() };
         write_image(&t, &o, &mut img).unwrap();
-        assert_eq!(
-            u64::from_le_bytes(img[1024 + 16..1024 + 24].try_into().unwrap()),
-            4
-        );
-        let o = WriteOptions {
-            min_version: 2,
-            max_version: 2,
-            ..Default::default()
-        };
-        assert_eq!(
-            write_image(&t, &o, &mut Vec::new()).unwrap_err().kind(),
-            crate::ErrorKind::InvalidArgument
-        );
+        assert_eq!(u64::from_le_bytes(img[1024 + 16..1024 + 24].try_into().unwrap()), 4);
+        let o = WriteOptions { min_version: 2, max_version: 2, ..Default::default() };
+        assert_eq!(write_image(&t, &o, &mut Vec::new()).unwrap_err().kind(), crate::ErrorKind::InvalidArgument);
         // min 1 forces version 1; max < min is raised.
-        let o = WriteOptions {
-            min_version: 1,
-            max_version: 0,
-            ..Default::default()
-        };
+        let o = WriteOptions { min_version: 1, max_version: 0, ..Default::default() };
         let mut img = Vec::new();
         write_image(&t, &o, &mut img).unwrap();
         assert_eq!(u32::from_le_bytes(img[12..16].try_into().unwrap()), 1);
@@ -1258,54 +1090,19 @@ mod tests {
     fn malformed_trees_are_rejected() {
         let mut t = layer_tree();
         let f = t.resolve(b"/f").unwrap();
-        t.link(
-            ROOT,
-            b"again".to_vec(),
-            DirEntry {
-                inode: f,
-                hardlink: false,
-            },
-        );
+        t.link(ROOT, b"again".to_vec(), DirEntry { inode: f, hardlink: false });
         assert!(write_image(&t, &WriteOptions::default(), &mut Vec::new()).is_err());
         let mut t = layer_tree();
-        t.link(
-            ROOT,
-            b"dirlink".to_vec(),
-            DirEntry {
-                inode: t.resolve(b"/opq").unwrap(),
-                hardlink: true,
-            },
-        );
+        t.link(ROOT, b"dirlink".to_vec(), DirEntry { inode: t.resolve(b"/opq").unwrap(), hardlink: true });
         assert!(write_image(&t, &WriteOptions::default(), &mut Vec::new()).is_err());
         let mut t = layer_tree();
-        t.link(
-            ROOT,
-            b"dangling".to_vec(),
-            DirEntry {
-                inode: 999,
-                hardlink: false,
-            },
-        );
+        t.link(ROOT, b"dangling".to_vec(), DirEntry { inode: 999, hardlink: false });
         assert!(write_image(&t, &WriteOptions::default(), &mut Vec::new()).is_err());
         let mut t = layer_tree();
-        t.link(
-            ROOT,
-            b"dangling".to_vec(),
-            DirEntry {
-                inode: 5,
-                hardlink: false,
-            },
-        );
+        t.link(ROOT, b"dangling".to_vec(), DirEntry { inode: 5, hardlink: false });
         assert!(write_image(&t, &WriteOptions::default(), &mut Vec::new()).is_err());
         let mut t = layer_tree();
-        t.link(
-            ROOT,
-            b"a/b".to_vec(),
-            DirEntry {
-                inode: t.resolve(b"/f").unwrap(),
-                hardlink: true,
-            },
-        );
+        t.link(ROOT, b"a/b".to_vec(), DirEntry { inode: t.resolve(b"/f").unwrap(), hardlink: true });
         assert!(write_image(&t, &WriteOptions::default(), &mut Vec::new()).is_err());
     }
 }
