@@ -461,7 +461,7 @@ pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8], escape_equal: bool) {
 }
 
 /// An optional field: `-` when empty, `\x2d` for a lone dash (ESCAPE_LONE_DASH).
-fn escape_optional(out: &mut Vec<u8>, bytes: &[u8]) {
+pub fn escape_optional(out: &mut Vec<u8>, bytes: &[u8]) {
     match bytes {
         b"" => out.push(b'-'),
         b"-" => out.extend_from_slice(b"\\x2d"),
