@@ -7,7 +7,7 @@
 //! equal a symlink's target length, rdev to be 0 on anything but devices, and all 11 fields.
 //! Beyond mkcomposefs, the same xattr key twice on one line is an error (it is ambiguous).
 //!
-//! [`write`] prints a tree back, in depth-first name order, with the escaping c/storage uses
+//! [`write()`] prints a tree back, in depth-first name order, with the escaping c/storage uses
 //! (SPEC §4.2); its output parses back to the same tree.
 
 use std::collections::btree_map::Entry as MapEntry;
