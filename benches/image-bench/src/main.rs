@@ -25,6 +25,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("--child") => child(&args[2], Path::new(&args[3]), Path::new(&args[4])),
+        Some("--gen") => generate(Path::new(&args[2]), Path::new(&args[3])),
         _ => parent(&args[1..]),
     }
 }
@@ -37,13 +38,13 @@ fn maxrss_self_kb() -> i64 {
 }
 
 fn child(which: &str, dump_path: &Path, out: &Path) {
-    let text = std::fs::read(dump_path).unwrap();
     let t0 = Instant::now();
     let (parse_s, write_s, rss_before);
     match which {
         "ours" => {
-            let tree = dump::parse(&text[..], false).unwrap();
-            drop(text);
+            // Our parser streams the dump; the composefs crate's needs the whole text.
+            let f = std::io::BufReader::with_capacity(256 << 10, std::fs::File::open(dump_path).unwrap());
+            let tree = dump::parse(f, false).unwrap();
             parse_s = t0.elapsed().as_secs_f64();
             rss_before = maxrss_self_kb();
             let t1 = Instant::now();
@@ -55,7 +56,7 @@ fn child(which: &str, dump_path: &Path, out: &Path) {
             use composefs::erofs::format::FormatVersion;
             use composefs::erofs::writer::{mkfs_erofs_versioned, ValidatedFileSystem};
             use composefs::fsverity::Sha256HashValue;
-            let s = String::from_utf8(text).unwrap();
+            let s = String::from_utf8(std::fs::read(dump_path).unwrap()).unwrap();
             // A char device with rdev 0 makes mkcomposefs choose version 1.
             let whiteouts = s.lines().any(|l| {
                 let f: Vec<&str> = l.split(' ').take(7).collect();
@@ -84,6 +85,15 @@ fn child(which: &str, dump_path: &Path, out: &Path) {
         _ => panic!("unknown writer {which}"),
     }
     println!("{parse_s} {write_s} {rss_before} {}", maxrss_self_kb());
+}
+
+/// `--gen ROOT OUT`: walks ROOT, writes its dump to OUT, prints the entry count.
+fn generate(root: &Path, out: &Path) {
+    let tree = walk(root);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(out).unwrap());
+    dump::write(&tree, &mut f).unwrap();
+    f.flush().unwrap();
+    println!("{}", tree.walk().count());
 }
 
 struct Run {
@@ -141,14 +151,17 @@ fn parent(args: &[String]) {
     let dir = std::env::temp_dir().join(format!("image-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let t = Instant::now();
-    let tree = walk(&root);
-    let entries = tree.walk().count();
     let dump_path = dir.join("tree.dump");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&dump_path).unwrap());
-    dump::write(&tree, &mut f).unwrap();
-    f.flush().unwrap();
-    drop(f);
-    drop(tree);
+    // Generated in a child of its own: the parent stays small, so that the writer children it
+    // forks do not inherit a large RSS high-water mark (Linux carries it across exec).
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg("--gen")
+        .arg(&root)
+        .arg(&dump_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "generating the tree failed");
+    let entries: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let dump_size = std::fs::metadata(&dump_path).unwrap().len();
     println!(
         "tree: {} ({entries} entries), dump {:.1} MB, generated in {:.2} s",
