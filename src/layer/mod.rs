@@ -5,6 +5,7 @@ mod blob;
 pub mod convert;
 pub mod objects;
 pub mod result;
+pub mod staging;
 pub mod toc;
 pub mod tree_builder;
 pub mod verity;
