@@ -4,6 +4,7 @@
 mod blob;
 pub mod convert;
 pub mod objects;
+pub mod pull;
 pub mod result;
 pub mod staging;
 pub mod toc;
