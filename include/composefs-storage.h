@@ -127,7 +127,7 @@ void cfs_error_free(struct cfs_error *err);
 /**
  * A static, human-readable name for a status code (e.g. "CFS_STATUS_IO"). Never NULL.
  */
-const char *cfs_status_name(enum cfs_status status);
+const char *cfs_status_name(int status);
 
 /**
  * The library version (e.g. "0.1.0"), a static string.
