@@ -24,7 +24,10 @@ package composefs
 */
 import "C"
 
-import "unsafe"
+import (
+	"strings"
+	"unsafe"
+)
 
 // HeaderABIVersion is the C ABI version these bindings were written for (CFS_ABI_VERSION).
 const HeaderABIVersion = uint32(C.CFS_ABI_VERSION)
@@ -42,9 +45,13 @@ func ABIVersion() uint32 {
 	return uint32(C.cfs_abi_version())
 }
 
-// cString converts a Go string for a C call; the caller frees it with C.free.
-func cString(s string) *C.char {
-	return C.CString(s)
+// cStringArg converts a Go string argument for a C call; the caller frees it with freeCString.
+// A string with a NUL byte cannot cross into C unchanged, so it is refused.
+func cStringArg(s string, what string) (*C.char, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return nil, &Error{Status: StatusInvalidArgument, Message: "composefs: " + what + " contains a NUL byte"}
+	}
+	return C.CString(s), nil
 }
 
 // takeString copies a string the library returned and frees the C copy (cfs_string_free).
