@@ -34,7 +34,7 @@
  * The result of every fallible call. The numbers are part of the ABI: never renumber or reuse
  * one; a retired code stays here as a comment.
  */
-typedef enum cfs_status {
+typedef enum {
   /**
    * Success.
    */
@@ -107,22 +107,22 @@ void cfs_string_free(char *s);
 /**
  * The status code of an error; `CFS_STATUS_NULL_ARGUMENT` for NULL.
  */
-enum cfs_status cfs_error_status(const struct cfs_error *err);
+cfs_status cfs_error_status(const cfs_error *err);
 
 /**
  * The error's message, valid until `cfs_error_free(err)`. Never NULL: "" for a NULL error.
  */
-const char *cfs_error_message(const struct cfs_error *err);
+const char *cfs_error_message(const cfs_error *err);
 
 /**
  * The `errno` behind an I/O error, or 0.
  */
-int32_t cfs_error_os_error(const struct cfs_error *err);
+int32_t cfs_error_os_error(const cfs_error *err);
 
 /**
  * Frees an error object. Free of NULL is a no-op.
  */
-void cfs_error_free(struct cfs_error *err);
+void cfs_error_free(cfs_error *err);
 
 /**
  * A static, human-readable name for a status code (e.g. "CFS_STATUS_IO"). Never NULL.

@@ -24,9 +24,7 @@ fn committed_header() -> String {
 
 /// Runs a command and returns its stdout, failing the test with its stderr otherwise.
 fn output(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}",
@@ -36,20 +34,36 @@ fn output(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).expect("command output is UTF-8")
 }
 
-/// The cdylib cargo built next to this test binary (target/<profile>/deps/abi-* → target/<profile>/).
+/// The cdylib of this crate, built now: `cargo test` builds only the rlib for its tests, and a
+/// leftover .so from an earlier build could be stale.
 fn shared_library() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let so = profile_dir.join("libcomposefs_storage.so");
-    assert!(
-        so.exists(),
-        "{} was not built (the crate's cdylib should be built alongside the tests)",
-        so.display()
-    );
-    so
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // target/<profile>/deps/abi-* → target/<profile>/
+            let exe = std::env::current_exe().expect("test executable path");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("test binary lives in target/<profile>/deps");
+            let target_dir = profile_dir.parent().expect("target dir");
+            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") => "dev",
+                Some(other) => other,
+                None => panic!("unexpected test binary path {}", exe.display()),
+            };
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            output(
+                Command::new(cargo)
+                    .args(["build", "--lib", "--profile", profile, "--target-dir"])
+                    .arg(target_dir)
+                    .current_dir(repo()),
+            );
+            let so = profile_dir.join("libcomposefs_storage.so");
+            assert!(so.exists(), "cargo build --lib did not produce {}", so.display());
+            so
+        })
+        .clone()
 }
 
 /// `#define NAME value` from the header.
@@ -113,10 +127,7 @@ fn header_is_up_to_date() {
     let fresh = output(Command::new(repo().join("scripts/gen-header.sh")).arg("-"));
     let committed = committed_header();
     if fresh != committed {
-        let first = fresh
-            .lines()
-            .zip(committed.lines())
-            .position(|(a, b)| a != b);
+        let first = fresh.lines().zip(committed.lines()).position(|(a, b)| a != b);
         panic!(
             "include/composefs-storage.h is out of date with src/ffi (first difference at line {}): \
              run `make header` and commit it",
