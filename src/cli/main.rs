@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod toc;
 
 #[derive(Parser)]
 #[command(name = "composefs-storage", version, about = "The composefs layer path of containers/storage")]
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Show the effective containers-storage.conf settings, or check why composefs would not take effect.
     Config(config::Args),
+    /// Print the TOC JSON of a zstd:chunked blob (verified against its annotations when given).
+    Toc(toc::Args),
 }
 
 /// Exit code for a failed operation.
@@ -31,12 +34,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(args) => config::run(args),
+        Command::Toc(args) => toc::run(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("composefs-storage: {e}");
-            ExitCode::from(if e.kind() == composefs_storage::ErrorKind::InvalidArgument { EXIT_USAGE } else { EXIT_FAILURE })
+            ExitCode::from(if e.kind() == composefs_storage::ErrorKind::InvalidArgument {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            })
         }
     }
 }

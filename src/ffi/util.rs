@@ -19,6 +19,7 @@ pub(crate) unsafe fn try_ref<'a, T>(ptr: *const T, what: &str) -> Result<&'a T> 
 ///
 /// # Safety
 /// `ptr` must be NULL or point to a live `T`, not aliased, for the duration of `'a`.
+#[allow(dead_code)] // for handles with mutating calls (convert, mount)
 pub(crate) unsafe fn try_mut<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T> {
     // SAFETY: by the caller's contract.
     unsafe { ptr.as_mut() }.ok_or_else(|| null_argument(what))

@@ -145,13 +145,7 @@ pub const ROOT: InodeId = 0;
 impl Tree {
     /// A tree holding only a root directory with `meta`.
     pub fn new(root_meta: Metadata) -> Tree {
-        Tree {
-            inodes: vec![Inode {
-                meta: root_meta,
-                kind: InodeKind::Directory(Directory::default()),
-                nlink: 2,
-            }],
-        }
+        Tree { inodes: vec![Inode { meta: root_meta, kind: InodeKind::Directory(Directory::default()), nlink: 2 }] }
     }
 
     pub fn root(&self) -> &Inode {
@@ -175,11 +169,7 @@ impl Tree {
     /// Names `inode` as `name` in directory `dir`, replacing any previous entry of that name.
     /// Returns the replaced entry. Panics if `dir` is not a directory (a caller bug).
     pub fn link(&mut self, dir: InodeId, name: Vec<u8>, entry: DirEntry) -> Option<DirEntry> {
-        self.inodes[dir]
-            .as_dir_mut()
-            .expect("Tree::link: parent is not a directory")
-            .entries
-            .insert(name, entry)
+        self.inodes[dir].as_dir_mut().expect("Tree::link: parent is not a directory").entries.insert(name, entry)
     }
 
     /// Looks up `name` in directory `dir`.
