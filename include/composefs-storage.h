@@ -90,6 +90,11 @@ typedef enum {
 } cfs_status;
 
 /**
+ * The effective containers-storage.conf settings. Opaque; free with `cfs_config_free`.
+ */
+typedef struct cfs_config cfs_config;
+
+/**
  * An error returned through a `cfs_error **err` argument. Owned by the caller: free it with
  * `cfs_error_free`.
  */
@@ -103,6 +108,63 @@ extern "C" {
  * Frees a string this library returned (e.g. from `cfs_config_to_json`). Free of NULL is a no-op.
  */
 void cfs_string_free(char *s);
+
+/**
+ * Loads containers-storage.conf like containers/storage: `$CONTAINERS_STORAGE_CONF` alone, else the
+ * first of `$XDG_CONFIG_HOME/containers/storage.conf` (or `$HOME/.config/...`),
+ * `<root>/etc/containers/storage.conf`, `<root>/usr/share/containers/storage.conf`; then the
+ * `storage.conf.d`, `storage.rootful.conf.d` / `storage.rootless.conf.d[/UID]` drop-ins; then
+ * `$CONTAINERS_STORAGE_CONF_OVERRIDE`; then `$STORAGE_DRIVER` and `$STORAGE_OPTS`.
+ *
+ * `root` prefixes the system paths (NULL = "/"); the process environment and UID are used.
+ * On success `*out` receives a new handle (free it with `cfs_config_free`). Errors name the
+ * file, the line and the key: e.g. CFS_STATUS_FORMAT for a native TOML bool or a syntax error,
+ * CFS_STATUS_NOT_FOUND when `$CONTAINERS_STORAGE_CONF` names a missing file.
+ */
+cfs_status cfs_config_load(const char *root, cfs_config **out, cfs_error **err);
+
+/**
+ * Loads exactly one file (no drop-ins, no environment). On success `*out` receives a new handle.
+ * CFS_STATUS_NOT_FOUND when the file does not exist.
+ */
+cfs_status cfs_config_load_file(const char *path, cfs_config **out, cfs_error **err);
+
+/**
+ * Frees a configuration. Free of NULL is a no-op.
+ */
+void cfs_config_free(cfs_config *cfg);
+
+/**
+ * A value by key as a string: "driver", "graphroot", "runroot", "imagestore", "mountopt",
+ * "force_mask", "ostree_repos" (colon-joined), or one of the boolean keys ("true"/"false").
+ * An unset value is "". `*out` receives a string to free with `cfs_string_free`.
+ * CFS_STATUS_INVALID_ARGUMENT for an unknown key.
+ */
+cfs_status cfs_config_get_string(const cfs_config *cfg,
+                                 const char *key,
+                                 char **out,
+                                 cfs_error **err);
+
+/**
+ * A boolean value by key: "use_composefs", "enable_partial_images", "convert_images",
+ * "use_hard_links", "insecure_allow_unpredictable_image_contents".
+ * CFS_STATUS_INVALID_ARGUMENT for an unknown key or a string key.
+ */
+cfs_status cfs_config_get_bool(const cfs_config *cfg, const char *key, bool *out, cfs_error **err);
+
+/**
+ * The effective settings as a JSON object (every key above, `ostree_repos` as an array, plus
+ * "pull_options", "uid", "files" in read order and "sources"). Free `*out` with `cfs_string_free`.
+ */
+cfs_status cfs_config_to_json(const cfs_config *cfg, char **out, cfs_error **err);
+
+/**
+ * Why composefs would not take effect: a JSON array of findings, each
+ * `{"severity": "error"|"warning"|"info", "code": "...", "message": "..."}`; "error" means
+ * composefs will not take effect (or containers/storage will not start). Free `*out_json` with
+ * `cfs_string_free`.
+ */
+cfs_status cfs_config_check(const cfs_config *cfg, char **out_json, cfs_error **err);
 
 /**
  * The status code of an error; `CFS_STATUS_NULL_ARGUMENT` for NULL.
