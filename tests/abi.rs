@@ -25,12 +25,7 @@ fn committed_header() -> String {
 /// Runs a command and returns its stdout, failing the test with its stderr otherwise.
 fn output(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("command output is UTF-8")
 }
 
@@ -42,10 +37,7 @@ fn shared_library() -> PathBuf {
         .get_or_init(|| {
             // target/<profile>/deps/abi-* → target/<profile>/
             let exe = std::env::current_exe().expect("test executable path");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("test binary lives in target/<profile>/deps");
+            let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
             let target_dir = profile_dir.parent().expect("target dir");
             let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
                 Some("debug") => "dev",
@@ -70,12 +62,7 @@ fn shared_library() -> PathBuf {
 fn header_define(header: &str, name: &str) -> String {
     header
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("#define ")?
-                .strip_prefix(name)?
-                .strip_prefix(' ')
-                .map(str::trim)
-        })
+        .find_map(|l| l.strip_prefix("#define ")?.strip_prefix(name)?.strip_prefix(' ').map(str::trim))
         .unwrap_or_else(|| panic!("include/composefs-storage.h has no #define {name}"))
         .to_string()
 }
@@ -86,9 +73,7 @@ fn header_functions(header: &str) -> BTreeSet<String> {
     let mut rest = header;
     while let Some(at) = rest.find("cfs_") {
         let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
         let (name, after) = tail.split_at(end);
         // A declaration: the name is followed by "(" and the statement ends in ");" before any "{".
         let is_call = after.starts_with('(');
@@ -111,15 +96,11 @@ fn symbol_list() -> BTreeSet<String> {
 }
 
 fn exported_symbols(so: &Path) -> BTreeSet<String> {
-    output(
-        Command::new("nm")
-            .args(["-D", "--defined-only", "--format=posix"])
-            .arg(so),
-    )
-    .lines()
-    .filter_map(|l| l.split_whitespace().next())
-    .map(String::from)
-    .collect()
+    output(Command::new("nm").args(["-D", "--defined-only", "--format=posix"]).arg(so))
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect()
 }
 
 #[test]
@@ -139,43 +120,19 @@ fn header_is_up_to_date() {
 #[test]
 fn header_version_macros_match_cargo_toml() {
     let h = committed_header();
-    assert_eq!(
-        header_define(&h, "CFS_VERSION_MAJOR"),
-        env!("CARGO_PKG_VERSION_MAJOR"),
-        "run `make header`"
-    );
-    assert_eq!(
-        header_define(&h, "CFS_VERSION_MINOR"),
-        env!("CARGO_PKG_VERSION_MINOR"),
-        "run `make header`"
-    );
-    assert_eq!(
-        header_define(&h, "CFS_VERSION_PATCH"),
-        env!("CARGO_PKG_VERSION_PATCH"),
-        "run `make header`"
-    );
-    assert_eq!(
-        header_define(&h, "CFS_VERSION_STRING"),
-        format!("\"{}\"", env!("CARGO_PKG_VERSION"))
-    );
-    assert_eq!(
-        header_define(&h, "CFS_ABI_VERSION"),
-        CFS_ABI_VERSION.to_string(),
-        "run `make header`"
-    );
+    assert_eq!(header_define(&h, "CFS_VERSION_MAJOR"), env!("CARGO_PKG_VERSION_MAJOR"), "run `make header`");
+    assert_eq!(header_define(&h, "CFS_VERSION_MINOR"), env!("CARGO_PKG_VERSION_MINOR"), "run `make header`");
+    assert_eq!(header_define(&h, "CFS_VERSION_PATCH"), env!("CARGO_PKG_VERSION_PATCH"), "run `make header`");
+    assert_eq!(header_define(&h, "CFS_VERSION_STRING"), format!("\"{}\"", env!("CARGO_PKG_VERSION")));
+    assert_eq!(header_define(&h, "CFS_ABI_VERSION"), CFS_ABI_VERSION.to_string(), "run `make header`");
 }
 
 #[test]
 fn version_functions_match_header() {
     let v = composefs_storage::ffi::version::cfs_version();
     // SAFETY: cfs_version returns a static NUL-terminated string.
-    let v = unsafe { std::ffi::CStr::from_ptr(v) }
-        .to_str()
-        .expect("version is UTF-8");
-    assert_eq!(
-        format!("\"{v}\""),
-        header_define(&committed_header(), "CFS_VERSION_STRING")
-    );
+    let v = unsafe { std::ffi::CStr::from_ptr(v) }.to_str().expect("version is UTF-8");
+    assert_eq!(format!("\"{v}\""), header_define(&committed_header(), "CFS_VERSION_STRING"));
     assert_eq!(
         composefs_storage::ffi::version::cfs_abi_version().to_string(),
         header_define(&committed_header(), "CFS_ABI_VERSION")
