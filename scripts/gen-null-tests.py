@@ -65,6 +65,10 @@ def split_params(text):
 def parse(header):
     src = strip(header)
     enums = set(re.findall(r"typedef\s+enum\s+\w*\s*\{[^}]*\}\s*(\w+)", src))
+    # typedef'd function pointers (callbacks) take NULL; typedef'd scalars take 0.
+    fnptrs = set(re.findall(r"typedef[^;{}]*\(\s*\*\s*(\w+)\s*\)", src))
+    aliases = {name for ty, name in re.findall(r"typedef\s+([\w\s]+?)\s+(\w+)\s*;", src)
+               if set(ty.replace("const", "").split()) - {"unsigned", "signed"} <= SCALARS}
     funcs = []
     for st in statements(src):
         st = " ".join(st.split())
@@ -82,7 +86,7 @@ def parse(header):
                 close_at = i
                 break
         funcs.append((ret, name, split_params(st[open_at + 1 : close_at])))
-    return funcs, enums
+    return funcs, enums | aliases, fnptrs
 
 
 def param_type(p):
@@ -90,10 +94,10 @@ def param_type(p):
     return re.sub(r"\b\w+$", "", p).strip()
 
 
-def argument(p, enums):
-    if "*" in p or "(" in p:
-        return "NULL"
+def argument(p, enums, fnptrs):
     ty = param_type(p)
+    if "*" in p or "(" in p or ty in fnptrs:
+        return "NULL"
     words = set(ty.replace("const", "").split()) - {"enum", "unsigned", "signed"}
     if words <= SCALARS or words <= enums or ty.startswith("enum "):
         return "(%s)0" % ty
@@ -102,7 +106,7 @@ def argument(p, enums):
 
 def main():
     header_path, exempt_path, out_path = sys.argv[1:4]
-    funcs, enums = parse(open(header_path).read())
+    funcs, enums, fnptrs = parse(open(header_path).read())
     exempt = set()
     with open(exempt_path) as f:
         for line in f:
@@ -111,13 +115,14 @@ def main():
                 exempt.add(line)
     body, names = [], []
     for ret, name, params in funcs:
-        ptrs = [p for p in params if "*" in p or "(" in p]
+        ptrs = [p for p in params if "*" in p or "(" in p or param_type(p) in fnptrs]
         if not ptrs:
             continue
         has_err = bool(params) and re.match(r"(struct\s+)?cfs_error\s*\*\s*\*", params[-1]) is not None
-        args = [argument(p, enums) for p in params]
+        args = [argument(p, enums, fnptrs) for p in params]
         if None in args:
             body.append("    /* %s: skipped, takes a struct by value */" % name)
+            print("gen-null-tests: %s skipped: it takes a struct by value" % name)
             continue
         returns_status = ret in ("cfs_status", "enum cfs_status")
         other_ptrs = len(ptrs) - (1 if has_err else 0)
