@@ -60,6 +60,8 @@ linkcheck() { # linkcheck LABEL TAGS...: the test binary links the library as th
 }
 
 "$go" vet ./... || { echo "go vet failed"; failed=$((failed + 1)); status=1; }
+unformatted="$("$(dirname "$go")/gofmt" -l .)"
+[ -z "$unformatted" ] || { echo "gofmt: not formatted (run gofmt -w): $unformatted"; failed=$((failed + 1)); status=1; }
 case "$mode" in all | dynamic) gotest dynamic -v && linkcheck dynamic ;; esac
 case "$mode" in all | static) gotest static -tags static && linkcheck static -tags static ;; esac
 case "$mode" in all | race) gotest race -race && gotest race-static -race -tags static ;; esac
