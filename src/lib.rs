@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod image;
+pub mod mount;
 
 pub mod ffi;
 

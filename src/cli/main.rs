@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 mod config;
 
 #[derive(Parser)]
-#[command(name = "composefs-storage", version, about = "The composefs layer path of containers/storage")]
+#[command(
+    name = "composefs-storage",
+    version,
+    about = "The composefs layer path of containers/storage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,7 +40,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("composefs-storage: {e}");
-            ExitCode::from(if e.kind() == composefs_storage::ErrorKind::InvalidArgument { EXIT_USAGE } else { EXIT_FAILURE })
+            ExitCode::from(
+                if e.kind() == composefs_storage::ErrorKind::InvalidArgument {
+                    EXIT_USAGE
+                } else {
+                    EXIT_FAILURE
+                },
+            )
         }
     }
 }

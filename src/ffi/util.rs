@@ -43,7 +43,8 @@ pub(crate) unsafe fn try_cstr<'a>(ptr: *const c_char, what: &str) -> Result<&'a 
 pub(crate) unsafe fn try_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str> {
     // SAFETY: forwarded contract.
     let bytes = unsafe { try_cstr(ptr, what) }?;
-    std::str::from_utf8(bytes).map_err(|_| Error::invalid_argument(format!("{what} is not valid UTF-8")))
+    std::str::from_utf8(bytes)
+        .map_err(|_| Error::invalid_argument(format!("{what} is not valid UTF-8")))
 }
 
 /// A path from a C string. Paths are bytes on Linux: any non-NUL bytes are accepted.

@@ -2,4 +2,6 @@
 
 pub mod tree;
 
-pub use tree::{DirEntry, Directory, File, FileContent, Inode, InodeId, InodeKind, Metadata, Mtime, Tree, ROOT};
+pub use tree::{
+    DirEntry, Directory, File, FileContent, Inode, InodeId, InodeKind, Metadata, Mtime, Tree, ROOT,
+};

@@ -1,0 +1,222 @@
+//! Composing a stack: open every layer, check blobs, mount the EROFS layers detached, then the
+//! overlay (SPEC §9.2), so that only the overlay mount remains.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{open, statfs, Mode, OFlags};
+use rustix::mount::{move_mount, unmount as umount2, MoveMountFlags, UnmountFlags};
+
+use super::overlay::{self, OverlaySpec};
+use super::tempdir::TempDir;
+use super::{erofs, probe, verity, Layer, MountOptions, VerityPolicy};
+use crate::{Error, Result};
+
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+fn proc_fd(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn open_dir(path: &Path, what: &str) -> Result<OwnedFd> {
+    open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(format!("open {what} {}", path.display()), e.into()))
+}
+
+/// EROFS mounts attached under a private temp dir for kernels that cannot take detached mounts as
+/// layers; detached (lazily unmounted) and removed on drop, whatever happened.
+struct AttachedLayers {
+    dir: TempDir,
+    mounted: Vec<std::path::PathBuf>,
+}
+
+impl AttachedLayers {
+    fn attach(&mut self, mnt: &OwnedFd) -> Result<String> {
+        let p = self.dir.path().join(self.mounted.len().to_string());
+        std::fs::create_dir(&p).map_err(|e| Error::io(format!("create {}", p.display()), e))?;
+        move_mount(
+            mnt,
+            "",
+            rustix::fs::CWD,
+            &p,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(|e| Error::io(format!("attach EROFS at {}", p.display()), e.into()))?;
+        self.mounted.push(p.clone());
+        Ok(p.to_string_lossy().into_owned())
+    }
+}
+
+impl Drop for AttachedLayers {
+    fn drop(&mut self) {
+        for p in &self.mounted {
+            let _ = umount2(p, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW);
+        }
+    }
+}
+
+/// Mounts `layers` (top first) as one overlay on `target`. See the module docs of
+/// [`crate::mount`]. Nothing is left mounted or attached if this fails.
+pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()> {
+    if layers.is_empty() {
+        return Err(Error::invalid_argument(format!(
+            "mount on {}: no layers given",
+            target.display()
+        )));
+    }
+    let target_fd = open_dir(target, "mountpoint")?;
+    drop(target_fd);
+    let upper_work = match &opts.upper_work {
+        Some((u, w)) => Some((open_dir(u, "upper dir")?, open_dir(w, "work dir")?)),
+        None => None,
+    };
+
+    // Open and check everything before mounting anything.
+    let mut lower_fds: Vec<OwnedFd> = Vec::new(); // classic trees and EROFS mounts, top first
+    let mut data_fds: Vec<OwnedFd> = Vec::new();
+    let mut erofs_index: Vec<bool> = Vec::new();
+    let mut blobs: Vec<(File, &Path)> = Vec::new();
+    for layer in layers {
+        match layer {
+            Layer::Classic { tree } => {
+                lower_fds.push(open_dir(tree, "classic layer tree")?);
+                erofs_index.push(false);
+            }
+            Layer::Composefs {
+                blob,
+                objects,
+                expected_digest,
+            } => {
+                let f = File::open(blob)
+                    .map_err(|e| Error::io(format!("open composefs blob {}", blob.display()), e))?;
+                match expected_digest {
+                    Some(d) => verity::check_blob(&f, blob, d)?,
+                    None if opts.verity == VerityPolicy::Require => {
+                        return Err(Error::new(
+                            crate::ErrorKind::Verification,
+                            format!("composefs blob {}: verity policy is \"require\" but no expected digest was given", blob.display()),
+                        ))
+                    }
+                    None => {}
+                }
+                data_fds.push(open_dir(objects, "composefs object dir")?);
+                blobs.push((f, blob));
+                erofs_index.push(true);
+            }
+        }
+    }
+    let any_composefs = !data_fds.is_empty();
+    let verity = match opts.verity {
+        _ if !any_composefs => None,
+        VerityPolicy::Off => None,
+        VerityPolicy::Require => Some("require"),
+        VerityPolicy::IfAvailable => {
+            let all = layers.iter().all(|l| match l {
+                Layer::Composefs { objects, .. } => objects_have_verity(objects),
+                Layer::Classic { .. } => true,
+            });
+            all.then_some("on")
+        }
+    };
+
+    // Mount the EROFS layers (detached) in stack order.
+    let mut erofs_fds = Vec::new();
+    for (f, path) in &blobs {
+        erofs_fds.push(erofs::mount_detached(f, path, opts.erofs_backing)?);
+    }
+    drop(blobs);
+
+    let mut attached = None;
+    let mut lowers = Vec::with_capacity(layers.len());
+    let (mut classic_it, mut erofs_it) = (lower_fds.iter(), erofs_fds.iter());
+    for is_erofs in erofs_index {
+        if !is_erofs {
+            lowers.push(proc_fd(classic_it.next().ok_or_else(|| {
+                Error::new(crate::ErrorKind::Internal, "layer count")
+            })?));
+            continue;
+        }
+        let mnt = erofs_it
+            .next()
+            .ok_or_else(|| Error::new(crate::ErrorKind::Internal, "layer count"))?;
+        if probe::detached_layers() {
+            lowers.push(proc_fd(mnt));
+        } else {
+            if attached.is_none() {
+                attached = Some(AttachedLayers {
+                    dir: TempDir::new("layers")?,
+                    mounted: Vec::new(),
+                });
+            }
+            let a = attached
+                .as_mut()
+                .ok_or_else(|| Error::new(crate::ErrorKind::Internal, "attached"))?;
+            lowers.push(a.attach(mnt)?);
+        }
+    }
+    let spec = OverlaySpec {
+        lowers,
+        data: data_fds.iter().map(proc_fd).collect(),
+        upper_work: upper_work.as_ref().map(|(u, w)| (proc_fd(u), proc_fd(w))),
+        metacopy: any_composefs,
+        verity,
+    };
+    let result = overlay::mount(&spec, target);
+    drop(attached);
+    result
+}
+
+/// Whether a sample object of this object dir has fs-verity enabled (the kernel measures it).
+/// Object dirs are written by one converter in one go, so one object speaks for the rest.
+fn objects_have_verity(objects: &Path) -> bool {
+    let Ok(prefixes) = std::fs::read_dir(objects) else {
+        return false;
+    };
+    for p in prefixes.flatten() {
+        let Ok(files) = std::fs::read_dir(p.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            if let Ok(file) = File::open(f.path()) {
+                if file
+                    .metadata()
+                    .map(|m| m.is_file() && m.len() > 0)
+                    .unwrap_or(false)
+                {
+                    return verity::measure(&file).is_some();
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Unmounts the overlay on `target`. Refuses anything that is not an overlay mount root, so a
+/// wrong path cannot take down an unrelated mount.
+pub fn unmount(target: &Path) -> Result<()> {
+    let st =
+        statfs(target).map_err(|e| Error::io(format!("statfs {}", target.display()), e.into()))?;
+    let stx = rustix::fs::statx(
+        rustix::fs::CWD,
+        target,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        rustix::fs::StatxFlags::BASIC_STATS,
+    )
+    .map_err(|e| Error::io(format!("statx {}", target.display()), e.into()))?;
+    let mount_root = rustix::fs::StatxAttributes::MOUNT_ROOT;
+    let is_root =
+        stx.stx_attributes_mask.contains(mount_root) && stx.stx_attributes.contains(mount_root);
+    if st.f_type as i64 != OVERLAYFS_SUPER_MAGIC || !is_root {
+        return Err(Error::invalid_argument(format!(
+            "unmount {}: not an overlay mountpoint",
+            target.display()
+        )));
+    }
+    umount2(target, UnmountFlags::NOFOLLOW)
+        .map_err(|e| Error::io(format!("unmount {}", target.display()), e.into()))
+}
