@@ -3,6 +3,7 @@
 //! Data flows one way: input stream → tree + objects → image → layer dir → mount.
 //! The Rust API in these modules is the real API; [`ffi`] is a thin C boundary over it.
 
+pub mod chunked;
 pub mod config;
 pub mod error;
 pub mod image;

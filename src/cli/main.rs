@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod toc;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Show the effective containers-storage.conf settings, or check why composefs would not take effect.
     Config(config::Args),
+    /// Print the TOC JSON of a zstd:chunked blob (verified against its annotations when given).
+    Toc(toc::Args),
 }
 
 /// Exit code for a failed operation.
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(args) => config::run(args),
+        Command::Toc(args) => toc::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,12 @@
+//! zstd:chunked layers (SPEC §3.3–§3.6): footer, TOC, tar-split, and reading them from a blob.
+
+pub mod cache;
+pub mod footer;
+pub mod manifest;
+pub mod ranges;
+pub mod tarsplit;
+pub mod toc;
+
+pub use footer::{Format, Position};
+pub use manifest::{locate, read_manifest, BlobSource, Location, Manifest, ReadOptions};
+pub use toc::{Toc, TocEntry};
