@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod mount;
 mod toc;
 
 #[derive(Parser)]
@@ -27,6 +28,10 @@ enum Command {
     Config(config::Args),
     /// Print the TOC JSON of a zstd:chunked blob (verified against its annotations when given).
     Toc(toc::Args),
+    /// Mount layer dirs (top first) as one overlay: composefs and classic layers, ro or rw.
+    Mount(mount::MountArgs),
+    /// Unmount a stack mounted with `mount`.
+    Umount(mount::UmountArgs),
 }
 
 /// Exit code for a failed operation.
@@ -39,6 +44,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config(args) => config::run(args),
         Command::Toc(args) => toc::run(args),
+        Command::Mount(args) => mount::run_mount(args),
+        Command::Umount(args) => mount::run_umount(args),
     };
     match result {
         Ok(code) => code,

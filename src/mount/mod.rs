@@ -16,6 +16,7 @@ mod loopdev;
 mod overlay;
 mod probe;
 mod stack;
+mod stubs;
 mod tempdir;
 mod verity;
 
@@ -121,6 +122,9 @@ pub struct MountOptions {
     pub upper_work: Option<(PathBuf, PathBuf)>,
     pub verity: VerityPolicy,
     pub erofs_backing: ErofsBacking,
+    /// Where stub-less copies of images are kept (SPEC §10.2, see `stubs.rs`); `None` is
+    /// `/run/composefs-storage/stubless` for root, else a per-user dir under the temp dir.
+    pub stub_cache_dir: Option<PathBuf>,
 }
 
 impl MountOptions {

@@ -10,7 +10,7 @@ use rustix::mount::{move_mount, unmount as umount2, MoveMountFlags, UnmountFlags
 
 use super::overlay::{self, OverlaySpec};
 use super::tempdir::TempDir;
-use super::{erofs, probe, verity, Layer, MountOptions, VerityPolicy};
+use super::{erofs, probe, stubs, verity, Layer, MountOptions, VerityPolicy};
 use crate::{Error, Result};
 
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
@@ -80,7 +80,7 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
     let mut lower_fds: Vec<OwnedFd> = Vec::new(); // classic trees and EROFS mounts, top first
     let mut data_fds: Vec<OwnedFd> = Vec::new();
     let mut erofs_index: Vec<bool> = Vec::new();
-    let mut blobs: Vec<(File, &Path)> = Vec::new();
+    let mut blobs: Vec<(File, &Path, Option<[u8; 32]>)> = Vec::new();
     for layer in layers {
         match layer {
             Layer::Classic { tree } => {
@@ -105,7 +105,7 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
                     None => {}
                 }
                 data_fds.push(open_dir(objects, "composefs object dir")?);
-                blobs.push((f, blob));
+                blobs.push((f, blob, *expected_digest));
                 erofs_index.push(true);
             }
         }
@@ -126,8 +126,11 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
 
     // Mount the EROFS layers (detached) in stack order.
     let mut erofs_fds = Vec::new();
-    for (f, path) in &blobs {
+    for (f, path, _) in &blobs {
         erofs_fds.push(erofs::mount_detached(f, path, opts.erofs_backing)?);
+    }
+    if layers.len() > 1 && any_composefs && (probe::overlay_append() || probe::legacy_data_only()) {
+        replace_colliding_stubs(&erofs_index, &lower_fds, &mut erofs_fds, &blobs, opts)?;
     }
     drop(blobs);
 
@@ -169,6 +172,58 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
     let result = overlay::mount(&spec, target);
     drop(attached);
     result
+}
+
+/// Remounts, from a stub-less copy, every composefs layer whose root whiteout stubs would hide a
+/// top-level name of a layer below it (SPEC §10.2; see `stubs.rs`).
+fn replace_colliding_stubs(
+    erofs_index: &[bool],
+    classic_fds: &[OwnedFd],
+    erofs_fds: &mut [OwnedFd],
+    blobs: &[(File, &Path, Option<[u8; 32]>)],
+    opts: &MountOptions,
+) -> Result<()> {
+    // Layer i (top first) → its fd and, for composefs layers, its index among the blobs.
+    let mut which = Vec::with_capacity(erofs_index.len());
+    let (mut c, mut e) = (0, 0);
+    for &is_erofs in erofs_index {
+        if is_erofs {
+            which.push((true, e));
+            e += 1;
+        } else {
+            which.push((false, c));
+            c += 1;
+        }
+    }
+    let mut names = Vec::with_capacity(which.len());
+    for &(is_erofs, k) in &which {
+        names.push(stubs::root_names(if is_erofs {
+            &erofs_fds[k]
+        } else {
+            &classic_fds[k]
+        })?);
+    }
+    let cache = opts
+        .stub_cache_dir
+        .clone()
+        .unwrap_or_else(stubs::default_cache_dir);
+    for i in stubs::colliding_layers(&names) {
+        let (true, k) = which[i] else { continue };
+        let (file, path, expected) = &blobs[k];
+        let digest = match expected {
+            Some(d) => *d,
+            None => verity::file_digest(file, path)?,
+        };
+        match stubs::stubless_copy(file, path, &digest, &cache) {
+            Ok((copy, copy_path)) => {
+                erofs_fds[k] = erofs::mount_detached(&copy, &copy_path, opts.erofs_backing)?
+            }
+            // Until the image writer is available the stack mounts as containers/storage's would.
+            Err(err) if err.kind() == crate::ErrorKind::Unsupported => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 /// Whether a sample object of this object dir has fs-verity enabled (the kernel measures it).

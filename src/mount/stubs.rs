@@ -1,0 +1,225 @@
+//! Keeping the root whiteout stubs of composefs images from hiding lower layers (SPEC §10.2).
+//!
+//! mkcomposefs gives every image root 256 char-device-0:0 entries `00`..`ff` (SPEC §5.3). They
+//! exist for kernels without data-only lowers, where they hide the object dirs' `xx/` names. In a
+//! stack with data-only lowers they are real whiteouts in a regular lower, so a lower layer's
+//! top-level `/db` vanishes under any composefs layer above it that lacks `/db`.
+//!
+//! Fix, without touching the on-disk blob (which stays byte-identical to what containers/storage
+//! writes): after the EROFS layers are mounted, look at the layer roots (a few hundred names at
+//! most). Only a composefs layer whose stub names a real top-level entry of some layer below it
+//! is replaced, by a stub-less copy of its image (read → drop stubs → write), kept in a cache dir
+//! keyed by the original blob's fs-verity digest, so the rewrite happens once per image. Stacks
+//! without such a collision (nearly all) mount the blobs as they are.
+//!
+//! On kernels without data-only lowers (`:` fallback) the stubs are what hides the object dirs,
+//! so nothing is changed there. A containers/storage store mounting its own layers still has the
+//! defect; stacks mounted through this library (Rust, C, Go, CLI) do not.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::{Error, ErrorKind, Result};
+
+/// Top-level two-hex-digit names of one layer root: mkcomposefs stubs, and real entries.
+#[derive(Debug, Default)]
+pub(crate) struct RootNames {
+    pub stubs: BTreeSet<[u8; 2]>,
+    pub real: BTreeSet<[u8; 2]>,
+}
+
+fn two_hex(name: &[u8]) -> Option<[u8; 2]> {
+    match name {
+        [a, b]
+            if a.is_ascii_hexdigit()
+                && b.is_ascii_hexdigit()
+                && !a.is_ascii_uppercase()
+                && !b.is_ascii_uppercase() =>
+        {
+            Some([*a, *b])
+        }
+        _ => None,
+    }
+}
+
+/// Reads the two-hex-digit names at the root of a layer given by an fd (a classic tree or a
+/// detached EROFS mount). A stub looks exactly as mkcomposefs makes it: char 0:0, mode 0644, the
+/// root's owner and mtime. A real whiteout of the same name would look the same and is harmless
+/// to treat as a stub here: it also hides that name below.
+pub(crate) fn root_names(layer: &OwnedFd) -> Result<RootNames> {
+    let dir = PathBuf::from(format!("/proc/self/fd/{}", layer.as_raw_fd()));
+    let root = std::fs::metadata(&dir).map_err(|e| Error::io("stat layer root", e))?;
+    let mut out = RootNames::default();
+    for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("read layer root", e))? {
+        let entry = entry.map_err(|e| Error::io("read layer root", e))?;
+        let name = entry.file_name();
+        let Some(hex) = two_hex(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str())) else {
+            continue;
+        };
+        let m = entry
+            .metadata()
+            .map_err(|e| Error::io("stat layer root entry", e))?;
+        let stub = m.file_type().is_char_device()
+            && m.rdev() == 0
+            && m.permissions().mode() & 0o7777 == 0o644
+            && m.uid() == root.uid()
+            && m.gid() == root.gid()
+            && (m.mtime(), m.mtime_nsec()) == (root.mtime(), root.mtime_nsec());
+        if stub {
+            out.stubs.insert(hex);
+        } else {
+            out.real.insert(hex);
+        }
+    }
+    Ok(out)
+}
+
+/// Indexes (top first) of the layers whose stubs would hide a real entry of a layer below.
+pub(crate) fn colliding_layers(layers: &[RootNames]) -> Vec<usize> {
+    let mut below: BTreeSet<[u8; 2]> = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, l) in layers.iter().enumerate().rev() {
+        if l.stubs.iter().any(|s| below.contains(s)) {
+            out.push(i);
+        }
+        below.extend(l.real.iter().copied());
+    }
+    out.reverse();
+    out
+}
+
+/// The default cache dir for stub-less copies: under /run when root (cleared at boot; the copies
+/// are derived data), else under the temp dir.
+pub(crate) fn default_cache_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        PathBuf::from("/run/composefs-storage/stubless")
+    } else {
+        std::env::temp_dir().join(format!(
+            "composefs-storage-stubless-{}",
+            rustix::process::geteuid().as_raw()
+        ))
+    }
+}
+
+/// Creates (if needed) and checks the cache dir: a real directory owned by us and writable by
+/// no one else, since what it holds gets mounted.
+fn prepare_cache_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) => {
+            return Err(Error::io(
+                format!("create stub cache dir {}", dir.display()),
+                e,
+            ))
+        }
+    }
+    let m = std::fs::symlink_metadata(dir)
+        .map_err(|e| Error::io(format!("stat {}", dir.display()), e))?;
+    if !m.is_dir()
+        || m.uid() != rustix::process::geteuid().as_raw()
+        || m.permissions().mode() & 0o022 != 0
+    {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!("stub cache dir {} must be a directory owned by this user and not writable by others", dir.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// The stub-less copy of `blob` (whose fs-verity digest is `digest`), made on first use.
+pub(crate) fn stubless_copy(
+    blob: &File,
+    blob_path: &Path,
+    digest: &[u8; 32],
+    cache: &Path,
+) -> Result<(File, PathBuf)> {
+    prepare_cache_dir(cache)?;
+    let path = cache.join(format!("{}.blob", super::verity::hex(digest)));
+    if let Ok(f) = File::open(&path) {
+        return Ok((f, path));
+    }
+    let size = blob
+        .metadata()
+        .map_err(|e| Error::io(format!("stat {}", blob_path.display()), e))?
+        .len();
+    let mut data = vec![0u8; usize::try_from(size).map_err(|_| Error::limit("blob too large"))?];
+    std::os::unix::fs::FileExt::read_exact_at(blob, &mut data, 0)
+        .map_err(|e| Error::io(format!("read {}", blob_path.display()), e))?;
+    let copy = rewrite_without_stubs(&data)
+        .map_err(|e| e.context(format!("composefs blob {}", blob_path.display())))?;
+    // Write under a unique name and rename: concurrent mounts of the same image never see a
+    // partial copy, and the first rename wins (the contents are identical).
+    let tmp = cache.join(format!(
+        ".tmp-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(&copy)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(
+            format!("write stub-less copy {}", path.display()),
+            e,
+        ));
+    }
+    let f = File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    Ok((f, path))
+}
+
+/// Reads the image and writes it again without the 256 root stubs.
+fn rewrite_without_stubs(_data: &[u8]) -> Result<Vec<u8>> {
+    Err(Error::unsupported(
+        "rewriting a composefs image without root stubs needs the image writer",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(stubs: &[&str], real: &[&str]) -> RootNames {
+        let set = |v: &[&str]| v.iter().map(|s| two_hex(s.as_bytes()).unwrap()).collect();
+        RootNames {
+            stubs: set(stubs),
+            real: set(real),
+        }
+    }
+
+    #[test]
+    fn only_layers_whose_stubs_hide_something_below_collide() {
+        let layers = [
+            names(&["db", "00"], &[]),
+            names(&["00"], &["ab"]),
+            names(&[], &["db"]),
+        ];
+        assert_eq!(colliding_layers(&layers), vec![0]);
+        let layers = [
+            names(&["ab"], &[]),
+            names(&["00"], &["ab"]),
+            names(&[], &["00"]),
+        ];
+        assert_eq!(colliding_layers(&layers), vec![0, 1]);
+        // A real entry in the same layer or above is not hidden.
+        let layers = [names(&[], &["db"]), names(&["db"], &[])];
+        assert!(colliding_layers(&layers).is_empty());
+        assert!(two_hex(b"DB").is_none() && two_hex(b"d").is_none() && two_hex(b"0f").is_some());
+    }
+}
