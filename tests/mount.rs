@@ -171,3 +171,30 @@ fn errors_leave_nothing_behind() {
     );
     Snapshot::assert_clean(root);
 }
+
+#[test]
+fn a_lone_classic_layer_mounts_read_only() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempdir();
+    let root = tmp.path();
+    fs::create_dir_all(root.join("layer/diff/d")).unwrap();
+    fs::write(root.join("layer/diff/d/f"), b"classic").unwrap();
+    let mnt = root.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let layer = Layer::from_layer_dir(&root.join("layer")).unwrap();
+    assert!(!layer.is_composefs());
+    mount::mount(&[layer], &mnt, &MountOptions::read_only()).unwrap();
+    let guard = MountGuard(mnt.clone());
+    assert_eq!(fs::read(mnt.join("d/f")).unwrap(), b"classic");
+    let names: Vec<_> = fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("d")]);
+    assert!(fs::write(mnt.join("x"), b"").is_err());
+    mount::unmount(&mnt).unwrap();
+    std::mem::forget(guard);
+    Snapshot::assert_clean(root);
+}

@@ -162,6 +162,26 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
             lowers.push(a.attach(mnt)?);
         }
     }
+    // overlayfs wants two layers when there is no upper and no data-only layer: add an empty
+    // tmpfs (held only by the overlay) under a lone classic layer.
+    let empty_fd;
+    if lowers.len() == 1 && data_fds.is_empty() && upper_work.is_none() {
+        empty_fd = empty_layer()?;
+        if probe::detached_layers() {
+            lowers.push(proc_fd(&empty_fd));
+        } else {
+            if attached.is_none() {
+                attached = Some(AttachedLayers {
+                    dir: TempDir::new("layers")?,
+                    mounted: Vec::new(),
+                });
+            }
+            let a = attached
+                .as_mut()
+                .ok_or_else(|| Error::new(crate::ErrorKind::Internal, "attached"))?;
+            lowers.push(a.attach(&empty_fd)?);
+        }
+    }
     let spec = OverlaySpec {
         lowers,
         data: data_fds.iter().map(proc_fd).collect(),
@@ -172,6 +192,27 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
     let result = overlay::mount(&spec, target);
     drop(attached);
     result
+}
+
+/// A detached, empty, read-only tmpfs.
+fn empty_layer() -> Result<OwnedFd> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
+        MountAttrFlags,
+    };
+    let err = |what: &str, e: rustix::io::Errno| {
+        Error::io(format!("create an empty bottom layer: {what}"), e.into())
+    };
+    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| err("fsopen tmpfs", e))?;
+    fsconfig_set_string(&fs, "mode", "0755").map_err(|e| err("fsconfig mode", e))?;
+    fsconfig_set_string(&fs, "size", "4k").map_err(|e| err("fsconfig size", e))?;
+    fsconfig_create(&fs).map_err(|e| err("fsconfig create", e))?;
+    fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY,
+    )
+    .map_err(|e| err("fsmount", e))
 }
 
 /// Remounts, from a stub-less copy, every composefs layer whose root whiteout stubs would hide a
