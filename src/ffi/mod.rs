@@ -15,6 +15,7 @@ mod panic;
 pub mod util;
 
 pub mod error;
+pub mod mount;
 pub mod version;
 
 pub use error::{cfs_error, cfs_status};
