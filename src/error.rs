@@ -93,11 +93,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error of `kind` with `message` (which should say what, where, and what was expected).
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-            source: None,
-        }
+        Error { kind, message: message.into(), source: None }
     }
 
     /// A malformed-input error.
@@ -124,11 +120,7 @@ impl Error {
     /// (e.g. `"open /etc/containers/storage.conf"`).
     pub fn io(context: impl fmt::Display, err: io::Error) -> Error {
         let kind = ErrorKind::from_io(&err);
-        Error {
-            kind,
-            message: format!("{context}: {err}"),
-            source: Some(err),
-        }
+        Error { kind, message: format!("{context}: {err}"), source: Some(err) }
     }
 
     /// The kind, which decides the C status code.
@@ -161,9 +153,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_ref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

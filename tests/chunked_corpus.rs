@@ -25,13 +25,7 @@ fn maybe_zst(path: &Path) -> Vec<u8> {
     zstd::decode_all(std::fs::File::open(zst).unwrap()).unwrap()
 }
 
-const CASES: &[&str] = &[
-    "empty",
-    "noparents-ustar",
-    "handmade-archive",
-    "handmade-pax",
-    "etc-doc-gnu",
-];
+const CASES: &[&str] = &["empty", "noparents-ustar", "handmade-archive", "handmade-pax", "etc-doc-gnu"];
 
 #[test]
 fn corpus_manifests_match_containers_storage() {
@@ -41,38 +35,20 @@ fn corpus_manifests_match_containers_storage() {
         let ann = annotations(&dir.join(format!("{case}.annotations.json")));
         let expected_toc = std::fs::read(dir.join(format!("{case}.toc.raw.json"))).unwrap();
         let expected_split = maybe_zst(&dir.join(format!("{case}.tarsplit.ndjson")));
-        let summary: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.join(format!("{case}.compress.json"))).unwrap(),
-        )
-        .unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{case}.compress.json"))).unwrap()).unwrap();
 
         for from_footer in [false, true] {
-            let m = read_manifest(
-                &blob,
-                (!from_footer).then_some(&ann),
-                &ReadOptions::default(),
-            )
-            .unwrap_or_else(|e| panic!("{case} (footer: {from_footer}): {e}"));
+            let m = read_manifest(&blob, (!from_footer).then_some(&ann), &ReadOptions::default())
+                .unwrap_or_else(|e| panic!("{case} (footer: {from_footer}): {e}"));
             assert_eq!(m.location.format, Format::Current);
             assert_eq!(m.location.authenticated, !from_footer);
-            assert_eq!(
-                m.location.toc_digest,
-                summary["tocDigest"].as_str().unwrap(),
-                "{case}"
-            );
+            assert_eq!(m.location.toc_digest, summary["tocDigest"].as_str().unwrap(), "{case}");
             assert_eq!(m.toc_json, expected_toc, "{case}: TOC bytes");
             let mut split = Vec::new();
-            m.tar_split
-                .as_ref()
-                .unwrap()
-                .read_to_end(&mut split)
-                .unwrap();
+            m.tar_split.as_ref().unwrap().read_to_end(&mut split).unwrap();
             assert_eq!(split, expected_split, "{case}: tar-split bytes");
-            assert_eq!(
-                tarsplit::tar_size(&split[..]).unwrap(),
-                summary["tarSize"].as_u64().unwrap(),
-                "{case}"
-            );
+            assert_eq!(tarsplit::tar_size(&split[..]).unwrap(), summary["tarSize"].as_u64().unwrap(), "{case}");
         }
     }
 }
@@ -84,11 +60,7 @@ fn nonutf8_names_make_toc_and_tar_split_inconsistent() {
     let ann = annotations(&dir.join("nonutf8-pax.annotations.json"));
     let e = read_manifest(&blob, Some(&ann), &ReadOptions::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Format);
-    assert!(
-        e.to_string()
-            .contains("tar-split and TOC data is inconsistent"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("tar-split and TOC data is inconsistent"), "{e}");
     assert!(e.to_string().contains("missing in TOC"), "{e}");
 }
 
@@ -98,17 +70,13 @@ fn legacy_blobs_read_from_old_annotations_and_40_byte_footer() {
         let root = corpus().join("legacy").join(oci);
         let index: serde_json::Value =
             serde_json::from_slice(&std::fs::read(root.join("index.json")).unwrap()).unwrap();
-        let blob_path = |d: &str| {
-            root.join("blobs/sha256")
-                .join(d.strip_prefix("sha256:").unwrap())
-        };
+        let blob_path = |d: &str| root.join("blobs/sha256").join(d.strip_prefix("sha256:").unwrap());
         let manifest: serde_json::Value = serde_json::from_slice(
             &std::fs::read(blob_path(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
         )
         .unwrap();
         let layer = &manifest["layers"][0];
-        let ann: BTreeMap<String, String> =
-            serde_json::from_value(layer["annotations"].clone()).unwrap();
+        let ann: BTreeMap<String, String> = serde_json::from_value(layer["annotations"].clone()).unwrap();
         let path = blob_path(layer["digest"].as_str().unwrap());
         let sibling = |ext: &str| {
             let mut p = path.as_os_str().to_owned();
@@ -118,12 +86,8 @@ fn legacy_blobs_read_from_old_annotations_and_40_byte_footer() {
         let expected_toc = std::fs::read(sibling(".toc.raw.json")).unwrap();
         let blob = std::fs::File::open(&path).unwrap();
         for from_footer in [false, true] {
-            let m = read_manifest(
-                &blob,
-                (!from_footer).then_some(&ann),
-                &ReadOptions::default(),
-            )
-            .unwrap_or_else(|e| panic!("{oci} (footer: {from_footer}): {e}"));
+            let m = read_manifest(&blob, (!from_footer).then_some(&ann), &ReadOptions::default())
+                .unwrap_or_else(|e| panic!("{oci} (footer: {from_footer}): {e}"));
             assert_eq!(m.location.format, Format::Legacy, "{oci}");
             assert_eq!(m.toc_json, expected_toc, "{oci}");
             assert!(m.tar_split.is_none());
@@ -131,12 +95,7 @@ fn legacy_blobs_read_from_old_annotations_and_40_byte_footer() {
         }
         // The renamed (current-prefix) annotations are accepted too, as current c/storage does.
         let renamed = annotations(&sibling(".renamed-annotations.json"));
-        assert_eq!(
-            read_manifest(&blob, Some(&renamed), &ReadOptions::default())
-                .unwrap()
-                .toc_json,
-            expected_toc
-        );
+        assert_eq!(read_manifest(&blob, Some(&renamed), &ReadOptions::default()).unwrap().toc_json, expected_toc);
     }
 }
 
@@ -151,12 +110,8 @@ fn noparents() -> (Vec<u8>, BTreeMap<String, String>) {
 #[test]
 fn tampered_toc_fails_verification() {
     let (mut blob, ann) = noparents();
-    let off: usize = ann["io.github.containers.zstd-chunked.manifest-position"]
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let off: usize =
+        ann["io.github.containers.zstd-chunked.manifest-position"].split(':').next().unwrap().parse().unwrap();
     blob[off + 10] ^= 0x55;
     let e = read_manifest(&blob[..], Some(&ann), &ReadOptions::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Verification, "{e}");
@@ -188,16 +143,9 @@ fn lying_positions_and_truncation_are_clear_errors() {
     assert!(read_manifest(short, Some(&ann), &ReadOptions::default()).is_err());
     // A lying tar-split position.
     let mut a = ann.clone();
-    a.insert(
-        "io.github.containers.zstd-chunked.tarsplit-position".into(),
-        "609:362:14000".into(),
-    );
+    a.insert("io.github.containers.zstd-chunked.tarsplit-position".into(), "609:362:14000".into());
     let e = read_manifest(&blob[..], Some(&a), &ReadOptions::default()).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("tar-split decompresses to more than that"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("tar-split decompresses to more than that"), "{e}");
 }
 
 #[test]
@@ -206,10 +154,7 @@ fn non_chunked_and_estargz_layers_are_refused_clearly() {
     let mut a = BTreeMap::new();
     let e = read_manifest(&blob[..], Some(&a), &ReadOptions::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
-    a.insert(
-        "containerd.io/snapshot/stargz/toc.digest".to_string(),
-        "sha256:00".to_string(),
-    );
+    a.insert("containerd.io/snapshot/stargz/toc.digest".to_string(), "sha256:00".to_string());
     let e = read_manifest(&blob[..], Some(&a), &ReadOptions::default()).unwrap_err();
     assert!(e.to_string().contains("estargz"), "{e}");
     let tar = std::fs::read(corpus().join("noparents-ustar/noparents-ustar.tar.zst")).unwrap();
@@ -227,22 +172,15 @@ fn tar_split_reassembles_the_original_tar() {
         let dir = corpus().join(case);
         let blob = std::fs::read(dir.join(format!("{case}.zstd-chunked"))).unwrap();
         let ann = annotations(&dir.join(format!("{case}.annotations.json")));
-        let summary: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.join(format!("{case}.compress.json"))).unwrap(),
-        )
-        .unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{case}.compress.json"))).unwrap()).unwrap();
         let m = read_manifest(&blob[..], Some(&ann), &ReadOptions::default()).unwrap();
         let ranges: std::collections::HashMap<String, (usize, usize, String)> = m
             .toc
             .entries
             .iter()
             .filter(|e| e.entry_type == TYPE_REG && e.size > 0)
-            .map(|e| {
-                (
-                    e.name.clone(),
-                    (e.offset as usize, e.end_offset as usize, e.digest.clone()),
-                )
-            })
+            .map(|e| (e.name.clone(), (e.offset as usize, e.end_offset as usize, e.digest.clone())))
             .collect();
         let split = std::io::BufReader::new(m.tar_split.unwrap());
         let mut sink = Sha256::new();
@@ -263,26 +201,14 @@ fn tar_split_reassembles_the_original_tar() {
                 let (start, end, digest) = &ranges[name];
                 let content = zstd::decode_all(&blob[*start..*end]).unwrap();
                 assert_eq!(content.len() as u64, size, "{case}: {name}");
-                assert_eq!(
-                    format!("sha256:{}", hex(&Sha256::digest(&content))),
-                    *digest,
-                    "{case}: {name}"
-                );
+                assert_eq!(format!("sha256:{}", hex(&Sha256::digest(&content))), *digest, "{case}: {name}");
                 Ok(std::io::Cursor::new(content))
             },
             &mut W(&mut sink),
         )
         .unwrap();
-        assert_eq!(
-            format!("sha256:{}", hex(&diff_id)),
-            summary["diffID"].as_str().unwrap(),
-            "{case}"
-        );
-        assert_eq!(
-            format!("sha256:{}", hex(&sink.finalize())),
-            summary["diffID"].as_str().unwrap(),
-            "{case}"
-        );
+        assert_eq!(format!("sha256:{}", hex(&diff_id)), summary["diffID"].as_str().unwrap(), "{case}");
+        assert_eq!(format!("sha256:{}", hex(&sink.finalize())), summary["diffID"].as_str().unwrap(), "{case}");
         assert_eq!(size, summary["tarSize"].as_u64().unwrap(), "{case}");
     }
 }

@@ -36,10 +36,7 @@ pub struct BloomFilter {
 
 impl BloomFilter {
     fn with_bits(bits: usize, k: u32) -> BloomFilter {
-        BloomFilter {
-            words: vec![0; bits.div_ceil(64).max(1)],
-            k,
-        }
+        BloomFilter { words: vec![0; bits.div_ceil(64).max(1)], k }
     }
 
     fn position(&self, item: &[u8], seed: u32) -> (usize, u64) {
@@ -94,8 +91,7 @@ pub fn binary_digest(digest: &str) -> Result<[u8; DIGEST_LEN]> {
     out[..7].copy_from_slice(b"sha256:");
     for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
         let s = std::str::from_utf8(pair).map_err(|_| Error::format("invalid digest"))?;
-        out[7 + i] = u8::from_str_radix(s, 16)
-            .map_err(|_| Error::format(format!("invalid digest {digest:?}")))?;
+        out[7 + i] = u8::from_str_radix(s, 16).map_err(|_| Error::format(format!("invalid digest {digest:?}")))?;
     }
     Ok(out)
 }
@@ -155,8 +151,7 @@ impl LayerCache {
                 return Ok(p);
             }
             let p = fnames.len();
-            let len = u32::try_from(name.len())
-                .map_err(|_| Error::limit("file name too long for the cache"))?;
+            let len = u32::try_from(name.len()).map_err(|_| Error::limit("file name too long for the cache"))?;
             fnames.extend_from_slice(&len.to_le_bytes());
             fnames.extend_from_slice(name.as_bytes());
             fname_pos.insert(name.to_string(), p);
@@ -178,11 +173,7 @@ impl LayerCache {
                 uvarint(&mut loc, e.size.max(0) as u64);
                 let off = vdata.len() as u64;
                 tags.push(tag(binary_digest(&e.digest)?, off, loc.len() as u64));
-                tags.push(tag(
-                    binary_digest(&hardlink_fingerprint(e))?,
-                    off,
-                    loc.len() as u64,
-                ));
+                tags.push(tag(binary_digest(&hardlink_fingerprint(e))?, off, loc.len() as u64));
                 vdata.extend_from_slice(&loc);
             }
             if !e.chunk_digest.is_empty() {
@@ -201,28 +192,15 @@ impl LayerCache {
             bloom.add(&t[..DIGEST_LEN]);
         }
         tags.sort_unstable();
-        Ok(LayerCache {
-            bloom,
-            tags: tags.concat(),
-            vdata,
-            fnames,
-        })
+        Ok(LayerCache { bloom, tags: tags.concat(), vdata, fnames })
     }
 
     /// The cache file bytes, as containers/storage writes them.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            64 + self.bloom.words.len() * 8
-                + self.tags.len()
-                + self.vdata.len()
-                + self.fnames.len(),
+            64 + self.bloom.words.len() * 8 + self.tags.len() + self.vdata.len() + self.fnames.len(),
         );
-        for v in [
-            CACHE_VERSION,
-            TAG_LEN as u64,
-            DIGEST_LEN as u64,
-            self.bloom.words.len() as u64,
-        ] {
+        for v in [CACHE_VERSION, TAG_LEN as u64, DIGEST_LEN as u64, self.bloom.words.len() as u64] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&self.bloom.k.to_le_bytes());
@@ -244,13 +222,9 @@ impl LayerCache {
         let mut pos = 0usize;
         let corrupt = |what: &str| Error::format(format!("corrupted layers cache file: {what}"));
         let u64_at = |pos: &mut usize| -> Result<u64> {
-            let b = data
-                .get(*pos..*pos + 8)
-                .ok_or_else(|| corrupt("truncated header"))?;
+            let b = data.get(*pos..*pos + 8).ok_or_else(|| corrupt("truncated header"))?;
             *pos += 8;
-            Ok(u64::from_le_bytes(
-                b.try_into().map_err(|_| corrupt("header"))?,
-            ))
+            Ok(u64::from_le_bytes(b.try_into().map_err(|_| corrupt("header"))?))
         };
         if u64_at(&mut pos)? != CACHE_VERSION {
             return Ok(None);
@@ -258,39 +232,30 @@ impl LayerCache {
         let (tag_len, digest_len) = (u64_at(&mut pos)?, u64_at(&mut pos)?);
         if tag_len != TAG_LEN as u64 || digest_len != DIGEST_LEN as u64 {
             // Only sha256 digests exist in practice; anything else is not ours to interpret.
-            return Err(corrupt(&format!("tag length {tag_len} / digest length {digest_len} (expected {TAG_LEN}/{DIGEST_LEN})")));
+            return Err(corrupt(&format!(
+                "tag length {tag_len} / digest length {digest_len} (expected {TAG_LEN}/{DIGEST_LEN})"
+            )));
         }
         let n_words = u64_at(&mut pos)?;
         if n_words > MAX_BLOOM_WORDS {
-            return Err(corrupt(&format!(
-                "bloom filter length {n_words} exceeds {MAX_BLOOM_WORDS}"
-            )));
+            return Err(corrupt(&format!("bloom filter length {n_words} exceeds {MAX_BLOOM_WORDS}")));
         }
-        let k_bytes = data
-            .get(pos..pos + 4)
-            .ok_or_else(|| corrupt("truncated bloom filter"))?;
+        let k_bytes = data.get(pos..pos + 4).ok_or_else(|| corrupt("truncated bloom filter"))?;
         let k = u32::from_le_bytes(k_bytes.try_into().map_err(|_| corrupt("bloom filter"))?);
         pos += 4;
         if k > 64 {
             return Err(corrupt(&format!("bloom filter with {k} hash functions")));
         }
-        let words_bytes = data
-            .get(pos..pos + n_words as usize * 8)
-            .ok_or_else(|| corrupt("truncated bloom filter"))?;
-        let words: Vec<u64> = words_bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
+        let words_bytes = data.get(pos..pos + n_words as usize * 8).ok_or_else(|| corrupt("truncated bloom filter"))?;
+        let words: Vec<u64> =
+            words_bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
         pos += words_bytes.len();
-        let (tags_len, vdata_len, fnames_len) =
-            (u64_at(&mut pos)?, u64_at(&mut pos)?, u64_at(&mut pos)?);
+        let (tags_len, vdata_len, fnames_len) = (u64_at(&mut pos)?, u64_at(&mut pos)?, u64_at(&mut pos)?);
         if tags_len > MAX_TAGS_LEN || tags_len % TAG_LEN as u64 != 0 {
             return Err(corrupt(&format!("tags length {tags_len}")));
         }
         let rest = &data[pos.min(data.len())..];
-        let total = tags_len
-            .checked_add(vdata_len)
-            .and_then(|v| v.checked_add(fnames_len));
+        let total = tags_len.checked_add(vdata_len).and_then(|v| v.checked_add(fnames_len));
         if total.is_none_or(|t| t > rest.len() as u64) {
             return Err(corrupt("section lengths exceed the file size"));
         }
@@ -329,35 +294,18 @@ impl LayerCache {
         }
         let t = tag(lo);
         let corrupt = || Error::format("corrupted layers cache file: bad location record");
-        let off = u64::from_le_bytes(
-            t[DIGEST_LEN..DIGEST_LEN + 8]
-                .try_into()
-                .map_err(|_| corrupt())?,
-        );
+        let off = u64::from_le_bytes(t[DIGEST_LEN..DIGEST_LEN + 8].try_into().map_err(|_| corrupt())?);
         let len = u64::from_le_bytes(t[DIGEST_LEN + 8..].try_into().map_err(|_| corrupt())?);
-        let end = off
-            .checked_add(len)
-            .filter(|&e| e <= self.vdata.len() as u64)
-            .ok_or_else(corrupt)?;
+        let end = off.checked_add(len).filter(|&e| e <= self.vdata.len() as u64).ok_or_else(corrupt)?;
         let loc = &self.vdata[off as usize..end as usize];
         let mut p = 0;
         let name_pos = read_uvarint(loc, &mut p).ok_or_else(corrupt)? as usize;
         let offset = read_uvarint(loc, &mut p).ok_or_else(corrupt)?;
         let length = read_uvarint(loc, &mut p).ok_or_else(corrupt)?;
-        let len_bytes = self
-            .fnames
-            .get(name_pos..name_pos.checked_add(4).ok_or_else(corrupt)?)
-            .ok_or_else(corrupt)?;
+        let len_bytes = self.fnames.get(name_pos..name_pos.checked_add(4).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
         let name_len = u32::from_le_bytes(len_bytes.try_into().map_err(|_| corrupt())?) as usize;
-        let path = self
-            .fnames
-            .get(name_pos + 4..name_pos + 4 + name_len)
-            .ok_or_else(corrupt)?;
-        Ok(Some(CacheHit {
-            path: path.to_vec(),
-            offset,
-            length,
-        }))
+        let path = self.fnames.get(name_pos + 4..name_pos + 4 + name_len).ok_or_else(corrupt)?;
+        Ok(Some(CacheHit { path: path.to_vec(), offset, length }))
     }
 
     /// Number of tags (entries) in the table.
@@ -383,20 +331,14 @@ fn cache_entries(toc: &Toc, flat: bool) -> Result<Vec<(String, TocEntry)>> {
                 continue;
             }
             if e.digest.is_empty() {
-                return Err(Error::format(format!(
-                    "TOC entry {:?} has no digest",
-                    e.name
-                )));
+                return Err(Error::format(format!("TOC entry {:?} has no digest", e.name)));
             }
-            let path = object_path(&e.digest)
-                .map_err(|err| err.context(format!("TOC entry {:?}", e.name)))?;
+            let path = object_path(&e.digest).map_err(|err| err.context(format!("TOC entry {:?}", e.name)))?;
             if !seen_paths.insert(path.clone()) {
                 continue;
             }
             out.push((path, e));
-        } else if !e.digest.is_empty()
-            || (!e.chunk_digest.is_empty() && seen_chunks.insert(e.chunk_digest.clone()))
-        {
+        } else if !e.digest.is_empty() || (!e.chunk_digest.is_empty() && seen_chunks.insert(e.chunk_digest.clone())) {
             // Chunks do not take part in hardlink dedup: one location per chunk digest is enough.
             out.push((e.name.clone(), e));
         }
@@ -409,9 +351,8 @@ mod tests {
     use super::*;
 
     fn corpus_toc(case: &str) -> Toc {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
-            "../shared/corpus/cstorage/{case}/{case}.toc.raw.json"
-        ));
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../shared/corpus/cstorage/{case}/{case}.toc.raw.json"));
         Toc::parse(&std::fs::read(p).unwrap()).unwrap()
     }
 
@@ -424,41 +365,21 @@ mod tests {
         assert_eq!(reread.to_bytes(), bytes, "parse/serialize round trip");
         let mut chunk_hits = 0;
         for e in toc.entries.iter().filter(|e| e.entry_type == TYPE_REG) {
-            let digest = if e.digest.is_empty() {
-                EMPTY_SHA256.to_string()
-            } else {
-                e.digest.clone()
-            };
-            let hit = reread
-                .lookup(&binary_digest(&digest).unwrap())
-                .unwrap()
-                .expect("content digest indexed");
-            assert_eq!(
-                String::from_utf8(hit.path).unwrap(),
-                object_path(&digest).unwrap()
-            );
+            let digest = if e.digest.is_empty() { EMPTY_SHA256.to_string() } else { e.digest.clone() };
+            let hit = reread.lookup(&binary_digest(&digest).unwrap()).unwrap().expect("content digest indexed");
+            assert_eq!(String::from_utf8(hit.path).unwrap(), object_path(&digest).unwrap());
             assert_eq!(hit.offset, 0);
             assert_eq!(hit.length, e.size as u64);
             if !e.chunk_digest.is_empty() {
-                let hit = reread
-                    .lookup(&binary_digest(&e.chunk_digest).unwrap())
-                    .unwrap()
-                    .expect("first chunk");
+                let hit = reread.lookup(&binary_digest(&e.chunk_digest).unwrap()).unwrap().expect("first chunk");
                 assert_eq!(hit.offset, 0);
                 chunk_hits += 1;
             }
         }
         assert!(chunk_hits > 0, "the corpus has multi-chunk files");
         // A later chunk is not indexed in flat layers (SPEC §7.1).
-        let later = toc
-            .entries
-            .iter()
-            .find(|e| e.entry_type == "chunk")
-            .unwrap();
-        assert!(reread
-            .lookup(&binary_digest(&later.chunk_digest).unwrap())
-            .unwrap()
-            .is_none());
+        let later = toc.entries.iter().find(|e| e.entry_type == "chunk").unwrap();
+        assert!(reread.lookup(&binary_digest(&later.chunk_digest).unwrap()).unwrap().is_none());
         let absent = binary_digest(&format!("sha256:{}", "ab".repeat(32))).unwrap();
         assert!(reread.lookup(&absent).unwrap().is_none());
     }
@@ -468,34 +389,19 @@ mod tests {
         let toc = corpus_toc("noparents-ustar");
         let cache = LayerCache::build(&toc, false).unwrap();
         let f1 = &toc.entries[0];
-        let hit = cache
-            .lookup(&binary_digest(&hardlink_fingerprint(f1)).unwrap())
-            .unwrap()
-            .unwrap();
+        let hit = cache.lookup(&binary_digest(&hardlink_fingerprint(f1)).unwrap()).unwrap().unwrap();
         assert_eq!(hit.path, b"usr/lib/x/y/f1");
-        assert_eq!(
-            cache.len(),
-            4,
-            "two files, each by content and by fingerprint"
-        );
+        assert_eq!(cache.len(), 4, "two files, each by content and by fingerprint");
     }
 
     #[test]
     fn corrupt_or_foreign_caches_are_errors_or_ignored_never_panics() {
-        let cache = LayerCache::build(&corpus_toc("etc-doc-gnu"), true)
-            .unwrap()
-            .to_bytes();
+        let cache = LayerCache::build(&corpus_toc("etc-doc-gnu"), true).unwrap().to_bytes();
         let mut v2 = cache.clone();
         v2[0] = 2;
-        assert!(
-            LayerCache::parse(&v2).unwrap().is_none(),
-            "other versions are regenerated"
-        );
+        assert!(LayerCache::parse(&v2).unwrap().is_none(), "other versions are regenerated");
         for cut in [0, 7, 8, 30, 40, cache.len() / 2, cache.len() - 1] {
-            assert!(
-                LayerCache::parse(&cache[..cut]).is_err(),
-                "truncated at {cut}"
-            );
+            assert!(LayerCache::parse(&cache[..cut]).is_err(), "truncated at {cut}");
         }
         // Flip bytes everywhere: parsing and lookups may fail but never panic.
         let probe = binary_digest(&format!("sha256:{}", "00".repeat(32))).unwrap();
@@ -517,16 +423,13 @@ mod tests {
     #[test]
     fn bloom_filter_has_no_false_negatives_and_few_false_positives() {
         let mut bf = BloomFilter::with_bits(1000 * BLOOM_SCALE, BLOOM_HASHES);
-        let items: Vec<[u8; 32]> = (0u32..1000)
-            .map(|i| Sha256::digest(i.to_le_bytes()).into())
-            .collect();
+        let items: Vec<[u8; 32]> = (0u32..1000).map(|i| Sha256::digest(i.to_le_bytes()).into()).collect();
         for i in &items {
             bf.add(i);
         }
         assert!(items.iter().all(|i| bf.maybe_contains(i)));
-        let fp = (1000u32..11000)
-            .filter(|i| bf.maybe_contains(&<[u8; 32]>::from(Sha256::digest(i.to_le_bytes()))))
-            .count();
+        let fp =
+            (1000u32..11000).filter(|i| bf.maybe_contains(&<[u8; 32]>::from(Sha256::digest(i.to_le_bytes())))).count();
         assert!(fp < 500, "{fp} false positives in 10000");
     }
 }

@@ -57,18 +57,10 @@ pub fn parse(tail: &[u8]) -> Result<Footer> {
     if ends_with(MAGIC_CURRENT) {
         let f = framed(tail, FOOTER_SIZE)?;
         check_type(u64_at(f, 24))?;
-        let tar_split = Position {
-            offset: u64_at(f, 32),
-            length: u64_at(f, 40),
-            uncompressed_length: u64_at(f, 48),
-        };
+        let tar_split = Position { offset: u64_at(f, 32), length: u64_at(f, 40), uncompressed_length: u64_at(f, 48) };
         return Ok(Footer {
             format: Format::Current,
-            toc: Position {
-                offset: u64_at(f, 0),
-                length: u64_at(f, 8),
-                uncompressed_length: u64_at(f, 16),
-            },
+            toc: Position { offset: u64_at(f, 0), length: u64_at(f, 8), uncompressed_length: u64_at(f, 16) },
             tar_split: (tar_split.offset > 0).then_some(tar_split),
         });
     }
@@ -77,18 +69,12 @@ pub fn parse(tail: &[u8]) -> Result<Footer> {
         check_type(u64_at(f, 24))?;
         return Ok(Footer {
             format: Format::Legacy,
-            toc: Position {
-                offset: u64_at(f, 0),
-                length: u64_at(f, 8),
-                uncompressed_length: u64_at(f, 16),
-            },
+            toc: Position { offset: u64_at(f, 0), length: u64_at(f, 8), uncompressed_length: u64_at(f, 16) },
             tar_split: None,
         });
     }
     if is_estargz_footer(tail) {
-        return Err(Error::unsupported(
-            "the blob is an estargz layer, which this library does not read",
-        ));
+        return Err(Error::unsupported("the blob is an estargz layer, which this library does not read"));
     }
     Err(Error::format(
         "no zstd:chunked footer at the end of the blob (expected magic \"GNUlInUx\" or \"GnUlInUx\"); \
@@ -99,9 +85,7 @@ pub fn parse(tail: &[u8]) -> Result<Footer> {
 /// The footer payload of `size` bytes, checking the skippable-frame header right before it.
 fn framed(tail: &[u8], size: usize) -> Result<&[u8]> {
     if tail.len() < size + 8 {
-        return Err(Error::format(format!(
-            "blob too short for a {size}-byte zstd:chunked footer"
-        )));
+        return Err(Error::format(format!("blob too short for a {size}-byte zstd:chunked footer")));
     }
     let start = tail.len() - size;
     let header = &tail[start - 8..start];
@@ -117,9 +101,7 @@ fn framed(tail: &[u8], size: usize) -> Result<&[u8]> {
 
 fn check_type(t: u64) -> Result<()> {
     if t != MANIFEST_TYPE_CRFS {
-        return Err(Error::format(format!(
-            "invalid zstd:chunked manifest type {t} (expected 1)"
-        )));
+        return Err(Error::format(format!("invalid zstd:chunked manifest type {t} (expected 1)")));
     }
     Ok(())
 }
@@ -147,42 +129,19 @@ mod tests {
     fn parses_current_footer() {
         let f = parse(&current((269, 332, 620), (609, 362, 14062))).unwrap();
         assert_eq!(f.format, Format::Current);
-        assert_eq!(
-            f.toc,
-            Position {
-                offset: 269,
-                length: 332,
-                uncompressed_length: 620
-            }
-        );
-        assert_eq!(
-            f.tar_split,
-            Some(Position {
-                offset: 609,
-                length: 362,
-                uncompressed_length: 14062
-            })
-        );
+        assert_eq!(f.toc, Position { offset: 269, length: 332, uncompressed_length: 620 });
+        assert_eq!(f.tar_split, Some(Position { offset: 609, length: 362, uncompressed_length: 14062 }));
     }
 
     #[test]
     fn rejects_bad_type_frame_and_missing_magic() {
         let mut v = current((1, 2, 3), (0, 0, 0));
         v[8 + 24] = 2;
-        assert!(parse(&v)
-            .unwrap_err()
-            .to_string()
-            .contains("manifest type 2"));
+        assert!(parse(&v).unwrap_err().to_string().contains("manifest type 2"));
         let mut v = current((1, 2, 3), (0, 0, 0));
         v[4] = 63;
-        assert!(parse(&v)
-            .unwrap_err()
-            .to_string()
-            .contains("skippable frame"));
-        assert!(parse(b"just some bytes")
-            .unwrap_err()
-            .to_string()
-            .contains("no zstd:chunked footer"));
+        assert!(parse(&v).unwrap_err().to_string().contains("skippable frame"));
+        assert!(parse(b"just some bytes").unwrap_err().to_string().contains("no zstd:chunked footer"));
         assert!(parse(&[]).is_err());
     }
 }

@@ -24,8 +24,7 @@ pub const MAX_TAR_SPLIT_SIZE: u64 = 4 << 30;
 
 pub const ANNOTATION_TOC_CHECKSUM: &str = "io.github.containers.zstd-chunked.manifest-checksum";
 pub const ANNOTATION_TOC_POSITION: &str = "io.github.containers.zstd-chunked.manifest-position";
-pub const ANNOTATION_TAR_SPLIT_POSITION: &str =
-    "io.github.containers.zstd-chunked.tarsplit-position";
+pub const ANNOTATION_TAR_SPLIT_POSITION: &str = "io.github.containers.zstd-chunked.tarsplit-position";
 pub const LEGACY_ANNOTATION_TOC_CHECKSUM: &str = "io.containers.zstd-chunked.manifest-checksum";
 pub const LEGACY_ANNOTATION_TOC_POSITION: &str = "io.containers.zstd-chunked.manifest-position";
 pub const ESTARGZ_ANNOTATION_TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
@@ -40,14 +39,10 @@ pub trait BlobSource {
 
 impl BlobSource for File {
     fn size(&self) -> Result<u64> {
-        Ok(self
-            .metadata()
-            .map_err(|e| Error::io("stat blob", e))?
-            .len())
+        Ok(self.metadata().map_err(|e| Error::io("stat blob", e))?.len())
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        FileExt::read_exact_at(self, buf, offset)
-            .map_err(|e| Error::io(format!("read blob at offset {offset}"), e))
+        FileExt::read_exact_at(self, buf, offset).map_err(|e| Error::io(format!("read blob at offset {offset}"), e))
     }
 }
 
@@ -105,10 +100,7 @@ pub struct ReadOptions {
 }
 
 /// Finds where the TOC is: from the layer's annotations when given, else from the blob's footer.
-pub fn locate(
-    blob: &(impl BlobSource + ?Sized),
-    annotations: Option<&BTreeMap<String, String>>,
-) -> Result<Location> {
+pub fn locate(blob: &(impl BlobSource + ?Sized), annotations: Option<&BTreeMap<String, String>>) -> Result<Location> {
     match annotations {
         Some(a) => locate_from_annotations(a),
         None => locate_from_footer(blob),
@@ -120,27 +112,15 @@ fn locate_from_annotations(a: &BTreeMap<String, String>) -> Result<Location> {
     let legacy = a.contains_key(LEGACY_ANNOTATION_TOC_CHECKSUM);
     let estargz = a.contains_key(ESTARGZ_ANNOTATION_TOC_DIGEST);
     if (current || legacy) && estargz {
-        return Err(Error::format(
-            "the layer has both zstd:chunked and estargz annotations",
-        ));
+        return Err(Error::format("the layer has both zstd:chunked and estargz annotations"));
     }
     if estargz {
-        return Err(Error::unsupported(
-            "estargz layers are not supported; convert the layer as a plain gzip stream",
-        ));
+        return Err(Error::unsupported("estargz layers are not supported; convert the layer as a plain gzip stream"));
     }
     let (format, checksum_key, position_key) = if current {
-        (
-            Format::Current,
-            ANNOTATION_TOC_CHECKSUM,
-            ANNOTATION_TOC_POSITION,
-        )
+        (Format::Current, ANNOTATION_TOC_CHECKSUM, ANNOTATION_TOC_POSITION)
     } else if legacy {
-        (
-            Format::Legacy,
-            LEGACY_ANNOTATION_TOC_CHECKSUM,
-            LEGACY_ANNOTATION_TOC_POSITION,
-        )
+        (Format::Legacy, LEGACY_ANNOTATION_TOC_CHECKSUM, LEGACY_ANNOTATION_TOC_POSITION)
     } else {
         return Err(Error::unsupported(format!(
             "not a zstd:chunked layer: no {ANNOTATION_TOC_CHECKSUM} annotation (convert it as a plain layer)"
@@ -148,16 +128,12 @@ fn locate_from_annotations(a: &BTreeMap<String, String>) -> Result<Location> {
     };
     let digest = &a[checksum_key];
     sha256_hex(digest).map_err(|e| e.context(format!("annotation {checksum_key}")))?;
-    let pos = a
-        .get(position_key)
-        .ok_or_else(|| Error::format(format!("annotation {position_key} is missing")))?;
-    let toc =
-        parse_position(pos, 4).map_err(|e| e.context(format!("annotation {position_key}")))?;
+    let pos = a.get(position_key).ok_or_else(|| Error::format(format!("annotation {position_key} is missing")))?;
+    let toc = parse_position(pos, 4).map_err(|e| e.context(format!("annotation {position_key}")))?;
     let tar_split = match (format, a.get(ANNOTATION_TAR_SPLIT_POSITION)) {
-        (Format::Current, Some(p)) => Some(
-            parse_position(p, 3)
-                .map_err(|e| e.context(format!("annotation {ANNOTATION_TAR_SPLIT_POSITION}")))?,
-        ),
+        (Format::Current, Some(p)) => {
+            Some(parse_position(p, 3).map_err(|e| e.context(format!("annotation {ANNOTATION_TAR_SPLIT_POSITION}")))?)
+        }
         _ => None,
     };
     Ok(Location {
@@ -172,29 +148,15 @@ fn locate_from_annotations(a: &BTreeMap<String, String>) -> Result<Location> {
 /// `offset:length:uncompressedLength[:type]`, decimal; type must be 1.
 fn parse_position(s: &str, fields: usize) -> Result<Position> {
     let parts: Vec<&str> = s.split(':').collect();
-    let bad = || {
-        Error::format(format!(
-            "invalid position {s:?} (expected {fields} colon-separated decimal numbers)"
-        ))
-    };
+    let bad = || Error::format(format!("invalid position {s:?} (expected {fields} colon-separated decimal numbers)"));
     if parts.len() != fields {
         return Err(bad());
     }
-    let n: Vec<u64> = parts
-        .iter()
-        .map(|p| p.parse::<u64>().map_err(|_| bad()))
-        .collect::<Result<_>>()?;
+    let n: Vec<u64> = parts.iter().map(|p| p.parse::<u64>().map_err(|_| bad())).collect::<Result<_>>()?;
     if fields == 4 && n[3] != footer::MANIFEST_TYPE_CRFS {
-        return Err(Error::format(format!(
-            "invalid manifest type {} in {s:?} (expected 1)",
-            n[3]
-        )));
+        return Err(Error::format(format!("invalid manifest type {} in {s:?} (expected 1)", n[3])));
     }
-    Ok(Position {
-        offset: n[0],
-        length: n[1],
-        uncompressed_length: n[2],
-    })
+    Ok(Position { offset: n[0], length: n[1], uncompressed_length: n[2] })
 }
 
 fn locate_from_footer(blob: &(impl BlobSource + ?Sized)) -> Result<Location> {
@@ -207,13 +169,7 @@ fn locate_from_footer(blob: &(impl BlobSource + ?Sized)) -> Result<Location> {
     let mut compressed = vec![0u8; f.toc.length as usize];
     blob.read_exact_at(f.toc.offset, &mut compressed)?;
     let toc_digest = format!("sha256:{}", hex(&Sha256::digest(&compressed)));
-    Ok(Location {
-        format: f.format,
-        toc_digest,
-        authenticated: false,
-        toc: f.toc,
-        tar_split: f.tar_split,
-    })
+    Ok(Location { format: f.format, toc_digest, authenticated: false, toc: f.toc, tar_split: f.tar_split })
 }
 
 /// Checks that a frame position lies inside the blob, after a skippable-frame header of the same
@@ -264,7 +220,9 @@ pub fn read_manifest(
     let tar_split = match &toc.tar_split_digest {
         Some(digest) => {
             let pos = location.tar_split.ok_or_else(|| {
-                Error::format(format!("the TOC requires a tar-split, but no position for it is known ({ANNOTATION_TAR_SPLIT_POSITION})"))
+                Error::format(format!(
+                    "the TOC requires a tar-split, but no position for it is known ({ANNOTATION_TAR_SPLIT_POSITION})"
+                ))
             })?;
             check_range(blob, pos, MAX_TAR_SPLIT_COMPRESSED, "tar-split")?;
             let mut compressed = vec![0u8; pos.length as usize];
@@ -278,12 +236,7 @@ pub fn read_manifest(
         // authenticated and is ignored. Whoever needs the DiffID refuses such layers.
         None => None,
     };
-    Ok(Manifest {
-        location,
-        toc_json,
-        toc,
-        tar_split,
-    })
+    Ok(Manifest { location, toc_json, toc, tar_split })
 }
 
 fn verify_digest(data: &[u8], expected: &str, what: &str) -> Result<()> {
@@ -300,29 +253,20 @@ fn verify_digest(data: &[u8], expected: &str, what: &str) -> Result<()> {
 
 fn decompress_exact(compressed: &[u8], expected_len: u64, what: &str) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(expected_len.min(MAX_TOC_SIZE) as usize);
-    let dec = zstd::stream::read::Decoder::new(compressed)
-        .map_err(|e| Error::io(format!("decompress {what}"), e))?;
+    let dec = zstd::stream::read::Decoder::new(compressed).map_err(|e| Error::io(format!("decompress {what}"), e))?;
     dec.take(expected_len + 1)
         .read_to_end(&mut out)
         .map_err(|e| Error::format(format!("{what} is not valid zstd data: {e}")))?;
     if out.len() as u64 != expected_len {
         return Err(Error::format(format!(
             "{what} decompresses to {} bytes, but its position says {expected_len}",
-            if out.len() as u64 > expected_len {
-                "more than that".to_string()
-            } else {
-                out.len().to_string()
-            }
+            if out.len() as u64 > expected_len { "more than that".to_string() } else { out.len().to_string() }
         )));
     }
     Ok(out)
 }
 
-fn decompress_to_tmpfile(
-    compressed: &[u8],
-    expected_len: u64,
-    options: &ReadOptions,
-) -> Result<File> {
+fn decompress_to_tmpfile(compressed: &[u8], expected_len: u64, options: &ReadOptions) -> Result<File> {
     if expected_len > MAX_TAR_SPLIT_SIZE {
         return Err(Error::limit(format!(
             "tar-split of {expected_len} bytes is over the {MAX_TAR_SPLIT_SIZE}-byte limit"
@@ -333,23 +277,17 @@ fn decompress_to_tmpfile(
         None => tempfile::tempfile(),
     }
     .map_err(|e| Error::io("create temporary file for tar-split", e))?;
-    let dec = zstd::stream::read::Decoder::new(compressed)
-        .map_err(|e| Error::io("decompress tar-split", e))?;
+    let dec = zstd::stream::read::Decoder::new(compressed).map_err(|e| Error::io("decompress tar-split", e))?;
     let n = std::io::copy(&mut dec.take(expected_len + 1), &mut file)
         .map_err(|e| Error::format(format!("tar-split is not valid zstd data: {e}")))?;
     if n != expected_len {
-        let got = if n > expected_len {
-            "more than that".to_string()
-        } else {
-            n.to_string()
-        };
+        let got = if n > expected_len { "more than that".to_string() } else { n.to_string() };
         return Err(Error::format(format!(
             "tar-split decompresses to {got} bytes, but its position says {expected_len}"
         )));
     }
     file.flush().map_err(|e| Error::io("write tar-split", e))?;
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| Error::io("seek tar-split", e))?;
+    file.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
     Ok(file)
 }
 
@@ -359,18 +297,13 @@ fn ensure_toc_matches_tar_split(toc: &Toc, tar_split: &mut File) -> Result<()> {
     let mut pending: HashMap<&[u8], i64> = HashMap::with_capacity(toc.entries.len());
     for e in toc.entries.iter().filter(|e| e.entry_type != TYPE_CHUNK) {
         if pending.insert(e.name.as_bytes(), e.size).is_some() {
-            return Err(Error::format(format!(
-                "TOC contains duplicate entries for path {:?}",
-                e.name
-            )));
+            return Err(Error::format(format!("TOC contains duplicate entries for path {:?}", e.name)));
         }
     }
     let mut reader = TarSplitReader::new(BufReader::new(&mut *tar_split));
     while let Some(entry) = reader.next_entry()? {
         if let TarSplitEntry::File { name, size, .. } = entry {
-            let inconsistent = |what: String| {
-                Error::format(format!("tar-split and TOC data is inconsistent: {what}"))
-            };
+            let inconsistent = |what: String| Error::format(format!("tar-split and TOC data is inconsistent: {what}"));
             match pending.remove(name.as_slice()) {
                 None => {
                     return Err(inconsistent(format!(
@@ -394,9 +327,7 @@ fn ensure_toc_matches_tar_split(toc: &Toc, tar_split: &mut File) -> Result<()> {
             String::from_utf8_lossy(name)
         )));
     }
-    tar_split
-        .seek(SeekFrom::Start(0))
-        .map_err(|e| Error::io("seek tar-split", e))?;
+    tar_split.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
     Ok(())
 }
 

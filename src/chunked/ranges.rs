@@ -40,10 +40,7 @@ pub fn plan(parts: &[ByteRange], max_ranges: usize) -> Vec<Fetch> {
                 last.range.length = end - last.range.offset;
                 last.parts.push(i);
             }
-            _ => out.push(Fetch {
-                range: *p,
-                parts: vec![i],
-            }),
+            _ => out.push(Fetch { range: *p, parts: vec![i] }),
         }
     }
     if out.len() <= max_ranges {
@@ -51,10 +48,7 @@ pub fn plan(parts: &[ByteRange], max_ranges: usize) -> Vec<Fetch> {
     }
     // Merge across the smallest gaps until the count fits: every gap up to the k-th smallest,
     // where k is the number of merges needed (ties may merge a few more, which is harmless).
-    let mut gaps: Vec<u64> = out
-        .windows(2)
-        .map(|w| w[1].range.offset - w[0].range.end())
-        .collect();
+    let mut gaps: Vec<u64> = out.windows(2).map(|w| w[1].range.offset - w[0].range.end()).collect();
     gaps.sort_unstable();
     let threshold = gaps[out.len() - max_ranges - 1];
     let mut merged: Vec<Fetch> = Vec::with_capacity(max_ranges);
@@ -84,16 +78,7 @@ mod tests {
         let p = plan(&parts, MAX_RANGES);
         assert_eq!(
             p,
-            vec![
-                Fetch {
-                    range: r(0, 1040),
-                    parts: vec![0, 1, 2]
-                },
-                Fetch {
-                    range: r(3000, 10),
-                    parts: vec![3]
-                }
-            ]
+            vec![Fetch { range: r(0, 1040), parts: vec![0, 1, 2] }, Fetch { range: r(3000, 10), parts: vec![3] }]
         );
         assert!(plan(&[], 10).is_empty());
     }
@@ -108,13 +93,7 @@ mod tests {
         assert_eq!(p[1].parts, vec![2, 3]);
         assert_eq!(p[2].parts, vec![4]);
         let halved = plan(&parts, 1);
-        assert_eq!(
-            halved,
-            vec![Fetch {
-                range: r(0, 19005),
-                parts: vec![0, 1, 2, 3, 4]
-            }]
-        );
+        assert_eq!(halved, vec![Fetch { range: r(0, 19005), parts: vec![0, 1, 2, 3, 4] }]);
         // Every part stays covered by its range.
         for f in plan(&parts, 2) {
             for i in f.parts {

@@ -16,11 +16,7 @@ pub const MAX_LINE: usize = 64 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TarSplitEntry {
     /// A tar member: its name (raw bytes) and content size; the content itself is not in tar-split.
-    File {
-        name: Vec<u8>,
-        size: u64,
-        position: u64,
-    },
+    File { name: Vec<u8>, size: u64, position: u64 },
     /// Raw tar bytes: headers, padding, the end-of-archive blocks.
     Segment { payload: Vec<u8>, position: u64 },
 }
@@ -50,11 +46,7 @@ pub struct TarSplitReader<R> {
 
 impl<R: BufRead> TarSplitReader<R> {
     pub fn new(input: R) -> Self {
-        TarSplitReader {
-            input,
-            line: Vec::new(),
-            line_no: 0,
-        }
+        TarSplitReader { input, line: Vec::new(), line_no: 0 }
     }
 
     /// The next entry, `None` at the end of the stream.
@@ -72,10 +64,7 @@ impl<R: BufRead> TarSplitReader<R> {
             }
             self.line_no += 1;
             if self.line.len() > MAX_LINE {
-                return Err(Error::limit(format!(
-                    "tar-split line {} is longer than {MAX_LINE} bytes",
-                    self.line_no
-                )));
+                return Err(Error::limit(format!("tar-split line {} is longer than {MAX_LINE} bytes", self.line_no)));
             }
             if self.line.iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -86,43 +75,29 @@ impl<R: BufRead> TarSplitReader<R> {
 
     fn decode(&self) -> Result<TarSplitEntry> {
         let at = || format!("tar-split line {}", self.line_no);
-        let raw: RawEntry = serde_json::from_slice(&self.line)
-            .map_err(|e| Error::format(format!("{}: {e}", at())))?;
+        let raw: RawEntry = serde_json::from_slice(&self.line).map_err(|e| Error::format(format!("{}: {e}", at())))?;
         let b64 = |s: &str| {
             base64::engine::general_purpose::STANDARD
                 .decode(s)
                 .map_err(|e| Error::format(format!("{}: invalid base64: {e}", at())))
         };
-        let position = u64::try_from(raw.position)
-            .map_err(|_| Error::format(format!("{}: negative position", at())))?;
+        let position =
+            u64::try_from(raw.position).map_err(|_| Error::format(format!("{}: negative position", at())))?;
         match raw.entry_type {
             1 => {
                 let name = match (raw.name_raw, raw.name) {
                     (Some(r), _) => b64(&r)?,
                     (None, Some(n)) => n.into_bytes(),
-                    (None, None) => {
-                        return Err(Error::format(format!(
-                            "{}: file entry without a name",
-                            at()
-                        )))
-                    }
+                    (None, None) => return Err(Error::format(format!("{}: file entry without a name", at()))),
                 };
-                let size = u64::try_from(raw.size)
-                    .map_err(|_| Error::format(format!("{}: negative size", at())))?;
-                Ok(TarSplitEntry::File {
-                    name,
-                    size,
-                    position,
-                })
+                let size = u64::try_from(raw.size).map_err(|_| Error::format(format!("{}: negative size", at())))?;
+                Ok(TarSplitEntry::File { name, size, position })
             }
             2 => {
                 let payload = b64(raw.payload.as_deref().unwrap_or(""))?;
                 Ok(TarSplitEntry::Segment { payload, position })
             }
-            t => Err(Error::format(format!(
-                "{}: unexpected tar-split entry type {t}",
-                at()
-            ))),
+            t => Err(Error::format(format!("{}: unexpected tar-split entry type {t}", at()))),
         }
     }
 }
@@ -136,9 +111,7 @@ pub fn tar_size(input: impl BufRead) -> Result<u64> {
             TarSplitEntry::File { size, .. } => size,
             TarSplitEntry::Segment { payload, .. } => payload.len() as u64,
         };
-        total = total
-            .checked_add(n)
-            .ok_or_else(|| Error::format("tar-split sizes overflow"))?;
+        total = total.checked_add(n).ok_or_else(|| Error::format("tar-split sizes overflow"))?;
     }
     Ok(total)
 }
@@ -163,8 +136,7 @@ pub fn reassemble<R: Read>(
         match entry {
             TarSplitEntry::Segment { payload, .. } => {
                 hasher.update(&payload);
-                out.write_all(&payload)
-                    .map_err(|e| Error::io("write tar stream", e))?;
+                out.write_all(&payload).map_err(|e| Error::io("write tar stream", e))?;
                 total += payload.len() as u64;
             }
             TarSplitEntry::File { size: 0, .. } => {}
@@ -173,9 +145,7 @@ pub fn reassemble<R: Read>(
                 let mut src = open(&name, size)?.take(size);
                 let mut left = size;
                 while left > 0 {
-                    let n = src
-                        .read(&mut buf)
-                        .map_err(|e| Error::io(format!("read content of {shown:?}"), e))?;
+                    let n = src.read(&mut buf).map_err(|e| Error::io(format!("read content of {shown:?}"), e))?;
                     if n == 0 {
                         return Err(Error::format(format!(
                             "content of {shown:?} is {} bytes short of the {size} bytes tar-split expects",
@@ -183,8 +153,7 @@ pub fn reassemble<R: Read>(
                         )));
                     }
                     hasher.update(&buf[..n]);
-                    out.write_all(&buf[..n])
-                        .map_err(|e| Error::io("write tar stream", e))?;
+                    out.write_all(&buf[..n]).map_err(|e| Error::io("write tar stream", e))?;
                     left -= n as u64;
                 }
                 total += size;
@@ -206,29 +175,9 @@ mod tests {
 {"type":1,"name":"ignored","name_raw":"/w==","payload":null,"position":2}
 "#;
         let mut r = TarSplitReader::new(&input[..]);
-        assert_eq!(
-            r.next_entry().unwrap(),
-            Some(TarSplitEntry::Segment {
-                payload: vec![0, 1],
-                position: 0
-            })
-        );
-        assert_eq!(
-            r.next_entry().unwrap(),
-            Some(TarSplitEntry::File {
-                name: b"a".to_vec(),
-                size: 2,
-                position: 1
-            })
-        );
-        assert_eq!(
-            r.next_entry().unwrap(),
-            Some(TarSplitEntry::File {
-                name: vec![0xff],
-                size: 0,
-                position: 2
-            })
-        );
+        assert_eq!(r.next_entry().unwrap(), Some(TarSplitEntry::Segment { payload: vec![0, 1], position: 0 }));
+        assert_eq!(r.next_entry().unwrap(), Some(TarSplitEntry::File { name: b"a".to_vec(), size: 2, position: 1 }));
+        assert_eq!(r.next_entry().unwrap(), Some(TarSplitEntry::File { name: vec![0xff], size: 0, position: 2 }));
         assert_eq!(r.next_entry().unwrap(), None);
         assert_eq!(tar_size(&input[..]).unwrap(), 4);
 
@@ -245,10 +194,7 @@ mod tests {
         assert_eq!(out, vec![0, 1, b'x', b'y']);
         assert_eq!(n, 4);
         use sha2::Digest;
-        assert_eq!(
-            digest,
-            <[u8; 32]>::from(sha2::Sha256::digest([0, 1, b'x', b'y']))
-        );
+        assert_eq!(digest, <[u8; 32]>::from(sha2::Sha256::digest([0, 1, b'x', b'y'])));
         let e = reassemble(&input[..], |_, _| Ok(&b"x"[..]), &mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("1 bytes short"), "{e}");
     }

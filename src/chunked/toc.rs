@@ -23,8 +23,7 @@ pub const TYPE_BLOCK: &str = "block";
 pub const TYPE_FIFO: &str = "fifo";
 
 /// The digest of empty content.
-pub const EMPTY_SHA256: &str =
-    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub const EMPTY_SHA256: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// The whole TOC.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -65,13 +64,8 @@ impl Toc {
     /// Parses TOC JSON bytes (the decompressed TOC frame).
     pub fn parse(json: &[u8]) -> Result<Toc> {
         let mut de = serde_json::Deserializer::from_slice(json);
-        let toc = Toc::deserialize(&mut de)
-            .map_err(|e| Error::format(format!("invalid TOC JSON: {e}")))?;
-        de.end().map_err(|e| {
-            Error::format(format!(
-                "invalid TOC JSON: trailing data after the TOC object: {e}"
-            ))
-        })?;
+        let toc = Toc::deserialize(&mut de).map_err(|e| Error::format(format!("invalid TOC JSON: {e}")))?;
+        de.end().map_err(|e| Error::format(format!("invalid TOC JSON: trailing data after the TOC object: {e}")))?;
         let mut toc = toc;
         for e in &mut toc.entries {
             // As `unmarshalToc`: empty regular files get the empty-content digest (SPEC §2.2), and
@@ -79,10 +73,7 @@ impl Toc {
             if e.entry_type == TYPE_REG && e.size == 0 && e.digest.is_empty() {
                 e.digest = EMPTY_SHA256.to_string();
             }
-            for t in [&e.modtime, &e.accesstime, &e.changetime]
-                .into_iter()
-                .flatten()
-            {
+            for t in [&e.modtime, &e.accesstime, &e.changetime].into_iter().flatten() {
                 parse_rfc3339(t).map_err(|err| err.context(format!("TOC entry {:?}", e.name)))?;
             }
         }
@@ -95,10 +86,7 @@ impl TocEntry {
     pub fn mtime(&self) -> Result<Option<Mtime>> {
         self.modtime
             .as_deref()
-            .map(|s| {
-                parse_rfc3339(s)
-                    .map_err(|e| e.context(format!("TOC entry {:?}: modtime", self.name)))
-            })
+            .map(|s| parse_rfc3339(s).map_err(|e| e.context(format!("TOC entry {:?}: modtime", self.name))))
             .transpose()
     }
 }
@@ -108,13 +96,7 @@ impl TocEntry {
 pub fn parse_rfc3339(s: &str) -> Result<Mtime> {
     let bad = || Error::format(format!("invalid RFC 3339 time {s:?}"));
     let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
         return Err(bad());
     }
     let num = |r: std::ops::Range<usize>| -> Result<i64> {
@@ -154,8 +136,7 @@ pub fn parse_rfc3339(s: &str) -> Result<Mtime> {
                     Err(bad())
                 }
             };
-            let off =
-                (digit(*h1)? * 10 + digit(*h2)?) * 3600 + (digit(*m1)? * 10 + digit(*m2)?) * 60;
+            let off = (digit(*h1)? * 10 + digit(*h2)?) * 3600 + (digit(*m1)? * 10 + digit(*m2)?) * 60;
             if *sign == b'+' {
                 off
             } else {
@@ -165,10 +146,7 @@ pub fn parse_rfc3339(s: &str) -> Result<Mtime> {
         _ => return Err(bad()),
     };
     let days = days_from_civil(year, month, day);
-    Ok(Mtime {
-        sec: days * 86400 + hour * 3600 + min * 60 + sec - offset_secs,
-        nsec,
-    })
+    Ok(Mtime { sec: days * 86400 + hour * 3600 + min * 60 + sec - offset_secs, nsec })
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -192,24 +170,16 @@ impl<'de> Deserialize<'de> for Toc {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a TOC object")
             }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Toc, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Toc, A::Error> {
                 let mut toc = Toc::default();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.to_ascii_lowercase().as_str() {
                         "version" => toc.version = map.next_value::<Option<i64>>()?.unwrap_or(0),
                         "entries" => {
-                            toc.entries = map
-                                .next_value::<Option<Entries>>()?
-                                .map(|e| e.0)
-                                .unwrap_or_default()
+                            toc.entries = map.next_value::<Option<Entries>>()?.map(|e| e.0).unwrap_or_default()
                         }
                         "tarsplitdigest" => {
-                            toc.tar_split_digest = map
-                                .next_value::<Option<String>>()?
-                                .filter(|s| !s.is_empty())
+                            toc.tar_split_digest = map.next_value::<Option<String>>()?.filter(|s| !s.is_empty())
                         }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
@@ -233,10 +203,7 @@ impl<'de> Deserialize<'de> for Entries {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an array of TOC entries")
             }
-            fn visit_seq<A: SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<Entries, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Entries, A::Error> {
                 // Do not trust size hints from input: grow as entries arrive.
                 let mut v = Vec::new();
                 while let Some(e) = seq.next_element::<TocEntry>()? {
@@ -257,10 +224,7 @@ impl<'de> Deserialize<'de> for TocEntry {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a TOC entry object")
             }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<TocEntry, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<TocEntry, A::Error> {
                 let mut e = TocEntry::default();
                 while let Some(key) = map.next_key::<String>()? {
                     let s = |m: &mut A| -> std::result::Result<String, A::Error> {
@@ -286,9 +250,7 @@ impl<'de> Deserialize<'de> for TocEntry {
                         "devmajor" => e.dev_major = n(&mut map)?,
                         "devminor" => e.dev_minor = n(&mut map)?,
                         "xattrs" => {
-                            e.xattrs = map
-                                .next_value::<Option<BTreeMap<String, String>>>()?
-                                .unwrap_or_default()
+                            e.xattrs = map.next_value::<Option<BTreeMap<String, String>>>()?.unwrap_or_default()
                         }
                         "digest" => e.digest = s(&mut map)?,
                         "offset" => e.offset = n(&mut map)?,
@@ -311,11 +273,9 @@ impl<'de> Deserialize<'de> for TocEntry {
 
 /// Checks a `sha256:<64 lowercase hex>` digest string and returns the hex part.
 pub fn sha256_hex(digest: &str) -> Result<&str> {
-    let hex = digest.strip_prefix("sha256:").ok_or_else(|| {
-        Error::format(format!(
-            "unsupported digest {digest:?}: only sha256 is supported"
-        ))
-    })?;
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| Error::format(format!("unsupported digest {digest:?}: only sha256 is supported")))?;
     if hex.len() != 64 || !hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(Error::format(format!("invalid sha256 digest {digest:?}")));
     }
@@ -335,23 +295,11 @@ mod tests {
         assert_eq!(toc.version, 1);
         assert_eq!(toc.entries.len(), 1);
         let e = &toc.entries[0];
-        assert_eq!(
-            (e.entry_type.as_str(), e.name.as_str(), e.mode, e.size),
-            ("reg", "a", 420, 2)
-        );
+        assert_eq!((e.entry_type.as_str(), e.name.as_str(), e.mode, e.size), ("reg", "a", 420, 2));
         assert_eq!(e.xattrs.get("user.a").map(String::as_str), Some("YQ=="));
-        assert_eq!(
-            e.mtime().unwrap(),
-            Some(Mtime {
-                sec: 1704067200,
-                nsec: 0
-            })
-        );
+        assert_eq!(e.mtime().unwrap(), Some(Mtime { sec: 1704067200, nsec: 0 }));
         assert_eq!(toc.tar_split_digest, None);
-        assert!(Toc::parse(br#"{"version":1,"entries":null}"#)
-            .unwrap()
-            .entries
-            .is_empty());
+        assert!(Toc::parse(br#"{"version":1,"entries":null}"#).unwrap().entries.is_empty());
     }
 
     #[test]
@@ -364,32 +312,11 @@ mod tests {
 
     #[test]
     fn rfc3339_times() {
-        assert_eq!(
-            parse_rfc3339("1970-01-01T00:00:00Z").unwrap(),
-            Mtime { sec: 0, nsec: 0 }
-        );
-        assert_eq!(
-            parse_rfc3339("2024-01-01T00:00:00.005Z").unwrap(),
-            Mtime {
-                sec: 1704067200,
-                nsec: 5_000_000
-            }
-        );
-        assert_eq!(
-            parse_rfc3339("2024-01-01T01:00:00+01:00").unwrap(),
-            Mtime {
-                sec: 1704067200,
-                nsec: 0
-            }
-        );
-        assert_eq!(
-            parse_rfc3339("1960-01-01T00:00:00Z").unwrap().sec,
-            -315619200
-        );
-        assert_eq!(
-            parse_rfc3339("0001-01-01T00:00:00Z").unwrap().sec,
-            -62135596800
-        );
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z").unwrap(), Mtime { sec: 0, nsec: 0 });
+        assert_eq!(parse_rfc3339("2024-01-01T00:00:00.005Z").unwrap(), Mtime { sec: 1704067200, nsec: 5_000_000 });
+        assert_eq!(parse_rfc3339("2024-01-01T01:00:00+01:00").unwrap(), Mtime { sec: 1704067200, nsec: 0 });
+        assert_eq!(parse_rfc3339("1960-01-01T00:00:00Z").unwrap().sec, -315619200);
+        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z").unwrap().sec, -62135596800);
         for bad in [
             "",
             "2024-01-01",

@@ -1,10 +1,53 @@
-//! `composefs-storage config`.
+//! `composefs-storage config`: the effective containers-storage.conf settings as JSON, or
+//! (`--check`) why composefs would not take effect.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use composefs_storage::config::{self, LoadOptions, Severity};
 
-pub fn run(_args: Args) -> composefs_storage::Result<ExitCode> {
-    Ok(ExitCode::SUCCESS)
+/// Exit code of `config --check` when a finding says composefs will not take effect.
+const EXIT_CHECK_FAILED: u8 = 3;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Read only this file (no search, no drop-ins, no environment overrides).
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Look for /etc/containers and /usr/share/containers under DIR instead of /.
+    #[arg(long, value_name = "DIR", conflicts_with = "file")]
+    root: Option<PathBuf>,
+    /// Print findings, one per line; exit 3 if composefs would not take effect.
+    #[arg(long)]
+    check: bool,
+}
+
+pub fn run(args: Args) -> composefs_storage::Result<ExitCode> {
+    let cfg = match &args.file {
+        Some(path) => config::load_file(path)?,
+        None => {
+            let mut opts = LoadOptions::from_process();
+            if let Some(root) = args.root {
+                opts.root = root;
+            }
+            config::load(&opts)?
+        }
+    };
+    if !args.check {
+        println!("{}", cfg.to_json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut findings = cfg.check();
+    findings.extend(config::check_host(&cfg, &config::Host::current()));
+    if findings.is_empty() {
+        println!("ok: composefs takes effect with these settings");
+    }
+    for f in &findings {
+        println!("{f}");
+    }
+    if findings.iter().any(|f| f.severity == Severity::Error) {
+        Ok(ExitCode::from(EXIT_CHECK_FAILED))
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
 }

@@ -12,11 +12,7 @@ mod mount;
 mod toc;
 
 #[derive(Parser)]
-#[command(
-    name = "composefs-storage",
-    version,
-    about = "The composefs layer path of containers/storage"
-)]
+#[command(name = "composefs-storage", version, about = "The composefs layer path of containers/storage")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,13 +47,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("composefs-storage: {e}");
-            ExitCode::from(
-                if e.kind() == composefs_storage::ErrorKind::InvalidArgument {
-                    EXIT_USAGE
-                } else {
-                    EXIT_FAILURE
-                },
-            )
+            ExitCode::from(if e.kind() == composefs_storage::ErrorKind::InvalidArgument {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            })
         }
     }
 }

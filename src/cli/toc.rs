@@ -26,33 +26,32 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let annotations: Option<BTreeMap<String, String>> = match &args.annotations {
-        Some(p) => {
-            let data = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
-            Some(serde_json::from_slice(&data).map_err(|e| {
-                Error::format(format!(
-                    "{}: not a JSON object of string annotations: {e}",
-                    p.display()
-                ))
-            })?)
-        }
-        None => None,
-    };
-    let blob =
-        std::fs::File::open(&args.blob).with_context(|| format!("open {}", args.blob.display()))?;
+    let annotations: Option<BTreeMap<String, String>> =
+        match &args.annotations {
+            Some(p) => {
+                let data = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+                Some(serde_json::from_slice(&data).map_err(|e| {
+                    Error::format(format!("{}: not a JSON object of string annotations: {e}", p.display()))
+                })?)
+            }
+            None => None,
+        };
+    let blob = std::fs::File::open(&args.blob).with_context(|| format!("open {}", args.blob.display()))?;
     let m = read_manifest(&blob, annotations.as_ref(), &ReadOptions::default())
         .with_context(|| args.blob.display().to_string())?;
     let mut out = std::io::stdout().lock();
     let written = if args.location {
-        let text =
-            serde_json::to_string_pretty(&m.location).map_err(|e| Error::format(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&m.location).map_err(|e| Error::format(e.to_string()))?;
         writeln!(out, "{text}")
     } else {
         out.write_all(&m.toc_json).and_then(|_| writeln!(out))
     };
     written.with_context(|| "write to stdout")?;
     if !m.location.authenticated {
-        eprintln!("composefs-storage: note: TOC located through the blob footer; its digest {} is not authenticated", m.location.toc_digest);
+        eprintln!(
+            "composefs-storage: note: TOC located through the blob footer; its digest {} is not authenticated",
+            m.location.toc_digest
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

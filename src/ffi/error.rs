@@ -81,9 +81,7 @@ impl cfs_error {
             .unwrap_or_else(|| "unknown panic".to_string());
         cfs_error {
             status: cfs_status::CFS_STATUS_INTERNAL,
-            message: c_string_lossy(format!(
-                "internal error (panic in composefs-storage): {what}"
-            )),
+            message: c_string_lossy(format!("internal error (panic in composefs-storage): {what}")),
             os_error: 0,
         }
     }
@@ -112,10 +110,7 @@ pub(crate) unsafe fn clear_err(err: *mut *mut cfs_error) {
 ///
 /// # Safety
 /// `err` is NULL or valid for writes.
-pub(crate) unsafe fn finish(
-    result: std::thread::Result<Result<()>>,
-    err: *mut *mut cfs_error,
-) -> cfs_status {
+pub(crate) unsafe fn finish(result: std::thread::Result<Result<()>>, err: *mut *mut cfs_error) -> cfs_status {
     let e = match result {
         Ok(Ok(())) => return cfs_status::CFS_OK,
         Ok(Err(e)) => cfs_error::from_error(&e),

@@ -9,11 +9,14 @@
 //! This is the only module (besides syscall wrappers) with `unsafe` code.
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
+// Exports take raw pointers by design; each dereference is checked and documented in the header.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 #[macro_use]
 mod panic;
 pub mod util;
 
+pub mod config;
 pub mod error;
 pub mod mount;
 pub mod version;

@@ -19,6 +19,7 @@ pub(crate) unsafe fn try_ref<'a, T>(ptr: *const T, what: &str) -> Result<&'a T> 
 ///
 /// # Safety
 /// `ptr` must be NULL or point to a live `T`, not aliased, for the duration of `'a`.
+#[allow(dead_code)] // for handles with mutating calls (convert, mount)
 pub(crate) unsafe fn try_mut<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T> {
     // SAFETY: by the caller's contract.
     unsafe { ptr.as_mut() }.ok_or_else(|| null_argument(what))
@@ -43,8 +44,7 @@ pub(crate) unsafe fn try_cstr<'a>(ptr: *const c_char, what: &str) -> Result<&'a 
 pub(crate) unsafe fn try_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str> {
     // SAFETY: forwarded contract.
     let bytes = unsafe { try_cstr(ptr, what) }?;
-    std::str::from_utf8(bytes)
-        .map_err(|_| Error::invalid_argument(format!("{what} is not valid UTF-8")))
+    std::str::from_utf8(bytes).map_err(|_| Error::invalid_argument(format!("{what} is not valid UTF-8")))
 }
 
 /// A path from a C string. Paths are bytes on Linux: any non-NUL bytes are accepted.

@@ -41,10 +41,7 @@ pub enum FileContent {
     /// e.g. `ab/cdef…`), and optionally the content's fs-verity digest for the metacopy xattr.
     /// The payload and the digest are independent (containers/storage names objects by content
     /// sha256 while the digest is fs-verity: SPEC §5.10).
-    External {
-        payload: Option<Vec<u8>>,
-        digest: Option<[u8; 32]>,
-    },
+    External { payload: Option<Vec<u8>>, digest: Option<[u8; 32]> },
 }
 
 /// A regular file.
@@ -148,13 +145,7 @@ pub const ROOT: InodeId = 0;
 impl Tree {
     /// A tree holding only a root directory with `meta`.
     pub fn new(root_meta: Metadata) -> Tree {
-        Tree {
-            inodes: vec![Inode {
-                meta: root_meta,
-                kind: InodeKind::Directory(Directory::default()),
-                nlink: 2,
-            }],
-        }
+        Tree { inodes: vec![Inode { meta: root_meta, kind: InodeKind::Directory(Directory::default()), nlink: 2 }] }
     }
 
     pub fn root(&self) -> &Inode {
@@ -178,11 +169,7 @@ impl Tree {
     /// Names `inode` as `name` in directory `dir`, replacing any previous entry of that name.
     /// Returns the replaced entry. Panics if `dir` is not a directory (a caller bug).
     pub fn link(&mut self, dir: InodeId, name: Vec<u8>, entry: DirEntry) -> Option<DirEntry> {
-        self.inodes[dir]
-            .as_dir_mut()
-            .expect("Tree::link: parent is not a directory")
-            .entries
-            .insert(name, entry)
+        self.inodes[dir].as_dir_mut().expect("Tree::link: parent is not a directory").entries.insert(name, entry)
     }
 
     /// Looks up `name` in directory `dir`.
@@ -203,9 +190,7 @@ impl Tree {
     /// Whether any inode is a char device with rdev 0 (an mkcomposefs-style whiteout, which
     /// raises the default image version to 1: SPEC §5.2). Unreachable inodes are ignored.
     pub fn has_escaped_whiteouts(&self) -> bool {
-        self.walk().any(|(_, e)| {
-            !e.hardlink && matches!(self.inodes[e.inode].kind, InodeKind::CharDevice(0))
-        })
+        self.walk().any(|(_, e)| !e.hardlink && matches!(self.inodes[e.inode].kind, InodeKind::CharDevice(0)))
     }
 
     /// Every directory entry reachable from the root, depth first, in name order, with its full path
@@ -243,80 +228,24 @@ mod tests {
 
     fn file(size: u64) -> Inode {
         Inode {
-            meta: Metadata {
-                permissions: 0o644,
-                ..Default::default()
-            },
-            kind: InodeKind::File(File {
-                size,
-                content: FileContent::External {
-                    payload: None,
-                    digest: None,
-                },
-            }),
+            meta: Metadata { permissions: 0o644, ..Default::default() },
+            kind: InodeKind::File(File { size, content: FileContent::External { payload: None, digest: None } }),
             nlink: 1,
         }
     }
 
     #[test]
     fn walk_is_depth_first_in_name_order_and_resolve_finds_paths() {
-        let mut t = Tree::new(Metadata {
-            permissions: 0o755,
-            ..Default::default()
-        });
-        let d = t.push(Inode {
-            meta: Metadata::default(),
-            kind: InodeKind::Directory(Directory::default()),
-            nlink: 2,
-        });
-        t.link(
-            ROOT,
-            b"b".to_vec(),
-            DirEntry {
-                inode: d,
-                hardlink: false,
-            },
-        );
+        let mut t = Tree::new(Metadata { permissions: 0o755, ..Default::default() });
+        let d = t.push(Inode { meta: Metadata::default(), kind: InodeKind::Directory(Directory::default()), nlink: 2 });
+        t.link(ROOT, b"b".to_vec(), DirEntry { inode: d, hardlink: false });
         let f = t.push(file(3));
-        t.link(
-            d,
-            b"x".to_vec(),
-            DirEntry {
-                inode: f,
-                hardlink: false,
-            },
-        );
-        t.link(
-            ROOT,
-            b"a".to_vec(),
-            DirEntry {
-                inode: f,
-                hardlink: true,
-            },
-        );
-        t.link(
-            ROOT,
-            b"c".to_vec(),
-            DirEntry {
-                inode: t.inodes.len(),
-                hardlink: false,
-            },
-        );
-        t.push(Inode {
-            meta: Metadata::default(),
-            kind: InodeKind::CharDevice(0),
-            nlink: 1,
-        });
+        t.link(d, b"x".to_vec(), DirEntry { inode: f, hardlink: false });
+        t.link(ROOT, b"a".to_vec(), DirEntry { inode: f, hardlink: true });
+        t.link(ROOT, b"c".to_vec(), DirEntry { inode: t.inodes.len(), hardlink: false });
+        t.push(Inode { meta: Metadata::default(), kind: InodeKind::CharDevice(0), nlink: 1 });
         let paths: Vec<Vec<u8>> = t.walk().map(|(p, _)| p).collect();
-        assert_eq!(
-            paths,
-            vec![
-                b"/a".to_vec(),
-                b"/b".to_vec(),
-                b"/b/x".to_vec(),
-                b"/c".to_vec()
-            ]
-        );
+        assert_eq!(paths, vec![b"/a".to_vec(), b"/b".to_vec(), b"/b/x".to_vec(), b"/c".to_vec()]);
         assert_eq!(t.resolve(b"/b/x"), Some(f));
         assert_eq!(t.resolve(b"/nope"), None);
         assert!(t.has_escaped_whiteouts());
