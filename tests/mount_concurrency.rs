@@ -17,10 +17,7 @@ fn parallel_mounts_do_not_interfere() {
     let tmp = tempdir();
     let root = tmp.path().to_path_buf();
     let tree = root.join("tree");
-    extract(
-        &Path::new(CORPUS).join("cstorage/noparents-ustar/noparents-ustar.tar"),
-        &tree,
-    );
+    extract(&Path::new(CORPUS).join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
     let image = corpus_image("noparents-ustar.cfs", &root);
     let cfs = composefs_layer_dir(&root.join("cfs"), &image, &tree);
     let expected = Arc::new(fs::read(tree.join("opt/z/f2")).unwrap());
@@ -36,26 +33,13 @@ fn parallel_mounts_do_not_interfere() {
                 fs::write(classic.join("diff/thread"), t.to_string()).unwrap();
                 let mnt = root.join(format!("mnt{t}"));
                 fs::create_dir(&mnt).unwrap();
-                let stack = [
-                    Layer::from_layer_dir(&classic).unwrap(),
-                    Layer::from_layer_dir(&cfs).unwrap(),
-                ];
+                let stack = [Layer::from_layer_dir(&classic).unwrap(), Layer::from_layer_dir(&cfs).unwrap()];
                 for r in 0..ROUNDS {
-                    let backing = if (t + r) % 2 == 0 {
-                        ErofsBacking::Auto
-                    } else {
-                        ErofsBacking::LoopDevice
-                    };
-                    let opts = MountOptions {
-                        erofs_backing: backing,
-                        ..MountOptions::read_only()
-                    };
+                    let backing = if (t + r) % 2 == 0 { ErofsBacking::Auto } else { ErofsBacking::LoopDevice };
+                    let opts = MountOptions { erofs_backing: backing, ..MountOptions::read_only() };
                     mount::mount(&stack, &mnt, &opts).unwrap();
                     let guard = MountGuard(mnt.clone());
-                    assert_eq!(
-                        fs::read_to_string(mnt.join("thread")).unwrap(),
-                        t.to_string()
-                    );
+                    assert_eq!(fs::read_to_string(mnt.join("thread")).unwrap(), t.to_string());
                     assert_eq!(&fs::read(mnt.join("opt/z/f2")).unwrap(), &*expected);
                     mount::unmount(&mnt).unwrap();
                     std::mem::forget(guard);

@@ -15,10 +15,7 @@ struct Case {
 }
 
 fn case(name: &'static str, image: &'static str) -> Case {
-    Case {
-        tar: Path::new(CORPUS).join(format!("cstorage/{name}/{name}.tar.zst")),
-        image,
-    }
+    Case { tar: Path::new(CORPUS).join(format!("cstorage/{name}/{name}.tar.zst")), image }
 }
 
 /// Builds a composefs layer dir and a classic layer dir for the case; returns (composefs, classic).
@@ -36,10 +33,7 @@ fn layers(root: &Path, c: &Case, n: usize) -> (PathBuf, PathBuf) {
 fn mount_and_compare(root: &Path, dirs: &[&Path], expected: &Path, opts: &MountOptions) -> usize {
     let mnt = root.join("mnt");
     let _ = fs::create_dir(&mnt);
-    let stack: Vec<Layer> = dirs
-        .iter()
-        .map(|d| Layer::from_layer_dir(d).unwrap())
-        .collect();
+    let stack: Vec<Layer> = dirs.iter().map(|d| Layer::from_layer_dir(d).unwrap()).collect();
     mount::mount(&stack, &mnt, opts).unwrap();
     let guard = MountGuard(mnt.clone());
     let n = compare_trees(expected, &mnt);
@@ -53,19 +47,11 @@ fn single_composefs_layers_match_tar_x() {
     if !can_mount() || !corpus_available() {
         return;
     }
-    for (name, image) in [
-        ("handmade-pax", "handmade-pax.cfs"),
-        ("handmade-archive", "handmade-archive.cfs"),
-    ] {
+    for (name, image) in [("handmade-pax", "handmade-pax.cfs"), ("handmade-archive", "handmade-archive.cfs")] {
         let tmp = tempdir();
         let root = tmp.path();
         let (cfs, _classic) = layers(root, &case(name, image), 0);
-        let n = mount_and_compare(
-            root,
-            &[&cfs],
-            &root.join("tree0"),
-            &MountOptions::read_only(),
-        );
+        let n = mount_and_compare(root, &[&cfs], &root.join("tree0"), &MountOptions::read_only());
         assert!(n > 50, "{name}: only {n} paths compared");
     }
 }
@@ -84,11 +70,7 @@ fn mixed_stacks_match_tar_x_of_both_layers() {
     let expected = root.join("expected");
     extract(&case("handmade-pax", "").tar, &expected);
     extract(&case("handmade-archive", "").tar, &expected);
-    for stack in [
-        [&cfs_arc, &cfs_pax],
-        [&classic_arc, &cfs_pax],
-        [&cfs_arc, &classic_pax],
-    ] {
+    for stack in [[&cfs_arc, &cfs_pax], [&classic_arc, &cfs_pax], [&cfs_arc, &classic_pax]] {
         let dirs: Vec<&Path> = stack.iter().map(|p| p.as_path()).collect();
         mount_and_compare(root, &dirs, &expected, &MountOptions::read_only());
     }
@@ -106,10 +88,7 @@ fn writes_to_a_read_write_stack_land_in_upper() {
     for d in [&upper, &work, &mnt] {
         fs::create_dir(d).unwrap();
     }
-    let stack = [
-        Layer::from_layer_dir(&cfs).unwrap(),
-        Layer::from_layer_dir(&classic).unwrap(),
-    ];
+    let stack = [Layer::from_layer_dir(&cfs).unwrap(), Layer::from_layer_dir(&classic).unwrap()];
     mount::mount(&stack, &mnt, &MountOptions::read_write(&upper, &work)).unwrap();
     let guard = MountGuard(mnt.clone());
     fs::write(mnt.join("new-file"), b"hello").unwrap();
@@ -117,11 +96,7 @@ fn writes_to_a_read_write_stack_land_in_upper() {
     // Modify a file that lives in the composefs layer: copy-up brings its data from the object.
     let victim = walk(&mnt)
         .into_iter()
-        .find(|p| {
-            fs::symlink_metadata(p)
-                .map(|m| m.is_file() && m.len() > 100 && m.nlink() == 1)
-                .unwrap_or(false)
-        })
+        .find(|p| fs::symlink_metadata(p).map(|m| m.is_file() && m.len() > 100 && m.nlink() == 1).unwrap_or(false))
         .unwrap();
     let rel = victim.strip_prefix(&mnt).unwrap().to_path_buf();
     let mut data = fs::read(&victim).unwrap();
@@ -132,29 +107,18 @@ fn writes_to_a_read_write_stack_land_in_upper() {
     Snapshot::assert_clean(root);
     assert_eq!(fs::read(upper.join("new-file")).unwrap(), b"hello");
     assert!(upper.join("new-dir").is_dir());
-    assert_eq!(
-        fs::read(upper.join(&rel)).unwrap(),
-        data,
-        "{}",
-        rel.display()
-    );
+    assert_eq!(fs::read(upper.join(&rel)).unwrap(), data, "{}", rel.display());
     // The lower layers are untouched.
     assert!(!classic.join("diff/new-file").exists());
     assert_ne!(fs::read(root.join("tree0").join(&rel)).unwrap(), data);
 }
 
 fn set_mtime(p: &Path, sec: i64, nsec: i64) {
-    let t = rustix::fs::Timespec {
-        tv_sec: sec,
-        tv_nsec: nsec as _,
-    };
+    let t = rustix::fs::Timespec { tv_sec: sec, tv_nsec: nsec as _ };
     rustix::fs::utimensat(
         rustix::fs::CWD,
         p,
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
+        &rustix::fs::Timestamps { last_access: t, last_modification: t },
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
     .unwrap();
@@ -177,19 +141,14 @@ fn whiteouts_and_opaque_dirs_of_an_upper_layer_hide_composefs_content() {
     fs::create_dir_all(diff.join("opaque-dir")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &diff.join("awkward/-"),
+        diff.join("awkward/-"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o644),
         0,
     )
     .unwrap();
-    rustix::fs::setxattr(
-        &diff.join("opaque-dir"),
-        "trusted.overlay.opaque",
-        b"y",
-        rustix::fs::XattrFlags::empty(),
-    )
-    .unwrap();
+    rustix::fs::setxattr(diff.join("opaque-dir"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
+        .unwrap();
     fs::write(diff.join("opaque-dir/new"), b"new").unwrap();
     // Expected: the lower tree with the same changes applied.
     let expected = root.join("expected");
@@ -226,10 +185,7 @@ fn root_whiteout_stubs_of_an_upper_image_hide_nothing() {
     let tmp = tempdir();
     let root = tmp.path();
     let tree = root.join("tree");
-    extract(
-        &Path::new(CORPUS).join("cstorage/noparents-ustar/noparents-ustar.tar"),
-        &tree,
-    );
+    extract(&Path::new(CORPUS).join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
     let image = corpus_image("noparents-ustar.cfs", root);
     let upper = composefs_layer_dir(&root.join("cfs"), &image, &tree);
     let lower = root.join("classic");
@@ -238,14 +194,8 @@ fn root_whiteout_stubs_of_an_upper_image_hide_nothing() {
     fs::write(lower.join("diff/0a"), b"0a").unwrap();
     let mnt = root.join("mnt");
     fs::create_dir(&mnt).unwrap();
-    let stack = [
-        Layer::from_layer_dir(&upper).unwrap(),
-        Layer::from_layer_dir(&lower).unwrap(),
-    ];
-    let opts = MountOptions {
-        stub_cache_dir: Some(root.join("cache")),
-        ..MountOptions::read_only()
-    };
+    let stack = [Layer::from_layer_dir(&upper).unwrap(), Layer::from_layer_dir(&lower).unwrap()];
+    let opts = MountOptions { stub_cache_dir: Some(root.join("cache")), ..MountOptions::read_only() };
     mount::mount(&stack, &mnt, &opts).unwrap();
     let guard = MountGuard(mnt.clone());
     assert_eq!(fs::read(mnt.join("db/data")).unwrap(), b"db");

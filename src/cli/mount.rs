@@ -43,37 +43,20 @@ pub fn run_mount(args: MountArgs) -> Result<ExitCode> {
     let verity = VerityPolicy::parse(&args.verity)?;
     let upper_work = match (args.rw, args.upper, args.work) {
         (true, Some(u), Some(w)) => Some((u, w)),
-        (true, _, _) => {
-            return Err(Error::invalid_argument(
-                "--rw needs --upper DIR and --work DIR",
-            ))
-        }
+        (true, _, _) => return Err(Error::invalid_argument("--rw needs --upper DIR and --work DIR")),
         (false, None, None) => None,
         (false, _, _) => return Err(Error::invalid_argument("--upper and --work need --rw")),
     };
     if verity == VerityPolicy::Require && args.no_blob_check {
-        return Err(Error::invalid_argument(
-            "--verity require cannot be combined with --no-blob-check",
-        ));
+        return Err(Error::invalid_argument("--verity require cannot be combined with --no-blob-check"));
     }
-    let (mountpoint, dirs) = args
-        .paths
-        .split_last()
-        .ok_or_else(|| Error::invalid_argument("no mountpoint"))?;
+    let (mountpoint, dirs) = args.paths.split_last().ok_or_else(|| Error::invalid_argument("no mountpoint"))?;
     let mut layers = Vec::with_capacity(dirs.len());
     for dir in dirs {
         let layer = Layer::from_layer_dir(dir)?;
-        layers.push(if args.no_blob_check {
-            layer
-        } else {
-            layer.read_digest_file(dir)?
-        });
+        layers.push(if args.no_blob_check { layer } else { layer.read_digest_file(dir)? });
     }
-    let opts = MountOptions {
-        upper_work,
-        verity,
-        ..MountOptions::default()
-    };
+    let opts = MountOptions { upper_work, verity, ..MountOptions::default() };
     mount::mount(&layers, mountpoint, &opts)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -19,17 +19,10 @@ pub struct cfs_mount_options {
 /// Creates mount options with the defaults: read-only, verity policy "if-available", EROFS from
 /// the file where the kernel can.
 #[no_mangle]
-pub extern "C" fn cfs_mount_options_new(
-    out: *mut *mut cfs_mount_options,
-    err: *mut *mut cfs_error,
-) -> cfs_status {
+pub extern "C" fn cfs_mount_options_new(out: *mut *mut cfs_mount_options, err: *mut *mut cfs_error) -> cfs_status {
     ffi_call!(err, {
         check_out(out, "out")?;
-        let opts = Box::new(cfs_mount_options {
-            inner: MountOptions::default(),
-            upper: None,
-            work: None,
-        });
+        let opts = Box::new(cfs_mount_options { inner: MountOptions::default(), upper: None, work: None });
         // SAFETY: `out` was checked non-NULL; the caller passes a writable slot.
         unsafe { write_out(out, Box::into_raw(opts), "out") }
     })
@@ -86,11 +79,7 @@ pub extern "C" fn cfs_mount_options_set(
                 }
             }
             "stub_cache_dir" => opts.inner.stub_cache_dir = Some(value_path()?),
-            _ => {
-                return Err(Error::invalid_argument(format!(
-                    "unknown mount option {key:?}"
-                )))
-            }
+            _ => return Err(Error::invalid_argument(format!("unknown mount option {key:?}"))),
         }
         Ok(())
     })
@@ -149,11 +138,7 @@ fn build_options(o: &cfs_mount_options) -> Result<MountOptions> {
     options.upper_work = match (&o.upper, &o.work) {
         (Some(u), Some(w)) => Some((u.clone(), w.clone())),
         (None, None) => None,
-        _ => {
-            return Err(Error::invalid_argument(
-                "mount options: \"upper\" and \"work\" must be set together",
-            ))
-        }
+        _ => return Err(Error::invalid_argument("mount options: \"upper\" and \"work\" must be set together")),
     };
     Ok(options)
 }
@@ -161,10 +146,7 @@ fn build_options(o: &cfs_mount_options) -> Result<MountOptions> {
 /// Unmounts a stack mounted with `cfs_mount_stack`. Refuses (`CFS_STATUS_INVALID_ARGUMENT`) a
 /// path that is not an overlay mountpoint.
 #[no_mangle]
-pub extern "C" fn cfs_mount_unmount(
-    mountpoint: *const c_char,
-    err: *mut *mut cfs_error,
-) -> cfs_status {
+pub extern "C" fn cfs_mount_unmount(mountpoint: *const c_char, err: *mut *mut cfs_error) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NUL-terminated string by contract.
         let target = unsafe { try_path(mountpoint, "mountpoint") }?;
@@ -185,8 +167,7 @@ pub extern "C" fn cfs_mount_blob_digest(
         check_out(out_hex, "out_hex")?;
         // SAFETY: NUL-terminated string by contract.
         let path = unsafe { try_path(blob_path, "blob_path") }?;
-        let f = std::fs::File::open(path)
-            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let f = std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         let digest = mount::blob_digest(&f, path)?;
         // SAFETY: checked non-NULL above; writable slot by contract.
         unsafe { write_out(out_hex, into_c_string(mount::hex(&digest)), "out_hex") }

@@ -33,10 +33,7 @@ pub(crate) fn read_has_acl(blob: &File, path: &Path) -> Result<bool> {
     let mut header = [0u8; 12];
     blob.read_exact_at(&mut header, 0).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::format(format!(
-                "composefs blob {}: shorter than its 32-byte header",
-                path.display()
-            ))
+            Error::format(format!("composefs blob {}: shorter than its 32-byte header", path.display()))
         } else {
             Error::io(format!("read {}", path.display()), e)
         }
@@ -80,28 +77,16 @@ fn create(source: &str, has_acl: bool, path: &Path) -> Result<OwnedFd> {
         }
     })?;
     let step = |name: &str, r: rustix::io::Result<()>| -> Result<()> {
-        r.map_err(|e| {
-            Error::io(
-                format!("{}: {name}{}", what(), kernel_messages(fs.as_fd())),
-                e.into(),
-            )
-        })
+        r.map_err(|e| Error::io(format!("{}: {name}{}", what(), kernel_messages(fs.as_fd())), e.into()))
     };
-    step(
-        "fsconfig source",
-        fsconfig_set_string(&fs, "source", source),
-    )?;
+    step("fsconfig source", fsconfig_set_string(&fs, "source", source))?;
     step("fsconfig ro", fsconfig_set_flag(&fs, "ro"))?;
     if !has_acl {
         step("fsconfig noacl", fsconfig_set_flag(&fs, "noacl"))?;
     }
     step("fsconfig create", fsconfig_create(&fs))?;
-    fsmount(
-        &fs,
-        FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::MOUNT_ATTR_RDONLY,
-    )
-    .map_err(|e| Error::io(format!("{}: fsmount", what()), e.into()))
+    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::MOUNT_ATTR_RDONLY)
+        .map_err(|e| Error::io(format!("{}: fsmount", what()), e.into()))
 }
 
 /// The kernel's messages queued on an fs context (`e erofs: ...` lines), as `" (…)"` or "".

@@ -27,12 +27,7 @@ impl Default for FsVerityHasher {
 
 impl FsVerityHasher {
     pub fn new() -> FsVerityHasher {
-        FsVerityHasher {
-            data: Vec::with_capacity(BLOCK),
-            levels: Vec::new(),
-            blocks: Vec::new(),
-            size: 0,
-        }
+        FsVerityHasher { data: Vec::with_capacity(BLOCK), levels: Vec::new(), blocks: Vec::new(), size: 0 }
     }
 
     pub fn update(&mut self, mut buf: &[u8]) {

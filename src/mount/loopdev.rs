@@ -62,10 +62,7 @@ pub(crate) fn attach(backing: &File, name: &Path) -> Result<LoopDevice> {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1.
         let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
         if n < 0 {
-            return Err(Error::io(
-                "LOOP_CTL_GET_FREE on /dev/loop-control",
-                std::io::Error::last_os_error(),
-            ));
+            return Err(Error::io("LOOP_CTL_GET_FREE on /dev/loop-control", std::io::Error::last_os_error()));
         }
         let path = PathBuf::from(format!("/dev/loop{n}"));
         let dev = match OpenOptions::new().read(true).write(true).open(&path) {
@@ -77,25 +74,14 @@ pub(crate) fn attach(backing: &File, name: &Path) -> Result<LoopDevice> {
             Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
         };
         match configure(&dev, backing, name) {
-            Ok(()) => {
-                return Ok(LoopDevice {
-                    path,
-                    _dev: dev.into(),
-                })
-            }
+            Ok(()) => return Ok(LoopDevice { path, _dev: dev.into() }),
             // Someone else took this device between GET_FREE and our configure: take the next.
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last_err = Some(e),
-            Err(e) => {
-                return Err(e.context(format!("attach {} to {}", name.display(), path.display())))
-            }
+            Err(e) => return Err(e.context(format!("attach {} to {}", name.display(), path.display()))),
         }
     }
-    Err(last_err.unwrap_or_else(|| {
-        Error::io(
-            "find a free loop device",
-            std::io::Error::from_raw_os_error(libc::EBUSY),
-        )
-    }))
+    Err(last_err
+        .unwrap_or_else(|| Error::io("find a free loop device", std::io::Error::from_raw_os_error(libc::EBUSY))))
 }
 
 fn info(name: &Path) -> LoopInfo64 {
@@ -122,20 +108,9 @@ fn info(name: &Path) -> LoopInfo64 {
 
 /// `LOOP_CONFIGURE` (Linux ≥ 5.8), else `LOOP_SET_FD` + `LOOP_SET_STATUS64`.
 fn configure(dev: &File, backing: &File, name: &Path) -> Result<()> {
-    let config = LoopConfig {
-        fd: backing.as_raw_fd() as u32,
-        block_size: 0,
-        info: info(name),
-        reserved: [0; 8],
-    };
+    let config = LoopConfig { fd: backing.as_raw_fd() as u32, block_size: 0, info: info(name), reserved: [0; 8] };
     // SAFETY: LOOP_CONFIGURE reads a `struct loop_config`, which `config` is and which outlives the call.
-    let rc = unsafe {
-        libc::ioctl(
-            dev.as_raw_fd(),
-            LOOP_CONFIGURE as _,
-            &config as *const LoopConfig,
-        )
-    };
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &config as *const LoopConfig) };
     if rc == 0 {
         return Ok(());
     }
@@ -144,25 +119,13 @@ fn configure(dev: &File, backing: &File, name: &Path) -> Result<()> {
         return Err(Error::io("LOOP_CONFIGURE", err));
     }
     // SAFETY: LOOP_SET_FD takes the backing file descriptor by value.
-    let rc = unsafe {
-        libc::ioctl(
-            dev.as_raw_fd(),
-            LOOP_SET_FD as _,
-            backing.as_raw_fd() as libc::c_ulong,
-        )
-    };
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd() as libc::c_ulong) };
     if rc != 0 {
         return Err(Error::io("LOOP_SET_FD", std::io::Error::last_os_error()));
     }
     let info = info(name);
     // SAFETY: LOOP_SET_STATUS64 reads a `struct loop_info64`, which `info` is and which outlives the call.
-    let rc = unsafe {
-        libc::ioctl(
-            dev.as_raw_fd(),
-            LOOP_SET_STATUS64 as _,
-            &info as *const LoopInfo64,
-        )
-    };
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_STATUS64 as _, &info as *const LoopInfo64) };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         // Without autoclear the device would stay bound: detach it now.

@@ -54,38 +54,24 @@ impl Layer {
     /// exists (blob in it, objects in `DIR/diff`), else classic with its tree in `DIR/diff`.
     /// No digest is attached; see [`Layer::with_expected_digest`] and [`Layer::read_digest_file`].
     pub fn from_layer_dir(dir: &Path) -> Result<Layer> {
-        let meta = std::fs::metadata(dir)
-            .map_err(|e| Error::io(format!("layer dir {}", dir.display()), e))?;
+        let meta = std::fs::metadata(dir).map_err(|e| Error::io(format!("layer dir {}", dir.display()), e))?;
         if !meta.is_dir() {
-            return Err(Error::invalid_argument(format!(
-                "layer dir {} is not a directory",
-                dir.display()
-            )));
+            return Err(Error::invalid_argument(format!("layer dir {} is not a directory", dir.display())));
         }
         let data = dir.join("composefs-data");
         match std::fs::symlink_metadata(&data) {
-            Ok(m) if m.is_dir() => Ok(Layer::Composefs {
-                blob: dir.join(BLOB_PATH),
-                objects: dir.join("diff"),
-                expected_digest: None,
-            }),
-            Ok(_) => Err(Error::format(format!(
-                "layer dir {}: composefs-data is not a directory",
-                dir.display()
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Layer::Classic {
-                tree: dir.join("diff"),
-            }),
+            Ok(m) if m.is_dir() => {
+                Ok(Layer::Composefs { blob: dir.join(BLOB_PATH), objects: dir.join("diff"), expected_digest: None })
+            }
+            Ok(_) => Err(Error::format(format!("layer dir {}: composefs-data is not a directory", dir.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Layer::Classic { tree: dir.join("diff") }),
             Err(e) => Err(Error::io(format!("stat {}", data.display()), e)),
         }
     }
 
     /// Sets the expected blob digest (composefs layers only; classic layers are returned as is).
     pub fn with_expected_digest(mut self, digest: [u8; 32]) -> Layer {
-        if let Layer::Composefs {
-            expected_digest, ..
-        } = &mut self
-        {
+        if let Layer::Composefs { expected_digest, .. } = &mut self {
             *expected_digest = Some(digest);
         }
         self
@@ -99,12 +85,10 @@ impl Layer {
         }
         let path = dir.join(BLOB_DIGEST_PATH);
         match std::fs::read_to_string(&path) {
-            Ok(s) => Ok(self.with_expected_digest(parse_digest(&s).map_err(|e| {
-                Error::new(
-                    ErrorKind::Format,
-                    format!("{}: {}", path.display(), e.message()),
-                )
-            })?)),
+            Ok(s) => Ok(self.with_expected_digest(
+                parse_digest(&s)
+                    .map_err(|e| Error::new(ErrorKind::Format, format!("{}: {}", path.display(), e.message())))?,
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(self),
             Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
         }
@@ -135,9 +119,6 @@ impl MountOptions {
 
     /// Read-write into `upper`, with `work` as overlay's work dir.
     pub fn read_write(upper: impl Into<PathBuf>, work: impl Into<PathBuf>) -> MountOptions {
-        MountOptions {
-            upper_work: Some((upper.into(), work.into())),
-            ..MountOptions::default()
-        }
+        MountOptions { upper_work: Some((upper.into(), work.into())), ..MountOptions::default() }
     }
 }

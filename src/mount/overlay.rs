@@ -12,9 +12,7 @@ use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use rustix::mount::{
-    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
-};
+use rustix::mount::{fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags};
 
 use super::erofs::kernel_messages;
@@ -61,38 +59,18 @@ fn mount_append(spec: &OverlaySpec, target: &Path) -> Result<()> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| Error::io(format!("{}: fsopen(\"overlay\")", what()), e.into()))?;
     let step = |name: &str, r: rustix::io::Result<()>| -> Result<()> {
-        r.map_err(|e| {
-            Error::io(
-                format!("{}: {name}{}", what(), kernel_messages(fs.as_fd())),
-                e.into(),
-            )
-        })
+        r.map_err(|e| Error::io(format!("{}: {name}{}", what(), kernel_messages(fs.as_fd())), e.into()))
     };
-    step(
-        "fsconfig source",
-        fsconfig_set_string(&fs, "source", "overlay"),
-    )?;
+    step("fsconfig source", fsconfig_set_string(&fs, "source", "overlay"))?;
     for (i, l) in spec.lowers.iter().enumerate() {
-        step(
-            &format!("fsconfig lowerdir+ (layer {i})"),
-            fsconfig_set_string(&fs, "lowerdir+", l),
-        )?;
+        step(&format!("fsconfig lowerdir+ (layer {i})"), fsconfig_set_string(&fs, "lowerdir+", l))?;
     }
     for (i, d) in spec.data.iter().enumerate() {
-        step(
-            &format!("fsconfig datadir+ (object dir {i})"),
-            fsconfig_set_string(&fs, "datadir+", d),
-        )?;
+        step(&format!("fsconfig datadir+ (object dir {i})"), fsconfig_set_string(&fs, "datadir+", d))?;
     }
     if let Some((upper, work)) = &spec.upper_work {
-        step(
-            "fsconfig upperdir",
-            fsconfig_set_string(&fs, "upperdir", upper),
-        )?;
-        step(
-            "fsconfig workdir",
-            fsconfig_set_string(&fs, "workdir", work),
-        )?;
+        step("fsconfig upperdir", fsconfig_set_string(&fs, "upperdir", upper))?;
+        step("fsconfig workdir", fsconfig_set_string(&fs, "workdir", work))?;
     } else {
         step("fsconfig ro", fsconfig_set_flag(&fs, "ro"))?;
     }
@@ -100,24 +78,14 @@ fn mount_append(spec: &OverlaySpec, target: &Path) -> Result<()> {
         step(&format!("fsconfig {k}={v}"), fsconfig_set_string(&fs, k, v))?;
     }
     step("fsconfig create", fsconfig_create(&fs))?;
-    let attrs = if spec.upper_work.is_some() {
-        MountAttrFlags::empty()
-    } else {
-        MountAttrFlags::MOUNT_ATTR_RDONLY
-    };
+    let attrs = if spec.upper_work.is_some() { MountAttrFlags::empty() } else { MountAttrFlags::MOUNT_ATTR_RDONLY };
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
         .map_err(|e| Error::io(format!("{}: fsmount", what()), e.into()))?;
     // A sporadic EINVAL from move_mount is known upstream (SPEC §10.9); the detached mount is
     // still ours after a failure, so trying again is safe.
     let mut tries = 0;
     loop {
-        match move_mount(
-            &mnt,
-            "",
-            rustix::fs::CWD,
-            target,
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-        ) {
+        match move_mount(&mnt, "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH) {
             Ok(()) => return Ok(()),
             Err(e) if e == rustix::io::Errno::INVAL && tries < 2 => tries += 1,
             Err(e) => return Err(Error::io(format!("{}: move_mount", what()), e.into())),
@@ -153,23 +121,10 @@ fn mount_legacy(spec: &OverlaySpec, target: &Path) -> Result<()> {
             opts.len()
         )));
     }
-    let c = CString::new(opts)
-        .map_err(|_| Error::invalid_argument("overlay options contain a NUL byte"))?;
-    let flags = if spec.upper_work.is_some() {
-        MountFlags::empty()
-    } else {
-        MountFlags::RDONLY
-    };
-    rustix::mount::mount("overlay", target, "overlay", flags, c.as_c_str()).map_err(|e| {
-        Error::io(
-            format!(
-                "mount overlay on {} ({})",
-                target.display(),
-                c.to_string_lossy()
-            ),
-            e.into(),
-        )
-    })
+    let c = CString::new(opts).map_err(|_| Error::invalid_argument("overlay options contain a NUL byte"))?;
+    let flags = if spec.upper_work.is_some() { MountFlags::empty() } else { MountFlags::RDONLY };
+    rustix::mount::mount("overlay", target, "overlay", flags, c.as_c_str())
+        .map_err(|e| Error::io(format!("mount overlay on {} ({})", target.display(), c.to_string_lossy()), e.into()))
 }
 
 #[cfg(test)]

@@ -7,10 +7,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use rustix::mount::{
-    fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
-    MountAttrFlags,
-};
+use rustix::mount::{fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags, MountAttrFlags};
 
 static EROFS_FROM_FILE: AtomicBool = AtomicBool::new(true);
 static OVERLAY_APPEND: OnceLock<bool> = OnceLock::new();
@@ -33,8 +30,7 @@ pub(crate) fn overlay_append() -> bool {
         let Ok(fs) = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) else {
             return false;
         };
-        fsconfig_set_string(&fs, "lowerdir+", "/").is_ok()
-            && fsconfig_set_string(&fs, "datadir+", "/").is_ok()
+        fsconfig_set_string(&fs, "lowerdir+", "/").is_ok() && fsconfig_set_string(&fs, "datadir+", "/").is_ok()
     })
 }
 
@@ -57,18 +53,8 @@ pub(crate) fn detached_layers() -> bool {
         let Ok(ovl) = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) else {
             return false;
         };
-        fsconfig_set_string(
-            &ovl,
-            "lowerdir+",
-            format!("/proc/self/fd/{}", a.as_raw_fd()),
-        )
-        .is_ok()
-            && fsconfig_set_string(
-                &ovl,
-                "lowerdir+",
-                format!("/proc/self/fd/{}", b.as_raw_fd()),
-            )
-            .is_ok()
+        fsconfig_set_string(&ovl, "lowerdir+", format!("/proc/self/fd/{}", a.as_raw_fd())).is_ok()
+            && fsconfig_set_string(&ovl, "lowerdir+", format!("/proc/self/fd/{}", b.as_raw_fd())).is_ok()
             && fsconfig_create(&ovl).is_ok()
     })
 }
@@ -80,30 +66,16 @@ pub(crate) fn legacy_data_only() -> bool {
         let Ok(dir) = super::tempdir::TempDir::new("probe") else {
             return false;
         };
-        let (l, d, m) = (
-            dir.path().join("l"),
-            dir.path().join("d"),
-            dir.path().join("m"),
-        );
+        let (l, d, m) = (dir.path().join("l"), dir.path().join("d"), dir.path().join("m"));
         if [&l, &d, &m].iter().any(|p| std::fs::create_dir(p).is_err()) {
             return false;
         }
-        let opts = format!(
-            "lowerdir={}::{},metacopy=on,redirect_dir=on",
-            l.display(),
-            d.display()
-        );
+        let opts = format!("lowerdir={}::{},metacopy=on,redirect_dir=on", l.display(), d.display());
         let Ok(opts) = std::ffi::CString::new(opts) else {
             return false;
         };
-        let ok = rustix::mount::mount(
-            "overlay",
-            &m,
-            "overlay",
-            rustix::mount::MountFlags::RDONLY,
-            opts.as_c_str(),
-        )
-        .is_ok();
+        let ok =
+            rustix::mount::mount("overlay", &m, "overlay", rustix::mount::MountFlags::RDONLY, opts.as_c_str()).is_ok();
         if ok {
             let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
         }

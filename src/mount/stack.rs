@@ -20,12 +20,8 @@ fn proc_fd(fd: &impl AsRawFd) -> String {
 }
 
 fn open_dir(path: &Path, what: &str) -> Result<OwnedFd> {
-    open(
-        path,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io(format!("open {what} {}", path.display()), e.into()))
+    open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| Error::io(format!("open {what} {}", path.display()), e.into()))
 }
 
 /// EROFS mounts attached under a private temp dir for kernels that cannot take detached mounts as
@@ -39,14 +35,8 @@ impl AttachedLayers {
     fn attach(&mut self, mnt: &OwnedFd) -> Result<String> {
         let p = self.dir.path().join(self.mounted.len().to_string());
         std::fs::create_dir(&p).map_err(|e| Error::io(format!("create {}", p.display()), e))?;
-        move_mount(
-            mnt,
-            "",
-            rustix::fs::CWD,
-            &p,
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-        .map_err(|e| Error::io(format!("attach EROFS at {}", p.display()), e.into()))?;
+        move_mount(mnt, "", rustix::fs::CWD, &p, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+            .map_err(|e| Error::io(format!("attach EROFS at {}", p.display()), e.into()))?;
         self.mounted.push(p.clone());
         Ok(p.to_string_lossy().into_owned())
     }
@@ -64,10 +54,7 @@ impl Drop for AttachedLayers {
 /// [`crate::mount`]. Nothing is left mounted or attached if this fails.
 pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()> {
     if layers.is_empty() {
-        return Err(Error::invalid_argument(format!(
-            "mount on {}: no layers given",
-            target.display()
-        )));
+        return Err(Error::invalid_argument(format!("mount on {}: no layers given", target.display())));
     }
     let target_fd = open_dir(target, "mountpoint")?;
     drop(target_fd);
@@ -87,19 +74,18 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
                 lower_fds.push(open_dir(tree, "classic layer tree")?);
                 erofs_index.push(false);
             }
-            Layer::Composefs {
-                blob,
-                objects,
-                expected_digest,
-            } => {
-                let f = File::open(blob)
-                    .map_err(|e| Error::io(format!("open composefs blob {}", blob.display()), e))?;
+            Layer::Composefs { blob, objects, expected_digest } => {
+                let f =
+                    File::open(blob).map_err(|e| Error::io(format!("open composefs blob {}", blob.display()), e))?;
                 match expected_digest {
                     Some(d) => verity::check_blob(&f, blob, d)?,
                     None if opts.verity == VerityPolicy::Require => {
                         return Err(Error::new(
                             crate::ErrorKind::Verification,
-                            format!("composefs blob {}: verity policy is \"require\" but no expected digest was given", blob.display()),
+                            format!(
+                                "composefs blob {}: verity policy is \"require\" but no expected digest was given",
+                                blob.display()
+                            ),
                         ))
                     }
                     None => {}
@@ -139,26 +125,18 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
     let (mut classic_it, mut erofs_it) = (lower_fds.iter(), erofs_fds.iter());
     for is_erofs in erofs_index {
         if !is_erofs {
-            lowers.push(proc_fd(classic_it.next().ok_or_else(|| {
-                Error::new(crate::ErrorKind::Internal, "layer count")
-            })?));
+            lowers
+                .push(proc_fd(classic_it.next().ok_or_else(|| Error::new(crate::ErrorKind::Internal, "layer count"))?));
             continue;
         }
-        let mnt = erofs_it
-            .next()
-            .ok_or_else(|| Error::new(crate::ErrorKind::Internal, "layer count"))?;
+        let mnt = erofs_it.next().ok_or_else(|| Error::new(crate::ErrorKind::Internal, "layer count"))?;
         if probe::detached_layers() {
             lowers.push(proc_fd(mnt));
         } else {
             if attached.is_none() {
-                attached = Some(AttachedLayers {
-                    dir: TempDir::new("layers")?,
-                    mounted: Vec::new(),
-                });
+                attached = Some(AttachedLayers { dir: TempDir::new("layers")?, mounted: Vec::new() });
             }
-            let a = attached
-                .as_mut()
-                .ok_or_else(|| Error::new(crate::ErrorKind::Internal, "attached"))?;
+            let a = attached.as_mut().ok_or_else(|| Error::new(crate::ErrorKind::Internal, "attached"))?;
             lowers.push(a.attach(mnt)?);
         }
     }
@@ -171,14 +149,9 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
             lowers.push(proc_fd(&empty_fd));
         } else {
             if attached.is_none() {
-                attached = Some(AttachedLayers {
-                    dir: TempDir::new("layers")?,
-                    mounted: Vec::new(),
-                });
+                attached = Some(AttachedLayers { dir: TempDir::new("layers")?, mounted: Vec::new() });
             }
-            let a = attached
-                .as_mut()
-                .ok_or_else(|| Error::new(crate::ErrorKind::Internal, "attached"))?;
+            let a = attached.as_mut().ok_or_else(|| Error::new(crate::ErrorKind::Internal, "attached"))?;
             lowers.push(a.attach(&empty_fd)?);
         }
     }
@@ -197,22 +170,14 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
 /// A detached, empty, read-only tmpfs.
 fn empty_layer() -> Result<OwnedFd> {
     use rustix::mount::{
-        fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
-        MountAttrFlags,
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags, MountAttrFlags,
     };
-    let err = |what: &str, e: rustix::io::Errno| {
-        Error::io(format!("create an empty bottom layer: {what}"), e.into())
-    };
+    let err = |what: &str, e: rustix::io::Errno| Error::io(format!("create an empty bottom layer: {what}"), e.into());
     let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| err("fsopen tmpfs", e))?;
     fsconfig_set_string(&fs, "mode", "0755").map_err(|e| err("fsconfig mode", e))?;
     fsconfig_set_string(&fs, "size", "4k").map_err(|e| err("fsconfig size", e))?;
     fsconfig_create(&fs).map_err(|e| err("fsconfig create", e))?;
-    fsmount(
-        &fs,
-        FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::MOUNT_ATTR_RDONLY,
-    )
-    .map_err(|e| err("fsmount", e))
+    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::MOUNT_ATTR_RDONLY).map_err(|e| err("fsmount", e))
 }
 
 /// Remounts, from a stub-less copy, every composefs layer whose root whiteout stubs would hide a
@@ -238,16 +203,9 @@ fn replace_colliding_stubs(
     }
     let mut names = Vec::with_capacity(which.len());
     for &(is_erofs, k) in &which {
-        names.push(stubs::root_names(if is_erofs {
-            &erofs_fds[k]
-        } else {
-            &classic_fds[k]
-        })?);
+        names.push(stubs::root_names(if is_erofs { &erofs_fds[k] } else { &classic_fds[k] })?);
     }
-    let cache = opts
-        .stub_cache_dir
-        .clone()
-        .unwrap_or_else(stubs::default_cache_dir);
+    let cache = opts.stub_cache_dir.clone().unwrap_or_else(stubs::default_cache_dir);
     for i in stubs::colliding_layers(&names) {
         let (true, k) = which[i] else { continue };
         let (file, path, expected) = &blobs[k];
@@ -256,9 +214,7 @@ fn replace_colliding_stubs(
             None => verity::file_digest(file, path)?,
         };
         match stubs::stubless_copy(file, path, &digest, &cache) {
-            Ok((copy, copy_path)) => {
-                erofs_fds[k] = erofs::mount_detached(&copy, &copy_path, opts.erofs_backing)?
-            }
+            Ok((copy, copy_path)) => erofs_fds[k] = erofs::mount_detached(&copy, &copy_path, opts.erofs_backing)?,
             // Until the image writer is available the stack mounts as containers/storage's would.
             Err(err) if err.kind() == crate::ErrorKind::Unsupported => {}
             Err(err) => return Err(err),
@@ -279,11 +235,7 @@ fn objects_have_verity(objects: &Path) -> bool {
         };
         for f in files.flatten() {
             if let Ok(file) = File::open(f.path()) {
-                if file
-                    .metadata()
-                    .map(|m| m.is_file() && m.len() > 0)
-                    .unwrap_or(false)
-                {
+                if file.metadata().map(|m| m.is_file() && m.len() > 0).unwrap_or(false) {
                     return verity::measure(&file).is_some();
                 }
             }
@@ -295,8 +247,7 @@ fn objects_have_verity(objects: &Path) -> bool {
 /// Unmounts the overlay on `target`. Refuses anything that is not an overlay mount root, so a
 /// wrong path cannot take down an unrelated mount.
 pub fn unmount(target: &Path) -> Result<()> {
-    let st =
-        statfs(target).map_err(|e| Error::io(format!("statfs {}", target.display()), e.into()))?;
+    let st = statfs(target).map_err(|e| Error::io(format!("statfs {}", target.display()), e.into()))?;
     let stx = rustix::fs::statx(
         rustix::fs::CWD,
         target,
@@ -305,14 +256,9 @@ pub fn unmount(target: &Path) -> Result<()> {
     )
     .map_err(|e| Error::io(format!("statx {}", target.display()), e.into()))?;
     let mount_root = rustix::fs::StatxAttributes::MOUNT_ROOT;
-    let is_root =
-        stx.stx_attributes_mask.contains(mount_root) && stx.stx_attributes.contains(mount_root);
+    let is_root = stx.stx_attributes_mask.contains(mount_root) && stx.stx_attributes.contains(mount_root);
     if st.f_type as i64 != OVERLAYFS_SUPER_MAGIC || !is_root {
-        return Err(Error::invalid_argument(format!(
-            "unmount {}: not an overlay mountpoint",
-            target.display()
-        )));
+        return Err(Error::invalid_argument(format!("unmount {}: not an overlay mountpoint", target.display())));
     }
-    umount2(target, UnmountFlags::NOFOLLOW)
-        .map_err(|e| Error::io(format!("unmount {}", target.display()), e.into()))
+    umount2(target, UnmountFlags::NOFOLLOW).map_err(|e| Error::io(format!("unmount {}", target.display()), e.into()))
 }

@@ -34,10 +34,7 @@ pub(crate) struct RootNames {
 fn two_hex(name: &[u8]) -> Option<[u8; 2]> {
     match name {
         [a, b]
-            if a.is_ascii_hexdigit()
-                && b.is_ascii_hexdigit()
-                && !a.is_ascii_uppercase()
-                && !b.is_ascii_uppercase() =>
+            if a.is_ascii_hexdigit() && b.is_ascii_hexdigit() && !a.is_ascii_uppercase() && !b.is_ascii_uppercase() =>
         {
             Some([*a, *b])
         }
@@ -59,9 +56,7 @@ pub(crate) fn root_names(layer: &OwnedFd) -> Result<RootNames> {
         let Some(hex) = two_hex(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str())) else {
             continue;
         };
-        let m = entry
-            .metadata()
-            .map_err(|e| Error::io("stat layer root entry", e))?;
+        let m = entry.metadata().map_err(|e| Error::io("stat layer root entry", e))?;
         let stub = m.file_type().is_char_device()
             && m.rdev() == 0
             && m.permissions().mode() & 0o7777 == 0o644
@@ -97,10 +92,7 @@ pub(crate) fn default_cache_dir() -> PathBuf {
     if rustix::process::geteuid().is_root() {
         PathBuf::from("/run/composefs-storage/stubless")
     } else {
-        std::env::temp_dir().join(format!(
-            "composefs-storage-stubless-{}",
-            rustix::process::geteuid().as_raw()
-        ))
+        std::env::temp_dir().join(format!("composefs-storage-stubless-{}", rustix::process::geteuid().as_raw()))
     }
 }
 
@@ -108,77 +100,49 @@ pub(crate) fn default_cache_dir() -> PathBuf {
 /// no one else, since what it holds gets mounted.
 fn prepare_cache_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
         Ok(()) => {}
-        Err(e) => {
-            return Err(Error::io(
-                format!("create stub cache dir {}", dir.display()),
-                e,
-            ))
-        }
+        Err(e) => return Err(Error::io(format!("create stub cache dir {}", dir.display()), e)),
     }
-    let m = std::fs::symlink_metadata(dir)
-        .map_err(|e| Error::io(format!("stat {}", dir.display()), e))?;
-    if !m.is_dir()
-        || m.uid() != rustix::process::geteuid().as_raw()
-        || m.permissions().mode() & 0o022 != 0
-    {
+    let m = std::fs::symlink_metadata(dir).map_err(|e| Error::io(format!("stat {}", dir.display()), e))?;
+    if !m.is_dir() || m.uid() != rustix::process::geteuid().as_raw() || m.permissions().mode() & 0o022 != 0 {
         return Err(Error::new(
             ErrorKind::PermissionDenied,
-            format!("stub cache dir {} must be a directory owned by this user and not writable by others", dir.display()),
+            format!(
+                "stub cache dir {} must be a directory owned by this user and not writable by others",
+                dir.display()
+            ),
         ));
     }
     Ok(())
 }
 
 /// The stub-less copy of `blob` (whose fs-verity digest is `digest`), made on first use.
-pub(crate) fn stubless_copy(
-    blob: &File,
-    blob_path: &Path,
-    digest: &[u8; 32],
-    cache: &Path,
-) -> Result<(File, PathBuf)> {
+pub(crate) fn stubless_copy(blob: &File, blob_path: &Path, digest: &[u8; 32], cache: &Path) -> Result<(File, PathBuf)> {
     prepare_cache_dir(cache)?;
     let path = cache.join(format!("{}.blob", super::verity::hex(digest)));
     if let Ok(f) = File::open(&path) {
         return Ok((f, path));
     }
-    let size = blob
-        .metadata()
-        .map_err(|e| Error::io(format!("stat {}", blob_path.display()), e))?
-        .len();
+    let size = blob.metadata().map_err(|e| Error::io(format!("stat {}", blob_path.display()), e))?.len();
     let mut data = vec![0u8; usize::try_from(size).map_err(|_| Error::limit("blob too large"))?];
     std::os::unix::fs::FileExt::read_exact_at(blob, &mut data, 0)
         .map_err(|e| Error::io(format!("read {}", blob_path.display()), e))?;
-    let copy = rewrite_without_stubs(&data)
-        .map_err(|e| e.context(format!("composefs blob {}", blob_path.display())))?;
+    let copy =
+        rewrite_without_stubs(&data).map_err(|e| e.context(format!("composefs blob {}", blob_path.display())))?;
     // Write under a unique name and rename: concurrent mounts of the same image never see a
     // partial copy, and the first rename wins (the contents are identical).
-    let tmp = cache.join(format!(
-        ".tmp-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
+    let tmp = cache.join(format!(".tmp-{}-{:?}", std::process::id(), std::thread::current().id()));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(&copy)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(
-            format!("write stub-less copy {}", path.display()),
-            e,
-        ));
+        return Err(Error::io(format!("write stub-less copy {}", path.display()), e));
     }
     let f = File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
     Ok((f, path))
@@ -186,9 +150,7 @@ pub(crate) fn stubless_copy(
 
 /// Reads the image and writes it again without the 256 root stubs.
 fn rewrite_without_stubs(_data: &[u8]) -> Result<Vec<u8>> {
-    Err(Error::unsupported(
-        "rewriting a composefs image without root stubs needs the image writer",
-    ))
+    Err(Error::unsupported("rewriting a composefs image without root stubs needs the image writer"))
 }
 
 #[cfg(test)]
@@ -197,25 +159,14 @@ mod tests {
 
     fn names(stubs: &[&str], real: &[&str]) -> RootNames {
         let set = |v: &[&str]| v.iter().map(|s| two_hex(s.as_bytes()).unwrap()).collect();
-        RootNames {
-            stubs: set(stubs),
-            real: set(real),
-        }
+        RootNames { stubs: set(stubs), real: set(real) }
     }
 
     #[test]
     fn only_layers_whose_stubs_hide_something_below_collide() {
-        let layers = [
-            names(&["db", "00"], &[]),
-            names(&["00"], &["ab"]),
-            names(&[], &["db"]),
-        ];
+        let layers = [names(&["db", "00"], &[]), names(&["00"], &["ab"]), names(&[], &["db"])];
         assert_eq!(colliding_layers(&layers), vec![0]);
-        let layers = [
-            names(&["ab"], &[]),
-            names(&["00"], &["ab"]),
-            names(&[], &["00"]),
-        ];
+        let layers = [names(&["ab"], &[]), names(&["00"], &["ab"]), names(&[], &["00"])];
         assert_eq!(colliding_layers(&layers), vec![0, 1]);
         // A real entry in the same layer or above is not hidden.
         let layers = [names(&[], &["db"]), names(&["db"], &[])];

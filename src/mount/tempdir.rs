@@ -20,22 +20,13 @@ impl TempDir {
         let base = std::env::temp_dir();
         for _ in 0..100 {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            let path = base.join(format!(
-                "composefs-storage-{what}-{}-{n}-{nanos:x}",
-                std::process::id()
-            ));
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            let path = base.join(format!("composefs-storage-{what}-{}-{n}-{nanos:x}", std::process::id()));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => return Ok(TempDir { path }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("create temporary directory {}", path.display()),
-                        e,
-                    ))
-                }
+                Err(e) => return Err(Error::io(format!("create temporary directory {}", path.display()), e)),
             }
         }
         Err(Error::io(

@@ -62,20 +62,10 @@ pub(crate) fn measure(file: &File) -> Option<[u8; 32]> {
         size: u16,
         digest: [u8; 64],
     }
-    let mut d = FsverityDigest {
-        algorithm: 0,
-        size: 64,
-        digest: [0; 64],
-    };
+    let mut d = FsverityDigest { algorithm: 0, size: 64, digest: [0; 64] };
     // SAFETY: FS_IOC_MEASURE_VERITY writes at most `size` digest bytes after the 4-byte header
     // into `d`, which is large enough and outlives the call.
-    let rc = unsafe {
-        libc::ioctl(
-            file.as_raw_fd(),
-            FS_IOC_MEASURE_VERITY as _,
-            &mut d as *mut FsverityDigest,
-        )
-    };
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_MEASURE_VERITY as _, &mut d as *mut FsverityDigest) };
     if rc != 0 || d.algorithm != FS_VERITY_HASH_ALG_SHA256 || d.size != 32 {
         return None;
     }
@@ -90,10 +80,8 @@ pub fn file_digest(file: &File, path: &Path) -> Result<[u8; 32]> {
         return Ok(d);
     }
     let mut f = file;
-    f.seek(SeekFrom::Start(0))
-        .with_context(|| format!("seek {}", path.display()))?;
-    digest_reader(f)
-        .with_context(|| format!("read {} to compute its fs-verity digest", path.display()))
+    f.seek(SeekFrom::Start(0)).with_context(|| format!("seek {}", path.display()))?;
+    digest_reader(f).with_context(|| format!("read {} to compute its fs-verity digest", path.display()))
 }
 
 /// Refuses `file` unless its fs-verity digest is `expected`.
@@ -141,10 +129,7 @@ mod tests {
     fn userspace_digest_matches_known_values() {
         // Empty file and the corpus images' `image_fsverity` (composefs-info measure-file).
         let empty = FsVerityHasher::new().finish();
-        assert_eq!(
-            hex(&empty),
-            "3d248ca542a24fc62d1c43b916eae5016878e2533c88238480b26128a1f1af95"
-        );
+        assert_eq!(hex(&empty), "3d248ca542a24fc62d1c43b916eae5016878e2533c88238480b26128a1f1af95");
         let corpus = Path::new("/work/shared/corpus/cstorage-images");
         let Ok(tsv) = std::fs::read_to_string(corpus.join("EXPECTED.tsv")) else {
             eprintln!("skipping corpus digests: no corpus");
@@ -156,12 +141,7 @@ mod tests {
             let dump = Path::new(cols[0]).file_name().unwrap().to_str().unwrap();
             let image = corpus.join(dump.replace(".dump", ".cfs"));
             if let Ok(f) = File::open(&image) {
-                assert_eq!(
-                    hex(&file_digest(&f, &image).unwrap()),
-                    cols[5],
-                    "{}",
-                    image.display()
-                );
+                assert_eq!(hex(&file_digest(&f, &image).unwrap()), cols[5], "{}", image.display());
                 checked += 1;
             }
         }
@@ -187,10 +167,7 @@ mod tests {
         assert_eq!(d, [0xab; 32]);
         assert!(parse_digest("abc").is_err());
         assert!(parse_digest(&"zz".repeat(32)).is_err());
-        assert_eq!(
-            VerityPolicy::parse("require").unwrap(),
-            VerityPolicy::Require
-        );
+        assert_eq!(VerityPolicy::parse("require").unwrap(), VerityPolicy::Require);
         assert!(VerityPolicy::parse("yes").is_err());
     }
 }

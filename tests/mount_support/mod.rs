@@ -93,34 +93,19 @@ impl Drop for MountGuard {
 
 /// A fresh temp dir for one test.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("cfs-mount-test-")
-        .tempdir()
-        .unwrap()
+    tempfile::Builder::new().prefix("cfs-mount-test-").tempdir().unwrap()
 }
 
 /// `tar -x` of `tar` (plain or .zst) into `dest`, as root with ownership, modes and xattrs.
 pub fn extract(tar: &Path, dest: &Path) {
     fs::create_dir_all(dest).unwrap();
     let mut cmd = Command::new("tar");
-    cmd.args([
-        "-x",
-        "--xattrs",
-        "--xattrs-include=*",
-        "--numeric-owner",
-        "-p",
-        "--same-owner",
-    ]);
+    cmd.args(["-x", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "--same-owner"]);
     if tar.extension() == Some(OsStr::new("zst")) {
         cmd.arg("--zstd");
     }
     let out = cmd.arg("-f").arg(tar).arg("-C").arg(dest).output().unwrap();
-    assert!(
-        out.status.success(),
-        "tar -x {}: {}",
-        tar.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "tar -x {}: {}", tar.display(), String::from_utf8_lossy(&out.stderr));
 }
 
 /// The flat object dir of a tree: each regular file's content at `ab/cdef…` (its sha256).
@@ -156,10 +141,7 @@ pub fn walk(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let mut names: Vec<_> = fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut names: Vec<_> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()).collect();
         names.sort();
         for p in names {
             if fs::symlink_metadata(&p).unwrap().is_dir() {
@@ -223,27 +205,17 @@ pub fn compare_trees(expected: &Path, actual: &Path) -> usize {
     let act: BTreeSet<PathBuf> = walk(actual).iter().map(|p| rel(actual, p)).collect();
     let missing: Vec<_> = exp.difference(&act).collect();
     let extra: Vec<_> = act.difference(&exp).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "missing from mount: {missing:?}\nextra in mount: {extra:?}"
-    );
+    assert!(missing.is_empty() && extra.is_empty(), "missing from mount: {missing:?}\nextra in mount: {extra:?}");
     let mut errors = Vec::new();
     for r in std::iter::once(PathBuf::new()).chain(exp.iter().cloned()) {
         let (e, a) = (expected.join(&r), actual.join(&r));
-        let (me, ma) = (
-            fs::symlink_metadata(&e).unwrap(),
-            fs::symlink_metadata(&a).unwrap(),
-        );
+        let (me, ma) = (fs::symlink_metadata(&e).unwrap(), fs::symlink_metadata(&a).unwrap());
         // `tar -x -C dest` does not apply the archive's `./` attributes to dest's mtime, so the
         // root's mtime is not comparable; directory nlink is the filesystem's own business.
         let is_root = r.as_os_str().is_empty();
         let fields = |m: &fs::Metadata| {
             let nlink = if m.is_dir() { 0 } else { m.nlink() };
-            let mtime = if is_root {
-                (0, 0)
-            } else {
-                (m.mtime(), m.mtime_nsec())
-            };
+            let mtime = if is_root { (0, 0) } else { (m.mtime(), m.mtime_nsec()) };
             (m.mode(), m.uid(), m.gid(), mtime, m.rdev(), nlink)
         };
         if fields(&me) != fields(&ma) {
@@ -258,12 +230,7 @@ pub fn compare_trees(expected: &Path, actual: &Path) -> usize {
             continue; // the root's xattrs: overlay adds none visible, tar sets none
         }
         if xattrs(&e) != xattrs(&a) {
-            errors.push(format!(
-                "{}: xattrs {:?} != {:?}",
-                r.display(),
-                xattrs(&e),
-                xattrs(&a)
-            ));
+            errors.push(format!("{}: xattrs {:?} != {:?}", r.display(), xattrs(&e), xattrs(&a)));
         }
         if me.file_type().is_symlink() && fs::read_link(&e).unwrap() != fs::read_link(&a).unwrap() {
             errors.push(format!("{}: symlink target differs", r.display()));
@@ -272,12 +239,7 @@ pub fn compare_trees(expected: &Path, actual: &Path) -> usize {
             errors.push(format!("{}: content differs", r.display()));
         }
     }
-    assert!(
-        errors.is_empty(),
-        "{} differences:\n{}",
-        errors.len(),
-        errors.join("\n")
-    );
+    assert!(errors.is_empty(), "{} differences:\n{}", errors.len(), errors.join("\n"));
     exp.len()
 }
 
