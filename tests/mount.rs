@@ -30,7 +30,7 @@ fn one_composefs_layer_read_only_from_file_and_from_loop() {
     fs::create_dir(&mnt).unwrap();
     for backing in [ErofsBacking::Auto, ErofsBacking::LoopDevice] {
         let opts = MountOptions { erofs_backing: backing, ..MountOptions::read_only() };
-        mount::mount(&[layer.clone()], &mnt, &opts).unwrap();
+        mount::mount(std::slice::from_ref(&layer), &mnt, &opts).unwrap();
         let guard = MountGuard(mnt.clone());
         assert_eq!(fs::read(mnt.join("usr/lib/x/y/f1")).unwrap().len(), 2);
         assert_eq!(fs::read_link(mnt.join("usr/lib/x/y/s1")).unwrap(), Path::new("f1"));
@@ -94,16 +94,16 @@ fn errors_leave_nothing_behind() {
         ErrorKind::NotFound
     );
     assert_eq!(
-        mount::mount(&[good.clone()], &root.join("nope"), &MountOptions::read_only()).unwrap_err().kind(),
+        mount::mount(std::slice::from_ref(&good), &root.join("nope"), &MountOptions::read_only()).unwrap_err().kind(),
         ErrorKind::NotFound
     );
     let rw = MountOptions::read_write(root.join("up"), root.join("nowork"));
     fs::create_dir(root.join("up")).unwrap();
-    assert!(mount::mount(&[good.clone()], &mnt, &rw).is_err());
+    assert!(mount::mount(std::slice::from_ref(&good), &mnt, &rw).is_err());
     assert_eq!(mount::mount(&[], &mnt, &MountOptions::read_only()).unwrap_err().kind(), ErrorKind::InvalidArgument);
     // The overlay itself fails (work dir on another filesystem than upper): EROFS already mounted.
     let rw = MountOptions::read_write(root.join("up"), "/dev/shm");
-    assert!(mount::mount(&[good.clone()], &mnt, &rw).is_err());
+    assert!(mount::mount(std::slice::from_ref(&good), &mnt, &rw).is_err());
     Snapshot::assert_clean(root);
     // umount refuses what is not an overlay mount.
     assert_eq!(mount::unmount(&mnt).unwrap_err().kind(), ErrorKind::InvalidArgument);

@@ -89,7 +89,7 @@ fn require_policy_needs_digests_and_sets_verity_require() {
     let (mnt, layer) = setup(root);
     let good = expected_digest("handmade-archive.with-verity.cfs");
     let require = MountOptions { verity: VerityPolicy::Require, ..MountOptions::read_only() };
-    let e = mount::mount(&[layer.clone()], &mnt, &require).unwrap_err();
+    let e = mount::mount(std::slice::from_ref(&layer), &mnt, &require).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Verification);
     assert!(e.to_string().contains("require"), "{e}");
     Snapshot::assert_clean(root);
