@@ -203,7 +203,11 @@ fn replace_colliding_stubs(
     }
     let mut names = Vec::with_capacity(which.len());
     for &(is_erofs, k) in &which {
-        names.push(stubs::root_names(if is_erofs { &erofs_fds[k] } else { &classic_fds[k] })?);
+        names.push(if is_erofs {
+            stubs::image_root_names(&blobs[k].0, &erofs_fds[k])?
+        } else {
+            std::sync::Arc::new(stubs::root_names(&classic_fds[k])?)
+        });
     }
     let cache = opts.stub_cache_dir.clone().unwrap_or_else(stubs::default_cache_dir);
     for i in stubs::colliding_layers(&names) {

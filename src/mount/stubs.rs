@@ -43,9 +43,10 @@ fn two_hex(name: &[u8]) -> Option<[u8; 2]> {
 }
 
 /// Reads the two-hex-digit names at the root of a layer given by an fd (a classic tree or a
-/// detached EROFS mount). A stub looks exactly as mkcomposefs makes it: char 0:0, mode 0644, the
-/// root's owner and mtime. A real whiteout of the same name would look the same and is harmless
-/// to treat as a stub here: it also hides that name below.
+/// detached EROFS mount). Only char devices are stat-ed (the directory entry type says the rest).
+/// A stub looks exactly as mkcomposefs makes it: char 0:0, mode 0644, the root's owner and mtime.
+/// A real whiteout of the same name would look the same and is harmless to treat as a stub here:
+/// it also hides that name below.
 pub(crate) fn root_names(layer: &OwnedFd) -> Result<RootNames> {
     let dir = PathBuf::from(format!("/proc/self/fd/{}", layer.as_raw_fd()));
     let root = std::fs::metadata(&dir).map_err(|e| Error::io("stat layer root", e))?;
@@ -53,12 +54,14 @@ pub(crate) fn root_names(layer: &OwnedFd) -> Result<RootNames> {
     for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("read layer root", e))? {
         let entry = entry.map_err(|e| Error::io("read layer root", e))?;
         let name = entry.file_name();
-        let Some(hex) = two_hex(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str())) else {
+        let Some(hex) = two_hex(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str())) else { continue };
+        let ft = entry.file_type().map_err(|e| Error::io("read layer root entry type", e))?;
+        if !ft.is_char_device() {
+            out.real.insert(hex);
             continue;
-        };
+        }
         let m = entry.metadata().map_err(|e| Error::io("stat layer root entry", e))?;
-        let stub = m.file_type().is_char_device()
-            && m.rdev() == 0
+        let stub = m.rdev() == 0
             && m.permissions().mode() & 0o7777 == 0o644
             && m.uid() == root.uid()
             && m.gid() == root.gid()
@@ -72,8 +75,43 @@ pub(crate) fn root_names(layer: &OwnedFd) -> Result<RootNames> {
     Ok(out)
 }
 
+/// A blob file's identity: the same file unchanged has the same root names.
+type BlobKey = (u64, u64, u64, i64, i64, i64, i64);
+
+fn blob_key(blob: &File) -> Option<BlobKey> {
+    let m = blob.metadata().ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
+}
+
+/// Per-process cache of composefs images' root names (up to 256 stats per image otherwise).
+static IMAGE_ROOT_NAMES: std::sync::Mutex<Option<std::collections::HashMap<BlobKey, std::sync::Arc<RootNames>>>> =
+    std::sync::Mutex::new(None);
+/// Bound on cached images: entries are small, but a long-running process should not grow forever.
+const CACHE_MAX: usize = 4096;
+
+/// [`root_names`] of a mounted composefs image, cached by the blob file's identity.
+pub(crate) fn image_root_names(blob: &File, mounted: &OwnedFd) -> Result<std::sync::Arc<RootNames>> {
+    let key = blob_key(blob);
+    if let Some(k) = &key {
+        let cache = IMAGE_ROOT_NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(hit) = cache.as_ref().and_then(|c| c.get(k)) {
+            return Ok(hit.clone());
+        }
+    }
+    let names = std::sync::Arc::new(root_names(mounted)?);
+    if let Some(k) = key {
+        let mut cache = IMAGE_ROOT_NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        let map = cache.get_or_insert_with(Default::default);
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        map.insert(k, names.clone());
+    }
+    Ok(names)
+}
+
 /// Indexes (top first) of the layers whose stubs would hide a real entry of a layer below.
-pub(crate) fn colliding_layers(layers: &[RootNames]) -> Vec<usize> {
+pub(crate) fn colliding_layers<N: std::ops::Deref<Target = RootNames>>(layers: &[N]) -> Vec<usize> {
     let mut below: BTreeSet<[u8; 2]> = BTreeSet::new();
     let mut out = Vec::new();
     for (i, l) in layers.iter().enumerate().rev() {
@@ -157,9 +195,9 @@ fn rewrite_without_stubs(_data: &[u8]) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn names(stubs: &[&str], real: &[&str]) -> RootNames {
+    fn names(stubs: &[&str], real: &[&str]) -> Box<RootNames> {
         let set = |v: &[&str]| v.iter().map(|s| two_hex(s.as_bytes()).unwrap()).collect();
-        RootNames { stubs: set(stubs), real: set(real) }
+        Box::new(RootNames { stubs: set(stubs), real: set(real) })
     }
 
     #[test]
