@@ -11,6 +11,7 @@
 //! against the open blob before it is mounted (SPEC §10.8, which no upstream implementation does).
 
 mod erofs;
+mod flatten;
 mod fsverity_shim;
 mod loopdev;
 mod overlay;
