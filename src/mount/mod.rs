@@ -101,7 +101,7 @@ impl Layer {
 }
 
 /// How to mount a stack.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MountOptions {
     /// Upper and work dirs for a read-write mount (same filesystem); `None` mounts read-only.
     pub upper_work: Option<(PathBuf, PathBuf)>,
@@ -110,6 +110,21 @@ pub struct MountOptions {
     /// Where stub-less copies of images are kept (SPEC §10.2, see `stubs.rs`); `None` is
     /// `/run/composefs-storage/stubless` for root, else a per-user dir under the temp dir.
     pub stub_cache_dir: Option<PathBuf>,
+    /// Merge each run of adjacent composefs layers into one cached image, so the stack needs one
+    /// EROFS mount per run instead of one per layer (see `flatten.rs`). On by default.
+    pub flatten: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            upper_work: None,
+            verity: VerityPolicy::default(),
+            erofs_backing: ErofsBacking::default(),
+            stub_cache_dir: None,
+            flatten: true,
+        }
+    }
 }
 
 impl MountOptions {

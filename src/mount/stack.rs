@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{open, statfs, Mode, OFlags};
 use rustix::mount::{move_mount, unmount as umount2, MoveMountFlags, UnmountFlags};
@@ -67,7 +67,7 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
     let mut lower_fds: Vec<OwnedFd> = Vec::new(); // classic trees and EROFS mounts, top first
     let mut data_fds: Vec<OwnedFd> = Vec::new();
     let mut erofs_index: Vec<bool> = Vec::new();
-    let mut blobs: Vec<(File, &Path, Option<[u8; 32]>)> = Vec::new();
+    let mut blobs: Vec<(File, PathBuf, Option<[u8; 32]>)> = Vec::new();
     for layer in layers {
         match layer {
             Layer::Classic { tree } => {
@@ -91,7 +91,7 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
                     None => {}
                 }
                 data_fds.push(open_dir(objects, "composefs object dir")?);
-                blobs.push((f, blob, *expected_digest));
+                blobs.push((f, blob.clone(), *expected_digest));
                 erofs_index.push(true);
             }
         }
@@ -110,12 +110,17 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
         }
     };
 
+    let data_only = probe::overlay_append() || probe::legacy_data_only();
+    if opts.flatten {
+        (erofs_index, blobs) = flatten_runs(erofs_index, blobs, data_only, opts)?;
+    }
+
     // Mount the EROFS layers (detached) in stack order.
     let mut erofs_fds = Vec::new();
     for (f, path, _) in &blobs {
         erofs_fds.push(erofs::mount_detached(f, path, opts.erofs_backing)?);
     }
-    if layers.len() > 1 && any_composefs && (probe::overlay_append() || probe::legacy_data_only()) {
+    if erofs_index.len() > 1 && any_composefs && data_only {
         replace_colliding_stubs(&erofs_index, &lower_fds, &mut erofs_fds, &blobs, opts)?;
     }
     drop(blobs);
@@ -167,6 +172,50 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
     result
 }
 
+/// Replaces each run of two or more adjacent composefs layers by one flattened image (see
+/// `flatten.rs`). The layers' object dirs stay as they are. Where the image writer is not
+/// available the layers are mounted one by one, as before.
+#[allow(clippy::type_complexity)]
+fn flatten_runs(
+    erofs_index: Vec<bool>,
+    blobs: Vec<(File, PathBuf, Option<[u8; 32]>)>,
+    data_only: bool,
+    opts: &MountOptions,
+) -> Result<(Vec<bool>, Vec<(File, PathBuf, Option<[u8; 32]>)>)> {
+    let mut index_out = Vec::with_capacity(erofs_index.len());
+    let mut blobs_out = Vec::with_capacity(blobs.len());
+    let mut blobs = blobs.into_iter();
+    let mut i = 0;
+    while i < erofs_index.len() {
+        if !erofs_index[i] {
+            index_out.push(false);
+            i += 1;
+            continue;
+        }
+        let run_len = erofs_index[i..].iter().take_while(|&&e| e).count();
+        let run: Vec<_> = blobs.by_ref().take(run_len).collect();
+        let bottom = i + run_len == erofs_index.len();
+        i += run_len;
+        if run_len >= 2 {
+            let cache = opts.stub_cache_dir.clone().unwrap_or_else(stubs::default_cache_dir);
+            match stubs::flattened(&run, bottom, !data_only, &cache) {
+                Ok((f, path)) => {
+                    index_out.push(true);
+                    blobs_out.push((f, path, None));
+                    continue;
+                }
+                Err(e) if e.kind() == crate::ErrorKind::Unsupported => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for b in run {
+            index_out.push(true);
+            blobs_out.push(b);
+        }
+    }
+    Ok((index_out, blobs_out))
+}
+
 /// A detached, empty, read-only tmpfs.
 fn empty_layer() -> Result<OwnedFd> {
     use rustix::mount::{
@@ -186,7 +235,7 @@ fn replace_colliding_stubs(
     erofs_index: &[bool],
     classic_fds: &[OwnedFd],
     erofs_fds: &mut [OwnedFd],
-    blobs: &[(File, &Path, Option<[u8; 32]>)],
+    blobs: &[(File, PathBuf, Option<[u8; 32]>)],
     opts: &MountOptions,
 ) -> Result<()> {
     // Layer i (top first) → its fd and, for composefs layers, its index among the blobs.

@@ -157,38 +157,80 @@ fn prepare_cache_dir(dir: &Path) -> Result<()> {
 
 /// The stub-less copy of `blob` (whose fs-verity digest is `digest`), made on first use.
 pub(crate) fn stubless_copy(blob: &File, blob_path: &Path, digest: &[u8; 32], cache: &Path) -> Result<(File, PathBuf)> {
+    cached_image(cache, &format!("{}.blob", super::verity::hex(digest)), || {
+        write_tree(&read_tree(blob, blob_path)?, false)
+    })
+}
+
+/// One image merging a run of composefs layers (top first), made on first use and cached by the
+/// layers' identities (their expected digests, else their files' identities).
+pub(crate) fn flattened(
+    run: &[(File, PathBuf, Option<[u8; 32]>)],
+    bottom: bool,
+    with_stubs: bool,
+    cache: &Path,
+) -> Result<(File, PathBuf)> {
+    use sha2::Digest;
+    let mut key = sha2::Sha256::new();
+    key.update(format!("composefs-storage flatten v1 bottom={bottom} stubs={with_stubs}\n"));
+    for (f, path, digest) in run {
+        match digest {
+            Some(d) => key.update(format!("digest {}\n", super::verity::hex(d))),
+            None => {
+                let k = blob_key(f)
+                    .ok_or_else(|| Error::io(format!("stat {}", path.display()), std::io::Error::last_os_error()))?;
+                key.update(format!("file {k:?}\n"));
+            }
+        }
+    }
+    let name = format!("flat-{}.blob", super::verity::hex(&key.finalize()));
+    cached_image(cache, &name, || {
+        let mut trees = Vec::with_capacity(run.len());
+        for (f, path, _) in run {
+            trees.push(read_tree(f, path)?);
+        }
+        write_tree(&super::flatten::merge(&trees, bottom), with_stubs)
+    })
+}
+
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Opens `cache/name`, building it with `build` first if it is not there.
+fn cached_image(cache: &Path, name: &str, build: impl FnOnce() -> Result<Vec<u8>>) -> Result<(File, PathBuf)> {
     prepare_cache_dir(cache)?;
-    let path = cache.join(format!("{}.blob", super::verity::hex(digest)));
+    let path = cache.join(name);
     if let Ok(f) = File::open(&path) {
         return Ok((f, path));
     }
-    let size = blob.metadata().map_err(|e| Error::io(format!("stat {}", blob_path.display()), e))?.len();
-    let mut data = vec![0u8; usize::try_from(size).map_err(|_| Error::limit("blob too large"))?];
-    std::os::unix::fs::FileExt::read_exact_at(blob, &mut data, 0)
-        .map_err(|e| Error::io(format!("read {}", blob_path.display()), e))?;
-    let copy =
-        rewrite_without_stubs(&data).map_err(|e| e.context(format!("composefs blob {}", blob_path.display())))?;
+    let image = build()?;
     // Write under a unique name and rename: concurrent mounts of the same image never see a
-    // partial copy, and the first rename wins (the contents are identical).
-    let tmp = cache.join(format!(".tmp-{}-{:?}", std::process::id(), std::thread::current().id()));
+    // partial file, and the last rename wins (the contents are identical).
+    let n = TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = cache.join(format!(".tmp-{}-{n}", std::process::id()));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(&copy)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(&image)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(format!("write stub-less copy {}", path.display()), e));
+        return Err(Error::io(format!("write cached image {}", path.display()), e));
     }
     let f = File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
     Ok((f, path))
 }
 
-/// Reads the image and writes it again without the 256 root stubs.
-fn rewrite_without_stubs(_data: &[u8]) -> Result<Vec<u8>> {
-    Err(Error::unsupported("rewriting a composefs image without root stubs needs the image writer"))
+/// Reads a composefs image (metadata-sized) into a tree; the reader drops the root stubs.
+fn read_tree(_blob: &File, blob_path: &Path) -> Result<crate::image::Tree> {
+    Err(Error::unsupported(format!("composefs blob {}: reading images needs the image reader", blob_path.display())))
+}
+
+/// Writes a tree as a composefs image, with or without the root stubs.
+fn write_tree(_tree: &crate::image::Tree, _stubs: bool) -> Result<Vec<u8>> {
+    Err(Error::unsupported("writing composefs images needs the image writer"))
 }
 
 #[cfg(test)]
