@@ -24,7 +24,7 @@ mod verity;
 use std::path::{Path, PathBuf};
 
 pub use erofs::ErofsBacking;
-pub use probe::{kernel_features, KernelFeatures};
+pub use probe::{kernel_features, restrict_features_for_tests, KernelFeatures};
 pub use stack::{mount, unmount};
 pub use verity::{file_digest as blob_digest, hex, parse_digest, VerityPolicy};
 

@@ -102,3 +102,14 @@ pub fn kernel_features() -> KernelFeatures {
         data_only_layers: overlay_append || legacy_data_only(),
     }
 }
+
+/// Pretends the kernel lacks features, to exercise the fallbacks (tests only: it affects the
+/// whole process). Features can only be taken away, and only before any probe has run; returns
+/// false if that is too late.
+#[doc(hidden)]
+pub fn restrict_features_for_tests(f: KernelFeatures) -> bool {
+    set_erofs_from_file(f.erofs_from_file);
+    OVERLAY_APPEND.set(f.overlay_append).is_ok()
+        && DETACHED_LAYERS.set(f.detached_layers).is_ok()
+        && LEGACY_DATA_ONLY.set(f.data_only_layers).is_ok()
+}

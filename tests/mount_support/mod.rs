@@ -262,3 +262,60 @@ pub fn composefs_layer_dir(dir: &Path, image: &Path, objects_from: &Path) -> Pat
 pub fn name_bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
 }
+
+/// The fallbacks for older kernels, forced on this one (see tests/mount_legacy*.rs).
+pub fn legacy_run(data_only: bool) {
+    if !can_mount() || !corpus_available() {
+        return;
+    }
+    let features = composefs_storage::mount::KernelFeatures {
+        erofs_from_file: false,
+        overlay_append: false,
+        detached_layers: false,
+        data_only_layers: data_only,
+    };
+    assert!(composefs_storage::mount::restrict_features_for_tests(features));
+    let tmp = tempdir();
+    let root = tmp.path();
+    let tree = root.join("tree");
+    extract(&Path::new(CORPUS).join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
+    let image = corpus_image("noparents-ustar.cfs", root);
+    let cfs = composefs_layer_dir(&root.join("cfs"), &image, &tree);
+    let classic = root.join("classic");
+    fs::create_dir_all(classic.join("diff/etc")).unwrap();
+    fs::write(classic.join("diff/etc/motd"), b"hi").unwrap();
+    let mnt = root.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let stack = [
+        composefs_storage::mount::Layer::from_layer_dir(&classic).unwrap(),
+        composefs_storage::mount::Layer::from_layer_dir(&cfs).unwrap(),
+    ];
+    composefs_storage::mount::mount(&stack, &mnt, &composefs_storage::mount::MountOptions::read_only()).unwrap();
+    let guard = MountGuard(mnt.clone());
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mi.lines().find(|l| l.contains(mnt.to_str().unwrap())).unwrap().to_string();
+    assert!(line.contains(if data_only { "::" } else { "lowerdir=" }), "{line}");
+    // The attached EROFS mounts were detached once the overlay held them.
+    let attached: Vec<_> =
+        mi.lines().filter(|l| l.split(' ').nth(4).is_some_and(|m| m.contains("composefs-storage-layers"))).collect();
+    assert!(attached.is_empty(), "{attached:?}");
+    assert_eq!(Snapshot::take(root).loops.len(), 1, "the EROFS is on a loop device");
+    let mut names: Vec<_> =
+        fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    // With `:` the object dirs are ordinary lowers: the image's root stubs hide their `xx/`.
+    assert_eq!(names, ["etc", "opt", "usr"]);
+    assert_eq!(fs::read(mnt.join("opt/z/f2")).unwrap(), fs::read(tree.join("opt/z/f2")).unwrap());
+    assert_eq!(fs::read(mnt.join("etc/motd")).unwrap(), b"hi");
+    composefs_storage::mount::unmount(&mnt).unwrap();
+    std::mem::forget(guard);
+    Snapshot::assert_clean(root);
+    let leftovers: Vec<_> = fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name().to_string_lossy().contains(&format!("composefs-storage-layers-{}-", std::process::id()))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temp mountpoints left: {leftovers:?}");
+}
