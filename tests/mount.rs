@@ -62,13 +62,16 @@ fn errors_leave_nothing_behind() {
     let mnt = root.join("mnt");
     fs::create_dir(&mnt).unwrap();
     let Layer::Composefs { blob, objects, .. } = good.clone() else { unreachable!() };
+    let cache = root.join("cache");
+    let ro = MountOptions { stub_cache_dir: Some(cache.clone()), ..MountOptions::read_only() };
 
     // A garbage blob under a good one: the good EROFS was already mounted when this fails.
     let bad_blob = root.join("bad.blob");
     fs::write(&bad_blob, vec![0u8; 8192]).unwrap();
     let bad = Layer::Composefs { blob: bad_blob.clone(), objects: objects.clone(), expected_digest: None };
     for backing in [ErofsBacking::Auto, ErofsBacking::LoopDevice] {
-        let opts = MountOptions { erofs_backing: backing, ..MountOptions::read_only() };
+        let opts =
+            MountOptions { erofs_backing: backing, stub_cache_dir: Some(cache.clone()), ..MountOptions::read_only() };
         let e = mount::mount(&[good.clone(), bad.clone()], &mnt, &opts).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Format, "{e}");
         assert!(e.to_string().contains("bad.blob"), "{e}");
@@ -79,20 +82,18 @@ fn errors_leave_nothing_behind() {
     corrupt[1024..1028].copy_from_slice(b"nope");
     fs::write(&bad_blob, &corrupt).unwrap();
     for backing in [ErofsBacking::Auto, ErofsBacking::LoopDevice] {
-        let opts = MountOptions { erofs_backing: backing, ..MountOptions::read_only() };
+        let opts =
+            MountOptions { erofs_backing: backing, stub_cache_dir: Some(cache.clone()), ..MountOptions::read_only() };
         let e = mount::mount(&[good.clone(), bad.clone()], &mnt, &opts).unwrap_err();
         assert!(e.to_string().contains("bad.blob"), "{e}");
         Snapshot::assert_clean(root);
     }
     // Missing object dir, missing classic tree, missing mountpoint, upper without work dir.
     let no_objects = Layer::Composefs { blob: blob.clone(), objects: root.join("nope"), expected_digest: None };
-    let e = mount::mount(&[good.clone(), no_objects], &mnt, &MountOptions::read_only()).unwrap_err();
+    let e = mount::mount(&[good.clone(), no_objects], &mnt, &ro).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     let no_tree = Layer::Classic { tree: root.join("nope") };
-    assert_eq!(
-        mount::mount(&[good.clone(), no_tree], &mnt, &MountOptions::read_only()).unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    assert_eq!(mount::mount(&[good.clone(), no_tree], &mnt, &ro).unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(
         mount::mount(std::slice::from_ref(&good), &root.join("nope"), &MountOptions::read_only()).unwrap_err().kind(),
         ErrorKind::NotFound

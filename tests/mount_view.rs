@@ -72,7 +72,10 @@ fn mixed_stacks_match_tar_x_of_both_layers() {
     extract(&case("handmade-archive", "").tar, &expected);
     for stack in [[&cfs_arc, &cfs_pax], [&classic_arc, &cfs_pax], [&cfs_arc, &classic_pax]] {
         let dirs: Vec<&Path> = stack.iter().map(|p| p.as_path()).collect();
-        mount_and_compare(root, &dirs, &expected, &MountOptions::read_only());
+        for flatten in [true, false] {
+            let opts = MountOptions { flatten, stub_cache_dir: Some(root.join("cache")), ..MountOptions::read_only() };
+            mount_and_compare(root, &dirs, &expected, &opts);
+        }
     }
 }
 
