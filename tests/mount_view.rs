@@ -178,7 +178,6 @@ fn whiteouts_and_opaque_dirs_of_an_upper_layer_hide_composefs_content() {
 }
 
 #[test]
-#[ignore = "needs the image reader/writer on main for the stub-less copy"]
 fn root_whiteout_stubs_of_an_upper_image_hide_nothing() {
     // SPEC §10.2: every mkcomposefs image root has chr 0:0 stubs `00`..`ff`; in a stack they
     // must not hide a lower layer's top-level two-hex-digit names.

@@ -18,6 +18,7 @@ pub mod util;
 
 pub mod config;
 pub mod error;
+pub mod image;
 pub mod mount;
 pub mod version;
 

@@ -12,7 +12,6 @@
 
 mod erofs;
 mod flatten;
-mod fsverity_shim;
 mod loopdev;
 mod overlay;
 mod probe;

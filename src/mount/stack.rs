@@ -173,8 +173,7 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
 }
 
 /// Replaces each run of two or more adjacent composefs layers by one flattened image (see
-/// `flatten.rs`). The layers' object dirs stay as they are. Where the image writer is not
-/// available the layers are mounted one by one, as before.
+/// `flatten.rs`). The layers' object dirs stay as they are.
 #[allow(clippy::type_complexity)]
 fn flatten_runs(
     erofs_index: Vec<bool>,
@@ -198,15 +197,10 @@ fn flatten_runs(
         i += run_len;
         if run_len >= 2 {
             let cache = opts.stub_cache_dir.clone().unwrap_or_else(stubs::default_cache_dir);
-            match stubs::flattened(&run, bottom, !data_only, &cache) {
-                Ok((f, path)) => {
-                    index_out.push(true);
-                    blobs_out.push((f, path, None));
-                    continue;
-                }
-                Err(e) if e.kind() == crate::ErrorKind::Unsupported => {}
-                Err(e) => return Err(e),
-            }
+            let (f, path) = stubs::flattened(&run, bottom, !data_only, &cache)?;
+            index_out.push(true);
+            blobs_out.push((f, path, None));
+            continue;
         }
         for b in run {
             index_out.push(true);
@@ -266,12 +260,8 @@ fn replace_colliding_stubs(
             Some(d) => *d,
             None => verity::file_digest(file, path)?,
         };
-        match stubs::stubless_copy(file, path, &digest, &cache) {
-            Ok((copy, copy_path)) => erofs_fds[k] = erofs::mount_detached(&copy, &copy_path, opts.erofs_backing)?,
-            // Until the image writer is available the stack mounts as containers/storage's would.
-            Err(err) if err.kind() == crate::ErrorKind::Unsupported => {}
-            Err(err) => return Err(err),
-        }
+        let (copy, copy_path) = stubs::stubless_copy(file, path, &digest, &cache)?;
+        erofs_fds[k] = erofs::mount_detached(&copy, &copy_path, opts.erofs_backing)?;
     }
     Ok(())
 }

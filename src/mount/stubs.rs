@@ -224,13 +224,22 @@ fn cached_image(cache: &Path, name: &str, build: impl FnOnce() -> Result<Vec<u8>
 }
 
 /// Reads a composefs image (metadata-sized) into a tree; the reader drops the root stubs.
-fn read_tree(_blob: &File, blob_path: &Path) -> Result<crate::image::Tree> {
-    Err(Error::unsupported(format!("composefs blob {}: reading images needs the image reader", blob_path.display())))
+fn read_tree(blob: &File, blob_path: &Path) -> Result<crate::image::Tree> {
+    let size = blob.metadata().map_err(|e| Error::io(format!("stat {}", blob_path.display()), e))?.len();
+    let size = usize::try_from(size)
+        .map_err(|_| Error::limit(format!("composefs blob {} is too large", blob_path.display())))?;
+    let mut data = vec![0u8; size];
+    std::os::unix::fs::FileExt::read_exact_at(blob, &mut data, 0)
+        .map_err(|e| Error::io(format!("read {}", blob_path.display()), e))?;
+    crate::image::read_image(&data).map_err(|e| e.context(format!("composefs blob {}", blob_path.display())))
 }
 
 /// Writes a tree as a composefs image, with or without the root stubs.
-fn write_tree(_tree: &crate::image::Tree, _stubs: bool) -> Result<Vec<u8>> {
-    Err(Error::unsupported("writing composefs images needs the image writer"))
+fn write_tree(tree: &crate::image::Tree, stubs: bool) -> Result<Vec<u8>> {
+    let options = crate::image::WriteOptions { root_whiteout_stubs: stubs, ..Default::default() };
+    let mut out = Vec::new();
+    crate::image::write_image(tree, &options, &mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]

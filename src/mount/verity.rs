@@ -9,8 +9,8 @@ use std::io::{Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use super::fsverity_shim::digest_reader;
 use crate::error::ResultExt;
+use crate::image::digest_reader;
 use crate::{Error, ErrorKind, Result};
 
 /// `FS_IOC_MEASURE_VERITY` = `_IOWR('f', 134, struct fsverity_digest)`.
@@ -123,7 +123,7 @@ pub fn parse_digest(s: &str) -> Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mount::fsverity_shim::FsVerityHasher;
+    use crate::image::FsVerityHasher;
 
     #[test]
     fn userspace_digest_matches_known_values() {
