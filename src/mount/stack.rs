@@ -101,13 +101,9 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
         _ if !any_composefs => None,
         VerityPolicy::Off => None,
         VerityPolicy::Require => Some("require"),
-        VerityPolicy::IfAvailable => {
-            let all = layers.iter().all(|l| match l {
-                Layer::Composefs { objects, .. } => objects_have_verity(objects),
-                Layer::Classic { .. } => true,
-            });
-            all.then_some("on")
-        }
+        // The converter enables fs-verity on a layer's blob and objects together (SPEC §6.2), so
+        // a blob with fs-verity says its objects have it: one ioctl per layer, no directory scan.
+        VerityPolicy::IfAvailable => blobs.iter().all(|(f, _, _)| verity::measure(f).is_some()).then_some("on"),
     };
 
     let data_only = probe::overlay_append() || probe::legacy_data_only();
@@ -264,27 +260,6 @@ fn replace_colliding_stubs(
         erofs_fds[k] = erofs::mount_detached(&copy, &copy_path, opts.erofs_backing)?;
     }
     Ok(())
-}
-
-/// Whether a sample object of this object dir has fs-verity enabled (the kernel measures it).
-/// Object dirs are written by one converter in one go, so one object speaks for the rest.
-fn objects_have_verity(objects: &Path) -> bool {
-    let Ok(prefixes) = std::fs::read_dir(objects) else {
-        return false;
-    };
-    for p in prefixes.flatten() {
-        let Ok(files) = std::fs::read_dir(p.path()) else {
-            continue;
-        };
-        for f in files.flatten() {
-            if let Ok(file) = File::open(f.path()) {
-                if file.metadata().map(|m| m.is_file() && m.len() > 0).unwrap_or(false) {
-                    return verity::measure(&file).is_some();
-                }
-            }
-        }
-    }
-    false
 }
 
 /// Unmounts the overlay on `target`. Refuses anything that is not an overlay mount root, so a

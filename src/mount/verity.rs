@@ -22,8 +22,9 @@ const FS_VERITY_HASH_ALG_SHA256: u16 = 1;
 pub enum VerityPolicy {
     /// No `verity=` on the overlay.
     Off,
-    /// `verity=on` on the overlay when the object stores have fs-verity enabled: digests that
-    /// are present are enforced, files without one read normally.
+    /// `verity=on` on the overlay when every composefs layer's blob has fs-verity enabled (the
+    /// converter enables it on a layer's blob and objects together): digests that are present
+    /// are enforced, files without one read normally.
     #[default]
     IfAvailable,
     /// `verity=require` on the overlay, and every composefs layer must come with an expected
