@@ -44,7 +44,13 @@ fn c_api_mounts_verifies_and_unmounts() {
 
     let mut opts = ptr::null_mut();
     assert_eq!(cfs_mount_options_new(&mut opts, &mut err), cfs_status::CFS_OK);
-    for (k, v) in [("upper", c(&upper)), ("work", c(&work)), ("verity", CString::new("off").unwrap())] {
+    for (k, v) in [
+        ("upper", c(&upper)),
+        ("work", c(&work)),
+        ("verity", CString::new("off").unwrap()),
+        ("flatten", CString::new("false").unwrap()),
+        ("stub_cache_dir", c(&root.join("cache"))),
+    ] {
         let k = CString::new(k).unwrap();
         assert_eq!(cfs_mount_options_set(opts, k.as_ptr(), v.as_ptr(), &mut err), cfs_status::CFS_OK);
     }

@@ -44,7 +44,9 @@ pub extern "C" fn cfs_mount_options_free(opts: *mut cfs_mount_options) {
 /// - `"verity"`: `"off"`, `"if-available"` (default) or `"require"` (every composefs layer then
 ///   needs an expected blob digest, and the overlay gets `verity=require`).
 /// - `"erofs_backing"`: `"auto"` (default) or `"loop"`.
-/// - `"stub_cache_dir"`: where stub-less image copies are kept.
+/// - `"stub_cache_dir"`: where derived images (stub-less copies, flattened runs) are kept.
+/// - `"flatten"`: `"true"` (default) merges adjacent composefs layers into one cached image;
+///   `"false"` mounts one EROFS per layer.
 ///
 /// An unknown key or a bad value gives `CFS_STATUS_INVALID_ARGUMENT` and changes nothing.
 #[no_mangle]
@@ -79,6 +81,13 @@ pub extern "C" fn cfs_mount_options_set(
                 }
             }
             "stub_cache_dir" => opts.inner.stub_cache_dir = Some(value_path()?),
+            "flatten" => {
+                opts.inner.flatten = match value_str()? {
+                    "true" => true,
+                    "false" => false,
+                    v => return Err(Error::invalid_argument(format!("flatten {v:?}: expected \"true\" or \"false\""))),
+                }
+            }
             _ => return Err(Error::invalid_argument(format!("unknown mount option {key:?}"))),
         }
         Ok(())

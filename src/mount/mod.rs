@@ -9,6 +9,19 @@
 //!
 //! Verified mounts: a composefs layer may carry the expected fs-verity digest of its blob, checked
 //! against the open blob before it is mounted (SPEC §10.8, which no upstream implementation does).
+//! The check measures the very fd that is then mounted (`/proc/self/fd/N` or the loop device's
+//! backing fd), so a path swapped after the check is never mounted.
+//!
+//! Two departures from containers/storage's composition, both invisible in the merged view:
+//! - adjacent composefs layers are merged into one cached image (`flatten.rs`), so a 20-layer
+//!   stack needs one EROFS mount instead of 20 (the per-superblock cost dominates otherwise);
+//! - the 256 root whiteout stubs of mkcomposefs images never hide a lower layer's top-level
+//!   two-hex-digit names (SPEC §10.2): flattened images are written without them, and a single
+//!   image whose stubs would hide something below is mounted from a stub-less copy (`stubs.rs`).
+//!   The blobs on disk stay byte-identical to what containers/storage writes.
+//!
+//! Derived images (flattened runs, stub-less copies) live in `MountOptions::stub_cache_dir`,
+//! by default `/run/composefs-storage/stubless` for root (cleared at boot).
 
 mod erofs;
 mod flatten;

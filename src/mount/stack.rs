@@ -56,8 +56,7 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
     if layers.is_empty() {
         return Err(Error::invalid_argument(format!("mount on {}: no layers given", target.display())));
     }
-    let target_fd = open_dir(target, "mountpoint")?;
-    drop(target_fd);
+    open_dir(target, "mountpoint")?;
     let upper_work = match &opts.upper_work {
         Some((u, w)) => Some((open_dir(u, "upper dir")?, open_dir(w, "work dir")?)),
         None => None,
