@@ -130,3 +130,35 @@ fn whiteouts_opaque_dirs_and_stubs_in_composefs_stacks() {
         }
     }
 }
+
+#[test]
+fn images_with_acls_are_mounted_without_noacl() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempdir();
+    let root = tmp.path();
+    // A POSIX ACL granting uid 1000 read: user::rw-, user:1000:r--, group::r--, mask::r--, other::r--.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in
+        [(1u16, 6u16, u32::MAX), (2, 4, 1000), (4, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 4, u32::MAX)]
+    {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    let mut tree = Tree::new(meta(0o755));
+    file(&mut tree, ROOT, "with-acl", "secret");
+    let id = tree.resolve(b"/with-acl").unwrap();
+    tree.inode_mut(id).meta.xattrs.insert(b"system.posix_acl_access".to_vec(), acl.clone());
+    let dir = layer(root, "acl", &tree);
+    let mnt = root.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    mount::mount(&[Layer::from_layer_dir(&dir).unwrap()], &mnt, &MountOptions::read_only()).unwrap();
+    let guard = MountGuard(mnt.clone());
+    let mut buf = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(mnt.join("with-acl"), "system.posix_acl_access", &mut buf).unwrap();
+    assert_eq!(&buf[..n], &acl[..]);
+    drop(guard);
+    Snapshot::assert_clean(root);
+}
