@@ -7,7 +7,9 @@ pub mod chunked;
 pub mod config;
 pub mod error;
 pub mod image;
+pub mod layer;
 pub mod mount;
+pub mod source;
 
 pub mod ffi;
 

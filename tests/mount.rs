@@ -29,7 +29,11 @@ fn one_composefs_layer_read_only_from_file_and_from_loop() {
     let mnt = root.join("mnt");
     fs::create_dir(&mnt).unwrap();
     for backing in [ErofsBacking::Auto, ErofsBacking::LoopDevice] {
-        let opts = MountOptions { erofs_backing: backing, ..MountOptions::read_only() };
+        let opts = MountOptions {
+            erofs_backing: backing,
+            stub_cache_dir: Some(root.join("cache")),
+            ..MountOptions::read_only()
+        };
         mount::mount(std::slice::from_ref(&layer), &mnt, &opts).unwrap();
         let guard = MountGuard(mnt.clone());
         assert_eq!(fs::read(mnt.join("usr/lib/x/y/f1")).unwrap().len(), 2);

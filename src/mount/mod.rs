@@ -21,7 +21,8 @@
 //!   The blobs on disk stay byte-identical to what containers/storage writes.
 //!
 //! Derived images (flattened runs, stub-less copies) live in `MountOptions::stub_cache_dir`,
-//! by default `/run/composefs-storage/stubless` for root (cleared at boot).
+//! by default `$COMPOSEFS_STORAGE_CACHE_DIR`, else `/run/composefs-storage/stubless` for root
+//! (cleared at boot).
 
 mod erofs;
 mod flatten;
@@ -38,6 +39,7 @@ use std::path::{Path, PathBuf};
 pub use erofs::ErofsBacking;
 pub use probe::{kernel_features, restrict_features_for_tests, KernelFeatures};
 pub use stack::{mount, unmount};
+pub use stubs::CACHE_DIR_ENV;
 pub use verity::{file_digest as blob_digest, hex, parse_digest, VerityPolicy};
 
 use crate::{Error, ErrorKind, Result};
@@ -119,8 +121,9 @@ pub struct MountOptions {
     pub upper_work: Option<(PathBuf, PathBuf)>,
     pub verity: VerityPolicy,
     pub erofs_backing: ErofsBacking,
-    /// Where stub-less copies of images are kept (SPEC §10.2, see `stubs.rs`); `None` is
-    /// `/run/composefs-storage/stubless` for root, else a per-user dir under the temp dir.
+    /// Where derived images (stub-less copies and flattened runs, see `stubs.rs`, `flatten.rs`)
+    /// are kept; `None` is `$COMPOSEFS_STORAGE_CACHE_DIR`, else `/run/composefs-storage/stubless`
+    /// for root, else a per-user dir under the temp dir.
     pub stub_cache_dir: Option<PathBuf>,
     /// Merge each run of adjacent composefs layers into one cached image, so the stack needs one
     /// EROFS mount per run instead of one per layer (see `flatten.rs`). On by default.

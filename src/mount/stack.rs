@@ -167,8 +167,8 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
     result
 }
 
-/// Replaces each run of two or more adjacent composefs layers by one flattened image (see
-/// `flatten.rs`). The layers' object dirs stay as they are.
+/// Replaces each run of two or more adjacent composefs layers, and the bottom run whatever its
+/// length, by one flattened image (see `flatten.rs`). The layers' object dirs stay as they are.
 #[allow(clippy::type_complexity)]
 fn flatten_runs(
     erofs_index: Vec<bool>,
@@ -190,7 +190,10 @@ fn flatten_runs(
         let run: Vec<_> = blobs.by_ref().take(run_len).collect();
         let bottom = i + run_len == erofs_index.len();
         i += run_len;
-        if run_len >= 2 {
+        // A lone image is rewritten only at the bottom of the stack: there its whiteouts and
+        // opaque markers hide nothing, and overlayfs would list the whiteouts of a directory no
+        // other layer has as entries that cannot be opened; the bottom rewrite leaves them out.
+        if run_len >= 2 || bottom {
             let cache = opts.stub_cache_dir.clone().unwrap_or_else(stubs::default_cache_dir);
             let (f, path) = stubs::flattened(&run, bottom, !data_only, &cache)?;
             index_out.push(true);

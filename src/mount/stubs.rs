@@ -124,9 +124,15 @@ pub(crate) fn colliding_layers<N: std::ops::Deref<Target = RootNames>>(layers: &
     out
 }
 
-/// The default cache dir for stub-less copies: under /run when root (cleared at boot; the copies
-/// are derived data), else under the temp dir.
+/// The environment variable that overrides the default cache dir for derived images.
+pub const CACHE_DIR_ENV: &str = "COMPOSEFS_STORAGE_CACHE_DIR";
+
+/// The default cache dir for derived images: `$COMPOSEFS_STORAGE_CACHE_DIR` if set, else under
+/// /run when root (cleared at boot; the images are derived data), else under the temp dir.
 pub(crate) fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(CACHE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
     if rustix::process::geteuid().is_root() {
         PathBuf::from("/run/composefs-storage/stubless")
     } else {

@@ -15,8 +15,15 @@ use sha2::{Digest, Sha256};
 
 pub const CORPUS: &str = "/work/shared/corpus";
 
-/// Whether this process can run mount tests; prints why not.
+static CACHE_ENV: std::sync::Once = std::sync::Once::new();
+
+/// Whether this process can run mount tests; prints why not. Also points the derived-image
+/// cache of the library (and of CLI children) into the target dir, away from /run.
 pub fn can_mount() -> bool {
+    CACHE_ENV.call_once(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mount-image-cache");
+        std::env::set_var(composefs_storage::mount::CACHE_DIR_ENV, dir);
+    });
     if !rustix::process::geteuid().is_root() {
         eprintln!("SKIP: mount tests need root");
         return false;
@@ -290,7 +297,15 @@ pub fn legacy_run(data_only: bool) {
         composefs_storage::mount::Layer::from_layer_dir(&classic).unwrap(),
         composefs_storage::mount::Layer::from_layer_dir(&cfs).unwrap(),
     ];
-    composefs_storage::mount::mount(&stack, &mnt, &composefs_storage::mount::MountOptions::read_only()).unwrap();
+    composefs_storage::mount::mount(
+        &stack,
+        &mnt,
+        &composefs_storage::mount::MountOptions {
+            stub_cache_dir: Some(root.join("cache")),
+            ..composefs_storage::mount::MountOptions::read_only()
+        },
+    )
+    .unwrap();
     let guard = MountGuard(mnt.clone());
     let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let line = mi.lines().find(|l| l.contains(mnt.to_str().unwrap())).unwrap().to_string();
