@@ -130,30 +130,14 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
             continue;
         }
         let mnt = erofs_it.next().ok_or_else(|| Error::new(crate::ErrorKind::Internal, "layer count"))?;
-        if probe::detached_layers() {
-            lowers.push(proc_fd(mnt));
-        } else {
-            if attached.is_none() {
-                attached = Some(AttachedLayers { dir: TempDir::new("layers")?, mounted: Vec::new() });
-            }
-            let a = attached.as_mut().ok_or_else(|| Error::new(crate::ErrorKind::Internal, "attached"))?;
-            lowers.push(a.attach(mnt)?);
-        }
+        lowers.push(mount_layer_path(mnt, &mut attached)?);
     }
     // overlayfs wants two layers when there is no upper and no data-only layer: add an empty
     // tmpfs (held only by the overlay) under a lone classic layer.
     let empty_fd;
     if lowers.len() == 1 && data_fds.is_empty() && upper_work.is_none() {
         empty_fd = empty_layer()?;
-        if probe::detached_layers() {
-            lowers.push(proc_fd(&empty_fd));
-        } else {
-            if attached.is_none() {
-                attached = Some(AttachedLayers { dir: TempDir::new("layers")?, mounted: Vec::new() });
-            }
-            let a = attached.as_mut().ok_or_else(|| Error::new(crate::ErrorKind::Internal, "attached"))?;
-            lowers.push(a.attach(&empty_fd)?);
-        }
+        lowers.push(mount_layer_path(&empty_fd, &mut attached)?);
     }
     let spec = OverlaySpec {
         lowers,
@@ -165,6 +149,21 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
     let result = overlay::mount(&spec, target);
     drop(attached);
     result
+}
+
+/// The path the overlay gets for a detached mount: its fd where the kernel takes detached
+/// layers, else a private temp dir it is attached to for the moment.
+fn mount_layer_path(mnt: &OwnedFd, attached: &mut Option<AttachedLayers>) -> Result<String> {
+    if probe::detached_layers() {
+        return Ok(proc_fd(mnt));
+    }
+    if attached.is_none() {
+        *attached = Some(AttachedLayers { dir: TempDir::new("layers")?, mounted: Vec::new() });
+    }
+    match attached {
+        Some(a) => a.attach(mnt),
+        None => Err(Error::new(crate::ErrorKind::Internal, "attached layers missing")),
+    }
 }
 
 /// Replaces each run of two or more adjacent composefs layers, and the bottom run whatever its
