@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod config;
 mod convert;
 mod image;
+mod mount;
 mod toc;
 
 #[derive(Parser)]
@@ -31,6 +32,10 @@ enum Command {
     Mkimage(image::MkimageArgs),
     /// Print a composefs image as a composefs dump.
     Dump(image::DumpArgs),
+    /// Mount layer dirs (top first) as one overlay: composefs and classic layers, ro or rw.
+    Mount(mount::MountArgs),
+    /// Unmount a stack mounted with `mount`.
+    Umount(mount::UmountArgs),
 }
 
 /// Exit code for a failed operation.
@@ -46,6 +51,8 @@ fn main() -> ExitCode {
         Command::Toc(args) => toc::run(args),
         Command::Mkimage(args) => image::mkimage(args),
         Command::Dump(args) => image::dump(args),
+        Command::Mount(args) => mount::run_mount(args),
+        Command::Umount(args) => mount::run_umount(args),
     };
     match result {
         Ok(code) => code,
