@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod config;
 mod convert;
+mod export;
 mod image;
 mod mount;
 mod toc;
@@ -26,6 +27,8 @@ enum Command {
     Config(config::Args),
     /// Convert one layer blob (tar, gzip, zstd) into a composefs layer directory.
     Convert(convert::Args),
+    /// Write a layer's original tar (byte for byte, from its tar-split and objects) to stdout.
+    Export(export::Args),
     /// Print the TOC JSON of a zstd:chunked blob (verified against its annotations when given).
     Toc(toc::Args),
     /// Write a composefs EROFS image from a composefs dump, as mkcomposefs --from-file does.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Config(args) => config::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Toc(args) => toc::run(args),
+        Command::Export(args) => export::run(args),
         Command::Mkimage(args) => image::mkimage(args),
         Command::Dump(args) => image::dump(args),
         Command::Mount(args) => mount::run_mount(args),

@@ -131,6 +131,9 @@ pub struct PullOptions {
     pub expected_diff_id: Option<[u8; 32]>,
     /// Most ranges per request (halved when the source refuses).
     pub max_ranges: usize,
+    /// Keep the blob digest, TOC, tar-split and layers cache in `composefs-data/`
+    /// ([`super::metadata`]).
+    pub write_metadata: bool,
 }
 
 impl Default for PullOptions {
@@ -144,6 +147,7 @@ impl Default for PullOptions {
             insecure_skip_diff_id: false,
             expected_diff_id: None,
             max_ranges: MAX_RANGES,
+            write_metadata: true,
         }
     }
 }
@@ -394,7 +398,7 @@ pub fn pull(
         builder.set_file_content(id, object_path(&digest), v);
     }
     let tree = builder.finish();
-    let blob_verity = write_blob(&tree, &data_path, options.verity)?;
+    let blob_verity = Some(write_blob(&tree, &data_path, options.verity)?);
 
     // 6. The DiffID, from the tar-split and the objects now on disk.
     let diff_id = match (&manifest.tar_split, options.insecure_skip_diff_id) {
@@ -417,6 +421,23 @@ pub fn pull(
         _ => None,
     };
 
+    if options.write_metadata {
+        let mut tar_split_gz = Vec::new();
+        if let Some(split) = &manifest.tar_split {
+            let mut split = split.try_clone().map_err(|e| Error::io("reopen tar-split", e))?;
+            std::io::Seek::seek(&mut split, std::io::SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
+            let mut gz = flate2::write::GzEncoder::new(&mut tar_split_gz, flate2::Compression::fast());
+            std::io::copy(&mut split, &mut gz).map_err(|e| Error::io("compress tar-split", e))?;
+            gz.finish().map_err(|e| Error::io("compress tar-split", e))?;
+        }
+        let blob_digest = blob_verity.unwrap_or_default();
+        super::metadata::write_all(
+            &staging.path,
+            &blob_digest,
+            &manifest.toc_json,
+            manifest.tar_split.is_some().then_some(&tar_split_gz[..]),
+        )?;
+    }
     let verity_digests = store.verity_digests();
     let objects = store.stats;
     drop(store);
