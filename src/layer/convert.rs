@@ -346,7 +346,8 @@ fn write_blob(tree: &Tree, data_path: &Path, policy: VerityPolicy) -> Result<Opt
         super::blob::write_blob(tree, &mut w)?;
         w.flush().map_err(|e| Error::io(format_args!("write {}", blob_path.display()), e))?;
     }
-    blob.sync_all().map_err(|e| Error::io(format_args!("fsync {}", blob_path.display()), e))?;
+    // No fsync: like containers/storage and tar, durability is left to the caller (e.g. syncfs
+    // before recording the layer); the rename only makes the layer visible when complete.
     drop(blob);
     let data_dir = File::open(data_path).map_err(|e| Error::io(format_args!("open {}", data_path.display()), e))?;
     Verity::new(policy).apply(std::os::fd::AsFd::as_fd(&data_dir), "composefs.blob", &blob_path.display())
