@@ -8,6 +8,7 @@ pub mod result;
 pub mod toc;
 pub mod tree_builder;
 pub mod verity;
+mod writer;
 
 pub use convert::{convert, ConvertOptions, Limits, Progress, ProgressFn};
 pub use objects::ObjectStats;
