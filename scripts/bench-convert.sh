@@ -7,6 +7,9 @@
 # peak RSS of (c) (goal < 64 MiB).
 #
 # The layer is a tar of a big part of /usr (about 200 MB uncompressed), zstd -3, made once.
+# On a shared machine run it as `nice -n -15 scripts/bench-convert.sh` (same priority for all
+# three) and read the CPU column too: wall times of multi-threaded (c) suffer most from
+# run-queue delays when other jobs load the cores.
 # Env: BENCH_DIR (work dir, default /var/tmp/cfs-bench), BENCH_DIRS (what to tar, relative
 # to /), BENCH_RUNS (default 3), BENCH_BIN (prebuilt binary, else `cargo build --release`).
 set -euo pipefail
