@@ -12,6 +12,7 @@ pub mod staging;
 pub mod toc;
 pub mod tree_builder;
 pub mod verity;
+mod writer;
 
 pub use convert::{convert, ConvertOptions, Limits, Progress, ProgressFn};
 pub use objects::ObjectStats;

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::objects::ObjectStats;
 use crate::source::{hex, Compression};
 
-/// The result of [`crate::layer::convert`].
+/// The result of [`crate::layer::convert()`].
 #[derive(Debug, Clone)]
 pub struct ConvertResult {
     /// The finished layer directory.

@@ -48,7 +48,7 @@ use crate::{Error, ErrorKind, Result};
 pub const BLOB_PATH: &str = "composefs-data/composefs.blob";
 /// Where the CLI keeps the blob's expected fs-verity digest (64 hex digits and a newline),
 /// relative to the layer dir. The library itself takes digests from its caller.
-pub const BLOB_DIGEST_PATH: &str = "composefs-data/composefs.blob.verity";
+pub const BLOB_DIGEST_PATH: &str = crate::layer::metadata::BLOB_DIGEST;
 
 /// One layer of a stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
