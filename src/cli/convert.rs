@@ -12,7 +12,16 @@ use composefs_storage::layer::pull::{pull, FileFetcher, PullOptions};
 use composefs_storage::layer::{convert, ConvertOptions, VerityPolicy};
 use composefs_storage::{Error, Result};
 
+use crate::progress::ProgressLine;
+
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  composefs-storage convert layer.tar.gz /var/tmp/l1
+  composefs-storage convert --source-layer /var/tmp/l1 layer2.tar.zst /var/tmp/l2
+  curl -sL URL | composefs-storage convert --json - /var/tmp/l3
+  composefs-storage convert --annotations ann.json --source-layer /var/tmp/l1 blob.zst /var/tmp/l4
+
+A progress line is drawn on stderr while converting when stderr is a terminal.")]
 pub struct Args {
     /// Another layer directory whose `diff/` objects may be reused (repeatable).
     #[arg(long = "source-layer", value_name = "DIR")]
@@ -47,6 +56,9 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// No progress line on stderr (it is drawn only when stderr is a terminal anyway).
+    #[arg(long, short)]
+    quiet: bool,
     /// The layer blob: tar, gzip or zstd (by magic); `-` reads standard input.
     input: PathBuf,
     /// The layer directory to create; it must not exist.
@@ -80,7 +92,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .map_err(|e| Error::io(format_args!("open {}", args.input.display()), e))?,
         )
     };
-    let result = convert(input, &args.layer_dir, &options, None)?;
+    let mut bar = ProgressLine::new("converting", None, args.quiet);
+    let result = match bar.as_mut() {
+        Some(b) => convert(input, &args.layer_dir, &options, Some(&mut |p| b.update(p))),
+        None => convert(input, &args.layer_dir, &options, None),
+    };
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let result = result?;
     if let Some(p) = &args.toc {
         std::fs::write(p, &result.toc_json).map_err(|e| Error::io(format_args!("write {}", p.display()), e))?;
     }
@@ -128,7 +148,15 @@ fn run_pull(args: Args, annotations: Option<BTreeMap<String, String>>) -> Result
         insecure_skip_diff_id: args.insecure_skip_diff_id,
         ..Default::default()
     };
-    let result = pull(&mut fetcher, &args.layer_dir, &options, None)?;
+    let mut bar = ProgressLine::new("pulling", None, args.quiet);
+    let result = match bar.as_mut() {
+        Some(b) => pull(&mut fetcher, &args.layer_dir, &options, Some(&mut |p| b.update(p))),
+        None => pull(&mut fetcher, &args.layer_dir, &options, None),
+    };
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let result = result?;
     if let Some(p) = &args.toc {
         std::fs::write(p, &result.toc_json).map_err(|e| Error::io(format_args!("write {}", p.display()), e))?;
     }

@@ -9,9 +9,12 @@ use clap::{Parser, Subcommand};
 
 mod config;
 mod convert;
+mod demo;
 mod export;
 mod image;
+mod inspect;
 mod mount;
+mod progress;
 mod toc;
 
 #[derive(Parser)]
@@ -39,6 +42,10 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount a stack mounted with `mount`.
     Umount(mount::UmountArgs),
+    /// Summarise a layer dir (entries, objects, blob, fs-verity, metadata); --verify checks its objects.
+    Inspect(inspect::Args),
+    /// Run the main job on a built-in 3-layer example: convert, dedup, mount, list, unmount.
+    Demo(demo::Args),
 }
 
 /// Exit code for a failed operation.
@@ -57,6 +64,8 @@ fn main() -> ExitCode {
         Command::Dump(args) => image::dump(args),
         Command::Mount(args) => mount::run_mount(args),
         Command::Umount(args) => mount::run_umount(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

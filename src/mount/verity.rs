@@ -56,7 +56,7 @@ impl VerityPolicy {
 
 /// The kernel's SHA-256 fs-verity digest of `file`, or `None` when the file has no fs-verity
 /// (or the filesystem has none, or it uses another hash).
-pub(crate) fn measure(file: &File) -> Option<[u8; 32]> {
+pub fn measure(file: &File) -> Option<[u8; 32]> {
     #[repr(C)]
     struct FsverityDigest {
         algorithm: u16,
