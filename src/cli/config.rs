@@ -10,6 +10,13 @@ use composefs_storage::config::{self, LoadOptions, Severity};
 const EXIT_CHECK_FAILED: u8 = 3;
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  composefs-storage config                       # effective settings as JSON
+  composefs-storage config --check               # why composefs would not take effect
+  composefs-storage config --file ./storage.conf | jq .
+
+Exit status: 0 ok, 1 the files could not be read or parsed, 2 bad usage, 3 --check found a
+problem that keeps composefs from taking effect.")]
 pub struct Args {
     /// Read only this file (no search, no drop-ins, no environment overrides).
     #[arg(long, value_name = "PATH")]

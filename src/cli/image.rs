@@ -9,6 +9,10 @@ use composefs_storage::image::{self, dump, fsverity::to_hex, WriteOptions};
 use composefs_storage::{Error, Result};
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  composefs-storage mkimage layer.dump layer.cfs
+  composefs-storage mkimage --print-digest --min-version 1 - layer.cfs < layer.dump
+  composefs-storage dump old.cfs | composefs-storage mkimage - new.cfs   # rewrite an image")]
 pub struct MkimageArgs {
     /// Lowest composefs format version to write (mkcomposefs --min-version).
     #[arg(long, default_value_t = 0)]
@@ -32,6 +36,9 @@ pub struct MkimageArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  composefs-storage dump /var/tmp/l1/composefs-data/composefs.blob
+  composefs-storage dump layer.cfs | wc -l   # entries in the image")]
 pub struct DumpArgs {
     /// The composefs image to print as a dump on stdout.
     image: PathBuf,

@@ -18,7 +18,18 @@ mod progress;
 mod toc;
 
 #[derive(Parser)]
-#[command(name = "composefs-storage", version, about = "The composefs layer path of containers/storage")]
+#[command(
+    name = "composefs-storage",
+    version,
+    about = "The composefs layer path of containers/storage",
+    after_help = "Start here:
+  composefs-storage demo                          # the whole job on a built-in example
+  composefs-storage convert layer.tar.gz /var/tmp/l1
+  composefs-storage inspect --verify /var/tmp/l1
+
+Exit status: 0 success, 1 the operation failed, 2 bad usage, 3 config --check found problems.
+`composefs-storage help SUBCOMMAND` shows each subcommand's options and examples."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

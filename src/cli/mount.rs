@@ -12,6 +12,13 @@ use composefs_storage::{Error, Result};
 /// objects in `diff/`); any other is a classic layer with its tree in `diff/`. When
 /// `composefs-data/composefs.blob.verity` exists, the blob must have that fs-verity digest.
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  composefs-storage mount /var/tmp/l3 /var/tmp/l2 /var/tmp/l1 /mnt/merged
+  composefs-storage mount --verity require /var/tmp/l2 /var/tmp/l1 /mnt/merged
+  composefs-storage mount --rw --upper /var/tmp/up --work /var/tmp/work /var/tmp/l1 /mnt/merged
+  composefs-storage umount /mnt/merged
+
+Needs root, and a kernel with EROFS and overlayfs.")]
 pub struct MountArgs {
     /// Mount read-write (needs --upper and --work).
     #[arg(long)]
@@ -35,7 +42,9 @@ pub struct MountArgs {
 
 /// Unmount a stack mounted by `composefs-storage mount`.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  composefs-storage umount /mnt/merged")]
 pub struct UmountArgs {
+    /// Where the stack is mounted.
     mountpoint: PathBuf,
 }
 
