@@ -1,6 +1,7 @@
 //! Mount + unmount timing: 1- and 20-layer composefs stacks against 1- and 20-layer classic
 //! stacks, in one run. Ignored by default (it measures, it does not check); run it with
 //! `scripts/bench-mount.sh` (SPEC §11; goal: composefs within 1.5x of classic at 20 layers).
+//! The data is generated here, so it runs on any machine with root, EROFS and overlayfs.
 
 mod mount_support;
 
@@ -38,18 +39,37 @@ fn time_stack(stack: &[Layer], mnt: &Path, opts: &MountOptions) -> (Duration, Du
 #[test]
 #[ignore = "benchmark: run with scripts/bench-mount.sh"]
 fn bench_mount_unmount() {
-    if !can_mount() || !corpus_available() {
+    if !can_mount() {
         return;
     }
+    // Data made here (a fresh machine needs nothing else): a generated tree, its tar converted
+    // once into a composefs layer and reused (hardlinked objects) for the other 19.
     let tmp = tempdir();
     let root = tmp.path();
     let tree = root.join("tree");
-    extract(&Path::new(CORPUS).join("cstorage/handmade-archive/handmade-archive.tar.zst"), &tree);
-    let image = corpus_image("handmade-archive.cfs", root);
+    generate_tree(&tree);
+    let tar = root.join("layer.tar");
+    let ok = Command::new("tar")
+        .args(["--numeric-owner", "--sort=name", "-cf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&tree)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "tar -c of the generated tree");
     let mut cfs: Vec<PathBuf> = Vec::new();
     let mut classic: Vec<PathBuf> = Vec::new();
     for i in 0..20 {
-        cfs.push(composefs_layer_dir(&root.join(format!("cfs{i}")), &image, &tree));
+        let dir = root.join(format!("cfs{i}"));
+        let options = composefs_storage::layer::ConvertOptions {
+            source_layers: cfs.first().cloned().into_iter().collect(),
+            hardlinks: true,
+            ..Default::default()
+        };
+        composefs_storage::layer::convert(Box::new(fs::File::open(&tar).unwrap()), &dir, &options, None).unwrap();
+        cfs.push(dir);
         let c = root.join(format!("classic{i}"));
         fs::create_dir(&c).unwrap();
         let ok = Command::new("cp").arg("-a").arg(&tree).arg(c.join("diff")).status().unwrap().success();
@@ -80,4 +100,21 @@ fn bench_mount_unmount() {
     println!("ratio composefs/classic, 20 layers: {:.2}x (goal <= 1.5x)", ratio(results[2], results[3]));
     println!("ratio composefs/classic, 20 layers, flatten off: {:.2}x", ratio(results[4], results[3]));
     Snapshot::assert_clean(root);
+}
+
+/// A tree like a small package: 20 dirs of 25 files (0 to 40 KiB, a few identical), symlinks.
+fn generate_tree(tree: &Path) {
+    for d in 0..20 {
+        let dir = tree.join(format!("usr/lib/pkg{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..25 {
+            let len = (d * 25 + f) * 331 % (40 << 10);
+            let seed = if f % 10 == 0 { 0 } else { d * 25 + f };
+            let data: Vec<u8> = format!("file {seed}\n").bytes().cycle().take(len).collect();
+            fs::write(dir.join(format!("f{f:02}.so")), data).unwrap();
+        }
+        std::os::unix::fs::symlink(format!("pkg{d:02}/f00.so"), tree.join(format!("usr/lib/link{d:02}"))).unwrap();
+    }
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), b"bench\n").unwrap();
 }
