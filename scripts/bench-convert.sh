@@ -19,12 +19,19 @@ WORK=${BENCH_DIR:-/var/tmp/cfs-bench}
 DIRS=${BENCH_DIRS:-"usr/include usr/lib/python3.11 usr/share/perl usr/share/zoneinfo"}
 RUNS=${BENCH_RUNS:-3}
 mkdir -p "$WORK"
-L=$WORK/layer.tar.zst
+
+# Only the dirs this machine has (a fresh machine may lack some); /usr/share if none.
+HAVE=
+for d in $DIRS; do [ -d "/$d" ] && HAVE="$HAVE $d"; done
+DIRS=${HAVE:-usr/share}
+# One cached layer per set of dirs.
+L=$WORK/layer-$(echo "$DIRS" | cksum | cut -d' ' -f1).tar.zst
 
 if [ ! -s "$L" ]; then
-    echo "making layer from: $DIRS" >&2
+    echo "making layer from:$DIRS" >&2
+    # tar exits 1 for files that changed while read: still a good layer.
     # shellcheck disable=SC2086
-    tar -C / --sort=name -cf - $DIRS 2>/dev/null | zstd -3 -q -T0 -o "$L"
+    (set +o pipefail; tar -C / --sort=name -cf - $DIRS 2>/dev/null | zstd -3 -q -T0 -o "$L.tmp") && mv "$L.tmp" "$L"
 fi
 USIZE=$(zstd -dc "$L" | wc -c)
 ENTRIES=$(zstd -dc "$L" | tar -t | wc -l)

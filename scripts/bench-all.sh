@@ -1,0 +1,168 @@
+#!/bin/bash
+# Every benchmark in one run, ending with one table: each figure next to its baseline measured
+# in the same run, and their ratio.
+#
+#   scripts/bench-all.sh [--quick]
+#
+# Runs scripts/bench-convert.sh (convert vs classic unpack and vs the decompress+hash floor),
+# scripts/bench-image.sh (image writer vs the composefs crate), scripts/bench-mount.sh (mount
+# stacks, needs root + EROFS + overlayfs) and a partial-pull figure (a zstd:chunked layer pulled
+# cold vs with an already-converted copy present as source layer). All data is made on this
+# machine from its own files, except the zstd:chunked blob: the library has no zstd:chunked
+# writer, so it comes from the corpus (CFS_CORPUS, default ../shared/corpus or
+# /work/shared/corpus); that row is skipped without it.
+#
+# Time: about 5-10 minutes on 2 cores (most of it release builds the first time); --quick does
+# one round of each on smaller data (about 2-3 minutes once built). Logs: $BENCH_DIR/logs.
+# Env: BENCH_DIR (work dir, default /var/tmp/cfs-bench), CFS_CORPUS.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+QUICK=
+case "${1:-}" in
+--quick) QUICK=1 ;;
+"") ;;
+*)
+    echo "usage: $0 [--quick]" >&2
+    exit 2
+    ;;
+esac
+WORK=${BENCH_DIR:-/var/tmp/cfs-bench}
+LOGS=$WORK/logs
+mkdir -p "$LOGS"
+export BENCH_DIR=$WORK
+START=$(date +%s)
+
+note() { echo "== $*" >&2; }
+# The first number after a pattern in a log (empty when absent).
+grab() { sed -n "s/.*$2[^0-9]*\([0-9][0-9.]*\).*/\1/p" "$1" | head -1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2fx", a / b }'; }
+# A figure "1.23 s" or "-" when absent.
+fmt() { if [ -n "$1" ]; then echo "$1 $2"; else echo "-"; fi; }
+ROWS=()
+row() { ROWS+=("$(printf '%-44s %-16s %-34s %-8s %s' "$1" "$2" "$3" "$4" "$5")"); }
+
+note "building the release CLI"
+(cd "$ROOT" && cargo build --release --bin composefs-storage -q)
+BIN=$ROOT/target/release/composefs-storage
+
+# --- convert ------------------------------------------------------------------------------
+if [ -n "$QUICK" ]; then
+    CONV_ENV=(BENCH_RUNS=1 BENCH_DIRS="${BENCH_DIRS:-usr/include usr/share/zoneinfo}")
+else
+    CONV_ENV=(BENCH_RUNS="${BENCH_RUNS:-3}")
+fi
+note "convert (scripts/bench-convert.sh)"
+if env "${CONV_ENV[@]}" BENCH_BIN="$BIN" bash "$ROOT/scripts/bench-convert.sh" 2>&1 | tee "$LOGS/convert.log" >&2; then
+    A=$(grab "$LOGS/convert.log" '(a) zstd -dc | tar -x')
+    B=$(grab "$LOGS/convert.log" '(b) zstd -dc | openssl sha256')
+    C=$(grab "$LOGS/convert.log" '(c) composefs-storage convert')
+    RSS=$(grab "$LOGS/convert.log" 'peak RSS of (c) =')
+    USIZE=$(sed -n 's/.*, \([0-9]*\) bytes uncompressed.*/\1/p' "$LOGS/convert.log" | head -1)
+    row "convert a layer (wall)" "$(fmt "$C" s)" "decompress+sha256 floor $(fmt "$B" s)" "$(ratio "$C" "$B")" "goal <= 1.5x"
+    row "convert a layer (wall)" "$(fmt "$C" s)" "zstd -dc | tar -x $(fmt "$A" s)" "$(ratio "$C" "$A")" "goal < 1x"
+    row "convert peak RSS" "$(fmt "$RSS" MiB)" "layer tar $(awk -v u="$USIZE" 'BEGIN { printf "%.0f MiB", u / 1048576 }')" \
+        "$(ratio "$RSS" "$(awk -v u="$USIZE" 'BEGIN { print u / 1048576 }')")" "goal < 64 MiB"
+else
+    row "convert" "failed" "see $LOGS/convert.log" "-" ""
+fi
+
+# --- image writer -------------------------------------------------------------------------
+IMG_ROOT=/usr
+[ -n "$QUICK" ] && IMG_ROOT=/usr/share
+note "image writer (scripts/bench-image.sh $IMG_ROOT)"
+if env ${QUICK:+ROUNDS=1} bash "$ROOT/scripts/bench-image.sh" "$IMG_ROOT" 2>&1 | tee "$LOGS/image.log" >&2; then
+    # Rows: writer parse-s write-s "RSS-pre MB" "RSS-peak MB" ...
+    read -r _ _ OW _ _ ORSS _ < <(grep '^ours ' "$LOGS/image.log" || echo "- - - - - - -")
+    read -r _ _ CW _ _ CRSS _ < <(grep '^composefs-rs ' "$LOGS/image.log" || echo "- - - - - - -")
+    ENTRIES=$(sed -n 's/.*(\([0-9]*\) entries).*/\1/p' "$LOGS/image.log" | head -1)
+    SAME=$(sed -n 's/^images identical: \([a-zA-Z]*\).*/\1/p' "$LOGS/image.log")
+    row "EROFS image write, $ENTRIES entries" "$(fmt "$OW" s)" "composefs crate $(fmt "$CW" s)" "$(ratio "$OW" "$CW")" "identical: $SAME"
+    row "EROFS image write peak RSS" "$(fmt "$ORSS" MB)" "composefs crate $(fmt "$CRSS" MB)" "$(ratio "$ORSS" "$CRSS")" ""
+else
+    row "image writer" "failed" "see $LOGS/image.log" "-" ""
+fi
+
+# --- partial pull -------------------------------------------------------------------------
+CORPUS=${CFS_CORPUS:-}
+for c in "$CORPUS" "$ROOT/../shared/corpus" "$ROOT/../../shared/corpus" /work/shared/corpus; do
+    [ -n "$c" ] && [ -f "$c/README.md" ] && CORPUS=$c && break
+done
+CASE=$CORPUS/cstorage/etc-doc-gnu/etc-doc-gnu
+if [ -f "$CASE.zstd-chunked" ]; then
+    note "partial pull ($CASE.zstd-chunked)"
+    P=$WORK/pull
+    rm -rf "$P"
+    mkdir -p "$P"
+    RUNS=5
+    [ -n "$QUICK" ] && RUNS=2
+    cat "$CASE.zstd-chunked" "$CASE.tar.zst" >/dev/null
+    # The converted copy: the same content converted from its plain tar.zst.
+    "$BIN" convert -q --verity off "$CASE.tar.zst" "$P/copy" >/dev/null
+    best() { # name args... -> "WALL RSS" (best wall of $RUNS; its JSON in $P/name.json)
+        local name=$1 w rss bw= brss=
+        shift
+        for _ in $(seq "$RUNS"); do
+            rm -rf "$P/$name"
+            read -r w rss < <({ /usr/bin/time -f "%e %M" "$BIN" convert -q --verity off --json "$@" "$P/$name" \
+                >"$P/$name.json"; } 2>&1 | tail -1)
+            if [ -z "$bw" ] || awk -v a="$w" -v b="$bw" 'BEGIN { exit !(a < b) }'; then bw=$w brss=$rss; fi
+        done
+        echo "$bw $brss"
+    }
+    j() { sed -n "s/.*\"$2\": \([0-9]*\).*/\1/p" "$P/$1.json" | head -1; }
+    read -r FULL FULLRSS < <(best full "$CASE.tar.zst")
+    read -r COLD COLDRSS < <(best cold --annotations "$CASE.annotations.json" "$CASE.zstd-chunked")
+    read -r WARM WARMRSS < <(best warm --annotations "$CASE.annotations.json" --source-layer "$P/copy" "$CASE.zstd-chunked")
+    {
+        echo "full convert of the tar.zst: $FULL s, peak RSS $FULLRSS KiB"
+        for n in cold warm; do
+            echo "$n pull: $([ $n = cold ] && echo "$COLD" || echo "$WARM") s; $(tr -d '\n ' <"$P/$n.json")"
+        done
+    } | tee "$LOGS/pull.log" >&2
+    SIZE=$(j cold blobSize)
+    CR=$(j cold blobBytesFetched) WR=$(j warm blobBytesFetched)
+    CW=$(j cold bytesWritten) WW=$(j warm bytesWritten) WU=$(j warm bytesReused)
+    mb() { awk -v b="$1" 'BEGIN { printf "%.2f MB", b / 1e6 }'; }
+    row "partial pull, copy present: time" "$(fmt "$WARM" s)" "cold pull $(fmt "$COLD" s)" "$(ratio "$WARM" "$COLD")" ""
+    row "partial pull, copy present: blob read" "$(mb "$WR")" "cold pull $(mb "$CR") (blob $(mb "$SIZE"))" "$(ratio "$WR" "$CR")" ""
+    row "partial pull, copy present: bytes written" "$(mb "$WW")" "cold pull $(mb "$CW")" "$(ratio "$WW" "$CW")" "$(mb "$WU") reused"
+    row "cold pull vs full convert of the tar.zst" "$(fmt "$COLD" s)" "convert $(fmt "$FULL" s)" "$(ratio "$COLD" "$FULL")" ""
+    row "pull peak RSS (copy present)" "$(awk -v k="$WARMRSS" 'BEGIN { printf "%.1f MiB", k / 1024 }')" \
+        "cold pull $(awk -v k="$COLDRSS" 'BEGIN { printf "%.1f MiB", k / 1024 }')" "$(ratio "$WARMRSS" "$COLDRSS")" ""
+    rm -rf "$P"
+else
+    note "partial pull: skipped (no corpus zstd:chunked blob; set CFS_CORPUS)"
+    row "partial pull" "skipped" "no corpus (CFS_CORPUS)" "-" ""
+fi
+
+# --- mount --------------------------------------------------------------------------------
+note "mount stacks (scripts/bench-mount.sh)"
+ITER=${CFS_BENCH_ITERATIONS:-50}
+[ -n "$QUICK" ] && ITER=10
+if [ "$(id -u)" != 0 ]; then
+    row "mount + unmount" "skipped" "needs root" "-" ""
+elif CFS_BENCH_ITERATIONS=$ITER sh "$ROOT/scripts/bench-mount.sh" 2>&1 | tee "$LOGS/mount.log" >&2 &&
+    grep -q 'composefs 20 layers:' "$LOGS/mount.log"; then
+    M1=$(grab "$LOGS/mount.log" 'composefs  1 layer :')
+    K1=$(grab "$LOGS/mount.log" 'classic    1 layer :')
+    M20=$(grab "$LOGS/mount.log" 'composefs 20 layers:')
+    K20=$(grab "$LOGS/mount.log" 'classic   20 layers:')
+    MF=$(grab "$LOGS/mount.log" 'flatten off):')
+    row "mount+umount, 1 layer (median)" "$(fmt "$M1" ms)" "classic $(fmt "$K1" ms)" "$(ratio "$M1" "$K1")" ""
+    row "mount+umount, 20 layers (median)" "$(fmt "$M20" ms)" "classic $(fmt "$K20" ms)" "$(ratio "$M20" "$K20")" "goal <= 1.5x"
+    row "  same, one EROFS per layer (flatten off)" "$(fmt "$MF" ms)" "classic $(fmt "$K20" ms)" "$(ratio "$MF" "$K20")" ""
+else
+    row "mount + unmount" "skipped/failed" "see $LOGS/mount.log" "-" ""
+fi
+
+# --- the table ----------------------------------------------------------------------------
+echo
+echo "composefs-storage benchmarks$([ -n "$QUICK" ] && echo " (--quick)"), $(date -u +%Y-%m-%d), $(nproc) CPUs:" \
+    "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); total $(($(date +%s) - START)) s"
+echo
+printf '%-44s %-16s %-34s %-8s %s\n' "figure" "ours" "baseline (same run)" "ratio" "note"
+printf '%s\n' "${ROWS[@]}"
+echo
+echo "ratio = ours / baseline: below 1 is faster (or smaller) than the baseline."
