@@ -258,10 +258,10 @@ fn cannot_mount() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
         return Some("mounting needs root (run `sudo composefs-storage demo` to see this step)".into());
     }
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    // fsopen loads the filesystem module when needed, as a mount would.
     for needed in ["erofs", "overlay"] {
-        if !fs.lines().any(|l| l.split_whitespace().last() == Some(needed)) {
-            return Some(format!("the kernel has no {needed} filesystem (try `modprobe {needed}`)"));
+        if let Err(e) = rustix::mount::fsopen(needed, rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC) {
+            return Some(format!("the kernel cannot open a {needed} filesystem ({e}); try `modprobe {needed}`"));
         }
     }
     None
