@@ -37,3 +37,59 @@ fn usage_errors_exit_2_and_failures_exit_1() {
     assert_eq!(code(&["dump", "/nonexistent.cfs"]), Some(1));
     assert_eq!(code(&["inspect", "/nonexistent-layer"]), Some(1));
 }
+
+/// A layer tar of 8 files of 1 MiB (progress is reported per entry).
+fn big_tar(path: &std::path::Path) {
+    let mut out = Vec::new();
+    for i in 0..8 {
+        let data: Vec<u8> = format!("file {i}\n").bytes().cycle().take(1 << 20).collect();
+        let mut h = [0u8; 512];
+        let name = format!("f{i:03}");
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[108..115].copy_from_slice(b"0000000");
+        h[116..123].copy_from_slice(b"0000000");
+        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+        h[136..147].copy_from_slice(b"14544400200");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(&data);
+    }
+    out.resize(out.len() + 1024, 0);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn convert_progress_only_on_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = tmp.path().join("big.tar");
+    big_tar(&tar);
+    // stderr is a pipe here: not a byte of progress.
+    let o = bin().arg("convert").arg(&tar).arg(tmp.path().join("a")).output().unwrap();
+    assert!(o.status.success());
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    // On a terminal (script(1) gives it one), the progress line is drawn and cleared.
+    let cmd = format!(
+        "{} convert {} {}",
+        env!("CARGO_BIN_EXE_composefs-storage"),
+        tar.display(),
+        tmp.path().join("b").display()
+    );
+    let Ok(o) = Command::new("script").args(["-qec", &cmd, "/dev/null"]).output() else {
+        eprintln!("SKIP: no script(1) to run under a terminal");
+        return;
+    };
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("\r\x1b[Kconverting "), "{text:?}");
+    assert!(text.contains("entries"), "{text:?}");
+    // --quiet: none even on a terminal.
+    let o = Command::new("script").args(["-qec", &format!("{cmd}q --quiet"), "/dev/null"]).output().unwrap();
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("converting"));
+}
