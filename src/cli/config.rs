@@ -13,6 +13,7 @@ const EXIT_CHECK_FAILED: u8 = 3;
 #[command(after_help = "Examples:
   composefs-storage config                       # effective settings as JSON
   composefs-storage config --check               # why composefs would not take effect
+  composefs-storage config --check --json | jq '.[].code'
   composefs-storage config --file ./storage.conf | jq .
 
 Exit status: 0 ok, 1 the files could not be read or parsed, 2 bad usage, 3 --check found a
@@ -27,6 +28,9 @@ pub struct Args {
     /// Print findings, one per line; exit 3 if composefs would not take effect.
     #[arg(long)]
     check: bool,
+    /// With --check: print the findings as a JSON array of {severity, code, message}.
+    #[arg(long, requires = "check")]
+    json: bool,
 }
 
 pub fn run(args: Args) -> composefs_storage::Result<ExitCode> {
@@ -46,11 +50,14 @@ pub fn run(args: Args) -> composefs_storage::Result<ExitCode> {
     }
     let mut findings = cfg.check();
     findings.extend(config::check_host(&cfg, &config::Host::current()));
-    if findings.is_empty() {
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&findings).unwrap_or_default());
+    } else if findings.is_empty() {
         println!("ok: composefs takes effect with these settings");
-    }
-    for f in &findings {
-        println!("{f}");
+    } else {
+        for f in &findings {
+            println!("{f}");
+        }
     }
     if findings.iter().any(|f| f.severity == Severity::Error) {
         Ok(ExitCode::from(EXIT_CHECK_FAILED))
