@@ -76,3 +76,32 @@ fn demo_keep_leaves_inspectable_layers() {
         assert!(o.status.success(), "{layer}: {}", String::from_utf8_lossy(&o.stdout));
     }
 }
+
+#[test]
+fn demo_as_an_unprivileged_user_converts_and_says_why_it_skips() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIP: needs root to switch to an unprivileged user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bin = tmp.path().join("composefs-storage");
+    std::fs::copy(env!("CARGO_BIN_EXE_composefs-storage"), &bin).unwrap();
+    let Ok(o) = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["demo", "--workdir"])
+        .arg(tmp.path())
+        .output()
+    else {
+        eprintln!("SKIP: no setpriv(1)");
+        return;
+    };
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("skipped: mounting needs root"), "{out}");
+    assert_eq!(out.matches("composefs.blob ").count(), 3, "{out}");
+    let left = std::fs::read_dir(tmp.path()).unwrap().filter_map(|e| e.ok()).count();
+    assert_eq!(left, 1, "only the copied binary is left");
+}

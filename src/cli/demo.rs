@@ -159,8 +159,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         println!("kept the store at {}", kept.display());
     } else {
         let path = store.path().to_path_buf();
-        store.close().map_err(|e| Error::io(format_args!("remove {}", path.display()), e))?;
-        println!("cleaned up {}", path.display());
+        make_removable(&path);
+        match store.close() {
+            Ok(()) => println!("cleaned up {}", path.display()),
+            // The demo's own failure, if any, is the one worth reporting.
+            Err(e) if result.is_err() => eprintln!("composefs-storage: could not remove {}: {e}", path.display()),
+            Err(e) => return Err(Error::io(format_args!("remove {}", path.display()), e)),
+        }
     }
     result.map(|()| ExitCode::SUCCESS)
 }
@@ -169,6 +174,14 @@ fn demo(store: &Path, args: &Args) -> Result<()> {
     // 1. Three layers, compressed three ways, converted bottom first, each reusing the layers
     //    below it as sources of objects.
     println!("\n1. convert three layers (layers 2 and 3 reuse the objects of the layers below)");
+    // Objects are mode 0000, as containers/storage writes them: only root can open one again,
+    // to enable fs-verity on it or to reuse it in another layer.
+    let root = rustix::process::geteuid().is_root();
+    let verity = if root { VerityPolicy::IfAvailable } else { VerityPolicy::Off };
+    if !root {
+        println!("   (not root: objects are mode 0000 as in containers/storage, so layers cannot reuse each");
+        println!("   other's objects here and fs-verity stays off; run as root to see dedup across layers)");
+    }
     let mut dirs: Vec<PathBuf> = Vec::new();
     let mut written_total = 0;
     let mut reused_total = 0;
@@ -180,8 +193,11 @@ fn demo(store: &Path, args: &Args) -> Result<()> {
             _ => (raw.clone(), "tar"),
         };
         let dir = store.join(format!("layer{}", i + 1));
-        let options =
-            ConvertOptions { source_layers: dirs.clone(), verity: VerityPolicy::IfAvailable, ..Default::default() };
+        let options = ConvertOptions {
+            source_layers: if root { dirs.clone() } else { Vec::new() },
+            verity,
+            ..Default::default()
+        };
         let input: Box<dyn Read + Send> = Box::new(Cursor::new(blob.clone()));
         let r = convert(input, &dir, &options, None).map_err(|e| e.context(format!("convert layer {}", i + 1)))?;
         print_layer(i + 1, how, blob.len(), &r, &dir)?;
@@ -225,6 +241,23 @@ fn demo(store: &Path, args: &Args) -> Result<()> {
     drop(guard);
     println!("   unmounted");
     Ok(())
+}
+
+/// Gives the owner write permission on every directory under `dir` (converted layers' `diff/`
+/// dirs are read-only, which only root can ignore), so the store can be removed.
+fn make_removable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755));
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
 }
 
 fn gzip(raw: &[u8]) -> Result<Vec<u8>> {
