@@ -1,0 +1,83 @@
+// Package cstorage offers the composefs pieces of containers/storage's overlay driver and
+// pkg/chunked with their signatures, implemented by libcomposefs_storage, so that
+// containers/storage can switch to the library with a few lines and no mkcomposefs binary.
+//
+// What each function replaces in containers/storage (drivers/overlay/composefs.go,
+// pkg/chunked, pkg/fsverity):
+//
+//   - GenerateComposefsBlob replaces overlay's generateComposeFsBlob: dump.GenerateDump piped
+//     into an exec of `mkcomposefs --from-file - -`, written to <composefsDir>/composefs.blob,
+//     and fsverity.EnableVerity on it. The blob is byte-identical to mkcomposefs 1.0.8's.
+//   - GenerateDump replaces pkg/chunked/dump.GenerateDump: the composefs dump of a TOC,
+//     byte-identical to it (with each line's xattrs sorted: upstream writes them in Go map
+//     order).
+//   - MountComposefsBlob replaces overlay's mountComposefsBlob (see its doc for the one
+//     difference).
+//   - EnableVerity and MeasureVerity replace pkg/fsverity.EnableVerity and
+//     pkg/fsverity.MeasureVerity.
+//   - RegularFilePathForValidatedDigest replaces pkg/chunked/internal/path's
+//     RegularFilePathForValidatedDigest: the flat object path of a content digest.
+//
+// Errors from the library match the sentinels of the parent package (composefs.ErrFormat, ...)
+// with errors.Is.
+package cstorage
+
+import (
+	"path/filepath"
+	"strings"
+
+	composefs "github.com/composefs-storage/composefs-storage/bindings/go"
+)
+
+// RegularFilePathForValidatedDigest returns the path of the flat object holding the content
+// with digest d ("sha256:<64 hex>"), relative to the layer's diff directory: "<2 hex>/<62 hex>".
+// d is a string or a github.com/opencontainers/go-digest Digest. A digest that is not a valid
+// sha256 digest is an error matching composefs.ErrInvalidArgument.
+//
+// Replaces containers/storage's pkg/chunked/internal/path.RegularFilePathForValidatedDigest.
+func RegularFilePathForValidatedDigest[D ~string](d D) (string, error) {
+	s := string(d)
+	hexPart, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(hexPart) != 64 || strings.Trim(hexPart, "0123456789abcdef") != "" {
+		return "", &composefs.Error{Status: composefs.StatusInvalidArgument,
+			Message: "cstorage: " + quote(s) + " is not a sha256 digest (sha256: and 64 lowercase hex digits)"}
+	}
+	return hexPart[:2] + "/" + hexPart[2:], nil
+}
+
+func quote(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return "\"" + s + "\""
+}
+
+// ComposefsBlobPath is the blob file inside a composefs-data directory
+// (containers/storage's getComposefsBlob).
+func ComposefsBlobPath(dataDir string) string {
+	return filepath.Join(dataDir, "composefs.blob")
+}
+
+// MountComposefsBlob mounts the composefs layer whose composefs-data directory is dataDir
+// (<layer>/composefs-data, as containers/storage's getComposefsData gives it) read-only at
+// mountPoint.
+//
+// Replaces containers/storage's overlay mountComposefsBlob. The difference: containers/storage
+// mounts the bare EROFS blob there and then adds the layer's diff directory as a data-only
+// lower ("::diff") of the final overlay; this mounts the complete layer (the blob with its
+// objects from the diff directory next to dataDir), so the caller uses mountPoint as an
+// ordinary lower directory and drops the data-only lower. Unmount it with Unmount.
+func MountComposefsBlob(dataDir, mountPoint string) error {
+	dataDir = filepath.Clean(dataDir)
+	if filepath.Base(dataDir) != "composefs-data" {
+		return &composefs.Error{Status: composefs.StatusInvalidArgument,
+			Message: "cstorage: " + quote(dataDir) + " is not a layer's composefs-data directory"}
+	}
+	layerDir := filepath.Dir(dataDir)
+	return composefs.MountStack([]composefs.Layer{{Dir: layerDir}}, mountPoint, nil)
+}
+
+// Unmount unmounts a mount made by MountComposefsBlob.
+func Unmount(mountPoint string) error {
+	return composefs.Unmount(mountPoint)
+}

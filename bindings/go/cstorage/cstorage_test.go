@@ -1,0 +1,150 @@
+package cstorage
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	composefs "github.com/composefs-storage/composefs-storage/bindings/go"
+)
+
+func corpusDir(t testing.TB) string {
+	t.Helper()
+	for _, d := range []string{os.Getenv("CFS_CORPUS"), filepath.Join("..", "..", "..", "..", "shared", "corpus"), "/work/shared/corpus"} {
+		if d == "" {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(d, "MANIFEST.txt")); err == nil {
+			return d
+		}
+	}
+	t.Skip("test corpus not found (set CFS_CORPUS or place it at ../shared/corpus next to the repository)")
+	return ""
+}
+
+func TestRegularFilePathForValidatedDigest(t *testing.T) {
+	hex := "4355a46b19d348dc2f57c046f8ef63d4538ebb936000f3c9ee954a27460dd865"
+	p, err := RegularFilePathForValidatedDigest("sha256:" + hex)
+	if err != nil || p != "43/55a46b19d348dc2f57c046f8ef63d4538ebb936000f3c9ee954a27460dd865" {
+		t.Errorf("= %q, %v", p, err)
+	}
+	// A named string type, as go-digest's Digest.
+	type digest string
+	if p2, err := RegularFilePathForValidatedDigest(digest("sha256:" + hex)); err != nil || p2 != p {
+		t.Errorf("named type: %q, %v", p2, err)
+	}
+	for _, bad := range []string{"", hex, "sha512:" + hex, "sha256:" + hex[:63], "sha256:../" + hex[3:], "sha256:" + strings.ToUpper(hex)} {
+		_, err := RegularFilePathForValidatedDigest(bad)
+		if !errors.Is(err, composefs.ErrInvalidArgument) {
+			t.Errorf("%q: %v, want ErrInvalidArgument", bad, err)
+		}
+	}
+}
+
+func TestVerity(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	if err := os.WriteFile(path, []byte("hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Before enabling: the kernel has nothing to measure.
+	if _, err := MeasureVerity("f", int(f.Fd())); err == nil {
+		t.Fatal("MeasureVerity of a file without fs-verity succeeded")
+	}
+	err = EnableVerity("f", int(f.Fd()))
+	if IsVerityUnsupported(err) {
+		t.Skipf("no fs-verity on %s: %v", dir, err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := MeasureVerity("f", int(f.Fd()))
+	want, _ := composefs.FsverityDigestFile(path)
+	if err != nil || got != want.String() {
+		t.Errorf("MeasureVerity = %q, %v; want %s", got, err, want)
+	}
+	// Enabling twice is no error.
+	if err := EnableVerity("f", int(f.Fd())); err != nil {
+		t.Errorf("second EnableVerity: %v", err)
+	}
+}
+
+func TestVerityErrors(t *testing.T) {
+	err := EnableVerity("bad fd", -1)
+	if !errors.Is(err, syscall.EBADF) || !strings.Contains(err.Error(), `"bad fd"`) {
+		t.Errorf("EnableVerity(-1) = %v", err)
+	}
+	if _, err := MeasureVerity("bad fd", -1); !errors.Is(err, syscall.EBADF) {
+		t.Errorf("MeasureVerity(-1) = %v", err)
+	}
+	if !IsVerityUnsupported(syscall.ENOTTY) || IsVerityUnsupported(syscall.EBADF) {
+		t.Error("IsVerityUnsupported")
+	}
+}
+
+func needMount(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mount tests need root (CAP_SYS_ADMIN)")
+	}
+	fss, err := os.ReadFile("/proc/filesystems")
+	if err != nil || !strings.Contains(string(fss), "\terofs\n") || !strings.Contains(string(fss), "\toverlay\n") {
+		t.Skip("the kernel has no erofs or overlay (see /proc/filesystems)")
+	}
+}
+
+func TestMountComposefsBlob(t *testing.T) {
+	mustInvalid := func(err error, what string) {
+		t.Helper()
+		if !errors.Is(err, composefs.ErrInvalidArgument) {
+			t.Errorf("%s: %v, want ErrInvalidArgument", what, err)
+		}
+	}
+	tmp := t.TempDir()
+	mustInvalid(MountComposefsBlob(tmp, tmp), "not a composefs-data dir")
+	mustInvalid(Unmount(tmp), "Unmount(not mounted)")
+
+	needMount(t)
+	layer := filepath.Join(tmp, "layer")
+	tarPath := filepath.Join(corpusDir(t), "cstorage", "noparents-ustar", "noparents-ustar.tar")
+	res, err := composefs.ConvertLayerFile(context.Background(), tarPath, layer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Close()
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			mnt := filepath.Join(tmp, "mnt", string(rune('a'+g)))
+			os.MkdirAll(mnt, 0o755)
+			if err := MountComposefsBlob(filepath.Join(layer, "composefs-data"), mnt); err != nil {
+				t.Error(err)
+				return
+			}
+			b, err := os.ReadFile(filepath.Join(mnt, "opt/z/f2"))
+			if err != nil || len(b) != 2 {
+				t.Errorf("reading the mounted file: %q, %v", b, err)
+			}
+			if err := Unmount(mnt); err != nil {
+				t.Error(err)
+			}
+		}(g)
+	}
+	wg.Wait()
+	info, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(info), tmp) {
+		t.Errorf("still mounted under %s", tmp)
+	}
+}
