@@ -90,7 +90,8 @@ func (o *MountOptions) toC() (*C.cfs_mount_options, error) {
 }
 
 // MountStack mounts layers (top first) as one overlay on mountpoint. On failure nothing stays
-// mounted and no loop device stays attached. It needs CAP_SYS_ADMIN.
+// mounted and no loop device stays attached. It needs CAP_SYS_ADMIN. A blob that does not have
+// its expected digest, or VerityRequire without one, is an ErrVerification.
 func MountStack(layers []Layer, mountpoint string, opts *MountOptions) error {
 	if len(layers) == 0 {
 		return &Error{Status: StatusInvalidArgument, Message: "composefs: MountStack needs at least one layer"}
@@ -108,8 +109,8 @@ func MountStack(layers []Layer, mountpoint string, opts *MountOptions) error {
 	// The arrays of pointers live in C memory: Go memory passed to C must not hold Go pointers.
 	n := len(layers)
 	ptrSize := C.size_t(unsafe.Sizeof((*C.char)(nil)))
-	dirs := (*[1 << 28]*C.char)(C.calloc(C.size_t(n), ptrSize))[:n:n]
-	digests := (*[1 << 28]*C.char)(C.calloc(C.size_t(n), ptrSize))[:n:n]
+	dirs := unsafe.Slice((**C.char)(C.calloc(C.size_t(n), ptrSize)), n)
+	digests := unsafe.Slice((**C.char)(C.calloc(C.size_t(n), ptrSize)), n)
 	defer func() {
 		for i := range dirs {
 			C.free(unsafe.Pointer(dirs[i]))
