@@ -52,6 +52,7 @@ pub struct ObjectStore {
     prefixes: [bool; 256],
     /// Content sha256 → fs-verity digest (if any) of every object in this layer.
     objects: HashMap<[u8; 32], Option<[u8; 32]>>,
+    tmp_seq: u64,
     pub stats: ObjectStats,
 }
 
@@ -79,7 +80,7 @@ impl TempFactory {
     /// A new, empty temporary object file (mode 0000).
     pub fn begin(&mut self) -> Result<TempObject> {
         self.seq += 1;
-        let name = format!(".tmp-{}", self.seq);
+        let name = format!(".tmpf-{}", self.seq);
         let fd = openat(
             &self.diff,
             name.as_str(),
@@ -126,6 +127,7 @@ impl ObjectStore {
             verity,
             prefixes: [false; 256],
             objects: HashMap::new(),
+            tmp_seq: 0,
             stats: ObjectStats::default(),
         })
     }
@@ -171,6 +173,29 @@ impl ObjectStore {
         self.finish_object(digest, &path, data.len() as u64)
     }
 
+    /// Takes the object with content `digest` (of `size` bytes) from this layer or a source layer,
+    /// without any content at hand. `None` when nobody has it: the caller must fetch it.
+    pub fn reuse(&mut self, digest: &[u8; 32], size: u64) -> Result<Option<Option<[u8; 32]>>> {
+        if let Some(v) = self.get(digest) {
+            self.stats.dedup_hits += 1;
+            return Ok(Some(v));
+        }
+        self.ensure_prefix(digest)?;
+        let path = object_path(digest);
+        if !self.try_reuse(&path, size)? {
+            return Ok(None);
+        }
+        self.finish_object(digest, &path, size).map(Some)
+    }
+
+    /// Starts an object whose digest is not known yet: a temporary file in `diff/`.
+    pub fn begin_temp(&mut self) -> Result<TempObject> {
+        self.tmp_seq += 1;
+        let name = format!(".tmp-{}", self.tmp_seq);
+        let fd = self.create(&name)?;
+        Ok(TempObject { file: File::from(fd), name })
+    }
+
     /// Completes a temporary object as `digest` (or drops it when the layer or a source layer
     /// already has that content).
     pub fn commit_temp(&mut self, tmp: TempObject, digest: &[u8; 32], size: u64) -> Result<Option<[u8; 32]>> {
@@ -191,6 +216,13 @@ impl ObjectStore {
             self.stats.bytes_written += size;
         }
         self.finish_object(digest, &path, size)
+    }
+
+    /// Removes a temporary object (on error paths).
+    pub fn abort_temp(&mut self, tmp: TempObject) {
+        let TempObject { file, name } = tmp;
+        drop(file);
+        let _ = unlinkat(&self.diff, name.as_str(), AtFlags::empty());
     }
 
     fn unlink(&self, name: &str) -> Result<()> {
