@@ -52,6 +52,10 @@ pub struct ConvertOptions {
     /// files, exactly as containers/storage's flat path does (SPEC §10.1), for compatibility.
     pub oci_whiteouts: bool,
     pub limits: Limits,
+    /// Keep the blob digest, TOC, tar-split and layers cache in `composefs-data/` (see
+    /// [`super::metadata`]) so the layer can be verified, exported and deduped against on its
+    /// own. containers/storage keeps these in its layer store instead and can turn this off.
+    pub write_metadata: bool,
 }
 
 impl Default for ConvertOptions {
@@ -62,6 +66,7 @@ impl Default for ConvertOptions {
             verity: VerityPolicy::IfAvailable,
             oci_whiteouts: true,
             limits: Limits::default(),
+            write_metadata: true,
         }
     }
 }
@@ -94,7 +99,11 @@ pub fn convert(
     let staging = Staging::create(layer_dir)?;
 
     let (tree, mut result) = scan(input, &staging.path, options, progress)?;
-    result.blob_verity = write_blob(&tree, &staging.path.join("composefs-data"), options.verity)?;
+    let blob_digest = write_blob(&tree, &staging.path.join("composefs-data"), options.verity)?;
+    result.blob_verity = Some(blob_digest);
+    if options.write_metadata {
+        super::metadata::write_all(&staging.path, &blob_digest, &result.toc_json, Some(&result.tar_split_gz))?;
+    }
 
     staging.commit(layer_dir)?;
     result.layer_dir = layer_dir.to_path_buf();
@@ -294,7 +303,7 @@ pub(crate) fn scan(
 
 /// Writes `composefs.blob` into `data_path`, created O_EXCL 0644 as c/storage does (§2.1),
 /// then enables fs-verity on it per `policy`.
-pub(crate) fn write_blob(tree: &Tree, data_path: &Path, policy: VerityPolicy) -> Result<Option<[u8; 32]>> {
+pub(crate) fn write_blob(tree: &Tree, data_path: &Path, policy: VerityPolicy) -> Result<[u8; 32]> {
     let blob_path = data_path.join("composefs.blob");
     let mut blob = std::fs::OpenOptions::new()
         .write(true)
@@ -302,14 +311,17 @@ pub(crate) fn write_blob(tree: &Tree, data_path: &Path, policy: VerityPolicy) ->
         .mode(0o644)
         .open(&blob_path)
         .map_err(|e| Error::io(format_args!("create {}", blob_path.display()), e))?;
-    {
+    let digest = {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut blob);
-        super::blob::write_blob(tree, &mut w)?;
+        let digest = super::blob::write_blob(tree, &mut w)?;
         w.flush().map_err(|e| Error::io(format_args!("write {}", blob_path.display()), e))?;
-    }
+        digest
+    };
     // No fsync: like containers/storage and tar, durability is left to the caller (e.g. syncfs
     // before recording the layer); the rename only makes the layer visible when complete.
     drop(blob);
     let data_dir = File::open(data_path).map_err(|e| Error::io(format_args!("open {}", data_path.display()), e))?;
-    Verity::new(policy).apply(std::os::fd::AsFd::as_fd(&data_dir), "composefs.blob", &blob_path.display())
+    // The digest is the same whether the kernel measures it or we did while writing.
+    Verity::new(policy).apply(std::os::fd::AsFd::as_fd(&data_dir), "composefs.blob", &blob_path.display())?;
+    Ok(digest)
 }

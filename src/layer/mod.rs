@@ -3,6 +3,8 @@
 
 mod blob;
 pub mod convert;
+pub mod export;
+pub mod metadata;
 pub mod objects;
 pub mod pull;
 pub mod result;
