@@ -100,6 +100,13 @@ typedef struct cfs_config cfs_config;
  */
 typedef struct cfs_error cfs_error;
 
+/**
+ * Options for writing an image. Create with `cfs_image_options_new` (mkcomposefs defaults:
+ * versions 0..1, root whiteout stubs, non-strict dump parsing), free with
+ * `cfs_image_options_free`.
+ */
+typedef struct cfs_image_options cfs_image_options;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -190,6 +197,73 @@ void cfs_error_free(cfs_error *err);
  * A static, human-readable name for a status code (e.g. "CFS_STATUS_IO"). Never NULL.
  */
 const char *cfs_status_name(int status);
+
+/**
+ * A new options handle with mkcomposefs defaults. Never NULL.
+ */
+cfs_image_options *cfs_image_options_new(void);
+
+/**
+ * Frees an options handle. Free of NULL is a no-op.
+ */
+void cfs_image_options_free(cfs_image_options *options);
+
+/**
+ * Sets the lowest composefs format version (mkcomposefs `--min-version`, 0 or 1).
+ */
+cfs_status cfs_image_options_set_min_version(cfs_image_options *options,
+                                             uint32_t version,
+                                             cfs_error **err);
+
+/**
+ * Sets the highest composefs format version (mkcomposefs `--max-version`, 0 or 1).
+ */
+cfs_status cfs_image_options_set_max_version(cfs_image_options *options,
+                                             uint32_t version,
+                                             cfs_error **err);
+
+/**
+ * Whether to add the 256 root whiteout stubs `00`..`ff` as mkcomposefs does (default true).
+ */
+cfs_status cfs_image_options_set_root_whiteout_stubs(cfs_image_options *options,
+                                                     bool enabled,
+                                                     cfs_error **err);
+
+/**
+ * Whether to parse dumps strictly, as mkcomposefs with `CFS_PARSE_STRICT=1` (default false).
+ */
+cfs_status cfs_image_options_set_strict(cfs_image_options *options, bool strict, cfs_error **err);
+
+/**
+ * Writes the composefs EROFS image of a composefs dump, byte-identical to mkcomposefs 1.0.8.
+ *
+ * The dump is read from `dump_path` when it is not NULL, else from `dump_fd`. The image is
+ * written to `image_path` when it is not NULL (replaced atomically; nothing is left behind on
+ * error), else to `image_fd`. `options` may be NULL for mkcomposefs defaults. When `digest_out`
+ * is not NULL it receives the image's 32-byte fs-verity digest.
+ */
+cfs_status cfs_image_write_from_dump(int32_t dump_fd,
+                                     const char *dump_path,
+                                     int32_t image_fd,
+                                     const char *image_path,
+                                     const cfs_image_options *options,
+                                     uint8_t *digest_out,
+                                     cfs_error **err);
+
+/**
+ * Prints a composefs image as a composefs dump to `dump_fd`. The image is read from
+ * `image_path` when it is not NULL, else from `image_fd`.
+ */
+cfs_status cfs_image_to_dump(int32_t image_fd,
+                             const char *image_path,
+                             int32_t dump_fd,
+                             cfs_error **err);
+
+/**
+ * The fs-verity digest (sha256, 4096-byte blocks, as `FS_IOC_MEASURE_VERITY` reports it) of
+ * everything read from `fd` from its current position to the end, into `out` (32 bytes).
+ */
+cfs_status cfs_fsverity_digest_fd(int32_t fd, uint8_t *out, cfs_error **err);
 
 /**
  * The library version (e.g. "0.1.0"), a static string.
