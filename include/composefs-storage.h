@@ -95,6 +95,16 @@ typedef enum {
 typedef struct cfs_config cfs_config;
 
 /**
+ * Options for `cfs_layer_convert_*` (opaque).
+ */
+typedef struct cfs_convert_options cfs_convert_options;
+
+/**
+ * The result of a conversion (opaque).
+ */
+typedef struct cfs_convert_result cfs_convert_result;
+
+/**
  * An error returned through a `cfs_error **err` argument. Owned by the caller: free it with
  * `cfs_error_free`.
  */
@@ -106,6 +116,13 @@ typedef struct cfs_error cfs_error;
  * `cfs_image_options_free`.
  */
 typedef struct cfs_image_options cfs_image_options;
+
+/**
+ * Progress callback: `userdata` as given, uncompressed bytes and tar entries done so far.
+ * Return 0 to continue, non-zero to cancel (the conversion then fails with
+ * `CFS_STATUS_CANCELLED` and leaves nothing behind).
+ */
+typedef int (*cfs_progress_fn)(void *userdata, uint64_t bytes, uint64_t entries);
 
 #ifdef __cplusplus
 extern "C" {
@@ -172,6 +189,139 @@ cfs_status cfs_config_to_json(const cfs_config *cfg, char **out, cfs_error **err
  * `cfs_string_free`.
  */
 cfs_status cfs_config_check(const cfs_config *cfg, char **out_json, cfs_error **err);
+
+/**
+ * Creates conversion options with the defaults (no source layers, reflink/copy reuse,
+ * fs-verity if available, OCI whiteouts converted, default limits). Free with
+ * `cfs_convert_options_free`.
+ */
+cfs_status cfs_convert_options_new(cfs_convert_options **out, cfs_error **err);
+
+/**
+ * Frees options. Free of NULL is a no-op.
+ */
+void cfs_convert_options_free(cfs_convert_options *options);
+
+/**
+ * Adds a layer directory whose `diff/` objects may be reused (repeatable).
+ */
+cfs_status cfs_convert_options_add_source_layer(cfs_convert_options *options,
+                                                const char *layer_dir,
+                                                cfs_error **err);
+
+/**
+ * Reuse source objects by hardlink (non-zero) or by reflink falling back to copy (0, default).
+ */
+cfs_status cfs_convert_options_set_hardlinks(cfs_convert_options *options,
+                                             bool hardlinks,
+                                             cfs_error **err);
+
+/**
+ * fs-verity policy: "off", "if-available" (default) or "require".
+ */
+cfs_status cfs_convert_options_set_verity(cfs_convert_options *options,
+                                          const char *policy,
+                                          cfs_error **err);
+
+/**
+ * Keep OCI whiteouts as plain empty files like containers/storage's flat path (non-zero), or
+ * convert them into overlay whiteouts and opaque directories (0, default).
+ */
+cfs_status cfs_convert_options_set_keep_whiteout_files(cfs_convert_options *options,
+                                                       bool keep,
+                                                       cfs_error **err);
+
+/**
+ * Most tar entries accepted in one layer (default 4 000 000); 0 is invalid.
+ */
+cfs_status cfs_convert_options_set_max_entries(cfs_convert_options *options,
+                                               uint64_t max_entries,
+                                               cfs_error **err);
+
+/**
+ * Sets (or with NULL clears) the progress callback. It is called on the converting thread;
+ * `userdata` is passed back untouched.
+ */
+cfs_status cfs_convert_options_set_progress(cfs_convert_options *options,
+                                            cfs_progress_fn callback,
+                                            void *userdata,
+                                            cfs_error **err);
+
+/**
+ * Converts the layer blob read from `fd` (tar, gzip or zstd; a pipe works) into the new
+ * directory `layer_dir`, which must not exist. `fd` is borrowed: it is duplicated, read to
+ * its end, and not closed. `options` may be NULL for the defaults. On success `*out` receives
+ * a result to free with `cfs_convert_result_free`.
+ */
+cfs_status cfs_layer_convert_fd(int fd,
+                                const char *layer_dir,
+                                const cfs_convert_options *options,
+                                cfs_convert_result **out,
+                                cfs_error **err);
+
+/**
+ * Like `cfs_layer_convert_fd`, reading the blob from the file at `input`.
+ */
+cfs_status cfs_layer_convert_path(const char *input,
+                                  const char *layer_dir,
+                                  const cfs_convert_options *options,
+                                  cfs_convert_result **out,
+                                  cfs_error **err);
+
+/**
+ * Frees a result. Free of NULL is a no-op.
+ */
+void cfs_convert_result_free(cfs_convert_result *result);
+
+/**
+ * The DiffID (`sha256:<hex>` of the uncompressed tar), as a string to free with `cfs_string_free`.
+ */
+cfs_status cfs_convert_result_diff_id(const cfs_convert_result *result,
+                                      char **out,
+                                      cfs_error **err);
+
+/**
+ * The compressed digest (`sha256:<hex>` of the blob as read), to free with `cfs_string_free`.
+ */
+cfs_status cfs_convert_result_compressed_digest(const cfs_convert_result *result,
+                                                char **out,
+                                                cfs_error **err);
+
+/**
+ * A numeric field of the result by name: "compressed_size", "uncompressed_size", "entries",
+ * "objects", "objects_reused", "bytes_written", "bytes_reused", "dedup_hits". Unknown names
+ * give `CFS_STATUS_INVALID_ARGUMENT` (so new fields never change the ABI).
+ */
+cfs_status cfs_convert_result_get_u64(const cfs_convert_result *result,
+                                      const char *name,
+                                      uint64_t *out,
+                                      cfs_error **err);
+
+/**
+ * The whole result as JSON (digests, sizes, counts, UIDs/GIDs, fs-verity digests), a string
+ * to free with `cfs_string_free`.
+ */
+cfs_status cfs_convert_result_to_json(const cfs_convert_result *result,
+                                      char **out,
+                                      cfs_error **err);
+
+/**
+ * The TOC JSON of the layer (containers/storage's `zstd-chunked-manifest` format). The bytes
+ * are borrowed from the result and valid until it is freed.
+ */
+cfs_status cfs_convert_result_toc_json(const cfs_convert_result *result,
+                                       const uint8_t **data,
+                                       size_t *len,
+                                       cfs_error **err);
+
+/**
+ * The tar-split of the layer, gzip-compressed NDJSON (containers/storage's `<id>.tar-split.gz`).
+ * The bytes are borrowed from the result and valid until it is freed.
+ */
+cfs_status cfs_convert_result_tar_split(const cfs_convert_result *result,
+                                        const uint8_t **data,
+                                        size_t *len,
+                                        cfs_error **err);
 
 /**
  * The status code of an error; `CFS_STATUS_NULL_ARGUMENT` for NULL.
