@@ -289,7 +289,6 @@ pub fn pull(
     let manifest =
         read_manifest(&source, options.annotations.as_ref(), &ReadOptions { tmp_dir: Some(staging.path.clone()) })?;
     let mut fetched = source.fetched.get();
-    drop(source);
     let mut requests = 2u64;
     if manifest.tar_split.is_none() && !options.insecure_skip_diff_id {
         return Err(Error::unsupported(
@@ -399,7 +398,8 @@ pub fn pull(
         builder.set_file_content(id, object_path(&digest), v);
     }
     let tree = builder.finish();
-    let blob_verity = Some(write_blob(&tree, &data_path, options.verity)?);
+    let blob_digest = write_blob(&tree, &data_path, options.verity)?;
+    let blob_verity = Some(blob_digest);
 
     // 6. The DiffID, from the tar-split and the objects now on disk.
     let diff_id = match (&manifest.tar_split, options.insecure_skip_diff_id) {
@@ -431,7 +431,6 @@ pub fn pull(
             std::io::copy(&mut split, &mut gz).map_err(|e| Error::io("compress tar-split", e))?;
             gz.finish().map_err(|e| Error::io("compress tar-split", e))?;
         }
-        let blob_digest = blob_verity.unwrap_or_default();
         super::metadata::write_all(
             &staging.path,
             &blob_digest,
