@@ -23,6 +23,10 @@
 package cstorage
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -80,4 +84,68 @@ func MountComposefsBlob(dataDir, mountPoint string) error {
 // Unmount unmounts a mount made by MountComposefsBlob.
 func Unmount(mountPoint string) error {
 	return composefs.Unmount(mountPoint)
+}
+
+// tocJSON gives the TOC JSON of what containers/storage passes around: the decoded TOC (its
+// *minimal.TOC, encoded again with encoding/json, whose field tags are those of the format) or
+// already the JSON bytes ([]byte, json.RawMessage or string).
+func tocJSON(toc any) ([]byte, error) {
+	switch t := toc.(type) {
+	case []byte:
+		return t, nil
+	case json.RawMessage:
+		return t, nil
+	case string:
+		return []byte(t), nil
+	case nil:
+		return nil, &composefs.Error{Status: composefs.StatusNullArgument, Message: "cstorage: no TOC"}
+	}
+	b, err := json.Marshal(toc)
+	if err != nil {
+		return nil, &composefs.Error{Status: composefs.StatusInvalidArgument, Message: "cstorage: encoding the TOC: " + err.Error()}
+	}
+	return b, nil
+}
+
+// GenerateDump returns the composefs dump of a TOC, byte-identical to containers/storage's
+// dump.GenerateDump with each line's xattrs sorted. verityDigests maps object paths
+// ("ab/cdef...") to fs-verity hex digests, as containers/storage builds it.
+//
+// Replaces containers/storage's pkg/chunked/dump.GenerateDump (same signature).
+func GenerateDump(tocI any, verityDigests map[string]string) (io.Reader, error) {
+	toc, err := tocJSON(tocI)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := composefs.GenerateDump(&buf, toc, verityDigests); err != nil {
+		return nil, err
+	}
+	return &buf, nil
+}
+
+// GenerateComposefsBlob writes the composefs blob of a TOC to <composefsDir>/composefs.blob
+// (creating composefsDir with mode 0700; the blob must not exist yet), byte-identical to what
+// containers/storage writes through mkcomposefs, then enables fs-verity on it where the
+// filesystem supports it (best effort, as containers/storage, which only logs a failure).
+//
+// Replaces containers/storage's overlay generateComposeFsBlob (same signature): no
+// mkcomposefs binary needed.
+func GenerateComposefsBlob(verityDigests map[string]string, toc any, composefsDir string) error {
+	tocBytes, err := tocJSON(toc)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(composefsDir, 0o700); err != nil {
+		return err
+	}
+	blob := ComposefsBlobPath(composefsDir)
+	if _, err := composefs.WriteImageFromTOC(blob, tocBytes, verityDigests); err != nil {
+		return err
+	}
+	if f, err := os.Open(blob); err == nil {
+		EnableVerity("manifest file", int(f.Fd()))
+		f.Close()
+	}
+	return nil
 }

@@ -1,8 +1,14 @@
 package cstorage
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,5 +152,111 @@ func TestMountComposefsBlob(t *testing.T) {
 	info, _ := os.ReadFile("/proc/self/mountinfo")
 	if strings.Contains(string(info), tmp) {
 		t.Errorf("still mounted under %s", tmp)
+	}
+}
+
+func readCorpus(t testing.TB, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(corpusDir(t), rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestGenerateDump(t *testing.T) {
+	for _, name := range []string{"noparents-ustar", "handmade-archive", "handmade-pax", "empty"} {
+		toc := readCorpus(t, "cstorage/"+name+"/"+name+".toc.raw.json")
+		var verity map[string]string
+		if err := json.Unmarshal(readCorpus(t, "cstorage/"+name+"/"+name+".verity.json"), &verity); err != nil {
+			t.Fatal(err)
+		}
+		// The decoded TOC, as containers/storage holds it, and the raw JSON.
+		var decoded any
+		if err := json.Unmarshal(toc, &decoded); err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range []any{toc, string(toc), json.RawMessage(toc), decoded} {
+			r, err := GenerateDump(in, nil)
+			if err != nil {
+				t.Fatalf("%s (%T): %v", name, in, err)
+			}
+			got, _ := io.ReadAll(r)
+			if !bytes.Equal(got, readCorpus(t, "cstorage/"+name+"/"+name+".dump")) {
+				t.Errorf("%s (%T): dump differs", name, in)
+			}
+		}
+		r, err := GenerateDump(decoded, verity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(r)
+		if !bytes.Equal(got, readCorpus(t, "cstorage-images/"+name+".with-verity.dump")) {
+			t.Errorf("%s: dump with verity differs", name)
+		}
+	}
+	if _, err := GenerateDump(nil, nil); !errors.Is(err, composefs.ErrNullArgument) {
+		t.Errorf("GenerateDump(nil) = %v", err)
+	}
+	if _, err := GenerateDump([]byte("{"), nil); !errors.Is(err, composefs.ErrFormat) {
+		t.Errorf("GenerateDump(bad JSON) = %v", err)
+	}
+	if _, err := GenerateDump(make(chan int), nil); !errors.Is(err, composefs.ErrInvalidArgument) {
+		t.Errorf("GenerateDump(chan) = %v", err)
+	}
+}
+
+// The blob is the one mkcomposefs writes for the dump (cstorage-images/EXPECTED.tsv).
+func TestGenerateComposefsBlob(t *testing.T) {
+	expected := map[string]string{}
+	for _, line := range strings.Split(string(readCorpus(t, "cstorage-images/EXPECTED.tsv")), "\n") {
+		if c := strings.Split(line, "\t"); len(c) == 7 {
+			expected[c[0]] = c[3]
+		}
+	}
+	tmp := t.TempDir()
+	var wg sync.WaitGroup
+	for _, name := range []string{"noparents-ustar", "handmade-archive", "handmade-pax", "etc-doc-gnu"} {
+		for _, withVerity := range []bool{false, true} {
+			wg.Add(1)
+			go func(name string, withVerity bool) {
+				defer wg.Done()
+				toc := readCorpus(t, "cstorage/"+name+"/"+name+".toc.raw.json")
+				var verity map[string]string
+				dump := "cstorage/" + name + "/" + name + ".dump"
+				if withVerity {
+					json.Unmarshal(readCorpus(t, "cstorage/"+name+"/"+name+".verity.json"), &verity)
+					dump = "cstorage-images/" + name + ".with-verity.dump"
+				}
+				dir := filepath.Join(tmp, name, fmt.Sprint(withVerity), "composefs-data")
+				if err := GenerateComposefsBlob(verity, toc, dir); err != nil {
+					t.Errorf("%s: %v", dump, err)
+					return
+				}
+				b, err := os.ReadFile(ComposefsBlobPath(dir))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				sum := sha256.Sum256(b)
+				if got := hex.EncodeToString(sum[:]); got != expected[dump] {
+					t.Errorf("%s: blob sha256 %s, want %s", dump, got, expected[dump])
+				}
+				if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 {
+					t.Errorf("%s: composefs-data mode %v", dump, st.Mode())
+				}
+				// Not twice.
+				if err := GenerateComposefsBlob(verity, toc, dir); !errors.Is(err, composefs.ErrAlreadyExists) {
+					t.Errorf("%s: second GenerateComposefsBlob = %v", dump, err)
+				}
+			}(name, withVerity)
+		}
+	}
+	wg.Wait()
+	if err := GenerateComposefsBlob(nil, []byte("nope"), filepath.Join(tmp, "bad")); !errors.Is(err, composefs.ErrFormat) {
+		t.Errorf("bad TOC: %v", err)
+	}
+	if _, err := os.Stat(ComposefsBlobPath(filepath.Join(tmp, "bad"))); err == nil {
+		t.Error("a blob was left for a bad TOC")
 	}
 }
