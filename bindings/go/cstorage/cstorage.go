@@ -15,6 +15,8 @@
 //     difference).
 //   - EnableVerity and MeasureVerity replace pkg/fsverity.EnableVerity and
 //     pkg/fsverity.MeasureVerity.
+//   - BlobAtFetcher adapts pkg/chunked's ImageSourceSeekable.GetBlobAt for composefs.PullLayer,
+//     which replaces pkg/chunked's partial pull of a zstd:chunked layer.
 //   - RegularFilePathForValidatedDigest replaces pkg/chunked/internal/path's
 //     RegularFilePathForValidatedDigest: the flat object path of a content digest.
 //
@@ -24,7 +26,9 @@ package cstorage
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -148,4 +152,35 @@ func GenerateComposefsBlob(verityDigests map[string]string, toc any, composefsDi
 		f.Close()
 	}
 	return nil
+}
+
+// BlobAtFetcher adapts containers/storage's ImageSourceSeekable.GetBlobAt (containers/image's
+// blob-chunk accessor: a channel of readers, one per chunk, and a channel of errors) into the
+// composefs.Fetcher that composefs.PullLayer takes. makeChunk builds its ImageSourceChunk;
+// tooManyRanges, when not nil, recognises the error that asks for fewer ranges (containers/image's
+// BadPartialRequestError): it is then reported as composefs.ErrTooManyRanges.
+//
+//	fetch := cstorage.BlobAtFetcher(iss.GetBlobAt,
+//		func(off, n uint64) ImageSourceChunk { return ImageSourceChunk{Offset: off, Length: n} },
+//		func(err error) bool { var e ErrBadRequest; return errors.As(err, &e) })
+//	res, err := composefs.PullLayer(ctx, fetch, blobSize, layerDir, opts)
+//
+// Replaces the range fetching of containers/storage's pkg/chunked (retrieveMissingFiles and its
+// halving of the ranges on ErrBadRequest, which the library does).
+func BlobAtFetcher[Chunk any](getBlobAt func([]Chunk) (chan io.ReadCloser, chan error, error),
+	makeChunk func(offset, length uint64) Chunk, tooManyRanges func(error) bool) composefs.Fetcher {
+	return func(ctx context.Context, chunks []composefs.Chunk) (io.Reader, error) {
+		cs := make([]Chunk, len(chunks))
+		for i, c := range chunks {
+			cs[i] = makeChunk(c.Offset, c.Length)
+		}
+		streams, errs, err := getBlobAt(cs)
+		if err != nil {
+			if tooManyRanges != nil && tooManyRanges(err) {
+				return nil, fmt.Errorf("%w: %w", composefs.ErrTooManyRanges, err)
+			}
+			return nil, err
+		}
+		return composefs.ConcatStreams(streams, errs), nil
+	}
 }

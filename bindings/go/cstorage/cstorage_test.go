@@ -260,3 +260,71 @@ func TestGenerateComposefsBlob(t *testing.T) {
 		t.Error("a blob was left for a bad TOC")
 	}
 }
+
+// imageSourceChunk and errBadRequest stand for containers/image's types.
+type imageSourceChunk struct{ Offset, Length uint64 }
+
+type errBadRequest struct{}
+
+func (errBadRequest) Error() string { return "bad partial request" }
+
+// fakeSeekable serves GetBlobAt from a file as containers/image does: one reader per chunk.
+type fakeSeekable struct {
+	f         *os.File
+	maxChunks int
+	refused   int
+}
+
+func (s *fakeSeekable) GetBlobAt(chunks []imageSourceChunk) (chan io.ReadCloser, chan error, error) {
+	if len(chunks) > s.maxChunks {
+		s.refused++
+		return nil, nil, errBadRequest{}
+	}
+	streams := make(chan io.ReadCloser)
+	errs := make(chan error)
+	go func() {
+		defer close(streams)
+		defer close(errs)
+		for _, c := range chunks {
+			streams <- io.NopCloser(io.NewSectionReader(s.f, int64(c.Offset), int64(c.Length)))
+		}
+	}()
+	return streams, errs, nil
+}
+
+func TestBlobAtFetcher(t *testing.T) {
+	dir := filepath.Join(corpusDir(t), "cstorage", "handmade-pax")
+	f, err := os.Open(filepath.Join(dir, "handmade-pax.zstd-chunked"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	src := &fakeSeekable{f: f, maxChunks: 1}
+	fetch := BlobAtFetcher(src.GetBlobAt,
+		func(off, n uint64) imageSourceChunk { return imageSourceChunk{Offset: off, Length: n} },
+		func(err error) bool { var e errBadRequest; return errors.As(err, &e) })
+	res, err := composefs.PullLayer(context.Background(), fetch, uint64(st.Size()), filepath.Join(t.TempDir(), "layer"),
+		&composefs.PullOptions{Verity: composefs.VerityOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	info, _ := res.Info()
+	var compress struct {
+		DiffID string `json:"diffID"`
+	}
+	json.Unmarshal(readCorpus(t, "cstorage/handmade-pax/handmade-pax.compress.json"), &compress)
+	if info.DiffID != compress.DiffID {
+		t.Errorf("DiffID %s, want %s", info.DiffID, compress.DiffID)
+	}
+	// A GetBlobAt error that is not "too many ranges" fails the pull with it.
+	failing := BlobAtFetcher(func([]imageSourceChunk) (chan io.ReadCloser, chan error, error) {
+		return nil, nil, errBadRequest{}
+	}, func(off, n uint64) imageSourceChunk { return imageSourceChunk{off, n} }, nil)
+	_, err = composefs.PullLayer(context.Background(), failing, uint64(st.Size()), filepath.Join(t.TempDir(), "layer"), nil)
+	var e errBadRequest
+	if !errors.As(err, &e) {
+		t.Errorf("failing GetBlobAt: %v", err)
+	}
+}
