@@ -99,8 +99,6 @@ def argument(p, enums, fnptrs):
     if "*" in p or "(" in p or ty in fnptrs:
         return "NULL"
     words = set(ty.replace("const", "").split()) - {"enum", "unsigned", "signed"}
-    if words <= SCALARS and re.search(r"\bfd\s*$|_fd\s*$", p):
-        return "(%s)-1" % ty  # "no file descriptor": never read the test's own stdin
     if words <= SCALARS or words <= enums or ty.startswith("enum "):
         # A file descriptor gets -1, never 0 (stdin): the call must fail before touching it.
         if re.search(r"fd$", p) and "unsigned" not in ty and not ty.startswith("uint"):
