@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"path/filepath"
@@ -105,4 +106,51 @@ func ExampleMountStack() {
 		log.Fatal(err)
 	}
 	defer composefs.Unmount("/mnt/rootfs")
+}
+
+// Pull a zstd:chunked layer fetching only the byte ranges it lacks, here from a local file
+// standing in for a registry (a real fetcher issues one HTTP request with these ranges).
+func ExamplePullLayer() {
+	blob, err := os.Open("layer.zstd-chunked")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer blob.Close()
+	st, _ := blob.Stat()
+	fetch := func(ctx context.Context, chunks []composefs.Chunk) (io.Reader, error) {
+		if len(chunks) > 100 {
+			// A server answering "400 Bad Request": the puller asks again with fewer.
+			return nil, fmt.Errorf("too many ranges: %w", composefs.ErrTooManyRanges)
+		}
+		parts := make([]io.Reader, len(chunks))
+		for i, c := range chunks {
+			parts[i] = io.NewSectionReader(blob, int64(c.Offset), int64(c.Length))
+		}
+		return io.MultiReader(parts...), nil
+	}
+	res, err := composefs.PullLayer(context.Background(), fetch, uint64(st.Size()), "/var/lib/layers/new", &composefs.PullOptions{
+		Annotations:  map[string]string{"io.github.containers.zstd-chunked.manifest-checksum": "sha256:..."},
+		SourceLayers: []string{"/var/lib/layers/old"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer res.Close()
+	info, _ := res.Info()
+	fmt.Printf("%s: fetched %d of %d bytes\n", info.DiffID, info.BlobBytesFetched, info.BlobSize)
+}
+
+// The TOC of a zstd:chunked blob, and the composefs dump and image of it.
+func ExampleReadTOC() {
+	toc, digest, err := composefs.ReadTOC("layer.zstd-chunked", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("TOC", digest)
+	if err := composefs.GenerateDump(os.Stdout, toc, nil); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := composefs.WriteImageFromTOC("composefs.blob", toc, nil); err != nil {
+		log.Fatal(err)
+	}
 }
