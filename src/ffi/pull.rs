@@ -120,7 +120,8 @@ pub extern "C" fn cfs_pull_options_set(
             "insecure_skip_diff_id" => opts.insecure_skip_diff_id = parse_bool(key, v)?,
             "write_metadata" => opts.write_metadata = parse_bool(key, v)?,
             "expected_diff_id" => {
-                let hex = crate::chunked::toc::sha256_hex(v).map_err(|e| e.context("expected_diff_id"))?;
+                let hex = crate::chunked::toc::sha256_hex(v)
+                    .map_err(|e| Error::invalid_argument(format!("expected_diff_id: {e}")))?;
                 let mut d = [0u8; 32];
                 for (i, b) in d.iter_mut().enumerate() {
                     *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
