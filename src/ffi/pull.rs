@@ -10,7 +10,7 @@ use super::error::cfs_error;
 use super::util::{check_out, into_c_string, try_mut, try_path, try_ref, try_str, write_out};
 use crate::chunked::ranges::ByteRange;
 use crate::layer::pull::{pull, BlobFetcher, FileFetcher, PullOptions, PullResult};
-use crate::layer::{Progress, VerityPolicy};
+use crate::layer::VerityPolicy;
 use crate::{Error, ErrorKind, Result};
 
 /// A byte range of a blob.
@@ -219,14 +219,7 @@ fn run(
         // SAFETY: non-NULL, a live handle by contract.
         unsafe { try_ref(options, "options") }?
     };
-    let (cb, ud) = (o.progress, o.userdata);
-    let mut progress = move |p: Progress| -> bool {
-        match cb {
-            // SAFETY: the caller registered this function with this userdata.
-            Some(f) => unsafe { f(ud, p.bytes, p.entries) == 0 },
-            None => true,
-        }
-    };
+    let mut progress = super::convert::progress_adapter(o.progress, o.userdata);
     let result = pull(fetcher, dir, &o.options, Some(&mut progress))?;
     // SAFETY: checked non-NULL above; ownership passes to the caller.
     unsafe { write_out(out, Box::into_raw(Box::new(cfs_pull_result { result })), "out") }
