@@ -70,7 +70,13 @@ pub struct ObjectStore {
 pub struct TempObject {
     file: File,
     name: String,
+    /// Logical size written so far (holes included).
+    pos: u64,
 }
+
+/// Block size for holes: whole aligned blocks of zeros are skipped, not written (SPEC §8: zeros
+/// chunks become holes), so sparse content stays sparse on disk. The content is the same.
+const HOLE_BLOCK: u64 = 4096;
 
 /// Creates temporary objects in `diff/` from another thread than the store's.
 pub struct TempFactory {
@@ -98,20 +104,54 @@ impl TempFactory {
             Mode::empty(),
         )
         .map_err(|e| Error::io(format_args!("create {}/{name}", self.diff_path.display()), e.into()))?;
-        Ok(TempObject { file: File::from(fd), name })
+        Ok(TempObject { file: File::from(fd), name, pos: 0 })
     }
 
     /// Removes a temporary object (on error paths).
     pub fn abort(&self, tmp: TempObject) {
-        let TempObject { file, name } = tmp;
+        let TempObject { file, name, .. } = tmp;
         drop(file);
         let _ = unlinkat(&self.diff, name.as_str(), AtFlags::empty());
     }
 }
 
 impl TempObject {
-    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
-        self.file.write_all(data).map_err(|e| Error::io(format_args!("write object temp file {}", self.name), e))
+    /// Appends `data`, leaving a hole for each whole, aligned block of zeros.
+    pub fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let err = |e| Error::io(format_args!("write object temp file {}", self.name), e);
+        while !data.is_empty() {
+            let to_boundary = (HOLE_BLOCK - self.pos % HOLE_BLOCK) as usize;
+            if to_boundary == HOLE_BLOCK as usize
+                && data.len() >= to_boundary
+                && data[..to_boundary].iter().all(|&b| b == 0)
+            {
+                self.file.seek(SeekFrom::Current(HOLE_BLOCK as i64)).map_err(err)?;
+                data = &data[to_boundary..];
+                self.pos += HOLE_BLOCK;
+                continue;
+            }
+            // Write up to the next block boundary at least, and on through non-zero blocks.
+            let mut n = to_boundary.min(data.len());
+            while n < data.len() {
+                let end = (n + HOLE_BLOCK as usize).min(data.len());
+                if end - n == HOLE_BLOCK as usize && data[n..end].iter().all(|&b| b == 0) {
+                    break;
+                }
+                n = end;
+            }
+            self.file.write_all(&data[..n]).map_err(err)?;
+            data = &data[n..];
+            self.pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Gives the file its full size when it ends in a hole.
+    fn finish(&mut self) -> Result<()> {
+        self.file
+            .set_len(self.pos)
+            .map_err(|e| Error::io(format_args!("set size of object temp file {}", self.name), e))
     }
 }
 
@@ -199,8 +239,9 @@ impl ObjectStore {
 
     /// Completes a temporary object as `digest` (or drops it when the layer or a source layer
     /// already has that content).
-    pub fn commit_temp(&mut self, tmp: TempObject, digest: &[u8; 32], size: u64) -> Result<Option<[u8; 32]>> {
-        let TempObject { file, name } = tmp;
+    pub fn commit_temp(&mut self, mut tmp: TempObject, digest: &[u8; 32], size: u64) -> Result<Option<[u8; 32]>> {
+        tmp.finish()?;
+        let TempObject { file, name, .. } = tmp;
         drop(file);
         if let Some(v) = self.get(digest) {
             self.unlink(&name)?;
