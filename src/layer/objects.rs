@@ -48,8 +48,22 @@ struct Source {
 
 /// Loads `layer/composefs-data/chunked-manifest-cache` if present and valid; anything else means
 /// "no index", and the layer is probed with a stat instead.
+///
+/// A layer of a containers/storage store (`<graphroot>/overlay/<id>`) has its cache in the layer
+/// store instead: `<graphroot>/overlay-layers/<id>/` + the big-data name of
+/// `chunked-manifest-cache` (SPEC §2.3), which is read the same way.
 fn load_cache(layer: &Path) -> Option<LayerCache> {
-    let data = std::fs::read(layer.join(super::metadata::CACHE)).ok()?;
+    let own = layer.join(super::metadata::CACHE);
+    let data = std::fs::read(own).ok().or_else(|| {
+        let id = layer.file_name()?;
+        let driver_home = layer.parent()?;
+        if driver_home.file_name()? != "overlay" {
+            return None;
+        }
+        let big_data =
+            driver_home.parent()?.join("overlay-layers").join(id).join(super::metadata::CSTORAGE_CACHE_KEY_FILE);
+        std::fs::read(big_data).ok()
+    })?;
     LayerCache::parse(&data).ok().flatten()
 }
 
