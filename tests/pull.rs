@@ -292,3 +292,23 @@ fn converted_and_pulled_layers_export_their_original_tar() {
         }
     }
 }
+
+/// The 50 MiB sparse file of the corpus (five 64 KiB islands) is stored with holes, whether
+/// converted from the stream or pulled: zero blocks take no space.
+#[test]
+fn zero_runs_become_holes() {
+    use std::os::unix::fs::MetadataExt;
+    let case = "handmade-pax";
+    let objects = std::fs::read_to_string(corpus().join(case).join(format!("{case}.objects.txt"))).unwrap();
+    let sparse = objects.lines().find(|l| l.ends_with(" 52428800")).unwrap().split(' ').next().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let conv_opts = ConvertOptions { verity: VerityPolicy::Off, ..Default::default() };
+    convert(Box::new(File::open(blob(case)).unwrap()), &tmp.path().join("c"), &conv_opts, None).unwrap();
+    let mut fetcher = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+    pull(&mut fetcher, &tmp.path().join("p"), &options(case), None).unwrap();
+    for layer in ["c", "p"] {
+        let m = std::fs::metadata(tmp.path().join(layer).join("diff").join(&sparse)).unwrap();
+        assert_eq!(m.len(), 52428800);
+        assert!(m.blocks() * 512 < 2 << 20, "{layer}: {} bytes allocated", m.blocks() * 512);
+    }
+}

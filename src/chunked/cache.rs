@@ -106,7 +106,7 @@ pub fn hardlink_fingerprint(e: &TocEntry) -> String {
         h.update(k.as_bytes());
         h.update(v.as_bytes());
     }
-    format!("sha256:{}", super::manifest::hex(&h.finalize()))
+    format!("sha256:{}", crate::source::hex(&h.finalize()))
 }
 
 fn uvarint(buf: &mut Vec<u8>, mut v: u64) {

@@ -15,6 +15,7 @@ use super::toc::{
     Toc, TocEntry, TYPE_BLOCK, TYPE_CHAR, TYPE_CHUNK, TYPE_DIR, TYPE_FIFO, TYPE_HARDLINK, TYPE_REG, TYPE_SYMLINK,
 };
 use crate::image::dump::{escape_into, escape_optional};
+use crate::layer::tree_builder::makedev;
 use crate::{Error, Result};
 
 /// `CleanAbsPath`: `filepath.Clean("/" + name)`.
@@ -37,11 +38,6 @@ fn parent_of(path: &str) -> &str {
         Some(0) | None => "/",
         Some(i) => &path[..i],
     }
-}
-
-/// Linux `makedev`.
-pub fn makedev(major: u64, minor: u64) -> u64 {
-    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12) | ((major & !0xfff) << 32)
 }
 
 fn type_bits(t: &str) -> Option<u32> {
@@ -90,7 +86,7 @@ impl Generator<'_> {
             .ok_or_else(|| Error::format(format!("unknown type {} for {:?}", entry.entry_type, entry.name)))?;
         let mode = (entry.mode as u32) | bits;
         let at = if entry.entry_type == TYPE_HARDLINK { "@" } else { "" };
-        let rdev = makedev(entry.dev_major as u32 as u64, entry.dev_minor as u32 as u64);
+        let rdev = makedev(entry.dev_major as u32, entry.dev_minor as u32);
         let mtime = entry.mtime()?.unwrap_or_default();
         let _ = write!(
             line,

@@ -168,7 +168,7 @@ fn locate_from_footer(blob: &(impl BlobSource + ?Sized)) -> Result<Location> {
     check_range(blob, f.toc, MAX_TOC_SIZE, "TOC")?;
     let mut compressed = vec![0u8; f.toc.length as usize];
     blob.read_exact_at(f.toc.offset, &mut compressed)?;
-    let toc_digest = format!("sha256:{}", hex(&Sha256::digest(&compressed)));
+    let toc_digest = format!("sha256:{}", crate::source::hex(&Sha256::digest(&compressed)));
     Ok(Location { format: f.format, toc_digest, authenticated: false, toc: f.toc, tar_split: f.tar_split })
 }
 
@@ -241,7 +241,7 @@ pub fn read_manifest(
 
 fn verify_digest(data: &[u8], expected: &str, what: &str) -> Result<()> {
     let want = sha256_hex(expected).map_err(|e| e.context(format!("{what} digest")))?;
-    let got = hex(&Sha256::digest(data));
+    let got = crate::source::hex(&Sha256::digest(data));
     if got != want {
         return Err(Error::new(
             ErrorKind::Verification,
@@ -329,13 +329,4 @@ fn ensure_toc_matches_tar_split(toc: &Toc, tar_split: &mut File) -> Result<()> {
     }
     tar_split.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
     Ok(())
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }

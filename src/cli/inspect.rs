@@ -212,7 +212,7 @@ fn inspect_composefs(args: &Args) -> Result<Inspection> {
     let version = data.get(12..16).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     let digest = fsverity::digest_bytes(&data);
     let blob_file = File::open(&blob_path).map_err(|e| Error::io(format_args!("open {}", blob_path.display()), e))?;
-    let measured = mount::measured_verity_digest(&blob_file);
+    let measured = measure(&blob_file);
     if measured.is_some_and(|m| m != digest) {
         problems.push("blob: the kernel's fs-verity digest differs from the one computed from its bytes".to_string());
     }
@@ -393,11 +393,17 @@ fn list_objects(diff: &Path) -> Result<(BTreeMap<String, Object>, u64)> {
                 stray += 1;
                 continue;
             }
-            let verity = File::open(&p).ok().and_then(|f| mount::measured_verity_digest(&f)).is_some();
+            let verity = File::open(&p).ok().and_then(|f| measure(&f)).is_some();
             objects.insert(format!("{tname}/{}", obj.file_name().to_string_lossy()), Object { size: md.len(), verity });
         }
     }
     Ok((objects, stray))
+}
+
+/// The kernel's fs-verity digest of `file`; `None` when it has none or the filesystem has no
+/// fs-verity (not an error: it is reported as "not enabled").
+fn measure(file: &File) -> Option<[u8; 32]> {
+    composefs_storage::layer::verity::measure(std::os::fd::AsFd::as_fd(file)).ok()
 }
 
 fn sha256_file(p: &Path) -> Result<[u8; 32]> {

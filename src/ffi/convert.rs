@@ -17,6 +17,15 @@ use crate::Error;
 /// `CFS_STATUS_CANCELLED` and leaves nothing behind).
 pub type cfs_progress_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, bytes: u64, entries: u64) -> c_int>;
 
+/// The C progress callback as the library's progress function (true = go on).
+pub(crate) fn progress_adapter(cb: cfs_progress_fn, userdata: *mut c_void) -> impl FnMut(Progress) -> bool {
+    move |p: Progress| match cb {
+        // SAFETY: the caller registered this function with this userdata for the call's duration.
+        Some(f) => unsafe { f(userdata, p.bytes, p.entries) == 0 },
+        None => true,
+    }
+}
+
 /// Options for `cfs_layer_convert_*` (opaque).
 pub struct cfs_convert_options {
     options: ConvertOptions,
@@ -173,14 +182,7 @@ fn run(
         // SAFETY: non-NULL, a live handle by contract.
         unsafe { try_ref(options, "options") }?
     };
-    let (cb, ud) = (o.progress, o.userdata);
-    let mut progress = move |p: Progress| -> bool {
-        match cb {
-            // SAFETY: the caller registered this function with this userdata.
-            Some(f) => unsafe { f(ud, p.bytes, p.entries) == 0 },
-            None => true,
-        }
-    };
+    let mut progress = progress_adapter(o.progress, o.userdata);
     let result = convert(input, dir, &o.options, Some(&mut progress))?;
     let b = Box::new(cfs_convert_result { result });
     // SAFETY: checked non-NULL above; ownership passes to the caller.

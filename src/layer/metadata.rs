@@ -15,6 +15,9 @@ pub const TOC: &str = "composefs-data/toc.json";
 pub const TAR_SPLIT: &str = "composefs-data/tar-split.json.gz";
 /// The layers cache v3 of the layer (`chunked-manifest-cache`).
 pub const CACHE: &str = "composefs-data/chunked-manifest-cache";
+/// The file name containers/storage gives the `chunked-manifest-cache` big data of a layer in
+/// `overlay-layers/<id>/` ("=" + base64 of the key, SPEC §2.3).
+pub const CSTORAGE_CACHE_KEY_FILE: &str = "=Y2h1bmtlZC1tYW5pZmVzdC1jYWNoZQ==";
 
 /// Writes `data` to `dir/name` (a new file, mode 0644).
 pub(crate) fn write_new(dir: &Path, name: &str, data: &[u8]) -> Result<()> {

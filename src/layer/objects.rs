@@ -14,6 +14,7 @@ use rustix::io::Errno;
 
 use super::tree_builder::object_path;
 use super::verity::Verity;
+use crate::chunked::cache::{LayerCache, DIGEST_LEN};
 use crate::{Error, ErrorKind, Result};
 
 /// sha256 of empty content: every layer with an empty regular file has this object.
@@ -40,6 +41,30 @@ pub struct ObjectStats {
 struct Source {
     path: PathBuf,
     diff: OwnedFd,
+    /// The layer's lookaside cache (SPEC §7.1), when it has one: a bloom filter and a sorted
+    /// table that answer "not here" without a syscall, so hundreds of source layers cost little.
+    cache: Option<LayerCache>,
+}
+
+/// Loads `layer/composefs-data/chunked-manifest-cache` if present and valid; anything else means
+/// "no index", and the layer is probed with a stat instead.
+///
+/// A layer of a containers/storage store (`<graphroot>/overlay/<id>`) has its cache in the layer
+/// store instead: `<graphroot>/overlay-layers/<id>/` + the big-data name of
+/// `chunked-manifest-cache` (SPEC §2.3), which is read the same way.
+fn load_cache(layer: &Path) -> Option<LayerCache> {
+    let own = layer.join(super::metadata::CACHE);
+    let data = std::fs::read(own).ok().or_else(|| {
+        let id = layer.file_name()?;
+        let driver_home = layer.parent()?;
+        if driver_home.file_name()? != "overlay" {
+            return None;
+        }
+        let big_data =
+            driver_home.parent()?.join("overlay-layers").join(id).join(super::metadata::CSTORAGE_CACHE_KEY_FILE);
+        std::fs::read(big_data).ok()
+    })?;
+    LayerCache::parse(&data).ok().flatten()
 }
 
 /// Writes objects into a staging `diff/` directory.
@@ -59,7 +84,13 @@ pub struct ObjectStore {
 pub struct TempObject {
     file: File,
     name: String,
+    /// Logical size written so far (holes included).
+    pos: u64,
 }
+
+/// Block size for holes: whole aligned blocks of zeros are skipped, not written (SPEC §8: zeros
+/// chunks become holes), so sparse content stays sparse on disk. The content is the same.
+const HOLE_BLOCK: u64 = 4096;
 
 /// Creates temporary objects in `diff/` from another thread than the store's.
 pub struct TempFactory {
@@ -87,20 +118,54 @@ impl TempFactory {
             Mode::empty(),
         )
         .map_err(|e| Error::io(format_args!("create {}/{name}", self.diff_path.display()), e.into()))?;
-        Ok(TempObject { file: File::from(fd), name })
+        Ok(TempObject { file: File::from(fd), name, pos: 0 })
     }
 
     /// Removes a temporary object (on error paths).
     pub fn abort(&self, tmp: TempObject) {
-        let TempObject { file, name } = tmp;
+        let TempObject { file, name, .. } = tmp;
         drop(file);
         let _ = unlinkat(&self.diff, name.as_str(), AtFlags::empty());
     }
 }
 
 impl TempObject {
-    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
-        self.file.write_all(data).map_err(|e| Error::io(format_args!("write object temp file {}", self.name), e))
+    /// Appends `data`, leaving a hole for each whole, aligned block of zeros.
+    pub fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let err = |e| Error::io(format_args!("write object temp file {}", self.name), e);
+        while !data.is_empty() {
+            let to_boundary = (HOLE_BLOCK - self.pos % HOLE_BLOCK) as usize;
+            if to_boundary == HOLE_BLOCK as usize
+                && data.len() >= to_boundary
+                && data[..to_boundary].iter().all(|&b| b == 0)
+            {
+                self.file.seek(SeekFrom::Current(HOLE_BLOCK as i64)).map_err(err)?;
+                data = &data[to_boundary..];
+                self.pos += HOLE_BLOCK;
+                continue;
+            }
+            // Write up to the next block boundary at least, and on through non-zero blocks.
+            let mut n = to_boundary.min(data.len());
+            while n < data.len() {
+                let end = (n + HOLE_BLOCK as usize).min(data.len());
+                if end - n == HOLE_BLOCK as usize && data[n..end].iter().all(|&b| b == 0) {
+                    break;
+                }
+                n = end;
+            }
+            self.file.write_all(&data[..n]).map_err(err)?;
+            data = &data[n..];
+            self.pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Gives the file its full size when it ends in a hole.
+    fn finish(&mut self) -> Result<()> {
+        self.file
+            .set_len(self.pos)
+            .map_err(|e| Error::io(format_args!("set size of object temp file {}", self.name), e))
     }
 }
 
@@ -116,7 +181,7 @@ impl ObjectStore {
             let p = s.join("diff");
             let fd = openat(rustix::fs::CWD, &p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| Error::io(format_args!("open source layer objects {}", p.display()), e.into()))?;
-            srcs.push(Source { path: p, diff: fd });
+            srcs.push(Source { path: p, diff: fd, cache: load_cache(s) });
         }
         Ok(ObjectStore {
             diff,
@@ -161,7 +226,7 @@ impl ObjectStore {
         }
         self.ensure_prefix(digest)?;
         let path = object_path(digest);
-        if !self.try_reuse(&path, data.len() as u64)? {
+        if !self.try_reuse(digest, &path, data.len() as u64)? {
             let fd = self.create(&path)?;
             let mut f = File::from(fd);
             f.write_all(data).map_err(|e| Error::io(format_args!("write object {path}"), e))?;
@@ -180,7 +245,7 @@ impl ObjectStore {
         }
         self.ensure_prefix(digest)?;
         let path = object_path(digest);
-        if !self.try_reuse(&path, size)? {
+        if !self.try_reuse(digest, &path, size)? {
             return Ok(None);
         }
         self.finish_object(digest, &path, size).map(Some)
@@ -188,8 +253,9 @@ impl ObjectStore {
 
     /// Completes a temporary object as `digest` (or drops it when the layer or a source layer
     /// already has that content).
-    pub fn commit_temp(&mut self, tmp: TempObject, digest: &[u8; 32], size: u64) -> Result<Option<[u8; 32]>> {
-        let TempObject { file, name } = tmp;
+    pub fn commit_temp(&mut self, mut tmp: TempObject, digest: &[u8; 32], size: u64) -> Result<Option<[u8; 32]>> {
+        tmp.finish()?;
+        let TempObject { file, name, .. } = tmp;
         drop(file);
         if let Some(v) = self.get(digest) {
             self.unlink(&name)?;
@@ -198,7 +264,7 @@ impl ObjectStore {
         }
         self.ensure_prefix(digest)?;
         let path = object_path(digest);
-        if self.try_reuse(&path, size)? {
+        if self.try_reuse(digest, &path, size)? {
             self.unlink(&name)?;
         } else {
             renameat(&self.diff, name.as_str(), &self.diff, path.as_str())
@@ -238,9 +304,19 @@ impl ObjectStore {
     }
 
     /// Takes `path` from a source layer, by hardlink or by reflink/copy. False when none has it.
-    fn try_reuse(&mut self, path: &str, size: u64) -> Result<bool> {
+    fn try_reuse(&mut self, digest: &[u8; 32], path: &str, size: u64) -> Result<bool> {
+        let mut key = [0u8; DIGEST_LEN];
+        key[..7].copy_from_slice(b"sha256:");
+        key[7..].copy_from_slice(digest);
         for i in 0..self.sources.len() {
             let src = &self.sources[i];
+            if let Some(cache) = &src.cache {
+                // A cache can be stale or corrupt: a hit is confirmed by the stat below, and only a
+                // clean miss skips the layer.
+                if let Ok(None) = cache.lookup(&key) {
+                    continue;
+                }
+            }
             let st = match statat(&src.diff, path, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,

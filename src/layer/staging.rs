@@ -10,10 +10,46 @@ use crate::{Error, ErrorKind, Result};
 /// Prefix of staging directory names: `.<layer name>.staging-<pid>-<nanos>`.
 pub const STAGING_MARKER: &str = ".staging-";
 
+/// The lock file inside a staging directory: held (flock) by the process building the layer for
+/// as long as it lives, so that a later process can tell an abandoned staging directory (lock
+/// free: its owner died, e.g. by SIGKILL) from one in use, across PID namespaces too.
+const LOCK_NAME: &str = ".staging.lock";
+
 /// A staging directory that removes itself unless committed.
 pub struct Staging {
     pub path: PathBuf,
     armed: bool,
+    lock: Option<std::fs::File>,
+}
+
+/// Removes the staging directories in `parent` that their builder abandoned (it died before
+/// finishing or cleaning up). Directories whose lock is held are in use and left alone, and so
+/// is anything that does not look like a staging directory. Returns how many were removed.
+/// Every conversion and pull calls this for its target's parent first.
+pub fn cleanup_abandoned(parent: &Path) -> Result<usize> {
+    let entries = match std::fs::read_dir(parent) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(format_args!("read {}", parent.display()), e)),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with('.') || !name.contains(STAGING_MARKER) {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(lock) = std::fs::File::open(dir.join(LOCK_NAME)) else { continue };
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue; // its builder is alive
+        }
+        let _ = std::fs::set_permissions(dir.join("diff"), std::fs::Permissions::from_mode(0o755));
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 impl Staging {
@@ -32,6 +68,7 @@ impl Staging {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        cleanup_abandoned(&parent)?;
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let path =
@@ -40,7 +77,14 @@ impl Staging {
             .mode(0o700)
             .create(&path)
             .map_err(|e| Error::io(format_args!("create staging directory {}", path.display()), e))?;
-        Ok(Staging { path, armed: true })
+        let mut staging = Staging { path, armed: true, lock: None };
+        let lock_path = staging.path.join(LOCK_NAME);
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|e| Error::io(format_args!("create {}", lock_path.display()), e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| Error::io(format_args!("lock {}", lock_path.display()), e.into()))?;
+        staging.lock = Some(lock);
+        Ok(staging)
     }
 
     /// Makes `diff/` read-only like containers/storage's (0555, SPEC §2.1) and renames the staging
@@ -49,6 +93,9 @@ impl Staging {
         let diff = self.path.join("diff");
         std::fs::set_permissions(&diff, std::fs::Permissions::from_mode(0o555))
             .map_err(|e| Error::io(format_args!("chmod {}", diff.display()), e))?;
+        // The lock file does not belong in the layer; the lock itself stays held until we return.
+        let lock_path = self.path.join(LOCK_NAME);
+        std::fs::remove_file(&lock_path).map_err(|e| Error::io(format_args!("remove {}", lock_path.display()), e))?;
         rustix::fs::renameat_with(
             rustix::fs::CWD,
             &self.path,

@@ -7,7 +7,9 @@ use rustix::fs::{openat, Mode, OFlags};
 
 use crate::{Error, ErrorKind, Result};
 
-/// Whether to enable fs-verity on what a conversion writes.
+/// The fs-verity policy (SPEC §10.7). For conversion: whether to enable fs-verity on objects and
+/// the blob. For mounting: whether the overlay gets `verity=on` (if-available, when every blob
+/// has fs-verity) or `verity=require` (and every composefs layer must come with a blob digest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VerityPolicy {
     /// Never.
@@ -15,7 +17,7 @@ pub enum VerityPolicy {
     /// Where the filesystem supports it; silently skipped elsewhere (containers/storage's behaviour).
     #[default]
     IfAvailable,
-    /// Always; a filesystem without fs-verity fails the conversion.
+    /// Always; a filesystem without fs-verity fails the conversion, and a mount enforces digests.
     Require,
 }
 
@@ -86,7 +88,9 @@ fn enable(fd: BorrowedFd<'_>) -> std::io::Result<()> {
     }
 }
 
-fn measure(fd: BorrowedFd<'_>) -> std::io::Result<[u8; 32]> {
+/// The kernel's SHA-256 fs-verity digest of an open file (`FS_IOC_MEASURE_VERITY`); an error when
+/// the file has no fs-verity, the filesystem has none, or it uses another hash.
+pub fn measure(fd: BorrowedFd<'_>) -> std::io::Result<[u8; 32]> {
     let mut arg = MeasureArg { digest_algorithm: 0, digest_size: 64, digest: [0; 64] };
     // SAFETY: FS_IOC_MEASURE_VERITY writes at most `digest_size` (64) digest bytes after the
     // two u16 fields of the struct we pass, which is exactly that size and outlives the call.

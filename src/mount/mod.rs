@@ -40,7 +40,7 @@ pub use erofs::ErofsBacking;
 pub use probe::{kernel_features, restrict_features_for_tests, KernelFeatures};
 pub use stack::{mount, unmount};
 pub use stubs::CACHE_DIR_ENV;
-pub use verity::{file_digest as blob_digest, hex, measure as measured_verity_digest, parse_digest, VerityPolicy};
+pub use verity::{file_digest as blob_digest, hex, parse_digest, VerityPolicy};
 
 use crate::{Error, ErrorKind, Result};
 

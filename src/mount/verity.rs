@@ -6,73 +6,17 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::error::ResultExt;
 use crate::image::digest_reader;
 use crate::{Error, ErrorKind, Result};
 
-/// `FS_IOC_MEASURE_VERITY` = `_IOWR('f', 134, struct fsverity_digest)`.
-const FS_IOC_MEASURE_VERITY: libc::c_ulong = 0xc004_6686;
-const FS_VERITY_HASH_ALG_SHA256: u16 = 1;
+pub use crate::layer::verity::VerityPolicy;
 
-/// What an fs-verity policy asks for (SPEC §10.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum VerityPolicy {
-    /// No `verity=` on the overlay.
-    Off,
-    /// `verity=on` on the overlay when every composefs layer's blob has fs-verity enabled (the
-    /// converter enables it on a layer's blob and objects together): digests that are present
-    /// are enforced, files without one read normally.
-    #[default]
-    IfAvailable,
-    /// `verity=require` on the overlay, and every composefs layer must come with an expected
-    /// blob digest. Objects without fs-verity then fail to open with EIO (SPEC §6.4).
-    Require,
-}
-
-impl VerityPolicy {
-    /// Parses `off`, `if-available` or `require`.
-    pub fn parse(s: &str) -> Result<VerityPolicy> {
-        match s {
-            "off" => Ok(VerityPolicy::Off),
-            "if-available" => Ok(VerityPolicy::IfAvailable),
-            "require" => Ok(VerityPolicy::Require),
-            _ => Err(Error::invalid_argument(format!(
-                "verity policy {s:?}: expected \"off\", \"if-available\" or \"require\""
-            ))),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerityPolicy::Off => "off",
-            VerityPolicy::IfAvailable => "if-available",
-            VerityPolicy::Require => "require",
-        }
-    }
-}
-
-/// The kernel's SHA-256 fs-verity digest of `file`, or `None` when the file has no fs-verity
-/// (or the filesystem has none, or it uses another hash).
-pub fn measure(file: &File) -> Option<[u8; 32]> {
-    #[repr(C)]
-    struct FsverityDigest {
-        algorithm: u16,
-        size: u16,
-        digest: [u8; 64],
-    }
-    let mut d = FsverityDigest { algorithm: 0, size: 64, digest: [0; 64] };
-    // SAFETY: FS_IOC_MEASURE_VERITY writes at most `size` digest bytes after the 4-byte header
-    // into `d`, which is large enough and outlives the call.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_MEASURE_VERITY as _, &mut d as *mut FsverityDigest) };
-    if rc != 0 || d.algorithm != FS_VERITY_HASH_ALG_SHA256 || d.size != 32 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&d.digest[..32]);
-    Some(out)
+/// The kernel's digest of `file`, or `None` when it has no fs-verity.
+pub(crate) fn measure(file: &File) -> Option<[u8; 32]> {
+    crate::layer::verity::measure(std::os::fd::AsFd::as_fd(file)).ok()
 }
 
 /// The fs-verity digest of `file`: measured by the kernel if enabled, else computed.
