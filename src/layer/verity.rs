@@ -127,8 +127,18 @@ impl Verity {
         if self.policy == VerityPolicy::Off || (self.unsupported && self.policy == VerityPolicy::IfAvailable) {
             return Ok(None);
         }
-        let fd: OwnedFd = openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
-            .map_err(|e| Error::io(format_args!("open {what} for fs-verity"), e.into()))?;
+        let fd: OwnedFd = match openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => fd,
+            // An unprivileged caller cannot open the mode-0000 objects it wrote: best effort
+            // means no fs-verity then, not a failed conversion.
+            Err(rustix::io::Errno::ACCESS) | Err(rustix::io::Errno::PERM)
+                if self.policy == VerityPolicy::IfAvailable =>
+            {
+                self.unsupported = true;
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io(format_args!("open {what} for fs-verity"), e.into())),
+        };
         match enable(fd.as_fd()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
