@@ -152,3 +152,26 @@ fn a_staging_directory_in_use_is_never_removed() {
     let _ = child.wait();
     assert!(staging_leftovers(store.path()).is_empty());
 }
+
+/// Conversions into one directory at the same time never clean up each other's staging.
+#[test]
+fn concurrent_conversions_in_one_directory_do_not_interfere() {
+    use composefs_storage::layer::{convert, ConvertOptions, VerityPolicy};
+    let store = tempfile::tempdir().unwrap();
+    let path = corpus().join("noparents-ustar/noparents-ustar.tar");
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (store, path) = (store.path(), &path);
+            s.spawn(move || {
+                for round in 0..10 {
+                    let opts = ConvertOptions { verity: VerityPolicy::Off, ..Default::default() };
+                    let input = Box::new(std::fs::File::open(path).unwrap());
+                    convert(input, &store.join(format!("l{t}-{round}")), &opts, None)
+                        .unwrap_or_else(|e| panic!("thread {t} round {round}: {e}"));
+                }
+            });
+        }
+    });
+    assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 80);
+    assert!(staging_leftovers(store.path()).is_empty());
+}

@@ -78,11 +78,16 @@ impl Staging {
             .create(&path)
             .map_err(|e| Error::io(format_args!("create staging directory {}", path.display()), e))?;
         let mut staging = Staging { path, armed: true, lock: None };
+        // The lock file appears under its name only once locked (create, lock, rename), so a
+        // concurrent cleaner never finds it unlocked while this builder is alive.
         let lock_path = staging.path.join(LOCK_NAME);
-        let lock = std::fs::File::create(&lock_path)
-            .map_err(|e| Error::io(format_args!("create {}", lock_path.display()), e))?;
+        let tmp_path = staging.path.join(format!("{LOCK_NAME}.new"));
+        let lock = std::fs::File::create_new(&tmp_path)
+            .map_err(|e| Error::io(format_args!("create {}", tmp_path.display()), e))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|e| Error::io(format_args!("lock {}", lock_path.display()), e.into()))?;
+            .map_err(|e| Error::io(format_args!("lock {}", tmp_path.display()), e.into()))?;
+        std::fs::rename(&tmp_path, &lock_path)
+            .map_err(|e| Error::io(format_args!("rename {} into place", tmp_path.display()), e))?;
         staging.lock = Some(lock);
         Ok(staging)
     }
