@@ -1,0 +1,143 @@
+//! The fuzz harness: one function per target, each taking the raw fuzzer input. The targets in
+//! fuzz_targets/ call these, and tests/fuzz_regressions.rs includes this file (`#[path]`) to run
+//! every recorded crash input through exactly the same code in `cargo test`.
+//!
+//! A harness never panics on bad input itself: a panic comes from the library under test, or from
+//! an `expect`/`assert` that states an invariant of data the library wrote itself.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Cursor;
+use std::os::unix::ffi::OsStrExt;
+
+use composefs_storage::chunked::cache::{binary_digest, LayerCache, DIGEST_LEN, TAG_LEN};
+use composefs_storage::chunked::tarsplit::{self, TarSplitReader};
+use composefs_storage::chunked::{dump, footer, read_manifest, ReadOptions, Toc};
+use composefs_storage::config::{self, check_host, Host, LoadOptions, KEYS};
+
+/// `chunked::footer::parse` on the last bytes of a blob.
+pub fn chunked_footer(data: &[u8]) {
+    let _ = footer::parse(data);
+}
+
+/// `chunked::Toc::parse` on TOC JSON, then what reads a parsed TOC: mtimes and the composefs dump
+/// (`chunked::dump::generate_dump`).
+pub fn chunked_toc(data: &[u8]) {
+    let Ok(toc) = Toc::parse(data) else { return };
+    for e in &toc.entries {
+        let _ = e.mtime();
+    }
+    let _ = dump::generate_dump(&toc, &HashMap::new(), &mut std::io::sink());
+}
+
+/// `chunked::tarsplit`: the NDJSON reader, the tar size, and re-assembly with made-up contents.
+pub fn chunked_tarsplit(data: &[u8]) {
+    let mut r = TarSplitReader::new(data);
+    while let Ok(Some(_)) = r.next_entry() {}
+    let _ = tarsplit::tar_size(data);
+    // Contents are zeros of the claimed size, capped so that a huge size is an error, not a long run.
+    let _ = tarsplit::reassemble(
+        data,
+        |_name, size| {
+            if size > 1 << 20 {
+                return Err(composefs_storage::Error::format("content too big for the fuzzer"));
+            }
+            Ok(Cursor::new(vec![0u8; size as usize]))
+        },
+        &mut std::io::sink(),
+    );
+}
+
+/// `chunked::read_manifest` over a blob in memory. The first byte picks the mode. Even: the rest is
+/// the blob (found by its footer). Odd: the rest is `annotations NUL blob`, the annotations as
+/// `key=value` lines (easier to mutate than JSON).
+pub fn chunked_manifest(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let opts = ReadOptions::default();
+    if mode & 1 == 0 {
+        let _ = read_manifest(rest, None, &opts);
+        return;
+    }
+    let Some(nul) = rest.iter().position(|&b| b == 0) else { return };
+    let Ok(text) = std::str::from_utf8(&rest[..nul]) else { return };
+    let annotations: BTreeMap<String, String> =
+        text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let _ = read_manifest(&rest[nul + 1..], Some(&annotations), &opts);
+}
+
+/// `chunked::cache`: the layers cache file reader, and the cache built from a TOC. The first byte
+/// picks the mode. Even: the rest is a cache file; it is parsed, every tag in its table looked up
+/// (so the location records get read), then written back and re-parsed. Odd: the rest is TOC JSON;
+/// a cache is built from it (flat when bit 1 is set), serialized, parsed back, and every digest of
+/// the TOC looked up.
+pub fn chunked_cache(data: &[u8]) {
+    let Some((&mode, data)) = data.split_first() else { return };
+    if mode & 1 == 0 {
+        cache_from_file(data);
+    } else {
+        cache_from_toc(data, mode & 2 != 0);
+    }
+}
+
+fn cache_from_file(data: &[u8]) {
+    let Ok(Some(cache)) = LayerCache::parse(data) else { return };
+    let _ = cache.len();
+    // Layout: 4 × u64, u32 k, n_words × u64, 3 × u64, tags (see the cache module docs).
+    let n_words = data.get(24..32).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes) as usize;
+    let tags = data.get(32 + 4 + n_words * 8 + 24..).unwrap_or_default();
+    for tag in tags.chunks_exact(TAG_LEN).take(cache.len().min(256)) {
+        if let Ok(d) = <[u8; DIGEST_LEN]>::try_from(&tag[..DIGEST_LEN]) {
+            let _ = cache.lookup(&d);
+        }
+    }
+    let _ = cache.lookup(&[0u8; DIGEST_LEN]);
+    let _ = LayerCache::parse(&cache.to_bytes());
+}
+
+fn cache_from_toc(json: &[u8], flat: bool) {
+    let Ok(toc) = Toc::parse(json) else { return };
+    let Ok(cache) = LayerCache::build(&toc, flat) else { return };
+    let parsed = LayerCache::parse(&cache.to_bytes()).expect("a cache we wrote parses").expect("current version");
+    assert_eq!(parsed.len(), cache.len());
+    for e in toc.entries.iter().take(256) {
+        for d in [&e.digest, &e.chunk_digest] {
+            if let Ok(d) = binary_digest(d) {
+                let _ = parsed.lookup(&d).expect("a cache we wrote has valid location records");
+            }
+        }
+    }
+}
+
+/// `config`: a containers-storage.conf as the only system file, loaded with `STORAGE_OPTS` and
+/// `STORAGE_DRIVER` from the input, then the getters and checks over the result; and the same file
+/// through `config::load_file`. Input: `storage.conf [NUL STORAGE_OPTS [NUL STORAGE_DRIVER]]`.
+pub fn config(data: &[u8]) {
+    let mut parts = data.splitn(3, |&b| b == 0);
+    let conf = parts.next().unwrap_or_default();
+    let (storage_opts, driver) = (parts.next(), parts.next());
+    let Ok(root) = tempfile::tempdir() else { return };
+    let dir = root.path().join("etc/containers");
+    let file = dir.join("storage.conf");
+    if std::fs::create_dir_all(&dir).is_err() || std::fs::write(&file, conf).is_err() {
+        return;
+    }
+    let mut opts = LoadOptions::isolated(root.path());
+    if let Some(v) = storage_opts {
+        opts = opts.with_env(config::ENV_STORAGE_OPTS, std::ffi::OsStr::from_bytes(v));
+    }
+    if let Some(v) = driver {
+        opts = opts.with_env(config::ENV_STORAGE_DRIVER, std::ffi::OsStr::from_bytes(v));
+    }
+    for uid in [0, 1000] {
+        let Ok(cfg) = config::load(&opts.clone().with_uid(uid)) else { continue };
+        for key in KEYS {
+            let _ = cfg.get_string(key);
+            let _ = cfg.get_bool(key);
+        }
+        let _ = cfg.to_json();
+        let _ = config::findings_to_json(&cfg.check());
+        let _ = check_host(&cfg, &Host::default());
+    }
+    let _ = config::load_file(&file);
+}
