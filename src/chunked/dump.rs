@@ -14,39 +14,8 @@ use super::cache::object_path;
 use super::toc::{
     Toc, TocEntry, TYPE_BLOCK, TYPE_CHAR, TYPE_CHUNK, TYPE_DIR, TYPE_FIFO, TYPE_HARDLINK, TYPE_REG, TYPE_SYMLINK,
 };
+use crate::image::dump::{escape_into, escape_optional};
 use crate::{Error, Result};
-
-const ESCAPE_EQUAL: u8 = 1;
-const ESCAPE_LONE_DASH: u8 = 2;
-
-/// Escapes a dump field as `dump.go`/libcomposefs do (SPEC §4.2).
-fn escape(out: &mut Vec<u8>, val: &[u8], flags: u8) {
-    if flags & ESCAPE_LONE_DASH != 0 && val == b"-" {
-        out.extend_from_slice(b"\\x2d");
-        return;
-    }
-    for &c in val {
-        match c {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'=' if flags & ESCAPE_EQUAL != 0 => out.extend_from_slice(b"\\x3d"),
-            0x21..=0x7e => out.push(c),
-            _ => {
-                let _ = write!(out, "\\x{c:02x}");
-            }
-        }
-    }
-}
-
-fn escape_optional(out: &mut Vec<u8>, val: &[u8], flags: u8) {
-    if val.is_empty() {
-        out.push(b'-');
-    } else {
-        escape(out, val, flags);
-    }
-}
 
 /// `CleanAbsPath`: `filepath.Clean("/" + name)`.
 pub fn clean_abs_path(name: &str) -> String {
@@ -113,7 +82,7 @@ impl Generator<'_> {
 
         let line = &mut self.line;
         line.clear();
-        escape(line, path.as_bytes(), 0);
+        escape_into(line, path.as_bytes(), false);
         let nlink = self.links.get(entry.name.as_str()).copied().unwrap_or(0)
             + self.links.get(entry.link_name.as_str()).copied().unwrap_or(0)
             + 1;
@@ -139,18 +108,18 @@ impl Generator<'_> {
         } else {
             String::new()
         };
-        escape_optional(line, payload.as_bytes(), ESCAPE_LONE_DASH);
+        escape_optional(line, payload.as_bytes());
         line.extend_from_slice(b" - ");
         let digest = self.verity.get(&payload).map(String::as_str).unwrap_or("");
-        escape_optional(line, digest.as_bytes(), ESCAPE_LONE_DASH);
+        escape_optional(line, digest.as_bytes());
         for (k, v) in &entry.xattrs {
             let value = base64::engine::general_purpose::STANDARD
                 .decode(v)
                 .map_err(|e| Error::format(format!("decode xattr {k:?} of {:?}: {e}", entry.name)))?;
             line.push(b' ');
-            escape(line, k.as_bytes(), ESCAPE_EQUAL);
+            escape_into(line, k.as_bytes(), true);
             line.push(b'=');
-            escape(line, &value, ESCAPE_EQUAL);
+            escape_into(line, &value, true);
         }
         line.push(b'\n');
         out.write_all(line).map_err(|e| Error::io("write dump", e))

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod image;
 mod toc;
 
 #[derive(Parser)]
@@ -23,6 +24,10 @@ enum Command {
     Config(config::Args),
     /// Print the TOC JSON of a zstd:chunked blob (verified against its annotations when given).
     Toc(toc::Args),
+    /// Write a composefs EROFS image from a composefs dump, as mkcomposefs --from-file does.
+    Mkimage(image::MkimageArgs),
+    /// Print a composefs image as a composefs dump.
+    Dump(image::DumpArgs),
 }
 
 /// Exit code for a failed operation.
@@ -35,6 +40,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config(args) => config::run(args),
         Command::Toc(args) => toc::run(args),
+        Command::Mkimage(args) => image::mkimage(args),
+        Command::Dump(args) => image::dump(args),
     };
     match result {
         Ok(code) => code,

@@ -18,6 +18,7 @@ pub mod util;
 
 pub mod config;
 pub mod error;
+pub mod image;
 pub mod version;
 
 pub use error::{cfs_error, cfs_status};

@@ -209,6 +209,36 @@ impl Tree {
         })
     }
 
+    /// A copy with inodes renumbered in [`Tree::walk`] order (root 0, then each inode where it is
+    /// first named), dropping unreachable inodes: two trees that hold the same filesystem compare
+    /// equal after this, however their producers numbered the inodes.
+    pub fn normalized(&self) -> Tree {
+        let mut map: Vec<Option<InodeId>> = vec![None; self.inodes.len()];
+        map[ROOT] = Some(ROOT);
+        let mut order = vec![ROOT];
+        for (_, e) in self.walk() {
+            if let Some(slot) = map.get_mut(e.inode) {
+                if slot.is_none() {
+                    *slot = Some(order.len());
+                    order.push(e.inode);
+                }
+            }
+        }
+        let inodes = order
+            .iter()
+            .map(|&old| {
+                let mut inode = self.inodes[old].clone();
+                if let Some(d) = inode.as_dir_mut() {
+                    for e in d.entries.values_mut() {
+                        e.inode = map.get(e.inode).copied().flatten().unwrap_or(e.inode);
+                    }
+                }
+                inode
+            })
+            .collect();
+        Tree { inodes }
+    }
+
     fn push_children(&self, stack: &mut Vec<(Vec<u8>, DirEntry)>, prefix: &[u8], dir: InodeId) {
         if let Some(d) = self.inodes[dir].as_dir() {
             for (name, e) in d.entries.iter().rev() {

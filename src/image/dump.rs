@@ -1,0 +1,648 @@
+//! The composefs dump format (composefs-dump(5), SPEC §4): a text form of a [`Tree`], one inode per
+//! line, as `mkcomposefs --from-file` reads it and `composefs-info dump` prints it.
+//!
+//! [`parse`] follows the mkcomposefs 1.0.8 parser: paths must be absolute and canonical, parents
+//! come before children, `@MODE` lines are hardlinks to the path in PAYLOAD, and a hardlink
+//! target's NLINK is used as given. `strict` is `CFS_PARSE_STRICT=1`: it also requires SIZE to
+//! equal a symlink's target length, rdev to be 0 on anything but devices, and all 11 fields.
+//! Beyond mkcomposefs, the same xattr key twice on one line is an error (it is ambiguous).
+//!
+//! [`write`] prints a tree back, in depth-first name order, with the escaping c/storage uses
+//! (SPEC §4.2); its output parses back to the same tree.
+
+use std::collections::btree_map::Entry as MapEntry;
+use std::io::{BufRead, Write};
+
+use super::tree::{DirEntry, Directory, File, FileContent, Inode, InodeId, InodeKind, Metadata, Mtime, Tree, ROOT};
+use crate::{Error, Result};
+
+/// The largest inline content mkcomposefs accepts (`LCFS_INLINE_CONTENT_MAX`).
+pub const INLINE_CONTENT_MAX: usize = 5000;
+/// The longest symlink target (`PATH_MAX - 1`).
+pub const SYMLINK_MAX: usize = 4095;
+/// The longest file name.
+pub const NAME_MAX: usize = 255;
+/// The longest xattr key (`XATTR_NAME_MAX`).
+pub const XATTR_NAME_MAX: usize = 255;
+/// The largest xattr value (`XATTR_SIZE_MAX`).
+pub const XATTR_SIZE_MAX: usize = 65535;
+/// Lines longer than this are rejected before parsing, so a missing newline cannot make us
+/// buffer an arbitrary amount (inline content, a symlink and 255-byte xattrs all fit easily).
+pub const LINE_MAX: usize = 16 << 20;
+
+/// Parses a whole dump into a tree. Errors name the line number.
+pub fn parse(mut input: impl BufRead, strict: bool) -> Result<Tree> {
+    let mut parser = Parser { tree: None, strict, last_dir: Vec::new(), last_dir_id: ROOT };
+    let mut line = Vec::with_capacity(256);
+    let mut lineno = 0usize;
+    loop {
+        line.clear();
+        let n = std::io::Read::take(&mut input, LINE_MAX as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(format!("reading dump line {}", lineno + 1), e))?;
+        if n == 0 {
+            break;
+        }
+        lineno += 1;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if line.len() > LINE_MAX {
+            return Err(Error::limit(format!("dump line {lineno}: longer than {LINE_MAX} bytes")));
+        }
+        if line.is_empty() {
+            continue;
+        }
+        parser.line(&line).map_err(|e| e.context(format!("dump line {lineno}")))?;
+    }
+    parser.tree.ok_or_else(|| Error::format("dump is empty: expected a first line for `/`"))
+}
+
+struct Parser {
+    tree: Option<Tree>,
+    strict: bool,
+    /// The parent directory path of the previous line and its inode, so that a run of siblings
+    /// resolves its parent once.
+    last_dir: Vec<u8>,
+    last_dir_id: InodeId,
+}
+
+/// Splits a line into fields on single spaces.
+struct Fields<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Fields<'a> {
+    fn next_field(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match rest.iter().position(|&b| b == b' ') {
+            Some(i) => {
+                self.rest = Some(&rest[i + 1..]);
+                Some(&rest[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+
+    fn required(&mut self, name: &str) -> Result<&'a [u8]> {
+        self.next_field().ok_or_else(|| Error::format(format!("missing field {name}")))
+    }
+}
+
+impl Parser {
+    fn line(&mut self, line: &[u8]) -> Result<()> {
+        let mut f = Fields { rest: Some(line) };
+        let path = unescape(f.required("PATH")?).map_err(|e| e.context("PATH"))?;
+        let size: u64 = parse_dec(f.required("SIZE")?, "SIZE")?;
+        let mode_field = f.required("MODE")?;
+        let (hardlink, mode_digits) = match mode_field.split_first() {
+            Some((b'@', rest)) => (true, rest),
+            _ => (false, mode_field),
+        };
+        let mode = parse_octal(mode_digits)?;
+        let nlink_f = f.next_field();
+        let uid_f = f.next_field();
+        let gid_f = f.next_field();
+        let rdev_f = f.next_field();
+        let mtime_f = f.next_field();
+        let payload_f = f.next_field();
+        let content_f = f.next_field();
+        let digest_f = f.next_field();
+
+        let (parent, name) = self.split_path(&path)?;
+        let Some(tree) = self.tree.as_mut() else {
+            if path != b"/" {
+                return Err(Error::format(format!(
+                    "first line is {:?}, expected the root `/`",
+                    String::from_utf8_lossy(&path)
+                )));
+            }
+            // Root line.
+            let (mut meta, nlink) =
+                parse_meta(mode, [nlink_f, uid_f, gid_f, mtime_f], self.strict).map_err(|e| e.context("`/`"))?;
+            parse_xattrs(&mut f, &mut meta.xattrs)?;
+            if mode & libc::S_IFMT != libc::S_IFDIR || hardlink {
+                return Err(Error::format("`/` must be a directory"));
+            }
+            let rdev: u64 = optional_dec(rdev_f, "RDEV")?;
+            if self.strict && rdev != 0 {
+                return Err(Error::format("`/`: RDEV must be 0 for a directory"));
+            }
+            let mut t = Tree::new(meta);
+            t.inodes[ROOT].nlink = nlink;
+            self.tree = Some(t);
+            return Ok(());
+        };
+        if path == b"/" {
+            return Err(Error::format("`/` appears twice"));
+        }
+        let parent_id = if parent == self.last_dir.as_slice() {
+            self.last_dir_id
+        } else {
+            let id = tree
+                .resolve(parent)
+                .ok_or_else(|| Error::format(format!("parent directory of {} is missing", show(&path))))?;
+            self.last_dir.clear();
+            self.last_dir.extend_from_slice(parent);
+            self.last_dir_id = id;
+            id
+        };
+        if tree.inodes[parent_id].as_dir().is_none() {
+            return Err(Error::format(format!("parent of {} is not a directory", show(&path))));
+        }
+        if tree.lookup(parent_id, name).is_some() {
+            return Err(Error::format(format!("duplicate entry {}", show(&path))));
+        }
+
+        if hardlink {
+            let target = unescape(
+                payload_f
+                    .filter(|p| *p != b"-")
+                    .ok_or_else(|| Error::format(format!("hardlink {} has no target in PAYLOAD", show(&path))))?,
+            )?;
+            if target.first() != Some(&b'/') {
+                return Err(Error::format(format!("hardlink target {} is not absolute", show(&target))));
+            }
+            let target_id = tree
+                .resolve(&target)
+                .filter(|_| canonical_path(&target).is_ok())
+                .ok_or_else(|| Error::format(format!("hardlink target {} does not exist", show(&target))))?;
+            if tree.inodes[target_id].as_dir().is_some() {
+                return Err(Error::format(format!("hardlink {} to directory {}", show(&path), show(&target))));
+            }
+            tree.link(parent_id, name.to_vec(), DirEntry { inode: target_id, hardlink: true });
+            return Ok(());
+        }
+
+        let (mut meta, nlink) = parse_meta(mode, [nlink_f, uid_f, gid_f, mtime_f], self.strict)?;
+        let rdev: u64 = optional_dec(rdev_f, "RDEV")?;
+        let payload = optional(payload_f).map(unescape).transpose().map_err(|e| e.context("PAYLOAD"))?;
+        let content = optional(content_f).map(unescape).transpose().map_err(|e| e.context("CONTENT"))?;
+        let digest = optional(digest_f).map(parse_digest).transpose()?;
+        if self.strict && digest_f.is_none() {
+            return Err(Error::format("missing field DIGEST"));
+        }
+        parse_xattrs(&mut f, &mut meta.xattrs)?;
+
+        let file_type = mode & libc::S_IFMT;
+        if self.strict && rdev != 0 && file_type != libc::S_IFCHR && file_type != libc::S_IFBLK {
+            return Err(Error::format(format!("{}: RDEV {rdev} on a non-device", show(&path))));
+        }
+        let kind = match file_type {
+            libc::S_IFDIR => InodeKind::Directory(Directory::default()),
+            libc::S_IFREG => match content {
+                Some(c) => {
+                    if c.len() > INLINE_CONTENT_MAX {
+                        return Err(Error::limit(format!(
+                            "{}: inline content of {} bytes is over the maximum {INLINE_CONTENT_MAX}",
+                            show(&path),
+                            c.len()
+                        )));
+                    }
+                    if c.len() as u64 != size {
+                        return Err(Error::format(format!(
+                            "{}: SIZE {size} but inline content has {} bytes",
+                            show(&path),
+                            c.len()
+                        )));
+                    }
+                    InodeKind::File(File { size, content: FileContent::Inline(c) })
+                }
+                None => InodeKind::File(File { size, content: FileContent::External { payload, digest } }),
+            },
+            libc::S_IFLNK => {
+                let target = payload
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| Error::format(format!("symlink {} has no target in PAYLOAD", show(&path))))?;
+                if target.len() > SYMLINK_MAX {
+                    return Err(Error::limit(format!(
+                        "symlink {}: target of {} bytes is over the maximum {SYMLINK_MAX}",
+                        show(&path),
+                        target.len()
+                    )));
+                }
+                if target.contains(&0) {
+                    return Err(Error::format(format!("symlink {}: target contains NUL", show(&path))));
+                }
+                if self.strict && size != target.len() as u64 {
+                    return Err(Error::format(format!(
+                        "symlink {}: SIZE {size} differs from the target length {}",
+                        show(&path),
+                        target.len()
+                    )));
+                }
+                InodeKind::Symlink(target)
+            }
+            libc::S_IFCHR => InodeKind::CharDevice(rdev),
+            libc::S_IFBLK => InodeKind::BlockDevice(rdev),
+            libc::S_IFIFO => InodeKind::Fifo,
+            libc::S_IFSOCK => InodeKind::Socket,
+            _ => return Err(Error::format(format!("{}: MODE {mode:o} has no valid file type", show(&path)))),
+        };
+        let id = tree.push(Inode { meta, kind, nlink });
+        tree.link(parent_id, name.to_vec(), DirEntry { inode: id, hardlink: false });
+        Ok(())
+    }
+
+    /// Validates an absolute path and splits it into (parent path, name). The root is `("", "")`.
+    fn split_path<'p>(&self, path: &'p [u8]) -> Result<(&'p [u8], &'p [u8])> {
+        canonical_path(path)?;
+        if path == b"/" {
+            return Ok((b"", b""));
+        }
+        let slash = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
+        Ok((&path[..slash.max(1)], &path[slash + 1..]))
+    }
+}
+
+/// Checks that `path` is absolute with no empty, `.` or `..` components, no NUL, names ≤ 255.
+fn canonical_path(path: &[u8]) -> Result<()> {
+    if path.first() != Some(&b'/') {
+        return Err(Error::format(format!("path {} is not absolute", show(path))));
+    }
+    if path == b"/" {
+        return Ok(());
+    }
+    for comp in path[1..].split(|&b| b == b'/') {
+        match comp {
+            b"" => return Err(Error::format(format!("path {} has an empty component", show(path)))),
+            b"." | b".." => return Err(Error::format(format!("path {} has a `.` or `..` component", show(path)))),
+            _ if comp.len() > NAME_MAX => {
+                return Err(Error::limit(format!("path {}: a name is longer than {NAME_MAX} bytes", show(path))))
+            }
+            _ if comp.contains(&0) => return Err(Error::format(format!("path {} contains NUL", show(path)))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn parse_meta(mode: u32, fields: [Option<&[u8]>; 4], strict: bool) -> Result<(Metadata, u32)> {
+    let [nlink, uid, gid, mtime] = fields;
+    if strict && mtime.is_none() {
+        return Err(Error::format("missing field MTIME"));
+    }
+    let meta = Metadata {
+        permissions: mode & 0o7777,
+        uid: optional_dec(uid, "UID")?,
+        gid: optional_dec(gid, "GID")?,
+        mtime: mtime.map(parse_mtime).transpose()?.unwrap_or_default(),
+        xattrs: Default::default(),
+    };
+    Ok((meta, optional_dec(nlink, "NLINK")?))
+}
+
+fn parse_xattrs(f: &mut Fields<'_>, xattrs: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>) -> Result<()> {
+    while let Some(field) = f.next_field() {
+        if field.is_empty() {
+            continue;
+        }
+        let eq = field
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or_else(|| Error::format(format!("xattr {} has no `=`", show(field))))?;
+        let key = unescape(&field[..eq]).map_err(|e| e.context("xattr key"))?;
+        if key.is_empty() {
+            return Err(Error::format("empty xattr key"));
+        }
+        if key.contains(&0) {
+            return Err(Error::format(format!("xattr key {} contains NUL", show(&key))));
+        }
+        if key.len() > XATTR_NAME_MAX {
+            return Err(Error::limit(format!("xattr key of {} bytes is longer than {XATTR_NAME_MAX}", key.len())));
+        }
+        let value = unescape(&field[eq + 1..]).map_err(|e| e.context("xattr value"))?;
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(Error::limit(format!(
+                "xattr {} value of {} bytes is larger than {XATTR_SIZE_MAX}",
+                show(&key),
+                value.len()
+            )));
+        }
+        match xattrs.entry(key) {
+            MapEntry::Occupied(e) => {
+                return Err(Error::format(format!("xattr {} appears twice", show(e.key()))));
+            }
+            MapEntry::Vacant(e) => {
+                e.insert(value);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn optional(field: Option<&[u8]>) -> Option<&[u8]> {
+    field.filter(|f| !f.is_empty() && *f != b"-")
+}
+
+fn optional_dec<T: std::str::FromStr + Default>(field: Option<&[u8]>, name: &str) -> Result<T> {
+    match field {
+        None => Ok(T::default()),
+        Some(f) => parse_dec(f, name),
+    }
+}
+
+fn parse_dec<T: std::str::FromStr>(field: &[u8], name: &str) -> Result<T> {
+    std::str::from_utf8(field)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::format(format!("{name} {} is not a decimal number in range", show(field))))
+}
+
+fn parse_octal(field: &[u8]) -> Result<u32> {
+    std::str::from_utf8(field)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .and_then(|s| u32::from_str_radix(s, 8).ok())
+        .ok_or_else(|| Error::format(format!("MODE {} is not an octal number", show(field))))
+}
+
+fn parse_mtime(field: &[u8]) -> Result<Mtime> {
+    let bad = || Error::format(format!("MTIME {} is not SECONDS.NANOSECONDS", show(field)));
+    let dot = field.iter().position(|&b| b == b'.').ok_or_else(bad)?;
+    let (sec, nsec) = (&field[..dot], &field[dot + 1..]);
+    let (neg, digits) = match sec.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, sec),
+    };
+    let magnitude: i64 = parse_dec(digits, "MTIME").map_err(|_| bad())?;
+    Ok(Mtime { sec: if neg { -magnitude } else { magnitude }, nsec: parse_dec(nsec, "MTIME").map_err(|_| bad())? })
+}
+
+fn parse_digest(field: &[u8]) -> Result<[u8; 32]> {
+    let bad = || Error::format(format!("DIGEST {} is not 64 hex digits", show(field)));
+    if field.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in field.chunks_exact(2).enumerate() {
+        out[i] = (hex_val(pair[0]).ok_or_else(bad)? << 4) | hex_val(pair[1]).ok_or_else(bad)?;
+    }
+    Ok(out)
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes the dump escapes: `\\ \n \r \t \xHH`; any other byte stands for itself.
+pub fn unescape(s: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if b != b'\\' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let bad = || Error::format(format!("bad escape in {}", show(s)));
+        match s.get(i + 1) {
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'x') => {
+                let hi = s.get(i + 2).copied().and_then(hex_val).ok_or_else(bad)?;
+                let lo = s.get(i + 3).copied().and_then(hex_val).ok_or_else(bad)?;
+                out.push(hi << 4 | lo);
+                i += 2;
+            }
+            _ => return Err(bad()),
+        }
+        i += 2;
+    }
+    Ok(out)
+}
+
+/// A short printable form of raw bytes for error messages.
+fn show(bytes: &[u8]) -> String {
+    let mut s = Vec::new();
+    escape_into(&mut s, &bytes[..bytes.len().min(200)], false);
+    let mut out = String::from_utf8_lossy(&s).into_owned();
+    if bytes.len() > 200 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Appends `bytes` escaped as SPEC §4.2 (ESCAPE_STANDARD, plus `=` when `escape_equal`).
+pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8], escape_equal: bool) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'=' if escape_equal => out.extend_from_slice(b"\\x3d"),
+            0x21..=0x7e => out.push(b),
+            _ => out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]),
+        }
+    }
+}
+
+/// An optional field: `-` when empty, `\x2d` for a lone dash (ESCAPE_LONE_DASH).
+pub fn escape_optional(out: &mut Vec<u8>, bytes: &[u8]) {
+    match bytes {
+        b"" => out.push(b'-'),
+        b"-" => out.extend_from_slice(b"\\x2d"),
+        _ => escape_into(out, bytes, false),
+    }
+}
+
+/// Prints `tree` as a dump: depth first in name order, the first name of each inode in that order
+/// as a full line and its other names as `@` hardlinks to it.
+pub fn write(tree: &Tree, out: &mut impl Write) -> Result<()> {
+    let mut w = std::io::BufWriter::with_capacity(64 << 10, out);
+    let mut line = Vec::with_capacity(512);
+    // The path each inode was first printed at (empty: not printed yet).
+    let mut printed: Vec<Option<Vec<u8>>> = vec![None; tree.inodes.len()];
+    write_line(&mut line, b"/", tree.root(), None);
+    w.write_all(&line).map_err(|e| Error::io("writing dump", e))?;
+    for (path, entry) in tree.walk() {
+        line.clear();
+        let inode = tree
+            .inodes
+            .get(entry.inode)
+            .ok_or_else(|| Error::invalid_argument(format!("tree entry {} names a missing inode", show(&path))))?;
+        let first = printed.get_mut(entry.inode).and_then(|p| p.as_ref());
+        match first {
+            Some(target) if inode.as_dir().is_none() => write_line(&mut line, &path, inode, Some(target)),
+            _ => {
+                write_line(&mut line, &path, inode, None);
+                if inode.as_dir().is_none() {
+                    printed[entry.inode] = Some(path);
+                }
+            }
+        }
+        w.write_all(&line).map_err(|e| Error::io("writing dump", e))?;
+    }
+    w.flush().map_err(|e| Error::io("writing dump", e))
+}
+
+fn write_line(line: &mut Vec<u8>, path: &[u8], inode: &Inode, link_target: Option<&Vec<u8>>) {
+    escape_into(line, path, false);
+    let m = &inode.meta;
+    let mode = inode.mode();
+    if let Some(target) = link_target {
+        line.extend_from_slice(
+            format!(" 0 @{mode:o} {} {} {} 0 {}.{} ", inode.nlink, m.uid, m.gid, m.mtime.sec, m.mtime.nsec).as_bytes(),
+        );
+        escape_optional(line, target);
+        line.extend_from_slice(b" - -\n");
+        return;
+    }
+    let (size, rdev) = match &inode.kind {
+        InodeKind::File(f) => (f.size, 0),
+        InodeKind::Symlink(t) => (t.len() as u64, 0),
+        InodeKind::CharDevice(r) | InodeKind::BlockDevice(r) => (0, *r),
+        _ => (0, 0),
+    };
+    line.extend_from_slice(
+        format!(" {size} {mode:o} {} {} {} {rdev} {}.{} ", inode.nlink, m.uid, m.gid, m.mtime.sec, m.mtime.nsec)
+            .as_bytes(),
+    );
+    match &inode.kind {
+        InodeKind::Symlink(t) => {
+            escape_optional(line, t);
+            line.extend_from_slice(b" - -");
+        }
+        InodeKind::File(File { content: FileContent::Inline(c), .. }) => {
+            line.extend_from_slice(b"- ");
+            escape_optional(line, c);
+            line.extend_from_slice(b" -");
+        }
+        InodeKind::File(File { content: FileContent::External { payload, digest }, .. }) => {
+            escape_optional(line, payload.as_deref().unwrap_or(b""));
+            line.extend_from_slice(b" - ");
+            match digest {
+                Some(d) => {
+                    for b in d {
+                        line.extend_from_slice(format!("{b:02x}").as_bytes());
+                    }
+                }
+                None => line.push(b'-'),
+            }
+        }
+        _ => line.extend_from_slice(b"- - -"),
+    }
+    for (k, v) in &m.xattrs {
+        line.push(b' ');
+        escape_into(line, k, true);
+        line.push(b'=');
+        escape_into(line, v, true);
+    }
+    line.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str, strict: bool) -> Result<Tree> {
+        parse(s.as_bytes(), strict)
+    }
+
+    #[test]
+    fn parses_all_kinds_and_prints_them_back() {
+        let dump = "/ 0 40755 3 0 0 0 1672531200.0 - - - user.a=b\n\
+/d 0 40700 2 1 2 0 5.1 - - -\n\
+/d/f 100 100644 2 1000 1000 0 1672531200.5000000 01/23456789abcdef1123456789abcdef2123456789abcdef3123456789abcdef - 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef user.key1=value1 user.x\\x3dy=a\\x3db\n\
+/hl 0 @100644 0 0 0 0 0.0 /d/f - -\n\
+/in 5 100600 1 0 0 0 0.0 - a\\x20b\\n\\\\ -\n\
+/l 5 120777 1 0 0 0 -10.3 \\x2d/a\\tb - -\n\
+/c 0 20644 1 0 0 259 0.0 - - -\n\
+/b 0 60644 1 0 0 1792 0.0 - - -\n\
+/p 0 10644 1 0 0 0 0.0 - - -\n\
+/s 0 140644 1 0 0 0 0.0 - - -\n\
+/name\\x20with\\x3dodd\\xff 0 100644 1 0 0 0 0.0 - - -\n";
+        let t = parse_str(dump, true).unwrap();
+        let f = t.resolve(b"/d/f").unwrap();
+        assert_eq!(t.lookup(ROOT, b"hl"), Some(DirEntry { inode: f, hardlink: true }));
+        let fi = t.inode(f);
+        assert_eq!(fi.nlink, 2);
+        assert_eq!(fi.meta.mtime, Mtime { sec: 1672531200, nsec: 5000000 });
+        assert_eq!(fi.meta.xattrs.get(&b"user.x=y"[..]).map(|v| &v[..]), Some(&b"a=b"[..]));
+        match &fi.kind {
+            InodeKind::File(File {
+                size: 100,
+                content: FileContent::External { payload: Some(p), digest: Some(d) },
+            }) => {
+                assert_eq!(&p[..3], b"01/");
+                assert_eq!(d[1], 0x23);
+            }
+            k => panic!("{k:?}"),
+        }
+        let l = t.inode(t.resolve(b"/l").unwrap());
+        assert_eq!(l.kind, InodeKind::Symlink(b"-/a\tb".to_vec()));
+        assert_eq!(l.meta.mtime, Mtime { sec: -10, nsec: 3 });
+        assert_eq!(
+            t.inode(t.resolve(b"/in").unwrap()).kind,
+            InodeKind::File(File { size: 5, content: FileContent::Inline(b"a b\n\\".to_vec()) })
+        );
+        assert_eq!(t.inode(t.resolve(b"/c").unwrap()).kind, InodeKind::CharDevice(259));
+        assert!(t.resolve(b"/name with=odd\xff").is_some());
+
+        let mut out = Vec::new();
+        write(&t, &mut out).unwrap();
+        let again = parse(&out[..], true).unwrap();
+        assert_eq!(again.normalized(), t.normalized());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("/hl 0 @100644 2 1000 1000 0 1672531200.5000000 /d/f - -\n"), "{text}");
+        assert!(text.contains("/l 5 120777 1 0 0 0 -10.3 -/a\\tb - -\n"), "{text}");
+        assert!(text.contains(" user.x\\x3dy=a\\x3db\n"), "{text}");
+    }
+
+    #[test]
+    fn cstorage_test_dump_node_lines_parse() {
+        let dump = "/ 0 40000 1 0 0 0 1672531200.0 - - -\n\
+/example.txt 100 100000 1 1000 1000 0 1672531200.0 01/23456789abcdef1123456789abcdef2123456789abcdef3123456789abcdef - - user.key1=value1\n\
+/mysymlink 0 120000 1 0 0 0 1672531200.0 targetfile - -\n\
+/myhardlink 0 @100000 1 0 0 0 1672531200.0 /example.txt - -\n\
+/foo 0 40755 1 0 0 0 0.0 - - -";
+        let t = parse_str(dump, false).unwrap();
+        assert_eq!(t.root().meta.permissions, 0);
+        assert!(t.resolve(b"/foo").is_some());
+        // Strict mode wants the symlink SIZE to match.
+        let e = parse_str(dump, true).unwrap_err();
+        assert!(e.to_string().starts_with("dump line 3: "), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases: &[(&str, &str)] = &[
+            ("/ 0 40755 1 0 0 0 0.0 - - -\n/a/b 0 100644 1 0 0 0 0.0 - - -\n", "dump line 2: parent directory"),
+            (
+                "/ 0 40755 1 0 0 0 0.0 - - -\n/a 0 100644 1 0 0 0 0.0 - - -\n/a 0 100644 1 0 0 0 0.0 - - -\n",
+                "dump line 3: duplicate",
+            ),
+            ("/a 0 100644 1 0 0 0 0.0 - - -\n", "dump line 1: first line"),
+            ("/ 0 40755 1 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 1.2.3 - - -\n", "dump line 2: MTIME"),
+            ("/ 0 40755 1 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 0.0 - - zz\n", "dump line 2: DIGEST"),
+            (
+                "/ 0 40755 1 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 0.0 - - - a=1 a=2\n",
+                "dump line 2: xattr a appears twice",
+            ),
+            ("/ 0 40755 1 0 0 0 0.0 - - -\n/x 3 100644 1 0 0 0 0.0 - ab -\n", "dump line 2: /x: SIZE 3"),
+            ("/ 0 40755 1 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 0.0 - \\q -\n", "dump line 2: CONTENT: bad escape"),
+            (
+                "/ 0 40755 1 0 0 0 0.0 - - -\n/x 0 @100644 1 0 0 0 0.0 /y - -\n",
+                "dump line 2: hardlink target /y does not exist",
+            ),
+            ("", "dump is empty"),
+        ];
+        for (dump, want) in cases {
+            let e = parse_str(dump, false).unwrap_err();
+            assert!(e.to_string().starts_with(want), "{dump:?}: {e}");
+        }
+    }
+}
