@@ -13,8 +13,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use composefs_storage::chunked::cache::{binary_digest, LayerCache, DIGEST_LEN, TAG_LEN};
 use composefs_storage::chunked::tarsplit::{self, TarSplitReader};
-use composefs_storage::chunked::{dump, footer, read_manifest, ReadOptions, Toc};
+use composefs_storage::chunked::{self, footer, read_manifest, ReadOptions, Toc};
 use composefs_storage::config::{self, check_host, Host, LoadOptions, KEYS};
+use composefs_storage::image::{self, dump, WriteOptions};
 
 /// `chunked::footer::parse` on the last bytes of a blob.
 pub fn chunked_footer(data: &[u8]) {
@@ -28,7 +29,7 @@ pub fn chunked_toc(data: &[u8]) {
     for e in &toc.entries {
         let _ = e.mtime();
     }
-    let _ = dump::generate_dump(&toc, &HashMap::new(), &mut std::io::sink());
+    let _ = chunked::dump::generate_dump(&toc, &HashMap::new(), &mut std::io::sink());
 }
 
 /// `chunked::tarsplit`: the NDJSON reader, the tar size, and re-assembly with made-up contents.
@@ -140,4 +141,28 @@ pub fn config(data: &[u8]) {
         let _ = check_host(&cfg, &Host::default());
     }
     let _ = config::load_file(&file);
+}
+
+/// `image::dump::parse`: a composefs dump (strict when bit 0 of the first byte is set). A tree it
+/// accepts must survive the writers: its dump written back parses again, and its EROFS image
+/// (when the writer takes it) reads back.
+pub fn image_dump(data: &[u8]) {
+    let Some((&mode, text)) = data.split_first() else { return };
+    let strict = mode & 1 != 0;
+    let Ok(tree) = dump::parse(text, strict) else { return };
+    let mut out = Vec::new();
+    dump::write(&tree, &mut out).expect("write the dump of a parsed tree");
+    dump::parse(out.as_slice(), false).expect("a dump we wrote parses");
+    let mut img = Vec::new();
+    if image::write_image(&tree, &WriteOptions::default(), &mut img).is_ok() {
+        image::read_image(&img).expect("an image we wrote reads back");
+    }
+}
+
+/// `image::read_image`: an EROFS composefs image; what it reads is written as a dump and as an
+/// image again.
+pub fn image_erofs(data: &[u8]) {
+    let Ok(tree) = image::read_image(data) else { return };
+    let _ = dump::write(&tree, &mut std::io::sink());
+    let _ = image::write_image(&tree, &WriteOptions::default(), &mut std::io::sink());
 }

@@ -114,6 +114,14 @@ def main():
         for p in files(corpus, "cstorage/**/*.toc*.json"):
             put(out, os.path.basename(p) + ".classic", b"\1" + read(p))
             put(out, os.path.basename(p) + ".flat", b"\3" + read(p))
+    elif target == "image_dump":
+        # Mode byte 1: strict, as the upstream checksum test parses; 0: lenient.
+        for p in files(corpus, "composefs-assets/*.dump", "cstorage/*/*.dump", "cstorage-images/*.dump"):
+            put(out, os.path.basename(p) + ".strict", b"\1" + read(p))
+            put(out, os.path.basename(p) + ".lenient", b"\0" + read(p))
+    elif target == "image_erofs":
+        for p in files(corpus, "cstorage-images/*.cfs"):
+            put(out, os.path.basename(p), read(p))
     elif target == "chunked_manifest":
         manifest_seeds(corpus, out)
     else:

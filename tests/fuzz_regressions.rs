@@ -13,13 +13,15 @@ use std::path::Path;
 #[test]
 fn recorded_inputs_do_not_crash() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
-    let targets: [(&str, fn(&[u8])); 6] = [
+    let targets: [(&str, fn(&[u8])); 8] = [
         ("chunked_footer", harness::chunked_footer),
         ("chunked_toc", harness::chunked_toc),
         ("chunked_tarsplit", harness::chunked_tarsplit),
         ("chunked_manifest", harness::chunked_manifest),
         ("chunked_cache", harness::chunked_cache),
         ("config", harness::config),
+        ("image_dump", harness::image_dump),
+        ("image_erofs", harness::image_erofs),
     ];
     let mut ran = 0;
     for (name, run) in targets {
