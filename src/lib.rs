@@ -7,6 +7,8 @@ pub mod chunked;
 pub mod config;
 pub mod error;
 pub mod image;
+pub mod layer;
+pub mod source;
 
 pub mod ffi;
 

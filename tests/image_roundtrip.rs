@@ -130,20 +130,32 @@ fn with_verity_images_keep_payload_and_digest_apart() {
 #[test]
 fn corrupt_images_are_errors_not_panics() {
     let Some(corpus) = corpus() else { return };
-    let good = std::fs::read(corpus.join("cstorage-images/handmade-pax.cfs")).unwrap();
+    let special = dump::parse(&read_dump(&corpus.join("composefs-assets/special.dump"))[..], true).unwrap();
+    corrupt_one(image(&special, &WriteOptions::default()));
+    corrupt_one(std::fs::read(corpus.join("cstorage-images/handmade-pax.cfs")).unwrap());
+}
+
+fn corrupt_one(good: Vec<u8>) {
     assert!(read_image(&good[..100]).is_err());
     assert!(read_image(&[]).is_err());
-    // Flip bytes all over the metadata area: every result must be Ok or Err, never a panic.
+    // Flip bytes anywhere past the header, and cut at random points: every result must be Ok or
+    // Err, never a panic (nor a hang or a huge allocation).
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let meta_end = good.len().min(16384);
-    for _ in 0..3000 {
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..4000 {
         let mut img = good.clone();
-        for _ in 0..4 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let pos = 1024 + (rng as usize % (meta_end - 1024));
-            img[pos] = (rng >> 32) as u8;
+        let span = if round % 2 == 0 { good.len().min(16384) } else { good.len() };
+        for _ in 0..1 + round % 6 {
+            let pos = 1024 + (next() as usize % (span - 1024));
+            img[pos] = next() as u8;
+        }
+        if round % 7 == 0 {
+            img.truncate(next() as usize % good.len());
         }
         let _ = read_image(&img);
     }

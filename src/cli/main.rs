@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod convert;
 mod image;
 mod toc;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Show the effective containers-storage.conf settings, or check why composefs would not take effect.
     Config(config::Args),
+    /// Convert one layer blob (tar, gzip, zstd) into a composefs layer directory.
+    Convert(convert::Args),
     /// Print the TOC JSON of a zstd:chunked blob (verified against its annotations when given).
     Toc(toc::Args),
     /// Write a composefs EROFS image from a composefs dump, as mkcomposefs --from-file does.
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(args) => config::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Toc(args) => toc::run(args),
         Command::Mkimage(args) => image::mkimage(args),
         Command::Dump(args) => image::dump(args),

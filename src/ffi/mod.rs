@@ -17,6 +17,7 @@ mod panic;
 pub mod util;
 
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod image;
 pub mod version;

@@ -7,7 +7,7 @@
 //! equal a symlink's target length, rdev to be 0 on anything but devices, and all 11 fields.
 //! Beyond mkcomposefs, the same xattr key twice on one line is an error (it is ambiguous).
 //!
-//! [`write`] prints a tree back, in depth-first name order, with the escaping c/storage uses
+//! [`write()`] prints a tree back, in depth-first name order, with the escaping c/storage uses
 //! (SPEC §4.2); its output parses back to the same tree.
 
 use std::collections::btree_map::Entry as MapEntry;
@@ -26,6 +26,8 @@ pub const NAME_MAX: usize = 255;
 pub const XATTR_NAME_MAX: usize = 255;
 /// The largest xattr value (`XATTR_SIZE_MAX`).
 pub const XATTR_SIZE_MAX: usize = 65535;
+/// Lines with xattrs may be at most this long ("Too many xattrs" in mkcomposefs).
+pub const XATTR_LINE_MAX: usize = 65535;
 /// Lines longer than this are rejected before parsing, so a missing newline cannot make us
 /// buffer an arbitrary amount (inline content, a symlink and 255-byte xattrs all fit easily).
 pub const LINE_MAX: usize = 16 << 20;
@@ -122,7 +124,7 @@ impl Parser {
             // Root line.
             let (mut meta, nlink) =
                 parse_meta(mode, [nlink_f, uid_f, gid_f, mtime_f], self.strict).map_err(|e| e.context("`/`"))?;
-            parse_xattrs(&mut f, &mut meta.xattrs)?;
+            parse_xattrs(&mut f, &mut meta.xattrs, line.len())?;
             if mode & libc::S_IFMT != libc::S_IFDIR || hardlink {
                 return Err(Error::format("`/` must be a directory"));
             }
@@ -184,7 +186,7 @@ impl Parser {
         if self.strict && digest_f.is_none() {
             return Err(Error::format("missing field DIGEST"));
         }
-        parse_xattrs(&mut f, &mut meta.xattrs)?;
+        parse_xattrs(&mut f, &mut meta.xattrs, line.len())?;
 
         let file_type = mode & libc::S_IFMT;
         if self.strict && rdev != 0 && file_type != libc::S_IFCHR && file_type != libc::S_IFBLK {
@@ -294,7 +296,15 @@ fn parse_meta(mode: u32, fields: [Option<&[u8]>; 4], strict: bool) -> Result<(Me
     Ok((meta, optional_dec(nlink, "NLINK")?))
 }
 
-fn parse_xattrs(f: &mut Fields<'_>, xattrs: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>) -> Result<()> {
+fn parse_xattrs(
+    f: &mut Fields<'_>,
+    xattrs: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    line_len: usize,
+) -> Result<()> {
+    // mkcomposefs rejects xattrs on lines over 64 KiB (SPEC §4.1).
+    if line_len > XATTR_LINE_MAX && f.rest.is_some_and(|r| r.iter().any(|&b| b != b' ')) {
+        return Err(Error::limit(format!("too many xattrs: a line with xattrs is longer than {XATTR_LINE_MAX} bytes")));
+    }
     while let Some(field) = f.next_field() {
         if field.is_empty() {
             continue;

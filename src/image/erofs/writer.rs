@@ -220,6 +220,22 @@ struct Plan<'a> {
     inodes_end: u64,
     data_start: u64,
     n_data_blocks: u64,
+    /// The inode being worked on, to name it in errors.
+    current: u32,
+}
+
+/// The path of tree inode `id`, for error messages (a walk: only on the error path).
+fn describe(tree: &Tree, id: u32) -> String {
+    if id as usize == ROOT {
+        return "/".to_string();
+    }
+    if id as usize >= tree.inodes.len() {
+        return "a root whiteout stub".to_string();
+    }
+    tree.walk()
+        .find(|(_, e)| e.inode == id as usize && !e.hardlink)
+        .map(|(p, _)| String::from_utf8_lossy(&p).into_owned())
+        .unwrap_or_else(|| format!("inode {id}"))
 }
 
 const UNSET_NID: u64 = u64::MAX;
@@ -303,12 +319,16 @@ impl<'a> Plan<'a> {
             inodes_end: 0,
             data_start: 0,
             n_data_blocks: 0,
+            current: ROOT as u32,
         };
         let has_whiteouts = plan.number()?;
         plan.version = version_for(options, has_whiteouts)?;
-        plan.collect_xattrs()?;
-        plan.share_xattrs();
-        plan.place()?;
+        let result = (|| {
+            plan.collect_xattrs()?;
+            plan.share_xattrs();
+            plan.place()
+        })();
+        result.map_err(|e| e.context(describe(tree, plan.current)))?;
         Ok(plan)
     }
 
@@ -413,6 +433,7 @@ impl<'a> Plan<'a> {
         let mut has_acl = false;
         for ni in 0..self.nodes.len() {
             let node = &self.nodes[ni];
+            self.current = node.id;
             scratch.clear();
             pairs.clear();
             let mut add = |key: &[&[u8]], value: &[&[u8]]| {
@@ -561,6 +582,7 @@ impl<'a> Plan<'a> {
         let mut n_data_blocks = 0u64;
         for ni in 0..self.nodes.len() {
             let mut node = self.nodes[ni].clone();
+            self.current = node.id;
             // Xattr body size.
             let (mut n_shared, mut inline) = (0usize, 0u64);
             for &id in self.node_xattr_ids(&node) {

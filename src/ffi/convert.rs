@@ -1,0 +1,364 @@
+//! C API of layer conversion: an options handle with setters, a convert call (from an fd or a
+//! path), and a result handle with getters.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::path::PathBuf;
+
+use super::cfs_status;
+use super::error::cfs_error;
+use super::util::{check_out, into_c_string, try_mut, try_path, try_ref, try_str, write_out};
+use crate::layer::{convert, ConvertOptions, ConvertResult, Progress, VerityPolicy};
+use crate::source::hex;
+use crate::Error;
+
+/// Progress callback: `userdata` as given, uncompressed bytes and tar entries done so far.
+/// Return 0 to continue, non-zero to cancel (the conversion then fails with
+/// `CFS_STATUS_CANCELLED` and leaves nothing behind).
+pub type cfs_progress_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, bytes: u64, entries: u64) -> c_int>;
+
+/// Options for `cfs_layer_convert_*` (opaque).
+pub struct cfs_convert_options {
+    options: ConvertOptions,
+    progress: cfs_progress_fn,
+    userdata: *mut c_void,
+}
+
+/// The result of a conversion (opaque).
+pub struct cfs_convert_result {
+    result: ConvertResult,
+}
+
+/// Creates conversion options with the defaults (no source layers, reflink/copy reuse,
+/// fs-verity if available, OCI whiteouts converted, default limits). Free with
+/// `cfs_convert_options_free`.
+#[no_mangle]
+pub extern "C" fn cfs_convert_options_new(out: *mut *mut cfs_convert_options, err: *mut *mut cfs_error) -> cfs_status {
+    ffi_call!(err, {
+        check_out(out, "out")?;
+        let b = Box::new(cfs_convert_options {
+            options: ConvertOptions::default(),
+            progress: None,
+            userdata: std::ptr::null_mut(),
+        });
+        // SAFETY: `out` was checked non-NULL; the caller owns the handle from here on.
+        unsafe { write_out(out, Box::into_raw(b), "out") }
+    })
+}
+
+/// Frees options. Free of NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn cfs_convert_options_free(options: *mut cfs_convert_options) {
+    ffi_infallible!((), {
+        if !options.is_null() {
+            // SAFETY: a pointer from cfs_convert_options_new, freed once by contract.
+            drop(unsafe { Box::from_raw(options) });
+        }
+    })
+}
+
+/// Adds a layer directory whose `diff/` objects may be reused (repeatable).
+#[no_mangle]
+pub extern "C" fn cfs_convert_options_add_source_layer(
+    options: *mut cfs_convert_options,
+    layer_dir: *const c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle / C string, by contract.
+        let o = unsafe { try_mut(options, "options") }?;
+        // SAFETY: as above.
+        let p = unsafe { try_path(layer_dir, "layer_dir") }?;
+        o.options.source_layers.push(PathBuf::from(p));
+        Ok(())
+    })
+}
+
+/// Reuse source objects by hardlink (non-zero) or by reflink falling back to copy (0, default).
+#[no_mangle]
+pub extern "C" fn cfs_convert_options_set_hardlinks(
+    options: *mut cfs_convert_options,
+    hardlinks: bool,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle, by contract.
+        unsafe { try_mut(options, "options") }?.options.hardlinks = hardlinks;
+        Ok(())
+    })
+}
+
+/// fs-verity policy: "off", "if-available" (default) or "require".
+#[no_mangle]
+pub extern "C" fn cfs_convert_options_set_verity(
+    options: *mut cfs_convert_options,
+    policy: *const c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle / C string, by contract.
+        let o = unsafe { try_mut(options, "options") }?;
+        // SAFETY: as above.
+        let p = VerityPolicy::parse(unsafe { try_str(policy, "policy") }?)?;
+        o.options.verity = p;
+        Ok(())
+    })
+}
+
+/// Keep OCI whiteouts as plain empty files like containers/storage's flat path (non-zero), or
+/// convert them into overlay whiteouts and opaque directories (0, default).
+#[no_mangle]
+pub extern "C" fn cfs_convert_options_set_keep_whiteout_files(
+    options: *mut cfs_convert_options,
+    keep: bool,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle, by contract.
+        unsafe { try_mut(options, "options") }?.options.oci_whiteouts = !keep;
+        Ok(())
+    })
+}
+
+/// Most tar entries accepted in one layer (default 4 000 000); 0 is invalid.
+#[no_mangle]
+pub extern "C" fn cfs_convert_options_set_max_entries(
+    options: *mut cfs_convert_options,
+    max_entries: u64,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle, by contract.
+        let o = unsafe { try_mut(options, "options") }?;
+        if max_entries == 0 {
+            return Err(Error::invalid_argument("max_entries must be at least 1"));
+        }
+        o.options.limits.max_entries = max_entries;
+        Ok(())
+    })
+}
+
+/// Sets (or with NULL clears) the progress callback. It is called on the converting thread;
+/// `userdata` is passed back untouched.
+#[no_mangle]
+pub extern "C" fn cfs_convert_options_set_progress(
+    options: *mut cfs_convert_options,
+    callback: cfs_progress_fn,
+    userdata: *mut c_void,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle, by contract.
+        let o = unsafe { try_mut(options, "options") }?;
+        o.progress = callback;
+        o.userdata = userdata;
+        Ok(())
+    })
+}
+
+fn run(
+    input: Box<dyn std::io::Read + Send>,
+    layer_dir: *const c_char,
+    options: *const cfs_convert_options,
+    out: *mut *mut cfs_convert_result,
+) -> crate::Result<()> {
+    check_out(out, "out")?;
+    // SAFETY: NULL or a C string, by contract.
+    let dir = unsafe { try_path(layer_dir, "layer_dir") }?;
+    let defaults =
+        cfs_convert_options { options: ConvertOptions::default(), progress: None, userdata: std::ptr::null_mut() };
+    let o = if options.is_null() {
+        &defaults
+    } else {
+        // SAFETY: non-NULL, a live handle by contract.
+        unsafe { try_ref(options, "options") }?
+    };
+    let (cb, ud) = (o.progress, o.userdata);
+    let mut progress = move |p: Progress| -> bool {
+        match cb {
+            // SAFETY: the caller registered this function with this userdata.
+            Some(f) => unsafe { f(ud, p.bytes, p.entries) == 0 },
+            None => true,
+        }
+    };
+    let result = convert(input, dir, &o.options, Some(&mut progress))?;
+    let b = Box::new(cfs_convert_result { result });
+    // SAFETY: checked non-NULL above; ownership passes to the caller.
+    unsafe { write_out(out, Box::into_raw(b), "out") }
+}
+
+/// Converts the layer blob read from `fd` (tar, gzip or zstd; a pipe works) into the new
+/// directory `layer_dir`, which must not exist. `fd` is borrowed: it is duplicated, read to
+/// its end, and not closed. `options` may be NULL for the defaults. On success `*out` receives
+/// a result to free with `cfs_convert_result_free`.
+#[no_mangle]
+pub extern "C" fn cfs_layer_convert_fd(
+    fd: c_int,
+    layer_dir: *const c_char,
+    options: *const cfs_convert_options,
+    out: *mut *mut cfs_convert_result,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        if fd < 0 {
+            return Err(Error::invalid_argument(format!("fd {fd} is not a file descriptor")));
+        }
+        // SAFETY: the caller guarantees `fd` is open for the duration of this call.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd as RawFd) };
+        let owned = borrowed.try_clone_to_owned().map_err(|e| Error::io(format_args!("dup fd {fd}"), e))?;
+        run(Box::new(std::fs::File::from(owned)), layer_dir, options, out)
+    })
+}
+
+/// Like `cfs_layer_convert_fd`, reading the blob from the file at `input`.
+#[no_mangle]
+pub extern "C" fn cfs_layer_convert_path(
+    input: *const c_char,
+    layer_dir: *const c_char,
+    options: *const cfs_convert_options,
+    out: *mut *mut cfs_convert_result,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a C string, by contract.
+        let p = unsafe { try_path(input, "input") }?;
+        let f = std::fs::File::open(p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))?;
+        run(Box::new(f), layer_dir, options, out)
+    })
+}
+
+/// Frees a result. Free of NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn cfs_convert_result_free(result: *mut cfs_convert_result) {
+    ffi_infallible!((), {
+        if !result.is_null() {
+            // SAFETY: a pointer from cfs_layer_convert_*, freed once by contract.
+            drop(unsafe { Box::from_raw(result) });
+        }
+    })
+}
+
+fn digest_getter(
+    result: *const cfs_convert_result,
+    out: *mut *mut c_char,
+    pick: impl Fn(&ConvertResult) -> [u8; 32],
+) -> crate::Result<()> {
+    check_out(out, "out")?;
+    // SAFETY: NULL or a live handle, by contract.
+    let r = unsafe { try_ref(result, "result") }?;
+    let s = format!("sha256:{}", hex(&pick(&r.result)));
+    // SAFETY: checked non-NULL.
+    unsafe { write_out(out, into_c_string(s), "out") }
+}
+
+/// The DiffID (`sha256:<hex>` of the uncompressed tar), as a string to free with `cfs_string_free`.
+#[no_mangle]
+pub extern "C" fn cfs_convert_result_diff_id(
+    result: *const cfs_convert_result,
+    out: *mut *mut c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, { digest_getter(result, out, |r| r.diff_id) })
+}
+
+/// The compressed digest (`sha256:<hex>` of the blob as read), to free with `cfs_string_free`.
+#[no_mangle]
+pub extern "C" fn cfs_convert_result_compressed_digest(
+    result: *const cfs_convert_result,
+    out: *mut *mut c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, { digest_getter(result, out, |r| r.compressed_digest) })
+}
+
+/// A numeric field of the result by name: "compressed_size", "uncompressed_size", "entries",
+/// "objects", "objects_reused", "bytes_written", "bytes_reused", "dedup_hits". Unknown names
+/// give `CFS_STATUS_INVALID_ARGUMENT` (so new fields never change the ABI).
+#[no_mangle]
+pub extern "C" fn cfs_convert_result_get_u64(
+    result: *const cfs_convert_result,
+    name: *const c_char,
+    out: *mut u64,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        check_out(out, "out")?;
+        // SAFETY: NULL or a live handle / C string, by contract.
+        let r = &unsafe { try_ref(result, "result") }?.result;
+        // SAFETY: as above.
+        let name = unsafe { try_str(name, "name") }?;
+        let v = match name {
+            "compressed_size" => r.compressed_size,
+            "uncompressed_size" => r.uncompressed_size,
+            "entries" => r.entries,
+            "objects" => r.objects.objects,
+            "objects_reused" => r.objects.objects_reused,
+            "bytes_written" => r.objects.bytes_written,
+            "bytes_reused" => r.objects.bytes_reused,
+            "dedup_hits" => r.objects.dedup_hits,
+            _ => return Err(Error::invalid_argument(format!("unknown result field {name:?}"))),
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(out, v, "out") }
+    })
+}
+
+/// The whole result as JSON (digests, sizes, counts, UIDs/GIDs, fs-verity digests), a string
+/// to free with `cfs_string_free`.
+#[no_mangle]
+pub extern "C" fn cfs_convert_result_to_json(
+    result: *const cfs_convert_result,
+    out: *mut *mut c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        check_out(out, "out")?;
+        // SAFETY: NULL or a live handle, by contract.
+        let r = unsafe { try_ref(result, "result") }?;
+        let s = r.result.to_json().to_string();
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(out, into_c_string(s), "out") }
+    })
+}
+
+fn bytes_getter(
+    result: *const cfs_convert_result,
+    data: *mut *const u8,
+    len: *mut usize,
+    pick: impl Fn(&ConvertResult) -> &[u8],
+) -> crate::Result<()> {
+    check_out(data, "data")?;
+    check_out(len, "len")?;
+    // SAFETY: NULL or a live handle, by contract.
+    let r = unsafe { try_ref(result, "result") }?;
+    let b = pick(&r.result);
+    // SAFETY: both checked non-NULL.
+    unsafe {
+        write_out(data, b.as_ptr(), "data")?;
+        write_out(len, b.len(), "len")
+    }
+}
+
+/// The TOC JSON of the layer (containers/storage's `zstd-chunked-manifest` format). The bytes
+/// are borrowed from the result and valid until it is freed.
+#[no_mangle]
+pub extern "C" fn cfs_convert_result_toc_json(
+    result: *const cfs_convert_result,
+    data: *mut *const u8,
+    len: *mut usize,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, { bytes_getter(result, data, len, |r| &r.toc_json) })
+}
+
+/// The tar-split of the layer, gzip-compressed NDJSON (containers/storage's `<id>.tar-split.gz`).
+/// The bytes are borrowed from the result and valid until it is freed.
+#[no_mangle]
+pub extern "C" fn cfs_convert_result_tar_split(
+    result: *const cfs_convert_result,
+    data: *mut *const u8,
+    len: *mut usize,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, { bytes_getter(result, data, len, |r| &r.tar_split_gz) })
+}

@@ -1,0 +1,353 @@
+//! Converting one layer stream into a composefs layer directory, in one streaming pass:
+//! decompress → tar parse → sha256 + object write → tree; then the blob; then an atomic rename.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+
+use super::objects::{ObjectStore, EMPTY_SHA256};
+use super::result::ConvertResult;
+use super::toc::{TarSplitWriter, TocWriter};
+use super::tree_builder::{object_path, Added, TreeBuilder};
+use super::verity::{Verity, VerityPolicy};
+use crate::image::Tree;
+use crate::source::crc64::Crc64;
+use crate::source::tar::{TarLimits, TarReader};
+use crate::source::LayerStream;
+use crate::{Error, ErrorKind, Result};
+
+/// Limits that bound a conversion's metadata memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Per-entry limits of the tar reader (names, PAX records, xattrs).
+    pub tar: TarLimits,
+    /// Most tar entries in one layer.
+    pub max_entries: u64,
+    /// Largest TOC JSON, in bytes: containers/storage refuses larger ones (`maxTocSize`, SPEC §3.6.5).
+    pub max_toc_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { tar: TarLimits::default(), max_entries: 4_000_000, max_toc_size: 150 << 20 }
+    }
+}
+
+/// How to convert.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// Other layer dirs whose `diff/` objects may be reused instead of written.
+    pub source_layers: Vec<PathBuf>,
+    /// Reuse source objects by hardlink (else reflink, falling back to copy).
+    pub hardlinks: bool,
+    pub verity: VerityPolicy,
+    /// Turn OCI whiteouts into overlay whiteouts (default). `false` keeps them as plain empty
+    /// files, exactly as containers/storage's flat path does (SPEC §10.1), for compatibility.
+    pub oci_whiteouts: bool,
+    pub limits: Limits,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            source_layers: Vec::new(),
+            hardlinks: false,
+            verity: VerityPolicy::IfAvailable,
+            oci_whiteouts: true,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Progress so far: uncompressed bytes consumed and tar entries done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+/// Called now and then with the progress; returning `false` cancels the conversion.
+pub type ProgressFn<'a> = &'a mut dyn FnMut(Progress) -> bool;
+
+/// Contents up to this size are hashed in memory before anything is written, so duplicates
+/// and reused objects cost no write at all; larger ones stream through a temporary file.
+const BUFFER_LIMIT: usize = 4 << 20;
+/// Report progress at least every this many bytes within a large file.
+const PROGRESS_BYTES: u64 = 16 << 20;
+
+/// Removes the staging directory unless disarmed (errors, cancellation, panics).
+struct Staging {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.armed {
+            // diff/ may have been made read-only just before the rename.
+            let _ = std::fs::set_permissions(self.path.join("diff"), std::fs::Permissions::from_mode(0o755));
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Converts the layer blob `input` into the layer directory `layer_dir`, which must not exist.
+/// The directory appears (by rename) only when complete; on error or cancellation nothing is
+/// left behind.
+pub fn convert(
+    input: Box<dyn Read + Send>,
+    layer_dir: &Path,
+    options: &ConvertOptions,
+    progress: Option<ProgressFn<'_>>,
+) -> Result<ConvertResult> {
+    if std::fs::symlink_metadata(layer_dir).is_ok() {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("layer directory {} already exists; it is never overwritten", layer_dir.display()),
+        ));
+    }
+    let file_name = layer_dir
+        .file_name()
+        .ok_or_else(|| Error::invalid_argument(format!("layer directory {} has no name", layer_dir.display())))?;
+    let parent = match layer_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let staging_path =
+        parent.join(format!(".{}.staging-{}-{nanos:x}", file_name.to_string_lossy(), std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging_path)
+        .map_err(|e| Error::io(format_args!("create staging directory {}", staging_path.display()), e))?;
+    let mut staging = Staging { path: staging_path, armed: true };
+
+    let (tree, mut result) = scan(input, &staging.path, options, progress)?;
+    result.blob_verity = write_blob(&tree, &staging.path.join("composefs-data"), options.verity)?;
+
+    // Object dir read-only like c/storage's (0555, §2.1), then the atomic, non-replacing rename.
+    let diff = staging.path.join("diff");
+    std::fs::set_permissions(&diff, std::fs::Permissions::from_mode(0o555))
+        .map_err(|e| Error::io(format_args!("chmod {}", diff.display()), e))?;
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        &staging.path,
+        rustix::fs::CWD,
+        layer_dir,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )
+    .map_err(|e| Error::io(format_args!("rename {} to {}", staging.path.display(), layer_dir.display()), e.into()))?;
+    staging.armed = false;
+    result.layer_dir = layer_dir.to_path_buf();
+    Ok(result)
+}
+
+/// The streaming pass: objects into `staging/diff`, the tree, TOC and tar-split (no blob yet).
+pub(crate) fn scan(
+    input: Box<dyn Read + Send>,
+    staging: &Path,
+    options: &ConvertOptions,
+    mut progress: Option<ProgressFn<'_>>,
+) -> Result<(Tree, ConvertResult)> {
+    let diff_path = staging.join("diff");
+    let data_path = staging.join("composefs-data");
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&diff_path)
+        .map_err(|e| Error::io(format_args!("mkdir {}", diff_path.display()), e))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&data_path)
+        .map_err(|e| Error::io(format_args!("mkdir {}", data_path.display()), e))?;
+
+    let mut store =
+        ObjectStore::new(&diff_path, &options.source_layers, options.hardlinks, Verity::new(options.verity))?;
+    let mut builder = TreeBuilder::new(options.oci_whiteouts);
+    let mut toc = TocWriter::new();
+    let mut tar_split = TarSplitWriter::new(GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut uids = BTreeSet::new();
+    let mut gids = BTreeSet::new();
+
+    let stream = LayerStream::new(input)?;
+    let mut tar = TarReader::new(stream, options.limits.tar);
+    let mut buf = vec![0u8; BUFFER_LIMIT.max(64 << 10)];
+    let mut entries: u64 = 0;
+    let cancelled = |p: Progress, progress: &mut Option<ProgressFn<'_>>| -> Result<()> {
+        if let Some(cb) = progress.as_mut() {
+            if !cb(p) {
+                return Err(Error::new(
+                    ErrorKind::Cancelled,
+                    format!("conversion cancelled after {} entries", p.entries),
+                ));
+            }
+        }
+        Ok(())
+    };
+
+    while let Some(h) = tar.next_header()? {
+        entries += 1;
+        if entries > options.limits.max_entries {
+            return Err(Error::limit(format!(
+                "tar entry {} ({:?}): more than {} entries in one layer",
+                h.index,
+                h.display_name(),
+                options.limits.max_entries
+            )));
+        }
+        tar_split.segment(tar.raw())?;
+        tar.clear_raw();
+        uids.insert(h.uid);
+        gids.insert(h.gid);
+        let added = builder.add(&h)?;
+        let len = h.payload_len();
+        let mut crc = Crc64::new();
+        let mut content_digest = None;
+        let ctx = || format!("tar entry {} ({:?})", h.index, h.display_name());
+
+        match added {
+            Added::File(id) if len <= BUFFER_LIMIT as u64 => {
+                let n = len as usize;
+                let mut store_small = |data: &[u8], crc: &mut Crc64| -> Result<[u8; 32]> {
+                    crc.update(data);
+                    let digest: [u8; 32] = if n == 0 { EMPTY_SHA256 } else { Sha256::digest(data).into() };
+                    let v = store.put_bytes(&digest, data).map_err(|e| e.context(ctx()))?;
+                    builder.set_file_content(id, object_path(&digest), v);
+                    Ok(digest)
+                };
+                let in_place = tar.data_chunk()?;
+                let digest = if in_place.len() == n {
+                    // The whole content is in the stream buffer: no copy.
+                    let d = store_small(in_place, &mut crc)?;
+                    tar.consume_data(n);
+                    d
+                } else {
+                    let mut filled = 0;
+                    while filled < n {
+                        filled += tar.read_data(&mut buf[filled..n])?;
+                    }
+                    store_small(&buf[..n], &mut crc)?
+                };
+                content_digest = Some(digest);
+            }
+            Added::File(id) => {
+                let mut tmp = store.begin_temp()?;
+                let mut hasher = Sha256::new();
+                let mut done: u64 = 0;
+                let mut next_report = PROGRESS_BYTES;
+                let r: Result<()> = (|| {
+                    loop {
+                        let chunk = tar.data_chunk()?;
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        hasher.update(chunk);
+                        crc.update(chunk);
+                        tmp.write_all(chunk)?;
+                        let k = chunk.len();
+                        tar.consume_data(k);
+                        done += k as u64;
+                        if done >= next_report {
+                            next_report += PROGRESS_BYTES;
+                            cancelled(Progress { bytes: tar.offset(), entries: entries - 1 }, &mut progress)?;
+                        }
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    store.abort_temp(tmp);
+                    return Err(e);
+                }
+                let digest: [u8; 32] = hasher.finalize().into();
+                let v = store.commit_temp(tmp, &digest, len).map_err(|e| e.context(ctx()))?;
+                builder.set_file_content(id, object_path(&digest), v);
+                content_digest = Some(digest);
+            }
+            Added::Nothing => {
+                // Whiteouts, directories, links...: any payload is read for the checksums only.
+                let mut hasher = Sha256::new();
+                loop {
+                    let chunk = tar.data_chunk()?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    crc.update(chunk);
+                    hasher.update(chunk);
+                    let k = chunk.len();
+                    tar.consume_data(k);
+                }
+                if len > 0 {
+                    content_digest = Some(hasher.finalize().into());
+                }
+            }
+        }
+        // tar-split: a checksum for every entry whose size field is non-zero (Go reads such a
+        // payload even when it is empty for header-only types).
+        tar_split.file(&h.name, h.size, (h.size > 0).then_some(&crc))?;
+        toc.add(&h, content_digest.as_ref().filter(|_| len > 0));
+        if toc.len() > options.limits.max_toc_size {
+            return Err(Error::limit(format!(
+                "{}: the layer's TOC exceeds {} bytes (containers/storage's limit)",
+                ctx(),
+                options.limits.max_toc_size
+            )));
+        }
+        cancelled(Progress { bytes: tar.offset(), entries }, &mut progress)?;
+    }
+    // End-of-archive blocks, then anything after them in 1 MiB segments (as tar-split does).
+    tar_split.segment(tar.raw())?;
+    tar.clear_raw();
+    tar.read_trailer(1 << 20, |chunk| tar_split.segment(chunk))?;
+    let stream_digests = tar.into_inner().finish()?;
+
+    let (gz, tar_split_sha, tar_split_size) = tar_split.finish();
+    let tar_split_gz = gz.finish().map_err(|e| Error::io("compress tar-split", e))?;
+    let toc_json = toc.finish(&tar_split_sha);
+    let tree = builder.finish();
+
+    let result = ConvertResult {
+        layer_dir: PathBuf::new(),
+        compression: stream_digests.compression,
+        diff_id: stream_digests.diff_id,
+        compressed_digest: stream_digests.compressed_digest,
+        compressed_size: stream_digests.compressed_size,
+        uncompressed_size: stream_digests.uncompressed_size,
+        entries,
+        inodes: tree.inodes.len() as u64,
+        objects: store.stats,
+        uids: uids.into_iter().collect(),
+        gids: gids.into_iter().collect(),
+        verity_digests: store.verity_digests(),
+        blob_verity: None,
+        toc_json,
+        tar_split_gz,
+        tar_split_size,
+    };
+    Ok((tree, result))
+}
+
+/// Writes `composefs.blob` into `data_path`, created O_EXCL 0644 as c/storage does (§2.1),
+/// then enables fs-verity on it per `policy`.
+fn write_blob(tree: &Tree, data_path: &Path, policy: VerityPolicy) -> Result<Option<[u8; 32]>> {
+    let blob_path = data_path.join("composefs.blob");
+    let mut blob = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&blob_path)
+        .map_err(|e| Error::io(format_args!("create {}", blob_path.display()), e))?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut blob);
+        super::blob::write_blob(tree, &mut w)?;
+        w.flush().map_err(|e| Error::io(format_args!("write {}", blob_path.display()), e))?;
+    }
+    blob.sync_all().map_err(|e| Error::io(format_args!("fsync {}", blob_path.display()), e))?;
+    drop(blob);
+    let data_dir = File::open(data_path).map_err(|e| Error::io(format_args!("open {}", data_path.display()), e))?;
+    Verity::new(policy).apply(std::os::fd::AsFd::as_fd(&data_dir), "composefs.blob", &blob_path.display())
+}

@@ -1,0 +1,18 @@
+//! A composefs layer directory (SPEC §2): converting a layer stream into `diff/` objects plus
+//! `composefs-data/composefs.blob`, with the TOC and tar-split containers/storage keeps for it.
+
+mod blob;
+pub mod convert;
+pub mod objects;
+pub mod result;
+pub mod toc;
+pub mod tree_builder;
+pub mod verity;
+
+pub use convert::{convert, ConvertOptions, Limits, Progress, ProgressFn};
+pub use objects::ObjectStats;
+pub use result::ConvertResult;
+pub use verity::VerityPolicy;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,264 @@
+//! The flat object store of one layer being built (`diff/ab/cdef…`, SPEC §2.2): each distinct
+//! content once, mode 0000, no xattrs, named only by its sha256 (never by a tar name).
+//! Objects come from this layer's stream, or are reused from caller-given source layers by
+//! hardlink, or reflink falling back to copy (§7.3).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{linkat, mkdirat, openat, renameat, statat, unlinkat, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::tree_builder::object_path;
+use super::verity::Verity;
+use crate::{Error, ErrorKind, Result};
+
+/// sha256 of empty content: every layer with an empty regular file has this object.
+pub const EMPTY_SHA256: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24, 0x27, 0xae, 0x41,
+    0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
+
+/// Counters of what the store did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObjectStats {
+    /// Distinct objects in `diff/`.
+    pub objects: u64,
+    /// Objects taken from source layers.
+    pub objects_reused: u64,
+    /// Content bytes written into new objects.
+    pub bytes_written: u64,
+    /// Content bytes of objects taken from source layers.
+    pub bytes_reused: u64,
+    /// Regular files whose content was already in this layer.
+    pub dedup_hits: u64,
+}
+
+struct Source {
+    path: PathBuf,
+    diff: OwnedFd,
+}
+
+/// Writes objects into a staging `diff/` directory.
+pub struct ObjectStore {
+    diff: OwnedFd,
+    diff_path: PathBuf,
+    sources: Vec<Source>,
+    hardlinks: bool,
+    verity: Verity,
+    prefixes: [bool; 256],
+    /// Content sha256 → fs-verity digest (if any) of every object in this layer.
+    objects: HashMap<[u8; 32], Option<[u8; 32]>>,
+    tmp_seq: u64,
+    pub stats: ObjectStats,
+}
+
+/// An object being streamed to a temporary file (for contents too large to buffer).
+pub struct TempObject {
+    file: File,
+    name: String,
+}
+
+impl TempObject {
+    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        self.file.write_all(data).map_err(|e| Error::io(format_args!("write object temp file {}", self.name), e))
+    }
+}
+
+impl ObjectStore {
+    /// `diff` is the (empty) staging object directory; `sources` are other layer dirs whose
+    /// `diff/` objects may be reused.
+    pub fn new(diff_path: &Path, sources: &[PathBuf], hardlinks: bool, verity: Verity) -> Result<ObjectStore> {
+        let diff =
+            openat(rustix::fs::CWD, diff_path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| Error::io(format_args!("open {}", diff_path.display()), e.into()))?;
+        let mut srcs = Vec::new();
+        for s in sources {
+            let p = s.join("diff");
+            let fd = openat(rustix::fs::CWD, &p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| Error::io(format_args!("open source layer objects {}", p.display()), e.into()))?;
+            srcs.push(Source { path: p, diff: fd });
+        }
+        Ok(ObjectStore {
+            diff,
+            diff_path: diff_path.to_path_buf(),
+            sources: srcs,
+            hardlinks,
+            verity,
+            prefixes: [false; 256],
+            objects: HashMap::new(),
+            tmp_seq: 0,
+            stats: ObjectStats::default(),
+        })
+    }
+
+    /// Whether this layer already has the object; its fs-verity digest if so.
+    pub fn get(&self, digest: &[u8; 32]) -> Option<Option<[u8; 32]>> {
+        self.objects.get(digest).copied()
+    }
+
+    /// fs-verity digests by object path, for the result.
+    pub fn verity_digests(&self) -> BTreeMap<String, [u8; 32]> {
+        self.objects.iter().filter_map(|(d, v)| v.map(|v| (object_path(d), v))).collect()
+    }
+
+    fn ensure_prefix(&mut self, digest: &[u8; 32]) -> Result<()> {
+        let p = digest[0] as usize;
+        if !self.prefixes[p] {
+            let name = format!("{:02x}", digest[0]);
+            match mkdirat(&self.diff, name.as_str(), Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(Error::io(format_args!("mkdir {}/{name}", self.diff_path.display()), e.into())),
+            }
+            self.prefixes[p] = true;
+        }
+        Ok(())
+    }
+
+    /// Stores content held in memory (already hashed to `digest`). Returns its fs-verity digest.
+    pub fn put_bytes(&mut self, digest: &[u8; 32], data: &[u8]) -> Result<Option<[u8; 32]>> {
+        if let Some(v) = self.get(digest) {
+            self.stats.dedup_hits += 1;
+            return Ok(v);
+        }
+        self.ensure_prefix(digest)?;
+        let path = object_path(digest);
+        if !self.try_reuse(&path, data.len() as u64)? {
+            let fd = self.create(&path)?;
+            let mut f = File::from(fd);
+            f.write_all(data).map_err(|e| Error::io(format_args!("write object {path}"), e))?;
+            drop(f);
+            self.stats.bytes_written += data.len() as u64;
+        }
+        self.finish_object(digest, &path, data.len() as u64)
+    }
+
+    /// Starts an object whose digest is not known yet: a temporary file in `diff/`.
+    pub fn begin_temp(&mut self) -> Result<TempObject> {
+        self.tmp_seq += 1;
+        let name = format!(".tmp-{}", self.tmp_seq);
+        let fd = self.create(&name)?;
+        Ok(TempObject { file: File::from(fd), name })
+    }
+
+    /// Completes a temporary object as `digest` (or drops it when the layer or a source layer
+    /// already has that content).
+    pub fn commit_temp(&mut self, tmp: TempObject, digest: &[u8; 32], size: u64) -> Result<Option<[u8; 32]>> {
+        let TempObject { file, name } = tmp;
+        drop(file);
+        if let Some(v) = self.get(digest) {
+            self.unlink(&name)?;
+            self.stats.dedup_hits += 1;
+            return Ok(v);
+        }
+        self.ensure_prefix(digest)?;
+        let path = object_path(digest);
+        if self.try_reuse(&path, size)? {
+            self.unlink(&name)?;
+        } else {
+            renameat(&self.diff, name.as_str(), &self.diff, path.as_str())
+                .map_err(|e| Error::io(format_args!("rename object into place as {path}"), e.into()))?;
+            self.stats.bytes_written += size;
+        }
+        self.finish_object(digest, &path, size)
+    }
+
+    /// Removes a temporary object (on error paths).
+    pub fn abort_temp(&mut self, tmp: TempObject) {
+        let TempObject { file, name } = tmp;
+        drop(file);
+        let _ = unlinkat(&self.diff, name.as_str(), AtFlags::empty());
+    }
+
+    fn unlink(&self, name: &str) -> Result<()> {
+        unlinkat(&self.diff, name, AtFlags::empty())
+            .map_err(|e| Error::io(format_args!("unlink {}/{name}", self.diff_path.display()), e.into()))
+    }
+
+    fn create(&self, name: &str) -> Result<OwnedFd> {
+        // Mode 0000 and O_EXCL, as containers/storage creates flat objects (§2.2).
+        openat(
+            &self.diff,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io(format_args!("create object {}/{name}", self.diff_path.display()), e.into()))
+    }
+
+    fn finish_object(&mut self, digest: &[u8; 32], path: &str, size: u64) -> Result<Option<[u8; 32]>> {
+        // No digest for empty objects (as c/storage: §6.3); they are never redirected anyway.
+        let v = if size == 0 {
+            None
+        } else {
+            let what = format_args!("object {}/{path}", self.diff_path.display()).to_string();
+            self.verity.apply(self.diff.as_fd(), path, &what)?
+        };
+        self.objects.insert(*digest, v);
+        self.stats.objects += 1;
+        Ok(v)
+    }
+
+    /// Takes `path` from a source layer, by hardlink or by reflink/copy. False when none has it.
+    fn try_reuse(&mut self, path: &str, size: u64) -> Result<bool> {
+        for i in 0..self.sources.len() {
+            let src = &self.sources[i];
+            let st = match statat(&src.diff, path, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,
+                Err(e) => return Err(Error::io(format_args!("stat {}/{path}", src.path.display()), e.into())),
+            };
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_size as u64 != size {
+                continue;
+            }
+            if self.hardlinks {
+                match linkat(&src.diff, path, &self.diff, path, AtFlags::empty()) {
+                    Ok(()) => {
+                        self.count_reuse(size);
+                        return Ok(true);
+                    }
+                    // Another filesystem, link limits, protected hardlinks: copy instead.
+                    Err(Errno::XDEV) | Err(Errno::MLINK) | Err(Errno::PERM) | Err(Errno::ACCESS) => {}
+                    Err(e) => {
+                        return Err(Error::io(
+                            format_args!("hardlink object {path} from {}", src.path.display()),
+                            e.into(),
+                        ))
+                    }
+                }
+            }
+            let src_fd =
+                match openat(&src.diff, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(Errno::NOENT) => continue,
+                    Err(e) => return Err(Error::io(format_args!("open {}/{path}", src.path.display()), e.into())),
+                };
+            let dst_fd = self.create(path)?;
+            if rustix::fs::ioctl_ficlone(&dst_fd, &src_fd).is_err() {
+                let mut from = File::from(src_fd);
+                let mut to = File::from(dst_fd);
+                // std::io::copy uses copy_file_range between files, then read/write.
+                let n = std::io::copy(&mut from, &mut to).map_err(|e| {
+                    Error::io(format_args!("copy object {path} from {}", self.sources[i].path.display()), e)
+                })?;
+                if n != size {
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        format!("copy object {path}: source changed size while copying ({n} of {size} bytes)"),
+                    ));
+                }
+            }
+            self.count_reuse(size);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn count_reuse(&mut self, size: u64) {
+        self.stats.objects_reused += 1;
+        self.stats.bytes_reused += size;
+    }
+}

@@ -1,0 +1,76 @@
+//! What a conversion produced: digests, sizes, counts, owners, fs-verity digests, and the TOC
+//! and tar-split containers/storage stores for a converted layer (SPEC §2.3).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::objects::ObjectStats;
+use crate::source::{hex, Compression};
+
+/// The result of [`crate::layer::convert`].
+#[derive(Debug, Clone)]
+pub struct ConvertResult {
+    /// The finished layer directory.
+    pub layer_dir: PathBuf,
+    pub compression: Compression,
+    /// sha256 of the uncompressed tar (`UncompressedDigest`).
+    pub diff_id: [u8; 32],
+    /// sha256 and size of the blob as read (`CompressedDigest`).
+    pub compressed_digest: [u8; 32],
+    pub compressed_size: u64,
+    /// Size of the uncompressed tar (`UncompressedSize`).
+    pub uncompressed_size: u64,
+    /// Tar entries read (extension headers not counted).
+    pub entries: u64,
+    /// Inodes in the image tree (including the root and synthesised parents).
+    pub inodes: u64,
+    pub objects: ObjectStats,
+    /// Distinct owners seen (`UIDs`, `GIDs`).
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+    /// fs-verity digests by object path (`ab/cdef…`), for objects where fs-verity is enabled.
+    pub verity_digests: BTreeMap<String, [u8; 32]>,
+    /// fs-verity digest of `composefs.blob`, when enabled.
+    pub blob_verity: Option<[u8; 32]>,
+    /// TOC JSON (the `zstd-chunked-manifest` big data).
+    pub toc_json: Vec<u8>,
+    /// tar-split NDJSON, gzip-compressed (`<id>.tar-split.gz`).
+    pub tar_split_gz: Vec<u8>,
+    /// Size of the uncompressed tar-split NDJSON.
+    pub tar_split_size: u64,
+}
+
+fn sha(d: &[u8; 32]) -> String {
+    format!("sha256:{}", hex(d))
+}
+
+impl ConvertResult {
+    /// A JSON summary (without the TOC and tar-split bodies, which are described by digest and size).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "layerDir": self.layer_dir.to_string_lossy(),
+            "compression": self.compression.as_str(),
+            "diffID": sha(&self.diff_id),
+            "compressedDigest": sha(&self.compressed_digest),
+            "compressedSize": self.compressed_size,
+            "uncompressedSize": self.uncompressed_size,
+            "entries": self.entries,
+            "inodes": self.inodes,
+            "objects": self.objects.objects,
+            "objectsReused": self.objects.objects_reused,
+            "bytesWritten": self.objects.bytes_written,
+            "bytesReused": self.objects.bytes_reused,
+            "dedupHits": self.objects.dedup_hits,
+            "uids": self.uids,
+            "gids": self.gids,
+            "fsVerityDigests": self.verity_digests.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(hex(v)))).collect::<serde_json::Map<_, _>>(),
+            "blobFsVerity": self.blob_verity.map(|d| hex(&d)),
+            "tocDigest": sha(&Sha256::digest(&self.toc_json).into()),
+            "tocSize": self.toc_json.len(),
+            "tarSplitSize": self.tar_split_size,
+            "tarSplitGzSize": self.tar_split_gz.len(),
+        })
+    }
+}

@@ -1,0 +1,328 @@
+//! Input formats: a layer blob (plain tar, gzip or zstd, detected by magic bytes: SPEC §3.2) turned
+//! into one uncompressed tar stream, and a streaming tar reader over it.
+//!
+//! [`LayerStream`] decompresses on a helper thread that also hashes the compressed bytes (the
+//! compressed digest) and the uncompressed bytes (the DiffID), so the consumer's thread only
+//! parses tar and hashes file contents: the two hashes of every byte run on both cores at once.
+
+pub mod crc64;
+pub mod tar;
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use sha2::{Digest, Sha256};
+
+use crate::{Error, ErrorKind, Result};
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar stream.
+    None,
+    Gzip,
+    /// zstd, including zstd:chunked read as a plain stream (its skippable frames are ignored).
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Detects the compression from the first bytes of a blob (at least 6 when the blob has them).
+/// bzip2 and xz are recognised and refused; anything else is taken as a plain tar and left to
+/// the tar reader to validate.
+pub fn detect(prefix: &[u8]) -> Result<Compression> {
+    if prefix.starts_with(&[0x1f, 0x8b, 0x08]) {
+        Ok(Compression::Gzip)
+    } else if prefix.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (prefix.len() >= 4 && prefix[0] & 0xf0 == 0x50 && prefix[1..4] == [0x2a, 0x4d, 0x18])
+    {
+        Ok(Compression::Zstd)
+    } else if prefix.starts_with(b"BZh") {
+        Err(Error::unsupported("layer blob is bzip2-compressed; only plain tar, gzip and zstd are supported"))
+    } else if prefix.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Err(Error::unsupported("layer blob is xz-compressed; only plain tar, gzip and zstd are supported"))
+    } else {
+        Ok(Compression::None)
+    }
+}
+
+/// Digests and sizes of a fully read layer blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamDigests {
+    pub compression: Compression,
+    /// sha256 of the blob as given.
+    pub compressed_digest: [u8; 32],
+    pub compressed_size: u64,
+    /// sha256 of the uncompressed tar stream (the DiffID).
+    pub diff_id: [u8; 32],
+    pub uncompressed_size: u64,
+}
+
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the threads: bounds memory to about `(QUEUE + 2) * CHUNK`.
+const QUEUE: usize = 4;
+
+/// The uncompressed tar stream of a layer blob, read from any `Read` (a pipe works: nothing seeks).
+pub struct LayerStream {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    recycle: SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    eof: bool,
+    worker: Option<JoinHandle<Result<StreamDigests>>>,
+    result: Option<Result<StreamDigests>>,
+}
+
+impl LayerStream {
+    /// Starts decompressing `input` on a helper thread. Reading the compression magic happens
+    /// there too; a detection error surfaces from the first `read`.
+    pub fn new(input: Box<dyn Read + Send>) -> Result<LayerStream> {
+        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(QUEUE);
+        let (recycle, recycled) = sync_channel::<Vec<u8>>(QUEUE + 2);
+        let worker = std::thread::Builder::new()
+            .name("cfs-decompress".into())
+            .spawn(move || decompress_worker(input, tx, recycled))
+            .map_err(|e| Error::io("spawn decompression thread", e))?;
+        Ok(LayerStream { rx, recycle, cur: Vec::new(), pos: 0, eof: false, worker: Some(worker), result: None })
+    }
+
+    /// Waits for the helper thread and returns the digests. Call after reading to EOF; the
+    /// helper's own error (bad compression, read failure) is returned here too.
+    pub fn finish(mut self) -> Result<StreamDigests> {
+        if !self.eof {
+            return Err(Error::new(ErrorKind::Internal, "LayerStream::finish before end of stream"));
+        }
+        self.join();
+        self.result.take().unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "decompression result taken twice")))
+    }
+
+    fn join(&mut self) {
+        if let Some(w) = self.worker.take() {
+            self.result = Some(
+                w.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Internal, "decompression thread panicked"))),
+            );
+        }
+    }
+}
+
+impl Drop for LayerStream {
+    fn drop(&mut self) {
+        // Closing the receiver makes the worker's next send fail, so it stops on its own. It is
+        // not joined: it may be blocked reading a pipe whose writer is slow, and an error or a
+        // cancellation must return promptly. It owns nothing but the input, which it closes.
+        let (_, dead) = sync_channel(0);
+        drop(std::mem::replace(&mut self.rx, dead));
+        if let Some(w) = self.worker.take() {
+            if w.is_finished() {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+impl Read for LayerStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = buf.len().min(avail.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for LayerStream {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos == self.cur.len() {
+            if self.eof {
+                return Ok(&[]);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    let old = std::mem::replace(&mut self.cur, chunk);
+                    self.pos = 0;
+                    let _ = self.recycle.try_send(old);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    // The worker finished: either cleanly (end of stream) or with an error that
+                    // `finish` reports; surface the error right away when there is one.
+                    self.eof = true;
+                    self.join();
+                    if let Some(Err(e)) = &self.result {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                    }
+                    return Ok(&[]);
+                }
+            }
+        }
+        Ok(&self.cur[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.cur.len());
+    }
+}
+
+/// Hashes and counts every byte read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+fn decompress_worker(
+    input: Box<dyn Read + Send>,
+    tx: SyncSender<io::Result<Vec<u8>>>,
+    recycled: Receiver<Vec<u8>>,
+) -> Result<StreamDigests> {
+    let mut raw = BufReader::with_capacity(CHUNK, HashingReader { inner: input, hasher: Sha256::new(), count: 0 });
+    let prefix = raw.fill_buf().map_err(|e| Error::io("read layer blob", e))?;
+    let compression = detect(&prefix[..prefix.len().min(6)])?;
+    let mut diff = Sha256::new();
+    let mut usize_total = 0u64;
+    let what = compression.as_str();
+    {
+        let mut decoder: Box<dyn Read + '_> = match compression {
+            Compression::None => Box::new(&mut raw),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut raw)),
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::with_buffer(&mut raw).map_err(|e| Error::io("start zstd decoder", e))?,
+            ),
+        };
+        loop {
+            let mut buf = recycled.try_recv().unwrap_or_default();
+            buf.resize(CHUNK, 0);
+            let mut filled = 0;
+            // Fill whole chunks: fewer channel hand-offs.
+            while filled < CHUNK {
+                match decoder.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let msg = format!(
+                            "decompressing {what} layer blob at uncompressed offset {}: {e}",
+                            usize_total + filled as u64
+                        );
+                        let _ = tx.send(Err(io::Error::new(io::ErrorKind::InvalidData, msg.clone())));
+                        return Err(Error::format(msg));
+                    }
+                }
+            }
+            if filled == 0 {
+                break;
+            }
+            buf.truncate(filled);
+            diff.update(&buf);
+            usize_total += filled as u64;
+            if tx.send(Ok(buf)).is_err() {
+                return Err(Error::new(ErrorKind::Cancelled, "layer stream reader went away"));
+            }
+        }
+    }
+    // The compressed digest covers the whole blob, including anything after the last frame.
+    let mut sink = [0u8; 8192];
+    loop {
+        match raw.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read layer blob", e)),
+        }
+    }
+    let inner = raw.into_inner();
+    let compressed_digest: [u8; 32] = inner.hasher.finalize().into();
+    Ok(StreamDigests {
+        compression,
+        compressed_digest,
+        compressed_size: inner.count,
+        diff_id: diff.finalize().into(),
+        uncompressed_size: usize_total,
+    })
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(blob: Vec<u8>) -> (Vec<u8>, Result<StreamDigests>) {
+        let mut s = LayerStream::new(Box::new(io::Cursor::new(blob))).unwrap();
+        let mut out = Vec::new();
+        let r = s.read_to_end(&mut out);
+        match r {
+            Ok(_) => (out, s.finish()),
+            Err(e) => (out, Err(Error::io("read", e))),
+        }
+    }
+
+    #[test]
+    fn detects_by_magic() {
+        assert_eq!(detect(&[0x1f, 0x8b, 0x08, 0, 0, 0]).unwrap(), Compression::Gzip);
+        assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0]).unwrap(), Compression::Zstd);
+        assert_eq!(detect(&[0x50, 0x2a, 0x4d, 0x18, 8, 0]).unwrap(), Compression::Zstd);
+        assert_eq!(detect(b"usr/li").unwrap(), Compression::None);
+        assert_eq!(detect(b"BZh91A").unwrap_err().kind(), ErrorKind::Unsupported);
+        assert_eq!(detect(&[0xfd, b'7', b'z', b'X', b'Z', 0]).unwrap_err().kind(), ErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn all_three_give_the_same_tar_and_digests() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/cstorage/noparents-ustar");
+        let Ok(tar) = std::fs::read(format!("{dir}/noparents-ustar.tar")) else {
+            eprintln!("skipping: corpus not found at {dir}");
+            return;
+        };
+        let want: [u8; 32] = Sha256::digest(&tar).into();
+        for ext in ["tar", "tar.gz", "tar.zst", "zstd-chunked"] {
+            let blob = std::fs::read(format!("{dir}/noparents-ustar.{ext}")).unwrap();
+            let (out, d) = run(blob.clone());
+            let d = d.unwrap();
+            assert_eq!(out, tar, "{ext}");
+            assert_eq!(d.diff_id, want, "{ext}");
+            assert_eq!(d.uncompressed_size, tar.len() as u64);
+            assert_eq!(d.compressed_size, blob.len() as u64);
+            assert_eq!(d.compressed_digest, <[u8; 32]>::from(Sha256::digest(&blob)));
+        }
+    }
+
+    #[test]
+    fn corrupt_compression_is_an_error() {
+        let mut blob = vec![0x28, 0xb5, 0x2f, 0xfd];
+        blob.extend_from_slice(&[0xff; 64]);
+        let (_, r) = run(blob);
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("zstd"), "{e}");
+        let mut gz = vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3];
+        gz.extend_from_slice(&[0xff; 16]);
+        assert!(run(gz).1.is_err());
+    }
+}
