@@ -8,14 +8,18 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use composefs_storage::chunked::cache::{binary_digest, LayerCache, DIGEST_LEN, TAG_LEN};
 use composefs_storage::chunked::tarsplit::{self, TarSplitReader};
 use composefs_storage::chunked::{self, footer, read_manifest, ReadOptions, Toc};
 use composefs_storage::config::{self, check_host, Host, LoadOptions, KEYS};
 use composefs_storage::image::{self, dump, WriteOptions};
+use composefs_storage::layer::{self, ConvertOptions, VerityPolicy};
+use composefs_storage::source::tar::{TarLimits, TarReader};
+use composefs_storage::source::{self, LayerStream};
 
 /// `chunked::footer::parse` on the last bytes of a blob.
 pub fn chunked_footer(data: &[u8]) {
@@ -165,4 +169,97 @@ pub fn image_erofs(data: &[u8]) {
     let Ok(tree) = image::read_image(data) else { return };
     let _ = dump::write(&tree, &mut std::io::sink());
     let _ = image::write_image(&tree, &WriteOptions::default(), &mut std::io::sink());
+}
+
+/// `source::tar::TarReader` over an uncompressed tar stream: every header, its payload (through
+/// `read_data` when bit 0 of the first byte is set, else `data_chunk`), the raw header bytes, and
+/// the trailer.
+pub fn source_tar(data: &[u8]) {
+    let Some((&mode, tar)) = data.split_first() else { return };
+    let mut r = TarReader::new(tar, TarLimits::default());
+    loop {
+        match r.next_header() {
+            Ok(Some(h)) => {
+                let _ = (h.display_name(), h.payload_len());
+                let _ = r.take_raw();
+                if mode & 1 != 0 {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = r.read_data(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                } else {
+                    loop {
+                        let n = match r.data_chunk() {
+                            Ok(c) if !c.is_empty() => c.len(),
+                            _ => break,
+                        };
+                        r.consume_data(n);
+                    }
+                }
+            }
+            Ok(None) => {
+                let _ = r.read_trailer(4096, |_| Ok(()));
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Most uncompressed bytes `source_stream` reads: a tiny zstd or gzip bomb must not turn one
+/// input into minutes of decompression (bounded time per input is the point; a real consumer
+/// is bounded by the layer's size).
+const STREAM_OUTPUT_CAP: u64 = 16 << 20;
+
+/// `source::detect` and `source::LayerStream`: compression detection and decompression of a
+/// layer blob on the helper thread, read to the end (or [`STREAM_OUTPUT_CAP`]) and finished.
+pub fn source_stream(data: &[u8]) {
+    let _ = source::detect(data);
+    let Ok(mut stream) = LayerStream::new(Box::new(Cursor::new(data.to_vec()))) else { return };
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                let _ = stream.finish();
+                return;
+            }
+            Ok(n) => {
+                total += n as u64;
+                if total > STREAM_OUTPUT_CAP {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// `layer::convert` of an uncompressed tar into a fresh layer directory. Compressed inputs are
+/// skipped (`source_stream` covers decompression): a few bytes of zstd can declare gigabytes of
+/// zeros, which would be written to disk. Checks the promise of `convert`: on error nothing is
+/// left next to the layer dir, on success only the layer dir.
+pub fn layer_convert(data: &[u8]) {
+    if !matches!(source::detect(data), Ok(source::Compression::None)) {
+        return;
+    }
+    let Ok(root) = tempfile::tempdir() else { return };
+    let dir = root.path().join("layer");
+    let opts = ConvertOptions { verity: VerityPolicy::Off, ..ConvertOptions::default() };
+    let result = layer::convert(Box::new(Cursor::new(data.to_vec())), &dir, &opts, None);
+    let left = entries(root.path());
+    match result {
+        Ok(_) => assert_eq!(left, ["layer"], "a successful conversion leaves only the layer dir"),
+        Err(e) => assert!(left.is_empty(), "a failed conversion ({e}) left {left:?} behind"),
+    }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
 }

@@ -122,6 +122,17 @@ def main():
     elif target == "image_erofs":
         for p in files(corpus, "cstorage-images/*.cfs"):
             put(out, os.path.basename(p), read(p))
+    elif target in ("source_tar", "layer_convert"):
+        prefix = b"\0" if target == "source_tar" else b""
+        for p in files(corpus, "cstorage/*/*.tar"):
+            put(out, os.path.basename(p), prefix + read(p))
+            if target == "source_tar":
+                put(out, os.path.basename(p) + ".read", b"\1" + read(p))
+    elif target == "source_stream":
+        for p in files(corpus, "cstorage/*/*.tar.gz", "cstorage/*/*.tar.zst", "cstorage/*/*.zstd-chunked"):
+            put(out, os.path.basename(p), read(p))
+        for p in files(corpus, "cstorage/*/*.tar"):
+            put(out, os.path.basename(p), read(p))
     elif target == "chunked_manifest":
         manifest_seeds(corpus, out)
     else:

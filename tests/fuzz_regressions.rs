@@ -13,7 +13,7 @@ use std::path::Path;
 #[test]
 fn recorded_inputs_do_not_crash() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
-    let targets: [(&str, fn(&[u8])); 8] = [
+    let targets: [(&str, fn(&[u8])); 11] = [
         ("chunked_footer", harness::chunked_footer),
         ("chunked_toc", harness::chunked_toc),
         ("chunked_tarsplit", harness::chunked_tarsplit),
@@ -22,6 +22,9 @@ fn recorded_inputs_do_not_crash() {
         ("config", harness::config),
         ("image_dump", harness::image_dump),
         ("image_erofs", harness::image_erofs),
+        ("source_tar", harness::source_tar),
+        ("source_stream", harness::source_stream),
+        ("layer_convert", harness::layer_convert),
     ];
     let mut ran = 0;
     for (name, run) in targets {
