@@ -12,7 +12,7 @@ import struct
 import subprocess
 import sys
 
-MAX_SEED = 256 << 10
+MAX_SEED = 100 << 10
 SKIPPABLE = b"\x50\x2a\x4d\x18"
 
 

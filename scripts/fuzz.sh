@@ -4,7 +4,8 @@
 # Seeds come from the shared corpus (../shared/corpus next to the repository, or $FUZZ_CORPUS) and
 # from fuzz/seeds/TARGET/; they are copied into the git-ignored fuzz/corpus/TARGET/, which also
 # keeps what the fuzzer finds between runs. Crashes land in fuzz/artifacts/TARGET/ and make this
-# script exit non-zero. Limits: 2 GiB RSS, 1 GiB per allocation, 10 s per input (each a finding).
+# script exit non-zero. Limits: 2 GiB RSS, 1 GiB per allocation, $FUZZ_TIMEOUT seconds per input
+# (default 60: generous, because the fuzzer runs at nice 19 on a busy machine; each a finding).
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
@@ -56,5 +57,5 @@ fi
 
 cd "$fuzz_dir"
 exec cargo "${toolchain[@]}" fuzz run -O "$target" "$seed_dir" -- \
-    -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 \
+    -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout="${FUZZ_TIMEOUT:-60}" \
     -max_len=262144 -print_final_stats=1 "$@"

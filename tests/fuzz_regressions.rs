@@ -9,11 +9,14 @@ mod harness;
 
 use std::path::Path;
 
+/// A harness: the raw fuzzer input in, a panic on a finding.
+type Harness = fn(&[u8]);
+
 /// Runs every file in tests/data/fuzz/<target>/ through its harness.
 #[test]
 fn recorded_inputs_do_not_crash() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
-    let targets: [(&str, fn(&[u8])); 11] = [
+    let targets: [(&str, Harness); 11] = [
         ("chunked_footer", harness::chunked_footer),
         ("chunked_toc", harness::chunked_toc),
         ("chunked_tarsplit", harness::chunked_tarsplit),
