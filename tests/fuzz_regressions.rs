@@ -12,10 +12,11 @@ use std::path::Path;
 /// A harness: the raw fuzzer input in, a panic on a finding.
 type Harness = fn(&[u8]);
 
-/// Runs every file in tests/data/fuzz/<target>/ through its harness.
+/// Runs every file in tests/data/fuzz/<target>/ (crash inputs) and fuzz/seeds/<target>/ (the
+/// committed seeds) through its harness.
 #[test]
 fn recorded_inputs_do_not_crash() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let targets: [(&str, Harness); 11] = [
         ("chunked_footer", harness::chunked_footer),
         ("chunked_toc", harness::chunked_toc),
@@ -31,13 +32,15 @@ fn recorded_inputs_do_not_crash() {
     ];
     let mut ran = 0;
     for (name, run) in targets {
-        let Ok(dir) = std::fs::read_dir(root.join(name)) else { continue };
-        for entry in dir {
-            let path = entry.expect("read tests/data/fuzz").path();
-            let data = std::fs::read(&path).expect("read recorded input");
-            eprintln!("{name}: {}", path.display());
-            run(&data);
-            ran += 1;
+        for root in [manifest_dir.join("tests/data/fuzz"), manifest_dir.join("fuzz/seeds")] {
+            let Ok(dir) = std::fs::read_dir(root.join(name)) else { continue };
+            for entry in dir {
+                let path = entry.expect("read tests/data/fuzz").path();
+                let data = std::fs::read(&path).expect("read recorded input");
+                eprintln!("{name}: {}", path.display());
+                run(&data);
+                ran += 1;
+            }
         }
     }
     eprintln!("{ran} recorded inputs");
