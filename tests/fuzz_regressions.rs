@@ -76,3 +76,32 @@ fn toc_time_with_multibyte_char_after_seconds() {
     assert!(err.to_string().contains("invalid RFC 3339 time"), "{err}");
     harness::chunked_toc(json.as_bytes());
 }
+
+/// chunked_toc: `generate_dump` synthesised missing parents by recursion, one frame per path
+/// component, so a TOC entry with a 100000-component name overflowed the stack (and kept every
+/// parent path: memory quadratic in the name). Parents are now made in a loop, and names longer
+/// than PATH_MAX are refused.
+#[test]
+fn toc_entry_with_very_deep_name() {
+    use composefs_storage::chunked::{dump::generate_dump, Toc};
+    let toc_json =
+        |name: &str| format!("{{\"version\":1,\"entries\":[{{\"type\":\"reg\",\"name\":\"{name}\",\"size\":0}}]}}");
+
+    let deep = toc_json(&format!("{}f", "a/".repeat(100_000)));
+    harness::chunked_toc(deep.as_bytes());
+    let toc = Toc::parse(deep.as_bytes()).unwrap();
+    let err = generate_dump(&toc, &Default::default(), &mut std::io::sink()).unwrap_err();
+    assert_eq!(err.kind(), composefs_storage::ErrorKind::LimitExceeded, "{err}");
+
+    // Within the limit: every parent is synthesised, outermost first, as before.
+    let name = format!("{}f", "a/".repeat(2000));
+    let toc = Toc::parse(toc_json(&name).as_bytes()).unwrap();
+    let mut out = Vec::new();
+    generate_dump(&toc, &Default::default(), &mut out).unwrap();
+    let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 2002);
+    assert!(lines[0].starts_with(b"/ 0 40755 1 0 0 0 0.0 "), "{}", String::from_utf8_lossy(lines[0]));
+    assert!(lines[1].starts_with(b"/a 0 40755 "));
+    assert!(lines[2000].starts_with(format!("{} 0 40755 ", "/a".repeat(2000)).as_bytes()));
+    assert!(lines[2001].starts_with(format!("/{name} 0 100000 ").as_bytes()));
+}
