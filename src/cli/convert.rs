@@ -4,6 +4,11 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use composefs_storage::chunked::manifest::{ANNOTATION_TOC_CHECKSUM, LEGACY_ANNOTATION_TOC_CHECKSUM};
+use composefs_storage::layer::pull::{pull, FileFetcher, PullOptions};
 use composefs_storage::layer::{convert, ConvertOptions, VerityPolicy};
 use composefs_storage::{Error, Result};
 
@@ -27,6 +32,18 @@ pub struct Args {
     /// Also write the layer's tar-split (gzip-compressed NDJSON) to FILE.
     #[arg(long, value_name = "FILE")]
     tar_split: Option<PathBuf>,
+    /// JSON object of the layer's OCI annotations. When they describe a zstd:chunked TOC, the
+    /// layer is pulled partially: only contents that no source layer has are read from the blob.
+    #[arg(long, value_name = "FILE")]
+    annotations: Option<PathBuf>,
+    /// Pull a zstd:chunked blob through the TOC its footer points at (not authenticated), without
+    /// annotations.
+    #[arg(long)]
+    chunked: bool,
+    /// Accept zstd:chunked layers without a tar-split and skip the DiffID check
+    /// (containers/storage's insecure_allow_unpredictable_image_contents).
+    #[arg(long)]
+    insecure_skip_diff_id: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -37,6 +54,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let annotations = match &args.annotations {
+        Some(p) => Some(read_annotations(p)?),
+        None => None,
+    };
+    let chunked = args.chunked
+        || annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ANNOTATION_TOC_CHECKSUM) || a.contains_key(LEGACY_ANNOTATION_TOC_CHECKSUM));
+    if chunked {
+        return run_pull(args, annotations);
+    }
     let options = ConvertOptions {
         source_layers: args.source_layers,
         hardlinks: args.hardlinks,
@@ -70,6 +98,56 @@ pub fn run(args: Args) -> Result<ExitCode> {
             result.objects.bytes_written,
             result.objects.bytes_reused,
             composefs_storage::source::hex(&result.diff_id)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_annotations(p: &Path) -> Result<BTreeMap<String, String>> {
+    let data = std::fs::read(p).map_err(|e| Error::io(format_args!("read {}", p.display()), e))?;
+    serde_json::from_slice(&data)
+        .map_err(|e| Error::format(format!("{}: not a JSON object of string annotations: {e}", p.display())))
+}
+
+/// The zstd:chunked path: a partial pull from the blob file.
+fn run_pull(args: Args, annotations: Option<BTreeMap<String, String>>) -> Result<ExitCode> {
+    if args.input.as_os_str() == "-" {
+        return Err(Error::invalid_argument(
+            "a zstd:chunked layer is read by ranges: give the blob as a file, not standard input",
+        ));
+    }
+    let file =
+        std::fs::File::open(&args.input).map_err(|e| Error::io(format_args!("open {}", args.input.display()), e))?;
+    let mut fetcher = FileFetcher::new(file)?;
+    let options = PullOptions {
+        annotations,
+        source_layers: args.source_layers,
+        hardlinks: args.hardlinks,
+        verity: VerityPolicy::parse(&args.verity)?,
+        oci_whiteouts: !args.keep_whiteout_files,
+        insecure_skip_diff_id: args.insecure_skip_diff_id,
+        ..Default::default()
+    };
+    let result = pull(&mut fetcher, &args.layer_dir, &options, None)?;
+    if let Some(p) = &args.toc {
+        std::fs::write(p, &result.toc_json).map_err(|e| Error::io(format_args!("write {}", p.display()), e))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result.to_json()).unwrap_or_default());
+    } else {
+        println!(
+            "{}: {} entries, {} objects ({} bytes written, {} reused), read {} of {} blob bytes{}",
+            args.layer_dir.display(),
+            result.entries,
+            result.objects.objects,
+            result.objects.bytes_written,
+            result.objects.bytes_reused,
+            result.blob_bytes_fetched,
+            result.blob_size,
+            result
+                .diff_id
+                .map(|d| format!(", DiffID sha256:{}", composefs_storage::source::hex(&d)))
+                .unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)

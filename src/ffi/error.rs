@@ -170,9 +170,10 @@ pub extern "C" fn cfs_error_free(err: *mut cfs_error) {
 
 /// A static, human-readable name for a status code (e.g. "CFS_STATUS_IO"). Never NULL.
 #[no_mangle]
-pub extern "C" fn cfs_status_name(status: cfs_status) -> *const c_char {
-    // The argument is a C enum and may hold any integer: match on its raw value.
-    let raw = status as u32;
+pub extern "C" fn cfs_status_name(status: std::ffi::c_int) -> *const c_char {
+    // Taken as an int, not as `cfs_status`: C may pass any integer, and an out-of-range value in a
+    // Rust enum is undefined behaviour (it crashed on 9999 in tests/c/test_core.c).
+    let raw = status;
     let name: &'static std::ffi::CStr = match raw {
         0 => c"CFS_OK",
         1 => c"CFS_STATUS_INVALID_ARGUMENT",

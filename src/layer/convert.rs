@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::objects::{ObjectStore, EMPTY_SHA256};
 use super::result::ConvertResult;
+use super::staging::Staging;
 use super::toc::{TarSplitWriter, TocWriter};
 use super::tree_builder::{object_path, Added, TreeBuilder};
 use super::verity::{Verity, VerityPolicy};
@@ -80,22 +81,6 @@ const BUFFER_LIMIT: usize = 4 << 20;
 /// Report progress at least every this many bytes within a large file.
 const PROGRESS_BYTES: u64 = 16 << 20;
 
-/// Removes the staging directory unless disarmed (errors, cancellation, panics).
-struct Staging {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if self.armed {
-            // diff/ may have been made read-only just before the rename.
-            let _ = std::fs::set_permissions(self.path.join("diff"), std::fs::Permissions::from_mode(0o755));
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 /// Converts the layer blob `input` into the layer directory `layer_dir`, which must not exist.
 /// The directory appears (by rename) only when complete; on error or cancellation nothing is
 /// left behind.
@@ -105,45 +90,12 @@ pub fn convert(
     options: &ConvertOptions,
     progress: Option<ProgressFn<'_>>,
 ) -> Result<ConvertResult> {
-    if std::fs::symlink_metadata(layer_dir).is_ok() {
-        return Err(Error::new(
-            ErrorKind::AlreadyExists,
-            format!("layer directory {} already exists; it is never overwritten", layer_dir.display()),
-        ));
-    }
-    let file_name = layer_dir
-        .file_name()
-        .ok_or_else(|| Error::invalid_argument(format!("layer directory {} has no name", layer_dir.display())))?;
-    let parent = match layer_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let staging_path =
-        parent.join(format!(".{}.staging-{}-{nanos:x}", file_name.to_string_lossy(), std::process::id()));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&staging_path)
-        .map_err(|e| Error::io(format_args!("create staging directory {}", staging_path.display()), e))?;
-    let mut staging = Staging { path: staging_path, armed: true };
+    let staging = Staging::create(layer_dir)?;
 
     let (tree, mut result) = scan(input, &staging.path, options, progress)?;
     result.blob_verity = write_blob(&tree, &staging.path.join("composefs-data"), options.verity)?;
 
-    // Object dir read-only like c/storage's (0555, §2.1), then the atomic, non-replacing rename.
-    let diff = staging.path.join("diff");
-    std::fs::set_permissions(&diff, std::fs::Permissions::from_mode(0o555))
-        .map_err(|e| Error::io(format_args!("chmod {}", diff.display()), e))?;
-    rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        &staging.path,
-        rustix::fs::CWD,
-        layer_dir,
-        rustix::fs::RenameFlags::NOREPLACE,
-    )
-    .map_err(|e| Error::io(format_args!("rename {} to {}", staging.path.display(), layer_dir.display()), e.into()))?;
-    staging.armed = false;
+    staging.commit(layer_dir)?;
     result.layer_dir = layer_dir.to_path_buf();
     Ok(result)
 }
@@ -333,7 +285,7 @@ pub(crate) fn scan(
 
 /// Writes `composefs.blob` into `data_path`, created O_EXCL 0644 as c/storage does (§2.1),
 /// then enables fs-verity on it per `policy`.
-fn write_blob(tree: &Tree, data_path: &Path, policy: VerityPolicy) -> Result<Option<[u8; 32]>> {
+pub(crate) fn write_blob(tree: &Tree, data_path: &Path, policy: VerityPolicy) -> Result<Option<[u8; 32]>> {
     let blob_path = data_path.join("composefs.blob");
     let mut blob = std::fs::OpenOptions::new()
         .write(true)

@@ -4,7 +4,9 @@
 mod blob;
 pub mod convert;
 pub mod objects;
+pub mod pull;
 pub mod result;
+pub mod staging;
 pub mod toc;
 pub mod tree_builder;
 pub mod verity;

@@ -136,6 +136,21 @@ impl ObjectStore {
         self.finish_object(digest, &path, data.len() as u64)
     }
 
+    /// Takes the object with content `digest` (of `size` bytes) from this layer or a source layer,
+    /// without any content at hand. `None` when nobody has it: the caller must fetch it.
+    pub fn reuse(&mut self, digest: &[u8; 32], size: u64) -> Result<Option<Option<[u8; 32]>>> {
+        if let Some(v) = self.get(digest) {
+            self.stats.dedup_hits += 1;
+            return Ok(Some(v));
+        }
+        self.ensure_prefix(digest)?;
+        let path = object_path(digest);
+        if !self.try_reuse(&path, size)? {
+            return Ok(None);
+        }
+        self.finish_object(digest, &path, size).map(Some)
+    }
+
     /// Starts an object whose digest is not known yet: a temporary file in `diff/`.
     pub fn begin_temp(&mut self) -> Result<TempObject> {
         self.tmp_seq += 1;

@@ -1,0 +1,94 @@
+# Build, install and check composefs-storage (the Rust library, its C ABI, and the CLI).
+#
+#   make                      release build (library .so/.a and the composefs-storage CLI)
+#   make install              install; honours PREFIX, LIBDIR, INCLUDEDIR, BINDIR, PKGCONFIGDIR, DESTDIR
+#   make check                every test (scripts/test-all.sh)
+#   make header               regenerate include/composefs-storage.h (cbindgen, pinned in cbindgen.toml)
+#   make symbols              regenerate src/ffi/exported-symbols.txt from the release .so
+
+PREFIX ?= /usr/local
+EXEC_PREFIX ?= $(PREFIX)
+BINDIR ?= $(EXEC_PREFIX)/bin
+LIBDIR ?= $(EXEC_PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR ?=
+
+CARGO ?= cargo
+INSTALL ?= install
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+RELEASE := $(TARGET_DIR)/release
+BUILD := build
+
+# The crate version names the installed file; the ABI version (src/ffi/version.rs) names the SONAME.
+VERSION := $(shell awk '/^\[/{p = ($$0 == "[package]")} p && /^version *=/{gsub(/.*= *"|".*/, ""); print; exit}' Cargo.toml)
+ABI := $(shell sed -n 's/^pub const CFS_ABI_VERSION: u32 = \([0-9]*\);/\1/p' src/ffi/version.rs)
+LIB := libcomposefs_storage
+SONAME := $(LIB).so.$(ABI)
+REALNAME := $(LIB).so.$(VERSION)
+
+# Paths under PREFIX are written as ${prefix}/... in the .pc file.
+pc_rel = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+
+.PHONY: all build header check-header symbols check-symbols install uninstall check clean
+
+all: build
+
+build: $(BUILD)/native-static-libs.txt
+	$(CARGO) build --release --lib --bins
+
+# The system libraries a static link needs, as rustc reports them for this crate's staticlib.
+# (Asking cargo again only when the dependencies change: the extra rustc flag rebuilds the crate.)
+$(BUILD)/native-static-libs.txt: Cargo.toml Cargo.lock
+	@mkdir -p $(BUILD)
+	$(CARGO) rustc --release --lib --crate-type staticlib -- --print native-static-libs 2>$(BUILD)/native-static-libs.log \
+		|| { cat $(BUILD)/native-static-libs.log >&2; exit 1; }
+	sed -n 's/^note: native-static-libs: //p' $(BUILD)/native-static-libs.log | tail -n 1 >$@.tmp
+	@test -s $@.tmp || { echo "error: rustc printed no native-static-libs (see $(BUILD)/native-static-libs.log)" >&2; exit 1; }
+	mv $@.tmp $@
+
+$(BUILD)/composefs-storage.pc: pkgconfig/composefs-storage.pc.in $(BUILD)/native-static-libs.txt FORCE
+	sed -e 's|@PREFIX@|$(PREFIX)|' \
+	    -e 's|@LIBDIR@|$(call pc_rel,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(call pc_rel,$(INCLUDEDIR))|' \
+	    -e 's|@VERSION@|$(VERSION)|' \
+	    -e "s|@LIBS_PRIVATE@|$$(cat $(BUILD)/native-static-libs.txt)|" \
+	    $< >$@
+
+FORCE:
+
+install: build $(BUILD)/composefs-storage.pc
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	$(INSTALL) -m 0755 $(RELEASE)/$(LIB).so $(DESTDIR)$(LIBDIR)/$(REALNAME)
+	ln -sfn $(REALNAME) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sfn $(SONAME) $(DESTDIR)$(LIBDIR)/$(LIB).so
+	$(INSTALL) -m 0644 $(RELEASE)/$(LIB).a $(DESTDIR)$(LIBDIR)/$(LIB).a
+	$(INSTALL) -m 0644 include/composefs-storage.h $(DESTDIR)$(INCLUDEDIR)/composefs-storage.h
+	$(INSTALL) -m 0644 $(BUILD)/composefs-storage.pc $(DESTDIR)$(PKGCONFIGDIR)/composefs-storage.pc
+	$(INSTALL) -m 0755 $(RELEASE)/composefs-storage $(DESTDIR)$(BINDIR)/composefs-storage
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/$(REALNAME) $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(LIB).so \
+	      $(DESTDIR)$(LIBDIR)/$(LIB).a $(DESTDIR)$(INCLUDEDIR)/composefs-storage.h \
+	      $(DESTDIR)$(PKGCONFIGDIR)/composefs-storage.pc $(DESTDIR)$(BINDIR)/composefs-storage
+
+header:
+	scripts/gen-header.sh
+
+check-header:
+	scripts/check-header.sh
+
+symbols:
+	$(CARGO) build --release --lib
+	scripts/gen-symbols.sh $(RELEASE)/$(LIB).so
+
+check-symbols:
+	$(CARGO) build --release --lib
+	scripts/check-symbols.sh $(RELEASE)/$(LIB).so
+
+check:
+	scripts/test-all.sh
+
+clean:
+	rm -rf $(BUILD)
+	$(CARGO) clean

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Runs every test of the project and prints a summary; exits non-zero if any step failed.
+#   Rust (cargo test), header and symbol checks, a staged `make install` with pkg-config checks,
+#   the C tests (dynamic, static, valgrind) and the Go tests (dynamic, static, race).
+# Usage: scripts/test-all.sh     (the same as `make check`; .ci/run installs what it needs)
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+stage="$ROOT/build/stage"
+prefix=/usr/local
+logs="$ROOT/build/logs"
+mkdir -p "$logs"
+export CFS_STAGE="$stage" CFS_STAGE_PREFIX="$prefix"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+names=() results=() times=()
+failed_any=0
+
+# step NAME COMMAND...: runs a step, its output shown and kept in build/logs/NAME.log.
+step() {
+    local name="$1" start rc
+    shift
+    echo
+    echo "===== $name: $*"
+    start=$(date +%s)
+    "$@" 2>&1 | tee "$logs/$name.log"
+    rc=${PIPESTATUS[0]}
+    names+=("$name")
+    times+=($(($(date +%s) - start)))
+    if [ "$rc" = 0 ]; then
+        results+=(PASS)
+    else
+        results+=("FAIL (exit $rc)")
+        failed_any=1
+    fi
+    return "$rc"
+}
+
+# skip NAME REASON: records a step that could not run.
+skip() {
+    echo
+    echo "===== $1: skipped: $2"
+    names+=("$1")
+    results+=("FAIL (not run: $2)")
+    times+=(0)
+    failed_any=1
+}
+
+stage_install() {
+    rm -rf "$stage"
+    make --no-print-directory build && make --no-print-directory install DESTDIR="$stage" PREFIX="$prefix"
+}
+
+# pkg-config against the staged install gives the staged paths and the static link's libraries.
+check_pkg_config() {
+    local pc="$stage$prefix/lib/pkgconfig" flags static private
+    flags="$(PKG_CONFIG_PATH="$pc" PKG_CONFIG_SYSROOT_DIR="$stage" pkg-config --cflags --libs composefs-storage)" || return 1
+    static="$(PKG_CONFIG_PATH="$pc" PKG_CONFIG_SYSROOT_DIR="$stage" pkg-config --static --libs composefs-storage)" || return 1
+    private="$(cat build/native-static-libs.txt)"
+    echo "pkg-config --cflags --libs:        $flags"
+    echo "pkg-config --static --libs:        $static"
+    echo "rustc native-static-libs:          $private"
+    [[ "$flags" == *"-I$stage$prefix/include"* && "$flags" == *"-L$stage$prefix/lib"* &&
+        "$flags" == *"-lcomposefs_storage"* ]] || { echo "error: --cflags --libs lacks the staged paths"; return 1; }
+    [[ "$static" == *"$private"* ]] || { echo "error: --static --libs lacks Libs.private"; return 1; }
+    local so
+    for so in libcomposefs_storage.so libcomposefs_storage.so.0 "libcomposefs_storage.so.$(crate_version)" \
+        libcomposefs_storage.a; do
+        [ -e "$stage$prefix/lib/$so" ] || { echo "error: $so not installed"; return 1; }
+    done
+    [ -x "$stage$prefix/bin/composefs-storage" ] || { echo "error: the CLI is not installed"; return 1; }
+    echo "pkg-config: 1 passed, 0 failed"
+}
+
+step rust-tests cargo test --no-fail-fast
+step header-check scripts/check-header.sh
+if step stage-install stage_install; then
+    step symbol-check scripts/check-symbols.sh "${CARGO_TARGET_DIR:-target}/release/libcomposefs_storage.so"
+    step pkg-config check_pkg_config
+    step c-dynamic scripts/test-c.sh dynamic
+    step c-static scripts/test-c.sh static
+    step c-valgrind scripts/test-c.sh valgrind
+    step go-dynamic scripts/test-go.sh dynamic
+    step go-static scripts/test-go.sh static
+    step go-race scripts/test-go.sh race
+else
+    for s in symbol-check pkg-config c-dynamic c-static c-valgrind go-dynamic go-static go-race; do
+        skip "$s" "stage-install failed"
+    done
+fi
+
+echo
+echo "===== summary (logs in build/logs/)"
+passed=0 failed=0
+for i in "${!names[@]}"; do
+    printf '  %-14s %-28s %4ss\n' "${names[$i]}" "${results[$i]}" "${times[$i]}"
+    if [ "${results[$i]}" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
+echo "test-all: $passed passed, $failed failed"
+exit "$failed_any"

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Builds the C tests in tests/c against a staged `make install` with pkg-config, linked dynamically
+# and statically, and runs them (MODE dynamic, static, valgrind, or all).
+# Usage: scripts/test-c.sh [MODE]   Env: CFS_STAGE (default build/stage), CFS_STAGE_PREFIX (/usr/local)
+#
+# A test file may start with "// requires: cfs_name" lines: it is skipped, with the reason printed,
+# until the header declares those functions.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+mode="${1:-all}"
+stage="${CFS_STAGE:-$ROOT/build/stage}"
+prefix="${CFS_STAGE_PREFIX:-/usr/local}"
+libdir="$stage$prefix/lib"
+out="$ROOT/build/c"
+header="$stage$prefix/include/composefs-storage.h"
+[ -f "$header" ] || { echo "error: no staged install at $stage (run: make install DESTDIR=$stage)" >&2; exit 1; }
+
+export PKG_CONFIG_PATH="$libdir/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$stage"
+cflags="$(pkg-config --cflags composefs-storage)"
+libs="$(pkg-config --libs composefs-storage)"
+static_libs="$(pkg-config --static --libs composefs-storage)"
+# Static link of this library: name the archive, as the .so sits next to it.
+static_libs="${static_libs/-lcomposefs_storage/-l:libcomposefs_storage.a}"
+CC="${CC:-cc}"
+CXX="${CXX:-c++}"
+warn=(-Wall -Wextra -Werror -g)
+
+mkdir -p "$out/tmp"
+rm -f "$out"/*-dynamic "$out"/*-static
+python3 "$ROOT/scripts/gen-null-tests.py" "$header" "$ROOT/tests/c/null-exempt.txt" "$out/test_null_args.c"
+
+passed=0 failed=0 skipped=0
+pass() { passed=$((passed + 1)); echo "PASS $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL $*"; }
+skip() { skipped=$((skipped + 1)); echo "SKIP $*"; }
+
+build() { # build LABEL COMMAND...: compiler output goes to a log, shown on failure
+    local label="$1"
+    shift
+    if ! "$@" >"$out/$label.build.log" 2>&1; then
+        fail "$label: build failed: $*"
+        sed 's/^/    /' "$out/$label.build.log"
+        return 1
+    fi
+}
+
+needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
+
+# Build every test, both ways; check each binary links the library the way it claims.
+programs=()
+for src in "$ROOT"/tests/c/test_*.c "$out/test_null_args.c"; do
+    name="$(basename "$src" .c)"
+    missing=""
+    for fn in $(sed -n 's|^// requires: *||p' "$src"); do
+        grep -q "\b$fn(" "$header" || missing="$missing $fn"
+    done
+    if [ -n "$missing" ]; then
+        skip "$name: the header does not declare$missing yet"
+        continue
+    fi
+    # shellcheck disable=SC2086
+    if ! build "$name-dynamic" "$CC" -std=c99 -pedantic "${warn[@]}" -I"$ROOT/tests/c" $cflags "$src" \
+        -o "$out/$name-dynamic" $libs; then
+        continue
+    fi
+    # shellcheck disable=SC2086
+    if ! build "$name-static" "$CC" -std=c99 -pedantic "${warn[@]}" -I"$ROOT/tests/c" $cflags "$src" \
+        -o "$out/$name-static" $static_libs; then
+        continue
+    fi
+    if ! needed "$out/$name-dynamic" | grep -qx "libcomposefs_storage.so.0"; then
+        fail "$name-dynamic does not link libcomposefs_storage.so.0"
+    elif needed "$out/$name-static" | grep -q "libcomposefs_storage"; then
+        fail "$name-static links libcomposefs_storage dynamically"
+    fi
+    programs+=("$name")
+done
+# shellcheck disable=SC2086
+if build cxx_compat-dynamic "$CXX" -std=c++11 "${warn[@]}" $cflags "$ROOT/tests/c/cxx_compat.cpp" \
+    -o "$out/cxx_compat-dynamic" $libs; then
+    programs+=(cxx_compat)
+fi
+
+# The tests' environment: the staged library, test data, and no containers-storage overrides.
+run_env=(env -u CONTAINERS_STORAGE_CONF -u CONTAINERS_STORAGE_CONF_OVERRIDE
+    CFS_TEST_DATA="$ROOT/tests/data" TMPDIR="$out/tmp")
+valgrind=(valgrind -q --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all --error-exitcode=99)
+
+run() { # run LABEL BINARY [PREFIX...]
+    local label="$1" bin="$2" log
+    shift 2
+    log="$out/$label.log"
+    if (cd "$out" && "${run_env[@]}" LD_LIBRARY_PATH="$libdir" "$@" "$bin") >"$log" 2>&1; then
+        pass "$label ($(tail -n 1 "$log"))"
+    else
+        fail "$label (exit $?):"
+        sed 's/^/    /' "$log"
+    fi
+}
+
+for name in "${programs[@]}"; do
+    for link in dynamic static; do
+        [ -x "$out/$name-$link" ] || continue
+        case "$mode" in
+            all | "$link") run "$name-$link" "$out/$name-$link" ;;
+        esac
+        case "$mode" in
+            all | valgrind) run "$name-$link-valgrind" "$out/$name-$link" "${valgrind[@]}" ;;
+        esac
+    done
+done
+
+echo "C tests, $mode:"
+echo "c-tests: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ] && [ "$passed" -gt 0 ]

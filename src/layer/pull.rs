@@ -1,0 +1,520 @@
+//! Partial pull of a zstd:chunked layer (SPEC §7.2, §8): read and verify the TOC, reuse every
+//! object that this layer or a source layer already has (by content digest alone: object
+//! attributes do not matter under metacopy, unlike containers/storage's `use_hard_links`
+//! fingerprint), fetch only the byte ranges of the rest, verify each file's sha256 before it
+//! becomes an object, then write the blob and check the DiffID by re-assembling the tar from the
+//! tar-split, as containers/storage does.
+//!
+//! The layer produced is the same as converting the full stream (same objects, same blob).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use super::convert::{write_blob, Progress, ProgressFn};
+use super::objects::{ObjectStats, ObjectStore, EMPTY_SHA256};
+use super::staging::Staging;
+use super::tree_builder::{object_path, Added, TreeBuilder};
+use super::verity::{Verity, VerityPolicy};
+use crate::chunked::ranges::{plan, ByteRange, MAX_RANGES};
+use crate::chunked::tarsplit::reassemble;
+use crate::chunked::toc::{
+    parse_rfc3339, TocEntry, TYPE_BLOCK, TYPE_CHAR, TYPE_CHUNK, TYPE_DIR, TYPE_FIFO, TYPE_HARDLINK, TYPE_REG,
+    TYPE_SYMLINK,
+};
+use crate::chunked::{read_manifest, BlobSource, ReadOptions};
+use crate::image::Mtime;
+use crate::source::tar::{EntryType, Header};
+use crate::{Error, ErrorKind, Result};
+
+/// Where the bytes of a blob come from: a registry (ranged requests) or a local file.
+pub trait BlobFetcher {
+    /// Size of the whole blob in bytes.
+    fn blob_size(&self) -> u64;
+
+    /// The bytes of `ranges` (sorted, disjoint), concatenated in order. A source that refuses
+    /// this many ranges at once (an HTTP 400) fails with [`ErrorKind::LimitExceeded`]: the puller
+    /// asks again with half as many.
+    fn fetch<'a>(&'a mut self, ranges: &[ByteRange]) -> Result<Box<dyn Read + 'a>>;
+}
+
+/// A blob that is fully on disk: the trivial fetcher.
+pub struct FileFetcher {
+    file: File,
+    size: u64,
+}
+
+impl FileFetcher {
+    pub fn new(file: File) -> Result<FileFetcher> {
+        let size = file.metadata().map_err(|e| Error::io("stat blob", e))?.len();
+        Ok(FileFetcher { file, size })
+    }
+}
+
+/// Reads a list of ranges of a file one after the other with `pread`.
+struct RangesReader<'a> {
+    file: &'a File,
+    ranges: Vec<ByteRange>,
+    next: usize,
+    pos: u64,
+}
+
+impl Read for RangesReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(r) = self.ranges.get(self.next) {
+            if self.pos < r.length {
+                let want = buf.len().min((r.length - self.pos) as usize);
+                let n = self.file.read_at(&mut buf[..want], r.offset + self.pos)?;
+                if n == 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob shorter than its ranges"));
+                }
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            self.next += 1;
+            self.pos = 0;
+        }
+        Ok(0)
+    }
+}
+
+impl BlobFetcher for FileFetcher {
+    fn blob_size(&self) -> u64 {
+        self.size
+    }
+    fn fetch<'a>(&'a mut self, ranges: &[ByteRange]) -> Result<Box<dyn Read + 'a>> {
+        Ok(Box::new(RangesReader { file: &self.file, ranges: ranges.to_vec(), next: 0, pos: 0 }))
+    }
+}
+
+/// Adapts a fetcher to the random access the manifest reader wants (two small reads).
+struct FetcherSource<'a> {
+    fetcher: std::cell::RefCell<&'a mut dyn BlobFetcher>,
+    fetched: std::cell::Cell<u64>,
+}
+
+impl BlobSource for FetcherSource<'_> {
+    fn size(&self) -> Result<u64> {
+        Ok(self.fetcher.borrow().blob_size())
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut f = self.fetcher.borrow_mut();
+        let mut r = f.fetch(&[ByteRange { offset, length: buf.len() as u64 }])?;
+        r.read_exact(buf).map_err(|e| Error::io(format!("fetch {} bytes at {offset}", buf.len()), e))?;
+        self.fetched.set(self.fetched.get() + buf.len() as u64);
+        Ok(())
+    }
+}
+
+/// How to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// The layer's OCI annotations (the TOC digest there is the trust anchor). Without them the
+    /// TOC is located through the blob's footer and is not authenticated.
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Layer dirs whose objects may be reused.
+    pub source_layers: Vec<PathBuf>,
+    /// Reuse by hardlink (else reflink, else copy).
+    pub hardlinks: bool,
+    pub verity: VerityPolicy,
+    /// Turn OCI whiteouts into overlay whiteouts (as conversion does).
+    pub oci_whiteouts: bool,
+    /// `insecure_allow_unpredictable_image_contents`: accept layers without a tar-split and skip
+    /// the DiffID.
+    pub insecure_skip_diff_id: bool,
+    /// The DiffID the image config promises; a mismatch is an error.
+    pub expected_diff_id: Option<[u8; 32]>,
+    /// Most ranges per request (halved when the source refuses).
+    pub max_ranges: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            annotations: None,
+            source_layers: Vec::new(),
+            hardlinks: false,
+            verity: VerityPolicy::IfAvailable,
+            oci_whiteouts: true,
+            insecure_skip_diff_id: false,
+            expected_diff_id: None,
+            max_ranges: MAX_RANGES,
+        }
+    }
+}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct PullResult {
+    pub layer_dir: PathBuf,
+    /// `sha256:` of the compressed TOC (`TOCDigest`).
+    pub toc_digest: String,
+    /// Whether the TOC digest came from the annotations.
+    pub toc_authenticated: bool,
+    /// The DiffID, unless skipped.
+    pub diff_id: Option<[u8; 32]>,
+    pub blob_size: u64,
+    /// Bytes of the blob read (TOC, tar-split and file data, gaps included).
+    pub blob_bytes_fetched: u64,
+    /// Fetch requests made and ranges asked for in all.
+    pub requests: u64,
+    pub ranges: u64,
+    pub entries: u64,
+    pub objects: ObjectStats,
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+    pub verity_digests: BTreeMap<String, [u8; 32]>,
+    pub blob_verity: Option<[u8; 32]>,
+    /// The decompressed TOC, as stored upstream (`zstd-chunked-manifest`).
+    pub toc_json: Vec<u8>,
+}
+
+impl PullResult {
+    pub fn to_json(&self) -> serde_json::Value {
+        let hex = crate::source::hex;
+        serde_json::json!({
+            "layerDir": self.layer_dir.to_string_lossy(),
+            "tocDigest": self.toc_digest,
+            "tocAuthenticated": self.toc_authenticated,
+            "diffID": self.diff_id.map(|d| format!("sha256:{}", hex(&d))),
+            "blobSize": self.blob_size,
+            "blobBytesFetched": self.blob_bytes_fetched,
+            "requests": self.requests,
+            "ranges": self.ranges,
+            "entries": self.entries,
+            "objects": self.objects.objects,
+            "objectsReused": self.objects.objects_reused,
+            "bytesWritten": self.objects.bytes_written,
+            "bytesReused": self.objects.bytes_reused,
+            "dedupHits": self.objects.dedup_hits,
+            "uids": self.uids,
+            "gids": self.gids,
+            "blobFsVerity": self.blob_verity.map(|d| hex(&d)),
+        })
+    }
+}
+
+/// A file whose content must be fetched.
+struct Missing {
+    digest: [u8; 32],
+    size: u64,
+    range: ByteRange,
+    name: String,
+}
+
+fn entry_type(e: &TocEntry) -> Result<EntryType> {
+    Ok(match e.entry_type.as_str() {
+        TYPE_REG => EntryType::Regular,
+        TYPE_HARDLINK => EntryType::Hardlink,
+        TYPE_SYMLINK => EntryType::Symlink,
+        TYPE_CHAR => EntryType::Char,
+        TYPE_BLOCK => EntryType::Block,
+        TYPE_DIR => EntryType::Directory,
+        TYPE_FIFO => EntryType::Fifo,
+        t => return Err(Error::format(format!("TOC entry {:?}: unknown type {t:?}", e.name))),
+    })
+}
+
+fn int<T: TryFrom<i64>>(v: i64, what: &str, e: &TocEntry) -> Result<T> {
+    T::try_from(v).map_err(|_| Error::format(format!("TOC entry {:?}: {what} {v} out of range", e.name)))
+}
+
+/// The tar header a TOC entry stands for (the TOC was checked against the tar-split's headers).
+fn header_of(e: &TocEntry, index: u64) -> Result<Header> {
+    let time = |t: &Option<String>| -> Result<Option<Mtime>> { t.as_deref().map(parse_rfc3339).transpose() };
+    let mut xattrs = BTreeMap::new();
+    for (k, v) in &e.xattrs {
+        let value = base64::engine::general_purpose::STANDARD
+            .decode(v)
+            .map_err(|err| Error::format(format!("TOC entry {:?}: xattr {k:?} is not base64: {err}", e.name)))?;
+        xattrs.insert(k.as_bytes().to_vec(), value);
+    }
+    Ok(Header {
+        name: e.name.as_bytes().to_vec(),
+        link_name: e.link_name.as_bytes().to_vec(),
+        entry_type: entry_type(e)?,
+        mode: e.mode,
+        uid: int(e.uid, "uid", e)?,
+        gid: int(e.gid, "gid", e)?,
+        size: int(e.size, "size", e)?,
+        mtime: time(&e.modtime)?.unwrap_or_default(),
+        atime: time(&e.accesstime)?,
+        ctime: time(&e.changetime)?,
+        dev_major: int(e.dev_major, "devMajor", e)?,
+        dev_minor: int(e.dev_minor, "devMinor", e)?,
+        xattrs,
+        data_offset: 0,
+        index,
+    })
+}
+
+fn digest_bytes(digest: &str, name: &str) -> Result<[u8; 32]> {
+    let hex = crate::chunked::toc::sha256_hex(digest).map_err(|e| e.context(format!("TOC entry {name:?}")))?;
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| Error::format("invalid digest"))?;
+    }
+    Ok(out)
+}
+
+/// Pulls the zstd:chunked layer that `fetcher` serves into `layer_dir` (which must not exist).
+/// Nothing is left behind on error or cancellation.
+pub fn pull(
+    fetcher: &mut dyn BlobFetcher,
+    layer_dir: &Path,
+    options: &PullOptions,
+    mut progress: Option<ProgressFn<'_>>,
+) -> Result<PullResult> {
+    let blob_size = fetcher.blob_size();
+    let staging = Staging::create(layer_dir)?;
+    let diff_path = staging.path.join("diff");
+    let data_path = staging.path.join("composefs-data");
+    for (p, mode) in [(&diff_path, 0o755), (&data_path, 0o700)] {
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), mode)
+            .create(p)
+            .map_err(|e| Error::io(format_args!("mkdir {}", p.display()), e))?;
+    }
+
+    // 1. The TOC and tar-split, authenticated and cross-checked.
+    let source = FetcherSource { fetcher: std::cell::RefCell::new(&mut *fetcher), fetched: Default::default() };
+    let manifest =
+        read_manifest(&source, options.annotations.as_ref(), &ReadOptions { tmp_dir: Some(staging.path.clone()) })?;
+    let mut fetched = source.fetched.get();
+    drop(source);
+    let mut requests = 2u64;
+    if manifest.tar_split.is_none() && !options.insecure_skip_diff_id {
+        return Err(Error::unsupported(
+            "the layer has no tar-split, so its DiffID cannot be verified; a partial pull needs \
+             insecure_allow_unpredictable_image_contents (or convert the full stream instead)",
+        ));
+    }
+    // File data lies before the TOC frame.
+    let data_end = manifest.location.toc.offset.saturating_sub(8);
+
+    // 2. The tree, and which contents are needed.
+    let mut store =
+        ObjectStore::new(&diff_path, &options.source_layers, options.hardlinks, Verity::new(options.verity))?;
+    let mut builder = TreeBuilder::new(options.oci_whiteouts);
+    let mut files: Vec<(crate::image::InodeId, [u8; 32])> = Vec::new();
+    let mut content_of_name: HashMap<String, [u8; 32]> = HashMap::new();
+    let mut wanted: HashMap<[u8; 32], (u64, ByteRange, String)> = HashMap::new();
+    let (mut uids, mut gids) = (BTreeSet::new(), BTreeSet::new());
+    let mut entries = 0u64;
+    for e in manifest.toc.entries.iter().filter(|e| e.entry_type != TYPE_CHUNK) {
+        let h = header_of(e, entries)?;
+        entries += 1;
+        uids.insert(h.uid);
+        gids.insert(h.gid);
+        if let Added::File(id) = builder.add(&h)? {
+            let digest = digest_bytes(&e.digest, &e.name)?;
+            files.push((id, digest));
+            content_of_name.insert(e.name.clone(), digest);
+            if h.size == 0 {
+                store.put_bytes(&EMPTY_SHA256, &[])?;
+            }
+            if h.size > 0 && !wanted.contains_key(&digest) {
+                let (start, end) = (e.offset, e.end_offset);
+                if start <= 0 || end <= start || end as u64 > data_end {
+                    return Err(Error::format(format!(
+                        "TOC entry {:?}: data range {start}..{end} is not inside the blob's data (0..{data_end})",
+                        e.name
+                    )));
+                }
+                let range = ByteRange { offset: start as u64, length: (end - start) as u64 };
+                wanted.insert(digest, (h.size, range, e.name.clone()));
+            }
+        }
+    }
+
+    // 3. Reuse what exists; collect what must be fetched, in blob order.
+    let mut missing: Vec<Missing> = Vec::new();
+    for (digest, (size, range, name)) in wanted {
+        if store.reuse(&digest, size)?.is_none() {
+            missing.push(Missing { digest, size, range, name });
+        }
+    }
+    missing.sort_by_key(|m| m.range.offset);
+    for w in missing.windows(2) {
+        if w[1].range.offset < w[0].range.end() {
+            return Err(Error::format(format!(
+                "TOC entries {:?} and {:?} have overlapping data ranges",
+                w[0].name, w[1].name
+            )));
+        }
+    }
+
+    // 4. Fetch, decompress, verify, store.
+    let total_missing: u64 = missing.iter().map(|m| m.range.length).sum();
+    let mut max_ranges = options.max_ranges.max(1);
+    let parts: Vec<ByteRange> = missing.iter().map(|m| m.range).collect();
+    let mut done_bytes = 0u64;
+    let mut ranges_asked = 0u64;
+    let mut pending = plan(&parts, max_ranges);
+    while !pending.is_empty() {
+        let ranges: Vec<ByteRange> = pending.iter().map(|f| f.range).collect();
+        requests += 1;
+        let mut reader = match fetcher.fetch(&ranges) {
+            Err(e) if e.kind() == ErrorKind::LimitExceeded && max_ranges > 1 => {
+                max_ranges /= 2;
+                pending = plan(&parts, max_ranges);
+                continue;
+            }
+            r => r?,
+        };
+        ranges_asked += ranges.len() as u64;
+        for f in &pending {
+            let mut pos = f.range.offset;
+            for &i in &f.parts {
+                let m = &missing[i];
+                skip(&mut reader, m.range.offset - pos)?;
+                store_fetched(&mut store, &mut reader, m)?;
+                pos = m.range.end();
+                done_bytes += m.range.length;
+                if let Some(cb) = progress.as_mut() {
+                    if !cb(Progress { bytes: done_bytes, entries }) {
+                        return Err(Error::new(ErrorKind::Cancelled, "pull cancelled"));
+                    }
+                }
+            }
+            skip(&mut reader, f.range.end() - pos)?;
+            fetched += f.range.length;
+        }
+        pending.clear();
+    }
+    debug_assert!(done_bytes == total_missing);
+
+    // 5. Objects into the tree, then the blob.
+    for (id, digest) in files {
+        let v = store.get(&digest).ok_or_else(|| Error::new(ErrorKind::Internal, "object missing after pull"))?;
+        builder.set_file_content(id, object_path(&digest), v);
+    }
+    let tree = builder.finish();
+    let blob_verity = write_blob(&tree, &data_path, options.verity)?;
+
+    // 6. The DiffID, from the tar-split and the objects now on disk.
+    let diff_id = match (&manifest.tar_split, options.insecure_skip_diff_id) {
+        (Some(split), false) => {
+            let id = diff_id_of(split, &diff_path, &content_of_name)?;
+            if let Some(expected) = options.expected_diff_id {
+                if expected != id {
+                    return Err(Error::new(
+                        ErrorKind::Verification,
+                        format!(
+                            "DiffID mismatch: the layer re-assembles to sha256:{}, expected sha256:{}",
+                            crate::source::hex(&id),
+                            crate::source::hex(&expected)
+                        ),
+                    ));
+                }
+            }
+            Some(id)
+        }
+        _ => None,
+    };
+
+    let verity_digests = store.verity_digests();
+    let objects = store.stats;
+    drop(store);
+    staging.commit(layer_dir)?;
+    Ok(PullResult {
+        layer_dir: layer_dir.to_path_buf(),
+        toc_digest: manifest.location.toc_digest.clone(),
+        toc_authenticated: manifest.location.authenticated,
+        diff_id,
+        blob_size,
+        blob_bytes_fetched: fetched,
+        requests,
+        ranges: ranges_asked,
+        entries,
+        objects,
+        uids: uids.into_iter().collect(),
+        gids: gids.into_iter().collect(),
+        verity_digests,
+        blob_verity,
+        toc_json: manifest.toc_json,
+    })
+}
+
+fn skip(reader: &mut dyn Read, n: u64) -> Result<()> {
+    let got =
+        std::io::copy(&mut reader.take(n), &mut std::io::sink()).map_err(|e| Error::io("read fetched data", e))?;
+    if got != n {
+        return Err(Error::format(format!("fetched data ended {} bytes early", n - got)));
+    }
+    Ok(())
+}
+
+/// Decompresses one file's frames from `reader`, checks size and sha256 against the TOC, and
+/// stores the object. Nothing unverified ever gets an object name.
+fn store_fetched(store: &mut ObjectStore, reader: &mut dyn Read, m: &Missing) -> Result<()> {
+    let ctx = || format!("file {:?}", m.name);
+    let mut compressed = reader.take(m.range.length);
+    let mut decoder = zstd::stream::read::Decoder::new(&mut compressed)
+        .map_err(|e| Error::io(format!("{}: start decompression", ctx()), e))?;
+    let mut tmp = store.begin_temp()?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    let r: Result<()> = (|| {
+        loop {
+            let n = decoder.read(&mut buf).map_err(|e| Error::format(format!("{}: bad zstd data: {e}", ctx())))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > m.size {
+                return Err(Error::format(format!("{}: decompresses to more than its {} bytes", ctx(), m.size)));
+            }
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n])?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = r {
+        store.abort_temp(tmp);
+        return Err(e);
+    }
+    drop(decoder);
+    // Whatever the decoder did not consume of this file's range (padding) is skipped.
+    std::io::copy(&mut compressed, &mut std::io::sink()).map_err(|e| Error::io("read fetched data", e))?;
+    let digest: [u8; 32] = hasher.finalize().into();
+    if total != m.size || digest != m.digest {
+        store.abort_temp(tmp);
+        return Err(Error::new(
+            ErrorKind::Verification,
+            format!(
+                "{}: checksum mismatch: the TOC says sha256:{} ({} bytes), the data is sha256:{} ({total} bytes)",
+                ctx(),
+                crate::source::hex(&m.digest),
+                m.size,
+                crate::source::hex(&digest)
+            ),
+        ));
+    }
+    store.commit_temp(tmp, &digest, m.size)?;
+    Ok(())
+}
+
+/// sha256 of the tar the tar-split describes, with each member's content read from its object.
+fn diff_id_of(split: &File, diff: &Path, content_of_name: &HashMap<String, [u8; 32]>) -> Result<[u8; 32]> {
+    let mut split = split.try_clone().map_err(|e| Error::io("reopen tar-split", e))?;
+    std::io::Seek::seek(&mut split, std::io::SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
+    let (id, _) = reassemble(
+        BufReader::new(split),
+        |name, _size| {
+            let name = std::str::from_utf8(name).map_err(|_| Error::format("tar-split name is not UTF-8"))?;
+            let digest = content_of_name.get(name).ok_or_else(|| {
+                Error::format(format!("tar-split has content for {name:?}, which is no regular file in the TOC"))
+            })?;
+            let p = diff.join(object_path(digest));
+            File::open(&p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))
+        },
+        &mut std::io::sink(),
+    )?;
+    Ok(id)
+}

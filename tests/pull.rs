@@ -1,0 +1,265 @@
+//! Partial pulls of the corpus zstd:chunked blobs: the layer equals the one converted from the
+//! full stream; reuse fetches nothing but the TOC; lies and tampering are refused cleanly.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use composefs_storage::chunked::ranges::ByteRange;
+use composefs_storage::layer::pull::{pull, BlobFetcher, FileFetcher, PullOptions};
+use composefs_storage::layer::{convert, ConvertOptions, VerityPolicy};
+use composefs_storage::{ErrorKind, Result};
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/cstorage")
+}
+
+fn annotations(case: &str) -> BTreeMap<String, String> {
+    let p = corpus().join(case).join(format!("{case}.annotations.json"));
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn blob(case: &str) -> PathBuf {
+    corpus().join(case).join(format!("{case}.zstd-chunked"))
+}
+
+fn options(case: &str) -> PullOptions {
+    PullOptions { annotations: Some(annotations(case)), verity: VerityPolicy::Off, ..Default::default() }
+}
+
+/// Every file under `dir`, relative, with its size (objects) — and the blob bytes.
+fn listing(layer: &Path) -> (Vec<(String, u64)>, Vec<u8>) {
+    let mut out = Vec::new();
+    let diff = layer.join("diff");
+    for prefix in std::fs::read_dir(&diff).unwrap() {
+        let prefix = prefix.unwrap();
+        for obj in std::fs::read_dir(prefix.path()).unwrap() {
+            let obj = obj.unwrap();
+            out.push((
+                format!("{}/{}", prefix.file_name().to_string_lossy(), obj.file_name().to_string_lossy()),
+                obj.metadata().unwrap().len(),
+            ));
+        }
+    }
+    out.sort();
+    (out, std::fs::read(layer.join("composefs-data/composefs.blob")).unwrap())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Nothing but `keep` in `dir`: no staging directory or half-written layer.
+fn assert_clean(dir: &Path, keep: &[&str]) {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect();
+    assert!(names.is_empty(), "left behind: {names:?}");
+}
+
+const CASES: &[&str] = &["empty", "noparents-ustar", "handmade-archive", "handmade-pax", "etc-doc-gnu"];
+
+#[test]
+fn pull_equals_full_conversion_and_verifies_diff_id() {
+    for case in CASES {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut fetcher = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+        let pulled = pull(&mut fetcher, &tmp.path().join("pulled"), &options(case), None)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(corpus().join(case).join(format!("{case}.compress.json"))).unwrap())
+                .unwrap();
+        assert_eq!(format!("sha256:{}", hex(&pulled.diff_id.unwrap())), summary["diffID"].as_str().unwrap());
+        assert_eq!(pulled.toc_digest, summary["tocDigest"].as_str().unwrap());
+        assert!(pulled.toc_authenticated);
+
+        // The same layer converted from the full stream (the blob is also a plain zstd stream).
+        let conv_opts = ConvertOptions { verity: VerityPolicy::Off, ..Default::default() };
+        convert(Box::new(File::open(blob(case)).unwrap()), &tmp.path().join("converted"), &conv_opts, None).unwrap();
+        assert!(
+            listing(&tmp.path().join("pulled")) == listing(&tmp.path().join("converted")),
+            "{case}: pulled and converted layers differ"
+        );
+        // Every expected object is there (objects.txt lists `ab/<62 hex> size`).
+        let expected = std::fs::read_to_string(corpus().join(case).join(format!("{case}.objects.txt"))).unwrap();
+        let expected: Vec<(String, u64)> = expected
+            .lines()
+            .map(|l| {
+                let (p, s) = l.split_once(' ').unwrap();
+                (p.to_string(), s.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(listing(&tmp.path().join("pulled")).0, expected, "{case}");
+        assert_clean(tmp.path(), &["pulled", "converted"]);
+    }
+}
+
+#[test]
+fn pull_with_the_same_content_present_fetches_no_file_data() {
+    let case = "handmade-archive";
+    let tmp = tempfile::tempdir().unwrap();
+    let conv_opts = ConvertOptions { verity: VerityPolicy::Off, ..Default::default() };
+    let source = tmp.path().join("l1");
+    convert(Box::new(File::open(blob(case)).unwrap()), &source, &conv_opts, None).unwrap();
+    for hardlinks in [false, true] {
+        let dest = tmp.path().join(format!("l2-{hardlinks}"));
+        let mut fetcher = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+        let opts = PullOptions { source_layers: vec![source.clone()], hardlinks, ..options(case) };
+        let r = pull(&mut fetcher, &dest, &opts, None).unwrap();
+        let ann = annotations(case);
+        let pos = |k: &str| -> u64 {
+            ann[&format!("io.github.containers.zstd-chunked.{k}")].split(':').nth(1).unwrap().parse().unwrap()
+        };
+        // Only the TOC and tar-split frames, and the 8-byte skippable-frame header of each.
+        assert_eq!(r.blob_bytes_fetched, pos("manifest-position") + pos("tarsplit-position") + 16);
+        assert_eq!(r.objects.bytes_written, 0);
+        assert!(r.objects.objects_reused > 0);
+        assert_eq!(listing(&dest), listing(&source));
+        if hardlinks {
+            use std::os::unix::fs::MetadataExt;
+            let (objs, _) = listing(&dest);
+            let (name, _) = objs.iter().find(|(_, s)| *s > 0).unwrap();
+            let a = std::fs::metadata(dest.join("diff").join(name)).unwrap();
+            let b = std::fs::metadata(source.join("diff").join(name)).unwrap();
+            assert_eq!(a.ino(), b.ino(), "hardlinked");
+        }
+    }
+}
+
+/// Serves a blob with one byte of one range flipped, or refuses more than `max` ranges.
+struct Hostile {
+    inner: FileFetcher,
+    flip_at: Option<u64>,
+    max: usize,
+    refused: usize,
+    largest: usize,
+}
+
+impl BlobFetcher for Hostile {
+    fn blob_size(&self) -> u64 {
+        self.inner.blob_size()
+    }
+    fn fetch<'a>(&'a mut self, ranges: &[ByteRange]) -> Result<Box<dyn Read + 'a>> {
+        if ranges.len() > self.max {
+            self.refused += 1;
+            return Err(composefs_storage::Error::limit("too many ranges"));
+        }
+        self.largest = self.largest.max(ranges.len());
+        let mut data = Vec::new();
+        self.inner.fetch(ranges)?.read_to_end(&mut data).unwrap();
+        if let Some(at) = self.flip_at {
+            let mut pos = 0u64;
+            for r in ranges {
+                if at >= r.offset && at < r.end() {
+                    data[(pos + at - r.offset) as usize] ^= 0x01;
+                }
+                pos += r.length;
+            }
+        }
+        Ok(Box::new(std::io::Cursor::new(data)))
+    }
+}
+
+fn toc_entry_offset(case: &str, name: &str) -> u64 {
+    let toc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(corpus().join(case).join(format!("{case}.toc.raw.json"))).unwrap())
+            .unwrap();
+    toc["entries"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()["offset"].as_u64().unwrap()
+}
+
+#[test]
+fn tampered_file_data_is_refused_and_nothing_is_left() {
+    let case = "noparents-ustar";
+    let tmp = tempfile::tempdir().unwrap();
+    let at = toc_entry_offset(case, "usr/lib/x/y/f1") + 4;
+    let mut f = Hostile {
+        inner: FileFetcher::new(File::open(blob(case)).unwrap()).unwrap(),
+        flip_at: Some(at),
+        max: 1024,
+        refused: 0,
+        largest: 0,
+    };
+    let e = pull(&mut f, &tmp.path().join("l"), &options(case), None).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Verification | ErrorKind::Format), "{e}");
+    assert!(e.to_string().contains("usr/lib/x/y/f1"), "{e}");
+    assert_clean(tmp.path(), &[]);
+}
+
+#[test]
+fn refused_range_counts_are_halved() {
+    let case = "etc-doc-gnu";
+    let tmp = tempfile::tempdir().unwrap();
+    let mut f = Hostile {
+        inner: FileFetcher::new(File::open(blob(case)).unwrap()).unwrap(),
+        flip_at: None,
+        max: 7,
+        refused: 0,
+        largest: 0,
+    };
+    let opts = PullOptions { max_ranges: 64, ..options(case) };
+    let r = pull(&mut f, &tmp.path().join("l"), &opts, None).unwrap();
+    assert!(f.refused >= 1, "the first request had more than 7 ranges");
+    assert!(f.largest <= 7);
+    assert!(r.diff_id.is_some());
+}
+
+#[test]
+fn wrong_expected_diff_id_lying_toc_and_cancel_leave_nothing() {
+    let case = "handmade-archive";
+    let tmp = tempfile::tempdir().unwrap();
+    let mut f = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+    let opts = PullOptions { expected_diff_id: Some([7; 32]), ..options(case) };
+    let e = pull(&mut f, &tmp.path().join("l"), &opts, None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Verification);
+    assert!(e.to_string().contains("DiffID mismatch"), "{e}");
+    assert_clean(tmp.path(), &[]);
+
+    let mut cancel = |_: composefs_storage::layer::Progress| false;
+    let mut f = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+    let e = pull(&mut f, &tmp.path().join("l"), &options(case), Some(&mut cancel)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    assert_clean(tmp.path(), &[]);
+
+    // An annotation that points the TOC elsewhere fails authentication.
+    let mut opts = options(case);
+    opts.annotations
+        .as_mut()
+        .unwrap()
+        .insert("io.github.containers.zstd-chunked.manifest-checksum".into(), format!("sha256:{}", "0".repeat(64)));
+    let mut f = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+    assert_eq!(pull(&mut f, &tmp.path().join("l"), &opts, None).unwrap_err().kind(), ErrorKind::Verification);
+    assert_clean(tmp.path(), &[]);
+
+    // An existing layer directory is never replaced.
+    std::fs::create_dir(tmp.path().join("exists")).unwrap();
+    let mut f = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+    assert_eq!(
+        pull(&mut f, &tmp.path().join("exists"), &options(case), None).unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    assert_clean(tmp.path(), &["exists"]);
+}
+
+#[test]
+fn legacy_layers_need_the_insecure_option() {
+    let root = corpus().join("legacy/podman-4.3.1-oci/blobs/sha256");
+    let path = root.join("3f05f612288c61901907804eb8e14fcb1c61419fcba94d0a8e5fb5869fa5cebd");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut f = FileFetcher::new(File::open(&path).unwrap()).unwrap();
+    let opts = PullOptions { verity: VerityPolicy::Off, ..Default::default() };
+    let e = pull(&mut f, &tmp.path().join("l"), &opts, None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert_clean(tmp.path(), &[]);
+    let opts = PullOptions { insecure_skip_diff_id: true, ..opts };
+    let mut f = FileFetcher::new(File::open(&path).unwrap()).unwrap();
+    let r = pull(&mut f, &tmp.path().join("l"), &opts, None).unwrap();
+    assert!(r.diff_id.is_none());
+    assert!(!r.toc_authenticated, "located by the legacy footer");
+    // Same objects as the current-format blob of the same tar.
+    let mut f = FileFetcher::new(File::open(blob("noparents-ustar")).unwrap()).unwrap();
+    pull(&mut f, &tmp.path().join("current"), &options("noparents-ustar"), None).unwrap();
+    assert_eq!(listing(&tmp.path().join("l")).0, listing(&tmp.path().join("current")).0);
+}
