@@ -13,13 +13,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use composefs_storage::chunked::cache::{binary_digest, LayerCache, DIGEST_LEN, TAG_LEN};
+use composefs_storage::chunked::ranges::ByteRange;
 use composefs_storage::chunked::tarsplit::{self, TarSplitReader};
 use composefs_storage::chunked::{self, footer, read_manifest, ReadOptions, Toc};
 use composefs_storage::config::{self, check_host, Host, LoadOptions, KEYS};
 use composefs_storage::image::{self, dump, WriteOptions};
+use composefs_storage::layer::pull::{self, BlobFetcher, PullOptions};
 use composefs_storage::layer::{self, ConvertOptions, VerityPolicy};
 use composefs_storage::source::tar::{TarLimits, TarReader};
 use composefs_storage::source::{self, LayerStream};
+use sha2::{Digest, Sha256};
 
 /// `chunked::footer::parse` on the last bytes of a blob.
 pub fn chunked_footer(data: &[u8]) {
@@ -249,10 +252,22 @@ pub fn layer_convert(data: &[u8]) {
     let dir = root.path().join("layer");
     let opts = ConvertOptions { verity: VerityPolicy::Off, ..ConvertOptions::default() };
     let result = layer::convert(Box::new(Cursor::new(data.to_vec())), &dir, &opts, None);
+    debug("layer_convert", &result);
     let left = entries(root.path());
     match result {
         Ok(_) => assert_eq!(left, ["layer"], "a successful conversion leaves only the layer dir"),
         Err(e) => assert!(left.is_empty(), "a failed conversion ({e}) left {left:?} behind"),
+    }
+}
+
+/// With `$FUZZ_HARNESS_DEBUG` set, prints what an operation returned (for triage and for checking
+/// that seeds take the success path).
+fn debug<T: std::fmt::Debug>(what: &str, result: &composefs_storage::Result<T>) {
+    if std::env::var_os("FUZZ_HARNESS_DEBUG").is_some() {
+        match result {
+            Ok(_) => eprintln!("{what}: ok"),
+            Err(e) => eprintln!("{what}: {e}"),
+        }
     }
 }
 
@@ -262,4 +277,88 @@ fn entries(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// `layer::pull::pull`: a partial pull of a zstd:chunked blob the harness assembles, so that the
+/// fuzzer mutates the plain TOC and tar-split rather than their zstd frames. Input:
+/// `flags TOC-JSON NUL tar-split-NDJSON NUL file-data`. The blob is the file data, then the
+/// compressed TOC and tar-split in skippable frames, then the footer; `@TARSPLIT@` in the TOC
+/// becomes the tar-split's digest. Flag bit 0: pass annotations (authenticated TOC) instead of
+/// finding it by the footer; bit 1: `insecure_skip_diff_id`. Same promise as `layer_convert`.
+pub fn layer_pull(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else { return };
+    let mut parts = rest.splitn(3, |&b| b == 0);
+    let (Some(toc), Some(tar_split), Some(file_data)) = (parts.next(), parts.next(), parts.next()) else { return };
+    let (Ok(ts_z), Ok(toc_text)) = (zstd::encode_all(tar_split, 1), std::str::from_utf8(toc)) else { return };
+    let ts_digest = format!("sha256:{:x}", Sha256::digest(&ts_z));
+    let Ok(toc_z) = zstd::encode_all(toc_text.replace("@TARSPLIT@", &ts_digest).as_bytes(), 1) else { return };
+    let toc_len = toc_text.replace("@TARSPLIT@", &ts_digest).len() as u64;
+
+    let mut blob = file_data.to_vec();
+    let frame = |blob: &mut Vec<u8>, payload: &[u8]| -> u64 {
+        blob.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18]);
+        blob.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        blob.extend_from_slice(payload);
+        (blob.len() - payload.len()) as u64
+    };
+    let toc_off = frame(&mut blob, &toc_z);
+    let ts_off = frame(&mut blob, &ts_z);
+    let mut footer = Vec::new();
+    for v in [toc_off, toc_z.len() as u64, toc_len, 1, ts_off, ts_z.len() as u64, tar_split.len() as u64] {
+        footer.extend_from_slice(&v.to_le_bytes());
+    }
+    footer.extend_from_slice(b"GNUlInUx");
+    frame(&mut blob, &footer);
+
+    let annotations = (flags & 1 != 0).then(|| {
+        BTreeMap::from([
+            (
+                "io.github.containers.zstd-chunked.manifest-checksum".to_string(),
+                format!("sha256:{:x}", Sha256::digest(&toc_z)),
+            ),
+            (
+                "io.github.containers.zstd-chunked.manifest-position".to_string(),
+                format!("{toc_off}:{}:{toc_len}:1", toc_z.len()),
+            ),
+            (
+                "io.github.containers.zstd-chunked.tarsplit-position".to_string(),
+                format!("{ts_off}:{}:{}", ts_z.len(), tar_split.len()),
+            ),
+        ])
+    });
+    let opts = PullOptions {
+        annotations,
+        verity: VerityPolicy::Off,
+        insecure_skip_diff_id: flags & 2 != 0,
+        ..PullOptions::default()
+    };
+    let Ok(root) = tempfile::tempdir() else { return };
+    let result = pull::pull(&mut MemoryFetcher(blob), &root.path().join("layer"), &opts, None);
+    debug("layer_pull", &result);
+    let left = entries(root.path());
+    match result {
+        Ok(_) => assert_eq!(left, ["layer"], "a successful pull leaves only the layer dir"),
+        Err(e) => assert!(left.is_empty(), "a failed pull ({e}) left {left:?} behind"),
+    }
+}
+
+/// A blob in memory, served range by range.
+struct MemoryFetcher(Vec<u8>);
+
+impl BlobFetcher for MemoryFetcher {
+    fn blob_size(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn fetch<'a>(&'a mut self, ranges: &[ByteRange]) -> composefs_storage::Result<Box<dyn Read + 'a>> {
+        let mut out = Vec::new();
+        for r in ranges {
+            let bytes = usize::try_from(r.offset)
+                .ok()
+                .and_then(|o| Some(self.0.get(o..o.checked_add(usize::try_from(r.length).ok()?)?)?))
+                .ok_or_else(|| composefs_storage::Error::format("range past the end of the blob"))?;
+            out.extend_from_slice(bytes);
+        }
+        Ok(Box::new(Cursor::new(out)))
+    }
 }

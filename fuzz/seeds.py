@@ -133,6 +133,19 @@ def main():
             put(out, os.path.basename(p), read(p))
         for p in files(corpus, "cstorage/*/*.tar"):
             put(out, os.path.basename(p), read(p))
+    elif target == "layer_pull":
+        for p in files(corpus, "cstorage/*/*.zstd-chunked"):
+            blob = read(p)
+            base = p[: -len(".zstd-chunked")]
+            if len(blob) > MAX_SEED or blob[-8:] != b"GNUlInUx" or not os.path.exists(base + ".tarsplit.ndjson"):
+                continue
+            toc = json.loads(read(base + ".toc.raw.json"))
+            toc["tarSplitDigest"] = "@TARSPLIT@"
+            toc = json.dumps(toc, separators=(",", ":")).encode()
+            data = blob[: struct.unpack("<Q", blob[-64:-56])[0] - 8]
+            body = toc + b"\0" + read(base + ".tarsplit.ndjson") + b"\0" + data
+            for flags in (0, 1, 3):
+                put(out, "%s.%d" % (os.path.basename(base), flags), bytes([flags]) + body)
     elif target == "chunked_manifest":
         manifest_seeds(corpus, out)
     else:
