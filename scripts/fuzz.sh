@@ -44,7 +44,8 @@ if [[ -z $corpus ]]; then
         fi
     done
 fi
-seed_dir=$fuzz_dir/corpus/$target
+# The working corpus: kept between runs unless the caller names another dir (the smoke run does).
+seed_dir=${FUZZ_WORK_CORPUS:-$fuzz_dir/corpus/$target}
 mkdir -p "$seed_dir" "$fuzz_dir/artifacts/$target"
 if [[ -n $corpus && -d $corpus ]] && command -v python3 >/dev/null 2>&1; then
     python3 "$fuzz_dir/seeds.py" "$target" "$corpus" "$seed_dir"
@@ -56,6 +57,12 @@ if [[ -d $fuzz_dir/seeds/$target ]]; then
 fi
 
 cd "$fuzz_dir"
-exec cargo "${toolchain[@]}" fuzz run -O "$target" "$seed_dir" -- \
-    -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout="${FUZZ_TIMEOUT:-60}" \
-    -max_len=262144 -print_final_stats=1 "$@"
+args=(-max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout="${FUZZ_TIMEOUT:-60}"
+    -max_len=262144 -print_final_stats=1 "$@")
+if [[ -n ${FUZZ_PREBUILT:-} ]]; then
+    # Already built by `cargo fuzz build -O` (the smoke run): skip cargo's own start-up.
+    host=$(rustc "${toolchain[@]}" -vV | sed -n 's/^host: //p')
+    exec "$fuzz_dir/target/$host/release/$target" -artifact_prefix="$fuzz_dir/artifacts/$target/" \
+        "${args[@]}" "$seed_dir"
+fi
+exec cargo "${toolchain[@]}" fuzz run -O "$target" "$seed_dir" -- "${args[@]}"
