@@ -40,7 +40,7 @@ for t in "${targets[@]}"; do
         failed+=("$t")
     fi
 done
-echo "$0: fuzzing took $((SECONDS - start))s"
+echo "$0: the runs took $((SECONDS - start))s"
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "$0: crashes in: ${failed[*]} (inputs under fuzz/artifacts/)" >&2
     exit 1
