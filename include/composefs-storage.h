@@ -118,6 +118,12 @@ typedef struct cfs_error cfs_error;
 typedef struct cfs_image_options cfs_image_options;
 
 /**
+ * Options for `cfs_mount_stack`. Create with `cfs_mount_options_new`, free with
+ * `cfs_mount_options_free`.
+ */
+typedef struct cfs_mount_options cfs_mount_options;
+
+/**
  * Progress callback: `userdata` as given, uncompressed bytes and tar entries done so far.
  * Return 0 to continue, non-zero to cancel (the conversion then fails with
  * `CFS_STATUS_CANCELLED` and leaves nothing behind).
@@ -414,6 +420,63 @@ cfs_status cfs_image_to_dump(int32_t image_fd,
  * everything read from `fd` from its current position to the end, into `out` (32 bytes).
  */
 cfs_status cfs_fsverity_digest_fd(int32_t fd, uint8_t *out, cfs_error **err);
+
+/**
+ * Creates mount options with the defaults: read-only, verity policy "if-available", EROFS from
+ * the file where the kernel can.
+ */
+cfs_status cfs_mount_options_new(cfs_mount_options **out, cfs_error **err);
+
+/**
+ * Frees mount options. Free of NULL is a no-op.
+ */
+void cfs_mount_options_free(cfs_mount_options *opts);
+
+/**
+ * Sets one option by name (new options never change the ABI):
+ * - `"upper"`, `"work"`: upper and work dirs; setting both makes the mount read-write.
+ * - `"verity"`: `"off"`, `"if-available"` (default) or `"require"` (every composefs layer then
+ *   needs an expected blob digest, and the overlay gets `verity=require`).
+ * - `"erofs_backing"`: `"auto"` (default) or `"loop"`.
+ * - `"stub_cache_dir"`: where derived images (stub-less copies, flattened runs) are kept.
+ * - `"flatten"`: `"true"` (default) merges adjacent composefs layers into one cached image;
+ *   `"false"` mounts one EROFS per layer.
+ *
+ * An unknown key or a bad value gives `CFS_STATUS_INVALID_ARGUMENT` and changes nothing.
+ */
+cfs_status cfs_mount_options_set(cfs_mount_options *opts,
+                                 const char *key,
+                                 const char *value,
+                                 cfs_error **err);
+
+/**
+ * Mounts layer dirs (`n_layers` paths, top first) as one overlay on `mountpoint`.
+ *
+ * A layer dir with `composefs-data/` is a composefs layer (blob `composefs-data/composefs.blob`,
+ * objects in `diff/`), any other a classic layer (tree in `diff/`). `blob_digests` is NULL or an
+ * array of `n_layers` entries, each NULL or the expected fs-verity digest (64 hex digits) of that
+ * layer's blob: a mismatch refuses the mount with `CFS_STATUS_VERIFICATION`. `opts` may be NULL
+ * (defaults). On failure nothing stays mounted and no loop device stays attached.
+ */
+cfs_status cfs_mount_stack(const cfs_mount_options *opts,
+                           const char *const *layer_dirs,
+                           const char *const *blob_digests,
+                           size_t n_layers,
+                           const char *mountpoint,
+                           cfs_error **err);
+
+/**
+ * Unmounts a stack mounted with `cfs_mount_stack`. Refuses (`CFS_STATUS_INVALID_ARGUMENT`) a
+ * path that is not an overlay mountpoint.
+ */
+cfs_status cfs_mount_unmount(const char *mountpoint, cfs_error **err);
+
+/**
+ * The fs-verity digest (64 lowercase hex digits) of a blob, for the caller to keep as the
+ * expected digest. Measured by the kernel when the file has fs-verity, else computed. Free the
+ * string with `cfs_string_free`.
+ */
+cfs_status cfs_mount_blob_digest(const char *blob_path, char **out_hex, cfs_error **err);
 
 /**
  * The library version (e.g. "0.1.0"), a static string.

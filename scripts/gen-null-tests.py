@@ -99,6 +99,8 @@ def argument(p, enums, fnptrs):
     if "*" in p or "(" in p or ty in fnptrs:
         return "NULL"
     words = set(ty.replace("const", "").split()) - {"enum", "unsigned", "signed"}
+    if words <= SCALARS and re.search(r"\bfd\s*$|_fd\s*$", p):
+        return "(%s)-1" % ty  # "no file descriptor": never read the test's own stdin
     if words <= SCALARS or words <= enums or ty.startswith("enum "):
         return "(%s)0" % ty
     return None  # a struct by value: cannot make one up

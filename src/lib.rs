@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod image;
 pub mod layer;
+pub mod mount;
 pub mod source;
 
 pub mod ffi;

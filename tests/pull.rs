@@ -263,3 +263,32 @@ fn legacy_layers_need_the_insecure_option() {
     pull(&mut f, &tmp.path().join("current"), &options("noparents-ustar"), None).unwrap();
     assert_eq!(listing(&tmp.path().join("l")).0, listing(&tmp.path().join("current")).0);
 }
+
+/// A converted and a pulled layer both export back to the original tar, byte for byte.
+#[test]
+fn converted_and_pulled_layers_export_their_original_tar() {
+    use composefs_storage::layer::export::export;
+    use sha2::{Digest, Sha256};
+    for case in ["noparents-ustar", "handmade-pax", "etc-doc-gnu"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(corpus().join(case).join(format!("{case}.compress.json"))).unwrap())
+                .unwrap();
+        let conv_opts = ConvertOptions { verity: VerityPolicy::Off, ..Default::default() };
+        let converted = tmp.path().join("c");
+        let r = convert(Box::new(File::open(blob(case)).unwrap()), &converted, &conv_opts, None).unwrap();
+        let mut fetcher = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+        let pulled = tmp.path().join("p");
+        pull(&mut fetcher, &pulled, &options(case), None).unwrap();
+        // The blob's digest is kept beside it for verified mounts.
+        let kept = std::fs::read_to_string(converted.join("composefs-data/composefs.blob.verity")).unwrap();
+        assert_eq!(kept.trim(), hex(&r.blob_verity.unwrap()));
+        for layer in [&converted, &pulled] {
+            let mut tar = Vec::new();
+            let (diff_id, size) = export(layer, &mut tar).unwrap();
+            assert_eq!(format!("sha256:{}", hex(&diff_id)), summary["diffID"].as_str().unwrap(), "{case}");
+            assert_eq!(format!("sha256:{}", hex(&Sha256::digest(&tar))), summary["diffID"].as_str().unwrap());
+            assert_eq!(size, tar.len() as u64);
+        }
+    }
+}

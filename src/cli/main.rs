@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 
 mod config;
 mod convert;
+mod export;
 mod image;
+mod mount;
 mod toc;
 
 #[derive(Parser)]
@@ -25,12 +27,18 @@ enum Command {
     Config(config::Args),
     /// Convert one layer blob (tar, gzip, zstd) into a composefs layer directory.
     Convert(convert::Args),
+    /// Write a layer's original tar (byte for byte, from its tar-split and objects) to stdout.
+    Export(export::Args),
     /// Print the TOC JSON of a zstd:chunked blob (verified against its annotations when given).
     Toc(toc::Args),
     /// Write a composefs EROFS image from a composefs dump, as mkcomposefs --from-file does.
     Mkimage(image::MkimageArgs),
     /// Print a composefs image as a composefs dump.
     Dump(image::DumpArgs),
+    /// Mount layer dirs (top first) as one overlay: composefs and classic layers, ro or rw.
+    Mount(mount::MountArgs),
+    /// Unmount a stack mounted with `mount`.
+    Umount(mount::UmountArgs),
 }
 
 /// Exit code for a failed operation.
@@ -44,8 +52,11 @@ fn main() -> ExitCode {
         Command::Config(args) => config::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Toc(args) => toc::run(args),
+        Command::Export(args) => export::run(args),
         Command::Mkimage(args) => image::mkimage(args),
         Command::Dump(args) => image::dump(args),
+        Command::Mount(args) => mount::run_mount(args),
+        Command::Umount(args) => mount::run_umount(args),
     };
     match result {
         Ok(code) => code,

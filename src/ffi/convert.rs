@@ -200,6 +200,11 @@ pub extern "C" fn cfs_layer_convert_fd(
     err: *mut *mut cfs_error,
 ) -> cfs_status {
     ffi_call!(err, {
+        // Pointer arguments first: a NULL is reported as such whatever the fd.
+        check_out(out, "out")?;
+        if layer_dir.is_null() {
+            return Err(crate::ffi::util::null_argument("layer_dir"));
+        }
         if fd < 0 {
             return Err(Error::invalid_argument(format!("fd {fd} is not a file descriptor")));
         }

@@ -114,7 +114,11 @@ pub extern "C" fn cfs_image_options_set_strict(
 /// `fd` must stay open for as long as the returned value is used.
 unsafe fn borrow_fd(fd: i32, what: &str) -> Result<ManuallyDrop<File>> {
     if fd < 0 {
-        return Err(Error::invalid_argument(format!("{what} is neither a path nor a file descriptor")));
+        // The path was NULL (that is why the fd is used): report it as the missing argument.
+        return Err(Error::new(
+            crate::ErrorKind::NullArgument,
+            format!("{what}: the path is NULL and {fd} is not a file descriptor"),
+        ));
     }
     // SAFETY: the caller keeps `fd` open; ManuallyDrop keeps us from closing it.
     Ok(ManuallyDrop::new(unsafe { File::from_raw_fd(fd) }))

@@ -20,6 +20,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod image;
+pub mod mount;
 pub mod version;
 
 pub use error::{cfs_error, cfs_status};

@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
-use super::objects::{ObjectStore, EMPTY_SHA256};
+use super::objects::{ObjectStore, TempFactory, EMPTY_SHA256};
 use super::result::ConvertResult;
 use super::staging::Staging;
 use super::toc::{TarSplitWriter, TocWriter};
 use super::tree_builder::{object_path, Added, TreeBuilder};
 use super::verity::{Verity, VerityPolicy};
+use super::writer::{Job, ObjectWriter};
 use crate::image::Tree;
 use crate::source::crc64::Crc64;
 use crate::source::tar::{TarLimits, TarReader};
@@ -51,6 +52,10 @@ pub struct ConvertOptions {
     /// files, exactly as containers/storage's flat path does (SPEC §10.1), for compatibility.
     pub oci_whiteouts: bool,
     pub limits: Limits,
+    /// Keep the blob digest, TOC, tar-split and layers cache in `composefs-data/` (see
+    /// [`super::metadata`]) so the layer can be verified, exported and deduped against on its
+    /// own. containers/storage keeps these in its layer store instead and can turn this off.
+    pub write_metadata: bool,
 }
 
 impl Default for ConvertOptions {
@@ -61,6 +66,7 @@ impl Default for ConvertOptions {
             verity: VerityPolicy::IfAvailable,
             oci_whiteouts: true,
             limits: Limits::default(),
+            write_metadata: true,
         }
     }
 }
@@ -77,7 +83,7 @@ pub type ProgressFn<'a> = &'a mut dyn FnMut(Progress) -> bool;
 
 /// Contents up to this size are hashed in memory before anything is written, so duplicates
 /// and reused objects cost no write at all; larger ones stream through a temporary file.
-const BUFFER_LIMIT: usize = 4 << 20;
+const BUFFER_LIMIT: usize = 1 << 20;
 /// Report progress at least every this many bytes within a large file.
 const PROGRESS_BYTES: u64 = 16 << 20;
 
@@ -93,7 +99,11 @@ pub fn convert(
     let staging = Staging::create(layer_dir)?;
 
     let (tree, mut result) = scan(input, &staging.path, options, progress)?;
-    result.blob_verity = write_blob(&tree, &staging.path.join("composefs-data"), options.verity)?;
+    let blob_digest = write_blob(&tree, &staging.path.join("composefs-data"), options.verity)?;
+    result.blob_verity = Some(blob_digest);
+    if options.write_metadata {
+        super::metadata::write_all(&staging.path, &blob_digest, &result.toc_json, Some(&result.tar_split_gz))?;
+    }
 
     staging.commit(layer_dir)?;
     result.layer_dir = layer_dir.to_path_buf();
@@ -118,8 +128,12 @@ pub(crate) fn scan(
         .create(&data_path)
         .map_err(|e| Error::io(format_args!("mkdir {}", data_path.display()), e))?;
 
-    let mut store =
-        ObjectStore::new(&diff_path, &options.source_layers, options.hardlinks, Verity::new(options.verity))?;
+    let store = ObjectStore::new(&diff_path, &options.source_layers, options.hardlinks, Verity::new(options.verity))?;
+    let mut writer = ObjectWriter::spawn(store)?;
+    let mut temps = TempFactory::new(&diff_path)?;
+    // Each regular file's inode and content digest: its object path and fs-verity digest are
+    // set once the writer is done.
+    let mut file_objects: Vec<(crate::image::InodeId, [u8; 32])> = Vec::new();
     let mut builder = TreeBuilder::new(options.oci_whiteouts);
     let mut toc = TocWriter::new();
     let mut tar_split = TarSplitWriter::new(GzEncoder::new(Vec::new(), flate2::Compression::fast()));
@@ -168,8 +182,8 @@ pub(crate) fn scan(
                 let mut store_small = |data: &[u8], crc: &mut Crc64| -> Result<[u8; 32]> {
                     crc.update(data);
                     let digest: [u8; 32] = if n == 0 { EMPTY_SHA256 } else { Sha256::digest(data).into() };
-                    let v = store.put_bytes(&digest, data).map_err(|e| e.context(ctx()))?;
-                    builder.set_file_content(id, object_path(&digest), v);
+                    writer.send(Job::Bytes { digest, data: data.to_vec(), entry: ctx() })?;
+                    file_objects.push((id, digest));
                     Ok(digest)
                 };
                 let in_place = tar.data_chunk()?;
@@ -188,7 +202,7 @@ pub(crate) fn scan(
                 content_digest = Some(digest);
             }
             Added::File(id) => {
-                let mut tmp = store.begin_temp()?;
+                let mut tmp = temps.begin()?;
                 let mut hasher = Sha256::new();
                 let mut done: u64 = 0;
                 let mut next_report = PROGRESS_BYTES;
@@ -212,12 +226,12 @@ pub(crate) fn scan(
                     Ok(())
                 })();
                 if let Err(e) = r {
-                    store.abort_temp(tmp);
+                    temps.abort(tmp);
                     return Err(e);
                 }
                 let digest: [u8; 32] = hasher.finalize().into();
-                let v = store.commit_temp(tmp, &digest, len).map_err(|e| e.context(ctx()))?;
-                builder.set_file_content(id, object_path(&digest), v);
+                writer.send(Job::Temp { tmp, digest, size: len, entry: ctx() })?;
+                file_objects.push((id, digest));
                 content_digest = Some(digest);
             }
             Added::Nothing => {
@@ -256,6 +270,10 @@ pub(crate) fn scan(
     tar.clear_raw();
     tar.read_trailer(1 << 20, |chunk| tar_split.segment(chunk))?;
     let stream_digests = tar.into_inner().finish()?;
+    let store = writer.finish()?;
+    for (id, digest) in file_objects {
+        builder.set_file_content(id, object_path(&digest), store.get(&digest).flatten());
+    }
 
     let (gz, tar_split_sha, tar_split_size) = tar_split.finish();
     let tar_split_gz = gz.finish().map_err(|e| Error::io("compress tar-split", e))?;
@@ -285,7 +303,7 @@ pub(crate) fn scan(
 
 /// Writes `composefs.blob` into `data_path`, created O_EXCL 0644 as c/storage does (§2.1),
 /// then enables fs-verity on it per `policy`.
-pub(crate) fn write_blob(tree: &Tree, data_path: &Path, policy: VerityPolicy) -> Result<Option<[u8; 32]>> {
+pub(crate) fn write_blob(tree: &Tree, data_path: &Path, policy: VerityPolicy) -> Result<[u8; 32]> {
     let blob_path = data_path.join("composefs.blob");
     let mut blob = std::fs::OpenOptions::new()
         .write(true)
@@ -293,13 +311,17 @@ pub(crate) fn write_blob(tree: &Tree, data_path: &Path, policy: VerityPolicy) ->
         .mode(0o644)
         .open(&blob_path)
         .map_err(|e| Error::io(format_args!("create {}", blob_path.display()), e))?;
-    {
+    let digest = {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut blob);
-        super::blob::write_blob(tree, &mut w)?;
+        let digest = super::blob::write_blob(tree, &mut w)?;
         w.flush().map_err(|e| Error::io(format_args!("write {}", blob_path.display()), e))?;
-    }
-    blob.sync_all().map_err(|e| Error::io(format_args!("fsync {}", blob_path.display()), e))?;
+        digest
+    };
+    // No fsync: like containers/storage and tar, durability is left to the caller (e.g. syncfs
+    // before recording the layer); the rename only makes the layer visible when complete.
     drop(blob);
     let data_dir = File::open(data_path).map_err(|e| Error::io(format_args!("open {}", data_path.display()), e))?;
-    Verity::new(policy).apply(std::os::fd::AsFd::as_fd(&data_dir), "composefs.blob", &blob_path.display())
+    // The digest is the same whether the kernel measures it or we did while writing.
+    Verity::new(policy).apply(std::os::fd::AsFd::as_fd(&data_dir), "composefs.blob", &blob_path.display())?;
+    Ok(digest)
 }

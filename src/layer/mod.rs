@@ -3,6 +3,8 @@
 
 mod blob;
 pub mod convert;
+pub mod export;
+pub mod metadata;
 pub mod objects;
 pub mod pull;
 pub mod result;
@@ -10,6 +12,7 @@ pub mod staging;
 pub mod toc;
 pub mod tree_builder;
 pub mod verity;
+mod writer;
 
 pub use convert::{convert, ConvertOptions, Limits, Progress, ProgressFn};
 pub use objects::ObjectStats;

@@ -52,7 +52,6 @@ pub struct ObjectStore {
     prefixes: [bool; 256],
     /// Content sha256 → fs-verity digest (if any) of every object in this layer.
     objects: HashMap<[u8; 32], Option<[u8; 32]>>,
-    tmp_seq: u64,
     pub stats: ObjectStats,
 }
 
@@ -60,6 +59,43 @@ pub struct ObjectStore {
 pub struct TempObject {
     file: File,
     name: String,
+}
+
+/// Creates temporary objects in `diff/` from another thread than the store's.
+pub struct TempFactory {
+    diff: OwnedFd,
+    diff_path: PathBuf,
+    seq: u64,
+}
+
+impl TempFactory {
+    pub fn new(diff_path: &Path) -> Result<TempFactory> {
+        let diff =
+            openat(rustix::fs::CWD, diff_path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| Error::io(format_args!("open {}", diff_path.display()), e.into()))?;
+        Ok(TempFactory { diff, diff_path: diff_path.to_path_buf(), seq: 0 })
+    }
+
+    /// A new, empty temporary object file (mode 0000).
+    pub fn begin(&mut self) -> Result<TempObject> {
+        self.seq += 1;
+        let name = format!(".tmp-{}", self.seq);
+        let fd = openat(
+            &self.diff,
+            name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io(format_args!("create {}/{name}", self.diff_path.display()), e.into()))?;
+        Ok(TempObject { file: File::from(fd), name })
+    }
+
+    /// Removes a temporary object (on error paths).
+    pub fn abort(&self, tmp: TempObject) {
+        let TempObject { file, name } = tmp;
+        drop(file);
+        let _ = unlinkat(&self.diff, name.as_str(), AtFlags::empty());
+    }
 }
 
 impl TempObject {
@@ -90,7 +126,6 @@ impl ObjectStore {
             verity,
             prefixes: [false; 256],
             objects: HashMap::new(),
-            tmp_seq: 0,
             stats: ObjectStats::default(),
         })
     }
@@ -151,14 +186,6 @@ impl ObjectStore {
         self.finish_object(digest, &path, size).map(Some)
     }
 
-    /// Starts an object whose digest is not known yet: a temporary file in `diff/`.
-    pub fn begin_temp(&mut self) -> Result<TempObject> {
-        self.tmp_seq += 1;
-        let name = format!(".tmp-{}", self.tmp_seq);
-        let fd = self.create(&name)?;
-        Ok(TempObject { file: File::from(fd), name })
-    }
-
     /// Completes a temporary object as `digest` (or drops it when the layer or a source layer
     /// already has that content).
     pub fn commit_temp(&mut self, tmp: TempObject, digest: &[u8; 32], size: u64) -> Result<Option<[u8; 32]>> {
@@ -179,13 +206,6 @@ impl ObjectStore {
             self.stats.bytes_written += size;
         }
         self.finish_object(digest, &path, size)
-    }
-
-    /// Removes a temporary object (on error paths).
-    pub fn abort_temp(&mut self, tmp: TempObject) {
-        let TempObject { file, name } = tmp;
-        drop(file);
-        let _ = unlinkat(&self.diff, name.as_str(), AtFlags::empty());
     }
 
     fn unlink(&self, name: &str) -> Result<()> {

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::convert::{write_blob, Progress, ProgressFn};
-use super::objects::{ObjectStats, ObjectStore, EMPTY_SHA256};
+use super::objects::{ObjectStats, ObjectStore, TempFactory, EMPTY_SHA256};
 use super::staging::Staging;
 use super::tree_builder::{object_path, Added, TreeBuilder};
 use super::verity::{Verity, VerityPolicy};
@@ -131,6 +131,9 @@ pub struct PullOptions {
     pub expected_diff_id: Option<[u8; 32]>,
     /// Most ranges per request (halved when the source refuses).
     pub max_ranges: usize,
+    /// Keep the blob digest, TOC, tar-split and layers cache in `composefs-data/`
+    /// ([`super::metadata`]).
+    pub write_metadata: bool,
 }
 
 impl Default for PullOptions {
@@ -144,6 +147,7 @@ impl Default for PullOptions {
             insecure_skip_diff_id: false,
             expected_diff_id: None,
             max_ranges: MAX_RANGES,
+            write_metadata: true,
         }
     }
 }
@@ -285,7 +289,6 @@ pub fn pull(
     let manifest =
         read_manifest(&source, options.annotations.as_ref(), &ReadOptions { tmp_dir: Some(staging.path.clone()) })?;
     let mut fetched = source.fetched.get();
-    drop(source);
     let mut requests = 2u64;
     if manifest.tar_split.is_none() && !options.insecure_skip_diff_id {
         return Err(Error::unsupported(
@@ -349,6 +352,7 @@ pub fn pull(
     }
 
     // 4. Fetch, decompress, verify, store.
+    let mut temps = TempFactory::new(&diff_path)?;
     let total_missing: u64 = missing.iter().map(|m| m.range.length).sum();
     let mut max_ranges = options.max_ranges.max(1);
     let parts: Vec<ByteRange> = missing.iter().map(|m| m.range).collect();
@@ -372,7 +376,7 @@ pub fn pull(
             for &i in &f.parts {
                 let m = &missing[i];
                 skip(&mut reader, m.range.offset - pos)?;
-                store_fetched(&mut store, &mut reader, m)?;
+                store_fetched(&mut store, &mut temps, &mut reader, m)?;
                 pos = m.range.end();
                 done_bytes += m.range.length;
                 if let Some(cb) = progress.as_mut() {
@@ -394,7 +398,8 @@ pub fn pull(
         builder.set_file_content(id, object_path(&digest), v);
     }
     let tree = builder.finish();
-    let blob_verity = write_blob(&tree, &data_path, options.verity)?;
+    let blob_digest = write_blob(&tree, &data_path, options.verity)?;
+    let blob_verity = Some(blob_digest);
 
     // 6. The DiffID, from the tar-split and the objects now on disk.
     let diff_id = match (&manifest.tar_split, options.insecure_skip_diff_id) {
@@ -417,6 +422,22 @@ pub fn pull(
         _ => None,
     };
 
+    if options.write_metadata {
+        let mut tar_split_gz = Vec::new();
+        if let Some(split) = &manifest.tar_split {
+            let mut split = split.try_clone().map_err(|e| Error::io("reopen tar-split", e))?;
+            std::io::Seek::seek(&mut split, std::io::SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
+            let mut gz = flate2::write::GzEncoder::new(&mut tar_split_gz, flate2::Compression::fast());
+            std::io::copy(&mut split, &mut gz).map_err(|e| Error::io("compress tar-split", e))?;
+            gz.finish().map_err(|e| Error::io("compress tar-split", e))?;
+        }
+        super::metadata::write_all(
+            &staging.path,
+            &blob_digest,
+            &manifest.toc_json,
+            manifest.tar_split.is_some().then_some(&tar_split_gz[..]),
+        )?;
+    }
     let verity_digests = store.verity_digests();
     let objects = store.stats;
     drop(store);
@@ -451,12 +472,12 @@ fn skip(reader: &mut dyn Read, n: u64) -> Result<()> {
 
 /// Decompresses one file's frames from `reader`, checks size and sha256 against the TOC, and
 /// stores the object. Nothing unverified ever gets an object name.
-fn store_fetched(store: &mut ObjectStore, reader: &mut dyn Read, m: &Missing) -> Result<()> {
+fn store_fetched(store: &mut ObjectStore, temps: &mut TempFactory, reader: &mut dyn Read, m: &Missing) -> Result<()> {
     let ctx = || format!("file {:?}", m.name);
     let mut compressed = reader.take(m.range.length);
     let mut decoder = zstd::stream::read::Decoder::new(&mut compressed)
         .map_err(|e| Error::io(format!("{}: start decompression", ctx()), e))?;
-    let mut tmp = store.begin_temp()?;
+    let mut tmp = temps.begin()?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut total = 0u64;
@@ -476,7 +497,7 @@ fn store_fetched(store: &mut ObjectStore, reader: &mut dyn Read, m: &Missing) ->
         Ok(())
     })();
     if let Err(e) = r {
-        store.abort_temp(tmp);
+        temps.abort(tmp);
         return Err(e);
     }
     drop(decoder);
@@ -484,7 +505,7 @@ fn store_fetched(store: &mut ObjectStore, reader: &mut dyn Read, m: &Missing) ->
     std::io::copy(&mut compressed, &mut std::io::sink()).map_err(|e| Error::io("read fetched data", e))?;
     let digest: [u8; 32] = hasher.finalize().into();
     if total != m.size || digest != m.digest {
-        store.abort_temp(tmp);
+        temps.abort(tmp);
         return Err(Error::new(
             ErrorKind::Verification,
             format!(

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::objects::ObjectStats;
 use crate::source::{hex, Compression};
 
-/// The result of [`crate::layer::convert`].
+/// The result of [`crate::layer::convert()`].
 #[derive(Debug, Clone)]
 pub struct ConvertResult {
     /// The finished layer directory.
@@ -32,7 +32,8 @@ pub struct ConvertResult {
     pub gids: Vec<u32>,
     /// fs-verity digests by object path (`ab/cdef…`), for objects where fs-verity is enabled.
     pub verity_digests: BTreeMap<String, [u8; 32]>,
-    /// fs-verity digest of `composefs.blob`, when enabled.
+    /// fs-verity digest of `composefs.blob` (computed while writing it: known even where the
+    /// filesystem has no fs-verity). Always set by a successful conversion.
     pub blob_verity: Option<[u8; 32]>,
     /// TOC JSON (the `zstd-chunked-manifest` big data).
     pub toc_json: Vec<u8>,

@@ -388,3 +388,42 @@ fn non_utf8_names_and_duplicate_paths_from_the_corpus() {
     assert_eq!(result.entries, 3);
     assert_eq!(tree.walk().count(), 2, "{:?}", cstorage_dump_lines(&tree));
 }
+
+#[test]
+fn verity_digests_in_the_tree_give_cstorage_with_verity_blobs() {
+    // This kernel has no fs-verity, so the digests the kernel would measure are taken from the
+    // corpus (verity.json) and put where the object store puts measured ones; the blob must then
+    // equal c/storage's with-verity image (payload stays the sha256 path, digest separate).
+    use sha2::Digest;
+    let Some(dir) = corpus() else { return };
+    let tsv = std::fs::read_to_string(dir.join("../cstorage-images/EXPECTED.tsv")).unwrap();
+    for case in ["noparents-ustar", "etc-doc-gnu"] {
+        let (mut tree, _, _tmp) = scan_case(case, true).unwrap();
+        let verity: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(case).join(format!("{case}.verity.json"))).unwrap())
+                .unwrap();
+        for ino in tree.inodes.iter_mut() {
+            if let InodeKind::File(f) = &mut ino.kind {
+                if let FileContent::External { payload: Some(p), digest } = &mut f.content {
+                    if let Some(h) = verity[String::from_utf8_lossy(p).as_ref()].as_str() {
+                        let mut d = [0u8; 32];
+                        for (i, b) in d.iter_mut().enumerate() {
+                            *b = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap();
+                        }
+                        *digest = Some(d);
+                    }
+                }
+            }
+        }
+        let mut blob = Vec::new();
+        crate::image::write_image(&tree, &crate::image::WriteOptions::default(), &mut blob).unwrap();
+        let want = tsv
+            .lines()
+            .find(|l| l.starts_with(&format!("cstorage-images/{case}.with-verity.dump\t")))
+            .unwrap()
+            .split('\t')
+            .nth(3)
+            .unwrap();
+        assert_eq!(hex(&sha2::Sha256::digest(&blob)), want, "{case}");
+    }
+}

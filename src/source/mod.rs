@@ -69,7 +69,7 @@ pub struct StreamDigests {
 
 const CHUNK: usize = 256 * 1024;
 /// Chunks in flight between the threads: bounds memory to about `(QUEUE + 2) * CHUNK`.
-const QUEUE: usize = 4;
+const QUEUE: usize = 16;
 
 /// The uncompressed tar stream of a layer blob, read from any `Read` (a pipe works: nothing seeks).
 pub struct LayerStream {

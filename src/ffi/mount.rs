@@ -1,0 +1,184 @@
+//! C API for mounting stacks: `cfs_mount_options_*`, `cfs_mount_stack`, `cfs_mount_unmount`.
+
+use std::ffi::c_char;
+use std::path::PathBuf;
+
+use super::error::{cfs_error, cfs_status};
+use super::util::{check_out, into_c_string, try_mut, try_path, try_str, write_out};
+use crate::mount::{self, ErofsBacking, Layer, MountOptions, VerityPolicy};
+use crate::{Error, Result};
+
+/// Options for `cfs_mount_stack`. Create with `cfs_mount_options_new`, free with
+/// `cfs_mount_options_free`.
+pub struct cfs_mount_options {
+    inner: MountOptions,
+    upper: Option<PathBuf>,
+    work: Option<PathBuf>,
+}
+
+/// Creates mount options with the defaults: read-only, verity policy "if-available", EROFS from
+/// the file where the kernel can.
+#[no_mangle]
+pub extern "C" fn cfs_mount_options_new(out: *mut *mut cfs_mount_options, err: *mut *mut cfs_error) -> cfs_status {
+    ffi_call!(err, {
+        check_out(out, "out")?;
+        let opts = Box::new(cfs_mount_options { inner: MountOptions::default(), upper: None, work: None });
+        // SAFETY: `out` was checked non-NULL; the caller passes a writable slot.
+        unsafe { write_out(out, Box::into_raw(opts), "out") }
+    })
+}
+
+/// Frees mount options. Free of NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn cfs_mount_options_free(opts: *mut cfs_mount_options) {
+    ffi_infallible!((), {
+        if !opts.is_null() {
+            // SAFETY: a pointer from cfs_mount_options_new, freed once by contract.
+            drop(unsafe { Box::from_raw(opts) });
+        }
+    })
+}
+
+/// Sets one option by name (new options never change the ABI):
+/// - `"upper"`, `"work"`: upper and work dirs; setting both makes the mount read-write.
+/// - `"verity"`: `"off"`, `"if-available"` (default) or `"require"` (every composefs layer then
+///   needs an expected blob digest, and the overlay gets `verity=require`).
+/// - `"erofs_backing"`: `"auto"` (default) or `"loop"`.
+/// - `"stub_cache_dir"`: where derived images (stub-less copies, flattened runs) are kept.
+/// - `"flatten"`: `"true"` (default) merges adjacent composefs layers into one cached image;
+///   `"false"` mounts one EROFS per layer.
+///
+/// An unknown key or a bad value gives `CFS_STATUS_INVALID_ARGUMENT` and changes nothing.
+#[no_mangle]
+pub extern "C" fn cfs_mount_options_set(
+    opts: *mut cfs_mount_options,
+    key: *const c_char,
+    value: *const c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live options handle from cfs_mount_options_new, not shared.
+        let opts = unsafe { try_mut(opts, "opts") }?;
+        // SAFETY: NULL or a NUL-terminated string by contract.
+        let key = unsafe { try_str(key, "key") }?;
+        // SAFETY: NULL or a NUL-terminated string by contract, alive for this call.
+        let value_path = || unsafe { try_path(value, "value") }.map(|p| p.to_path_buf());
+        // SAFETY: as above.
+        let value_str = || unsafe { try_str(value, "value") };
+        match key {
+            "upper" => opts.upper = Some(value_path()?),
+            "work" => opts.work = Some(value_path()?),
+            "verity" => opts.inner.verity = VerityPolicy::parse(value_str()?)?,
+            "erofs_backing" => {
+                opts.inner.erofs_backing = match value_str()? {
+                    "auto" => ErofsBacking::Auto,
+                    "loop" => ErofsBacking::LoopDevice,
+                    v => {
+                        return Err(Error::invalid_argument(format!(
+                            "erofs_backing {v:?}: expected \"auto\" or \"loop\""
+                        )))
+                    }
+                }
+            }
+            "stub_cache_dir" => opts.inner.stub_cache_dir = Some(value_path()?),
+            "flatten" => {
+                opts.inner.flatten = match value_str()? {
+                    "true" => true,
+                    "false" => false,
+                    v => return Err(Error::invalid_argument(format!("flatten {v:?}: expected \"true\" or \"false\""))),
+                }
+            }
+            _ => return Err(Error::invalid_argument(format!("unknown mount option {key:?}"))),
+        }
+        Ok(())
+    })
+}
+
+/// Mounts layer dirs (`n_layers` paths, top first) as one overlay on `mountpoint`.
+///
+/// A layer dir with `composefs-data/` is a composefs layer (blob `composefs-data/composefs.blob`,
+/// objects in `diff/`), any other a classic layer (tree in `diff/`). `blob_digests` is NULL or an
+/// array of `n_layers` entries, each NULL or the expected fs-verity digest (64 hex digits) of that
+/// layer's blob: a mismatch refuses the mount with `CFS_STATUS_VERIFICATION`. `opts` may be NULL
+/// (defaults). On failure nothing stays mounted and no loop device stays attached.
+#[no_mangle]
+pub extern "C" fn cfs_mount_stack(
+    opts: *const cfs_mount_options,
+    layer_dirs: *const *const c_char,
+    blob_digests: *const *const c_char,
+    n_layers: usize,
+    mountpoint: *const c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live options handle.
+        let opts = unsafe { opts.as_ref() };
+        // SAFETY: NUL-terminated string by contract.
+        let target = unsafe { try_path(mountpoint, "mountpoint") }?;
+        if layer_dirs.is_null() {
+            return Err(super::util::null_argument("layer_dirs"));
+        }
+        let mut layers = Vec::with_capacity(n_layers);
+        for i in 0..n_layers {
+            // SAFETY: `layer_dirs` has `n_layers` entries by contract.
+            let dir = unsafe { try_path(*layer_dirs.add(i), "layer_dirs[i]") }?;
+            let mut layer = Layer::from_layer_dir(dir)?;
+            if !blob_digests.is_null() {
+                // SAFETY: `blob_digests` has `n_layers` entries by contract.
+                let d = unsafe { *blob_digests.add(i) };
+                if !d.is_null() {
+                    // SAFETY: non-NULL, NUL-terminated by contract.
+                    let hex = unsafe { try_str(d, "blob_digests[i]") }?;
+                    layer = layer.with_expected_digest(mount::parse_digest(hex)?);
+                }
+            }
+            layers.push(layer);
+        }
+        let options = match opts {
+            None => MountOptions::default(),
+            Some(o) => build_options(o)?,
+        };
+        mount::mount(&layers, target, &options)
+    })
+}
+
+fn build_options(o: &cfs_mount_options) -> Result<MountOptions> {
+    let mut options = o.inner.clone();
+    options.upper_work = match (&o.upper, &o.work) {
+        (Some(u), Some(w)) => Some((u.clone(), w.clone())),
+        (None, None) => None,
+        _ => return Err(Error::invalid_argument("mount options: \"upper\" and \"work\" must be set together")),
+    };
+    Ok(options)
+}
+
+/// Unmounts a stack mounted with `cfs_mount_stack`. Refuses (`CFS_STATUS_INVALID_ARGUMENT`) a
+/// path that is not an overlay mountpoint.
+#[no_mangle]
+pub extern "C" fn cfs_mount_unmount(mountpoint: *const c_char, err: *mut *mut cfs_error) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NUL-terminated string by contract.
+        let target = unsafe { try_path(mountpoint, "mountpoint") }?;
+        mount::unmount(target)
+    })
+}
+
+/// The fs-verity digest (64 lowercase hex digits) of a blob, for the caller to keep as the
+/// expected digest. Measured by the kernel when the file has fs-verity, else computed. Free the
+/// string with `cfs_string_free`.
+#[no_mangle]
+pub extern "C" fn cfs_mount_blob_digest(
+    blob_path: *const c_char,
+    out_hex: *mut *mut c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        check_out(out_hex, "out_hex")?;
+        // SAFETY: NUL-terminated string by contract.
+        let path = unsafe { try_path(blob_path, "blob_path") }?;
+        let f = std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let digest = mount::blob_digest(&f, path)?;
+        // SAFETY: checked non-NULL above; writable slot by contract.
+        unsafe { write_out(out_hex, into_c_string(mount::hex(&digest)), "out_hex") }
+    })
+}

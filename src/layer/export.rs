@@ -1,0 +1,46 @@
+//! Re-exporting a layer this library made as its original tar, byte for byte, from its
+//! tar-split and its objects: what containers/storage's layer diff getter does for
+//! `podman save` and push. The sha256 of the stream is the layer's DiffID.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::Path;
+
+use super::metadata;
+use crate::chunked::cache::object_path;
+use crate::chunked::tarsplit::reassemble;
+use crate::chunked::toc::{Toc, TYPE_REG};
+use crate::{Error, Result};
+
+/// Writes the layer's tar to `out`; returns its sha256 (DiffID) and size.
+pub fn export(layer_dir: &Path, out: &mut impl Write) -> Result<([u8; 32], u64)> {
+    let toc = Toc::parse(&metadata::read(layer_dir, metadata::TOC)?)
+        .map_err(|e| e.context(format!("{}/{}", layer_dir.display(), metadata::TOC)))?;
+    let mut objects: HashMap<&str, String> = HashMap::new();
+    for e in toc.entries.iter().filter(|e| e.entry_type == TYPE_REG) {
+        objects.insert(
+            e.name.as_str(),
+            object_path(&e.digest).map_err(|err| err.context(format!("TOC entry {:?}", e.name)))?,
+        );
+    }
+    let split_path = layer_dir.join(metadata::TAR_SPLIT);
+    let split = File::open(&split_path).map_err(|e| Error::io(format_args!("open {}", split_path.display()), e))?;
+    let split = BufReader::new(flate2::read::GzDecoder::new(BufReader::new(split)));
+    let diff = layer_dir.join("diff");
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
+    let r = reassemble(
+        split,
+        |name, _| {
+            let name = std::str::from_utf8(name).map_err(|_| Error::format("tar-split name is not UTF-8"))?;
+            let obj = objects.get(name).ok_or_else(|| {
+                Error::format(format!("tar-split has content for {name:?}, which is no regular file in the TOC"))
+            })?;
+            let p = diff.join(obj);
+            File::open(&p).map_err(|e| Error::io(format_args!("open object {} for {name:?}", p.display()), e))
+        },
+        &mut w,
+    )?;
+    w.flush().map_err(|e| Error::io("write tar stream", e))?;
+    Ok(r)
+}

@@ -1,0 +1,60 @@
+//! What a layer directory made by this library keeps beside its blob, so that it describes itself
+//! without containers/storage's layer store (SPEC §2.3 keeps the same data in `overlay-layers/`):
+//! the blob's fs-verity digest (checked before mounting), the TOC and the tar-split (to export
+//! the layer byte for byte), and the layers cache (to dedup against it).
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// Lowercase hex fs-verity digest of `composefs.blob`, newline-terminated.
+pub const BLOB_DIGEST: &str = "composefs-data/composefs.blob.verity";
+/// The layer's TOC JSON (`zstd-chunked-manifest`).
+pub const TOC: &str = "composefs-data/toc.json";
+/// The layer's tar-split, gzip-compressed NDJSON (`<id>.tar-split.gz`).
+pub const TAR_SPLIT: &str = "composefs-data/tar-split.json.gz";
+/// The layers cache v3 of the layer (`chunked-manifest-cache`).
+pub const CACHE: &str = "composefs-data/chunked-manifest-cache";
+
+/// Writes `data` to `dir/name` (a new file, mode 0644).
+pub(crate) fn write_new(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&p)
+        .map_err(|e| Error::io(format_args!("create {}", p.display()), e))?;
+    f.write_all(data).map_err(|e| Error::io(format_args!("write {}", p.display()), e))
+}
+
+/// Reads `layer_dir/name`, naming what is missing when it is not there.
+pub fn read(layer_dir: &Path, name: &str) -> Result<Vec<u8>> {
+    let p = layer_dir.join(name);
+    std::fs::read(&p).map_err(|e| {
+        Error::io(format_args!("read {} (a layer converted or pulled by composefs-storage has it)", p.display()), e)
+    })
+}
+
+/// Writes the self-description of a layer being staged in `staging`.
+pub(crate) fn write_all(
+    staging: &Path,
+    blob_digest: &[u8; 32],
+    toc_json: &[u8],
+    tar_split_gz: Option<&[u8]>,
+) -> Result<()> {
+    write_new(staging, BLOB_DIGEST, format!("{}\n", crate::source::hex(blob_digest)).as_bytes())?;
+    write_new(staging, TOC, toc_json)?;
+    if let Some(ts) = tar_split_gz {
+        write_new(staging, TAR_SPLIT, ts)?;
+    }
+    // The dedup index is best effort: a TOC that cannot be indexed still makes a valid layer.
+    if let Ok(toc) = crate::chunked::Toc::parse(toc_json) {
+        if let Ok(cache) = crate::chunked::cache::LayerCache::build(&toc, true) {
+            write_new(staging, CACHE, &cache.to_bytes())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! Keeping the root whiteout stubs of composefs images from hiding lower layers (SPEC §10.2).
+//!
+//! mkcomposefs gives every image root 256 char-device-0:0 entries `00`..`ff` (SPEC §5.3). They
+//! exist for kernels without data-only lowers, where they hide the object dirs' `xx/` names. In a
+//! stack with data-only lowers they are real whiteouts in a regular lower, so a lower layer's
+//! top-level `/db` vanishes under any composefs layer above it that lacks `/db`.
+//!
+//! Fix, without touching the on-disk blob (which stays byte-identical to what containers/storage
+//! writes): after the EROFS layers are mounted, look at the layer roots (a few hundred names at
+//! most). Only a composefs layer whose stub names a real top-level entry of some layer below it
+//! is replaced, by a stub-less copy of its image (read → drop stubs → write), kept in a cache dir
+//! keyed by the original blob's fs-verity digest, so the rewrite happens once per image. Stacks
+//! without such a collision (nearly all) mount the blobs as they are.
+//!
+//! On kernels without data-only lowers (`:` fallback) the stubs are what hides the object dirs,
+//! so nothing is changed there. A containers/storage store mounting its own layers still has the
+//! defect; stacks mounted through this library (Rust, C, Go, CLI) do not.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::{Error, ErrorKind, Result};
+
+/// Top-level two-hex-digit names of one layer root: mkcomposefs stubs, and real entries.
+#[derive(Debug, Default)]
+pub(crate) struct RootNames {
+    pub stubs: BTreeSet<[u8; 2]>,
+    pub real: BTreeSet<[u8; 2]>,
+}
+
+fn two_hex(name: &[u8]) -> Option<[u8; 2]> {
+    match name {
+        [a, b]
+            if a.is_ascii_hexdigit() && b.is_ascii_hexdigit() && !a.is_ascii_uppercase() && !b.is_ascii_uppercase() =>
+        {
+            Some([*a, *b])
+        }
+        _ => None,
+    }
+}
+
+/// Reads the two-hex-digit names at the root of a layer given by an fd (a classic tree or a
+/// detached EROFS mount). Only char devices are stat-ed (the directory entry type says the rest).
+/// A stub looks exactly as mkcomposefs makes it: char 0:0, mode 0644, the root's owner and mtime.
+/// A real whiteout of the same name would look the same and is harmless to treat as a stub here:
+/// it also hides that name below.
+pub(crate) fn root_names(layer: &OwnedFd) -> Result<RootNames> {
+    let dir = PathBuf::from(format!("/proc/self/fd/{}", layer.as_raw_fd()));
+    let root = std::fs::metadata(&dir).map_err(|e| Error::io("stat layer root", e))?;
+    let mut out = RootNames::default();
+    for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("read layer root", e))? {
+        let entry = entry.map_err(|e| Error::io("read layer root", e))?;
+        let name = entry.file_name();
+        let Some(hex) = two_hex(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str())) else { continue };
+        let ft = entry.file_type().map_err(|e| Error::io("read layer root entry type", e))?;
+        if !ft.is_char_device() {
+            out.real.insert(hex);
+            continue;
+        }
+        let m = entry.metadata().map_err(|e| Error::io("stat layer root entry", e))?;
+        let stub = m.rdev() == 0
+            && m.permissions().mode() & 0o7777 == 0o644
+            && m.uid() == root.uid()
+            && m.gid() == root.gid()
+            && (m.mtime(), m.mtime_nsec()) == (root.mtime(), root.mtime_nsec());
+        if stub {
+            out.stubs.insert(hex);
+        } else {
+            out.real.insert(hex);
+        }
+    }
+    Ok(out)
+}
+
+/// A blob file's identity: the same file unchanged has the same root names.
+type BlobKey = (u64, u64, u64, i64, i64, i64, i64);
+
+fn blob_key(blob: &File) -> Option<BlobKey> {
+    let m = blob.metadata().ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
+}
+
+/// Per-process cache of composefs images' root names (up to 256 stats per image otherwise).
+static IMAGE_ROOT_NAMES: std::sync::Mutex<Option<std::collections::HashMap<BlobKey, std::sync::Arc<RootNames>>>> =
+    std::sync::Mutex::new(None);
+/// Bound on cached images: entries are small, but a long-running process should not grow forever.
+const CACHE_MAX: usize = 4096;
+
+/// [`root_names`] of a mounted composefs image, cached by the blob file's identity.
+pub(crate) fn image_root_names(blob: &File, mounted: &OwnedFd) -> Result<std::sync::Arc<RootNames>> {
+    let key = blob_key(blob);
+    if let Some(k) = &key {
+        let cache = IMAGE_ROOT_NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(hit) = cache.as_ref().and_then(|c| c.get(k)) {
+            return Ok(hit.clone());
+        }
+    }
+    let names = std::sync::Arc::new(root_names(mounted)?);
+    if let Some(k) = key {
+        let mut cache = IMAGE_ROOT_NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        let map = cache.get_or_insert_with(Default::default);
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        map.insert(k, names.clone());
+    }
+    Ok(names)
+}
+
+/// Indexes (top first) of the layers whose stubs would hide a real entry of a layer below.
+pub(crate) fn colliding_layers<N: std::ops::Deref<Target = RootNames>>(layers: &[N]) -> Vec<usize> {
+    let mut below: BTreeSet<[u8; 2]> = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, l) in layers.iter().enumerate().rev() {
+        if l.stubs.iter().any(|s| below.contains(s)) {
+            out.push(i);
+        }
+        below.extend(l.real.iter().copied());
+    }
+    out.reverse();
+    out
+}
+
+/// The environment variable that overrides the default cache dir for derived images.
+pub const CACHE_DIR_ENV: &str = "COMPOSEFS_STORAGE_CACHE_DIR";
+
+/// The default cache dir for derived images: `$COMPOSEFS_STORAGE_CACHE_DIR` if set, else under
+/// /run when root (cleared at boot; the images are derived data), else under the temp dir.
+pub(crate) fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(CACHE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if rustix::process::geteuid().is_root() {
+        PathBuf::from("/run/composefs-storage/stubless")
+    } else {
+        std::env::temp_dir().join(format!("composefs-storage-stubless-{}", rustix::process::geteuid().as_raw()))
+    }
+}
+
+/// Creates (if needed) and checks the cache dir: a real directory owned by us and writable by
+/// no one else, since what it holds gets mounted.
+fn prepare_cache_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) => return Err(Error::io(format!("create stub cache dir {}", dir.display()), e)),
+    }
+    let m = std::fs::symlink_metadata(dir).map_err(|e| Error::io(format!("stat {}", dir.display()), e))?;
+    if !m.is_dir() || m.uid() != rustix::process::geteuid().as_raw() || m.permissions().mode() & 0o022 != 0 {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "stub cache dir {} must be a directory owned by this user and not writable by others",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The stub-less copy of `blob` (whose fs-verity digest is `digest`), made on first use.
+pub(crate) fn stubless_copy(blob: &File, blob_path: &Path, digest: &[u8; 32], cache: &Path) -> Result<(File, PathBuf)> {
+    cached_image(cache, &format!("{}.blob", super::verity::hex(digest)), || {
+        write_tree(&read_tree(blob, blob_path)?, false)
+    })
+}
+
+/// One image merging a run of composefs layers (top first), made on first use and cached by the
+/// layers' identities (their expected digests, else their files' identities).
+pub(crate) fn flattened(
+    run: &[(File, PathBuf, Option<[u8; 32]>)],
+    bottom: bool,
+    with_stubs: bool,
+    cache: &Path,
+) -> Result<(File, PathBuf)> {
+    use sha2::Digest;
+    let mut key = sha2::Sha256::new();
+    key.update(format!("composefs-storage flatten v1 bottom={bottom} stubs={with_stubs}\n"));
+    for (f, path, digest) in run {
+        match digest {
+            Some(d) => key.update(format!("digest {}\n", super::verity::hex(d))),
+            None => {
+                let k = blob_key(f)
+                    .ok_or_else(|| Error::io(format!("stat {}", path.display()), std::io::Error::last_os_error()))?;
+                key.update(format!("file {k:?}\n"));
+            }
+        }
+    }
+    let name = format!("flat-{}.blob", super::verity::hex(&key.finalize()));
+    cached_image(cache, &name, || {
+        let mut trees = Vec::with_capacity(run.len());
+        for (f, path, _) in run {
+            trees.push(read_tree(f, path)?);
+        }
+        write_tree(&super::flatten::merge(&trees, bottom), with_stubs)
+    })
+}
+
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Opens `cache/name`, building it with `build` first if it is not there.
+fn cached_image(cache: &Path, name: &str, build: impl FnOnce() -> Result<Vec<u8>>) -> Result<(File, PathBuf)> {
+    prepare_cache_dir(cache)?;
+    let path = cache.join(name);
+    if let Ok(f) = File::open(&path) {
+        return Ok((f, path));
+    }
+    let image = build()?;
+    // Write under a unique name and rename: concurrent mounts of the same image never see a
+    // partial file, and the last rename wins (the contents are identical).
+    let n = TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = cache.join(format!(".tmp-{}-{n}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(&image)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(format!("write cached image {}", path.display()), e));
+    }
+    let f = File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    Ok((f, path))
+}
+
+/// Reads a composefs image (metadata-sized) into a tree; the reader drops the root stubs.
+fn read_tree(blob: &File, blob_path: &Path) -> Result<crate::image::Tree> {
+    let size = blob.metadata().map_err(|e| Error::io(format!("stat {}", blob_path.display()), e))?.len();
+    let size = usize::try_from(size)
+        .map_err(|_| Error::limit(format!("composefs blob {} is too large", blob_path.display())))?;
+    let mut data = vec![0u8; size];
+    std::os::unix::fs::FileExt::read_exact_at(blob, &mut data, 0)
+        .map_err(|e| Error::io(format!("read {}", blob_path.display()), e))?;
+    crate::image::read_image(&data).map_err(|e| e.context(format!("composefs blob {}", blob_path.display())))
+}
+
+/// Writes a tree as a composefs image, with or without the root stubs.
+fn write_tree(tree: &crate::image::Tree, stubs: bool) -> Result<Vec<u8>> {
+    let options = crate::image::WriteOptions { root_whiteout_stubs: stubs, ..Default::default() };
+    let mut out = Vec::new();
+    crate::image::write_image(tree, &options, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(stubs: &[&str], real: &[&str]) -> Box<RootNames> {
+        let set = |v: &[&str]| v.iter().map(|s| two_hex(s.as_bytes()).unwrap()).collect();
+        Box::new(RootNames { stubs: set(stubs), real: set(real) })
+    }
+
+    #[test]
+    fn only_layers_whose_stubs_hide_something_below_collide() {
+        let layers = [names(&["db", "00"], &[]), names(&["00"], &["ab"]), names(&[], &["db"])];
+        assert_eq!(colliding_layers(&layers), vec![0]);
+        let layers = [names(&["ab"], &[]), names(&["00"], &["ab"]), names(&[], &["00"])];
+        assert_eq!(colliding_layers(&layers), vec![0, 1]);
+        // A real entry in the same layer or above is not hidden.
+        let layers = [names(&[], &["db"]), names(&["db"], &[])];
+        assert!(colliding_layers(&layers).is_empty());
+        assert!(two_hex(b"DB").is_none() && two_hex(b"d").is_none() && two_hex(b"0f").is_some());
+    }
+}
