@@ -355,7 +355,7 @@ impl BlobFetcher for MemoryFetcher {
         for r in ranges {
             let bytes = usize::try_from(r.offset)
                 .ok()
-                .and_then(|o| Some(self.0.get(o..o.checked_add(usize::try_from(r.length).ok()?)?)?))
+                .and_then(|o| self.0.get(o..o.checked_add(usize::try_from(r.length).ok()?)?))
                 .ok_or_else(|| composefs_storage::Error::format("range past the end of the blob"))?;
             out.extend_from_slice(bytes);
         }
