@@ -159,7 +159,12 @@ pub fn image_dump(data: &[u8]) {
     let Ok(tree) = dump::parse(text, strict) else { return };
     let mut out = Vec::new();
     dump::write(&tree, &mut out).expect("write the dump of a parsed tree");
-    dump::parse(out.as_slice(), false).expect("a dump we wrote parses");
+    // Escaping can make a line longer than the original: past 64 KiB, mkcomposefs (and so the
+    // parser) refuses xattrs on it (SPEC §4.1). Any other error is a finding.
+    match dump::parse(out.as_slice(), false) {
+        Err(e) if e.kind() == composefs_storage::ErrorKind::LimitExceeded => {}
+        r => drop(r.expect("a dump we wrote parses")),
+    }
     let mut img = Vec::new();
     if image::write_image(&tree, &WriteOptions::default(), &mut img).is_ok() {
         image::read_image(&img).expect("an image we wrote reads back");
