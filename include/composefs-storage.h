@@ -124,11 +124,45 @@ typedef struct cfs_image_options cfs_image_options;
 typedef struct cfs_mount_options cfs_mount_options;
 
 /**
+ * Options for `cfs_layer_pull*` (opaque).
+ */
+typedef struct cfs_pull_options cfs_pull_options;
+
+/**
+ * The result of a pull (opaque).
+ */
+typedef struct cfs_pull_result cfs_pull_result;
+
+/**
  * Progress callback: `userdata` as given, uncompressed bytes and tar entries done so far.
  * Return 0 to continue, non-zero to cancel (the conversion then fails with
  * `CFS_STATUS_CANCELLED` and leaves nothing behind).
  */
 typedef int (*cfs_progress_fn)(void *userdata, uint64_t bytes, uint64_t entries);
+
+/**
+ * A byte range of a blob.
+ */
+typedef struct {
+  uint64_t offset;
+  uint64_t length;
+} cfs_byte_range;
+
+/**
+ * Starts fetching `n_ranges` ranges (sorted, disjoint) of the blob; their bytes are then read,
+ * concatenated in order, with the read callback. Returns `CFS_OK`, `CFS_STATUS_LIMIT_EXCEEDED`
+ * when the source refuses that many ranges at once (the puller asks again with fewer), or
+ * another status to fail the pull.
+ */
+typedef cfs_status (*cfs_fetch_begin_fn)(void *userdata,
+                                         const cfs_byte_range *ranges,
+                                         size_t n_ranges);
+
+/**
+ * Reads up to `len` bytes of the current fetch into `buf`. Returns the number of bytes read,
+ * 0 at the end of the fetched ranges, or -1 on error.
+ */
+typedef int64_t (*cfs_fetch_read_fn)(void *userdata, uint8_t *buf, size_t len);
 
 #ifdef __cplusplus
 extern "C" {
@@ -477,6 +511,126 @@ cfs_status cfs_mount_unmount(const char *mountpoint, cfs_error **err);
  * string with `cfs_string_free`.
  */
 cfs_status cfs_mount_blob_digest(const char *blob_path, char **out_hex, cfs_error **err);
+
+/**
+ * Creates pull options with the defaults (annotations none: the TOC is found through the blob
+ * footer; fs-verity if available; DiffID verified). Free with `cfs_pull_options_free`.
+ */
+cfs_status cfs_pull_options_new(cfs_pull_options **out, cfs_error **err);
+
+/**
+ * Frees options. Free of NULL is a no-op.
+ */
+void cfs_pull_options_free(cfs_pull_options *options);
+
+/**
+ * Sets an option by name (new options never change the ABI):
+ * - `annotations`: the layer's OCI annotations as a JSON object (the TOC digest there
+ *   authenticates the TOC);
+ * - `source_layer`: a layer directory whose objects may be reused (repeatable: each call adds one);
+ * - `hardlinks`: `true`/`false` (reuse by hardlink instead of reflink/copy);
+ * - `verity`: `off`, `if-available`, `require`;
+ * - `keep_whiteout_files`: `true`/`false`;
+ * - `insecure_skip_diff_id`: `true`/`false` (containers/storage's
+ *   insecure_allow_unpredictable_image_contents);
+ * - `expected_diff_id`: `sha256:<hex>` (a mismatch fails the pull);
+ * - `max_ranges`: most ranges per fetch (default 1024);
+ * - `write_metadata`: `true`/`false` (keep TOC, tar-split, blob digest in `composefs-data/`).
+ */
+cfs_status cfs_pull_options_set(cfs_pull_options *options,
+                                const char *key,
+                                const char *value,
+                                cfs_error **err);
+
+/**
+ * Sets (or with NULL clears) the progress callback: `bytes` of file data fetched so far and
+ * TOC entries; return non-zero to cancel (the pull fails with `CFS_STATUS_CANCELLED`).
+ */
+cfs_status cfs_pull_options_set_progress(cfs_pull_options *options,
+                                         cfs_progress_fn callback,
+                                         void *userdata,
+                                         cfs_error **err);
+
+/**
+ * Pulls a zstd:chunked layer of `blob_size` bytes into the new directory `layer_dir`, reading
+ * only the ranges it needs through `begin`/`read` (called on this thread, with `userdata`).
+ * `options` may be NULL for the defaults. On success `*out` receives a result to free with
+ * `cfs_pull_result_free`. On any error nothing is left behind.
+ */
+cfs_status cfs_layer_pull(uint64_t blob_size,
+                          cfs_fetch_begin_fn begin,
+                          cfs_fetch_read_fn read,
+                          void *userdata,
+                          const char *layer_dir,
+                          const cfs_pull_options *options,
+                          cfs_pull_result **out,
+                          cfs_error **err);
+
+/**
+ * Like `cfs_layer_pull` for a blob that is a file on disk.
+ */
+cfs_status cfs_layer_pull_path(const char *blob_path,
+                               const char *layer_dir,
+                               const cfs_pull_options *options,
+                               cfs_pull_result **out,
+                               cfs_error **err);
+
+/**
+ * Frees a pull result. Free of NULL is a no-op.
+ */
+void cfs_pull_result_free(cfs_pull_result *result);
+
+/**
+ * The result as JSON (layer dir, TOC digest, DiffID, blob bytes fetched, objects written and
+ * reused, ...), to free with `cfs_string_free`.
+ */
+cfs_status cfs_pull_result_to_json(const cfs_pull_result *result, char **out, cfs_error **err);
+
+/**
+ * The decompressed TOC JSON of the pulled layer (what containers/storage stores as
+ * `zstd-chunked-manifest`), valid until the result is freed.
+ */
+cfs_status cfs_pull_result_toc_json(const cfs_pull_result *result,
+                                    const uint8_t **data,
+                                    size_t *len,
+                                    cfs_error **err);
+
+/**
+ * Writes the composefs dump of a TOC (the decompressed TOC JSON, `toc_len` bytes) to `dump_fd`,
+ * byte-identical to containers/storage's `dump.GenerateDump` with xattrs sorted. `verity_json`
+ * (may be NULL) maps object paths (`ab/cdef…`) to fs-verity hex digests. `dump_fd` is borrowed.
+ */
+cfs_status cfs_toc_generate_dump(const uint8_t *toc,
+                                 size_t toc_len,
+                                 const char *verity_json,
+                                 int32_t dump_fd,
+                                 cfs_error **err);
+
+/**
+ * Writes the composefs blob (EROFS image) of a TOC to `image_path`, which must not exist —
+ * byte-identical to what containers/storage gets from `mkcomposefs --from-file -` on the dump
+ * of the same TOC and verity map. `digest_out` (may be NULL) receives the image's 32-byte
+ * fs-verity digest, computed while writing.
+ */
+cfs_status cfs_toc_write_image(const uint8_t *toc,
+                               size_t toc_len,
+                               const char *verity_json,
+                               const char *image_path,
+                               uint8_t *digest_out,
+                               cfs_error **err);
+
+/**
+ * Reads, authenticates and decodes the TOC of the zstd:chunked blob at `blob_path`.
+ * `annotations_json` is the layer's OCI annotations as a JSON object, or NULL to locate the TOC
+ * through the blob's footer (then not authenticated). On success `*toc_json_out` receives the
+ * decompressed TOC JSON and `*toc_digest_out` its digest (`sha256:<hex>`), both to free with
+ * `cfs_string_free`.
+ */
+cfs_status cfs_toc_read(const char *blob_path,
+                        const char *annotations_json,
+                        char **toc_json_out,
+                        char **toc_digest_out,
+                        cfs_error **err);
 
 /**
  * The library version (e.g. "0.1.0"), a static string.

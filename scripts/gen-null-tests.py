@@ -3,7 +3,7 @@
 
 So that a new export is covered without editing any test:
 - a function returning cfs_status with pointer arguments, called with every pointer NULL (and
-  scalars 0), must return CFS_STATUS_NULL_ARGUMENT and hand back an error object of that status
+  scalars 0, file descriptors -1), must return CFS_STATUS_NULL_ARGUMENT and hand back an error object of that status
   (and return the same with err == NULL);
 - cfs_*_free(NULL) must be a no-op;
 - any other function taking pointers must not crash on NULL.
@@ -99,9 +99,10 @@ def argument(p, enums, fnptrs):
     if "*" in p or "(" in p or ty in fnptrs:
         return "NULL"
     words = set(ty.replace("const", "").split()) - {"enum", "unsigned", "signed"}
-    if words <= SCALARS and re.search(r"\bfd\s*$|_fd\s*$", p):
-        return "(%s)-1" % ty  # "no file descriptor": never read the test's own stdin
     if words <= SCALARS or words <= enums or ty.startswith("enum "):
+        # A file descriptor gets -1, never 0 (stdin): the call must fail before touching it.
+        if re.search(r"fd$", p) and "unsigned" not in ty and not ty.startswith("uint"):
+            return "(%s)-1" % ty
         return "(%s)0" % ty
     return None  # a struct by value: cannot make one up
 

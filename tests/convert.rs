@@ -245,7 +245,14 @@ fn verity_policies_on_this_filesystem() {
     let off =
         convert(open(&input), &tmp.path().join("off"), &ConvertOptions { verity: VerityPolicy::Off, ..opts() }, None)
             .unwrap();
-    assert!(off.verity_digests.is_empty() && off.blob_verity.is_none());
+    assert!(off.verity_digests.is_empty(), "policy off: no object is measured");
+    // The blob's fs-verity digest is computed while writing it, whatever the policy, and is the
+    // digest of the file as written (EXPECTED.tsv's image_fsverity for this layer).
+    let blob = std::fs::File::open(tmp.path().join("off/composefs-data/composefs.blob")).unwrap();
+    assert_eq!(off.blob_verity, Some(composefs_storage::image::digest_reader(blob).unwrap()));
+    let tsv = std::fs::read_to_string(c.join("cstorage-images/EXPECTED.tsv")).unwrap();
+    let row = tsv.lines().find(|l| l.starts_with("cstorage/noparents-ustar/noparents-ustar.dump\tplain")).unwrap();
+    assert_eq!(composefs_storage::source::hex(&off.blob_verity.unwrap()), row.split('\t').nth(5).unwrap());
     let dflt = convert(open(&input), &tmp.path().join("default"), &ConvertOptions::default(), None).unwrap();
     match convert(
         open(&input),

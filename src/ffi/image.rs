@@ -108,17 +108,21 @@ pub extern "C" fn cfs_image_options_set_strict(
     })
 }
 
+/// `path` is set, or `fd` is a descriptor; otherwise the missing path is the NULL argument.
+fn either_path_or_fd(path: *const c_char, fd: i32, what: &str) -> Result<()> {
+    if path.is_null() && fd < 0 {
+        return Err(crate::ffi::util::null_argument(&format!("{what} (and no file descriptor was given)")));
+    }
+    Ok(())
+}
+
 /// A borrowed fd as a `File` that is never closed.
 ///
 /// # Safety
 /// `fd` must stay open for as long as the returned value is used.
 unsafe fn borrow_fd(fd: i32, what: &str) -> Result<ManuallyDrop<File>> {
     if fd < 0 {
-        // The path was NULL (that is why the fd is used): report it as the missing argument.
-        return Err(Error::new(
-            crate::ErrorKind::NullArgument,
-            format!("{what}: the path is NULL and {fd} is not a file descriptor"),
-        ));
+        return Err(Error::invalid_argument(format!("{what}: {fd} is not a file descriptor")));
     }
     // SAFETY: the caller keeps `fd` open; ManuallyDrop keeps us from closing it.
     Ok(ManuallyDrop::new(unsafe { File::from_raw_fd(fd) }))
@@ -141,6 +145,9 @@ pub extern "C" fn cfs_image_write_from_dump(
     err: *mut *mut cfs_error,
 ) -> cfs_status {
     ffi_call!(err, {
+        // Each side is a path, or (path NULL) an fd: a NULL path without an fd is a NULL argument.
+        either_path_or_fd(dump_path, dump_fd, "dump_path")?;
+        either_path_or_fd(image_path, image_fd, "image_path")?;
         let default = cfs_image_options { write: WriteOptions::default(), strict: false };
         let o = if options.is_null() {
             &default
@@ -188,6 +195,7 @@ pub extern "C" fn cfs_image_to_dump(
     err: *mut *mut cfs_error,
 ) -> cfs_status {
     ffi_call!(err, {
+        either_path_or_fd(image_path, image_fd, "image_path")?;
         let mut data = Vec::new();
         if image_path.is_null() {
             // SAFETY: the caller keeps image_fd open during the call.

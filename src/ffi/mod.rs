@@ -21,6 +21,8 @@ pub mod convert;
 pub mod error;
 pub mod image;
 pub mod mount;
+pub mod pull;
+pub mod toc;
 pub mod version;
 
 pub use error::{cfs_error, cfs_status};

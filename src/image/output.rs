@@ -56,7 +56,10 @@ pub fn write_image_file(tree: &Tree, options: &WriteOptions, path: &Path) -> Res
         path.file_name().ok_or_else(|| Error::invalid_argument(format!("{}: not a file path", path.display())))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    // Unique per process and per call, so concurrent writers of one path never collide.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp_name.push(format!(".tmp-{}-{seq}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let file = std::fs::OpenOptions::new()
         .write(true)

@@ -14,6 +14,7 @@ use rustix::io::Errno;
 
 use super::tree_builder::object_path;
 use super::verity::Verity;
+use crate::chunked::cache::{LayerCache, DIGEST_LEN};
 use crate::{Error, ErrorKind, Result};
 
 /// sha256 of empty content: every layer with an empty regular file has this object.
@@ -40,6 +41,16 @@ pub struct ObjectStats {
 struct Source {
     path: PathBuf,
     diff: OwnedFd,
+    /// The layer's lookaside cache (SPEC §7.1), when it has one: a bloom filter and a sorted
+    /// table that answer "not here" without a syscall, so hundreds of source layers cost little.
+    cache: Option<LayerCache>,
+}
+
+/// Loads `layer/composefs-data/chunked-manifest-cache` if present and valid; anything else means
+/// "no index", and the layer is probed with a stat instead.
+fn load_cache(layer: &Path) -> Option<LayerCache> {
+    let data = std::fs::read(layer.join(super::metadata::CACHE)).ok()?;
+    LayerCache::parse(&data).ok().flatten()
 }
 
 /// Writes objects into a staging `diff/` directory.
@@ -116,7 +127,7 @@ impl ObjectStore {
             let p = s.join("diff");
             let fd = openat(rustix::fs::CWD, &p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| Error::io(format_args!("open source layer objects {}", p.display()), e.into()))?;
-            srcs.push(Source { path: p, diff: fd });
+            srcs.push(Source { path: p, diff: fd, cache: load_cache(s) });
         }
         Ok(ObjectStore {
             diff,
@@ -161,7 +172,7 @@ impl ObjectStore {
         }
         self.ensure_prefix(digest)?;
         let path = object_path(digest);
-        if !self.try_reuse(&path, data.len() as u64)? {
+        if !self.try_reuse(digest, &path, data.len() as u64)? {
             let fd = self.create(&path)?;
             let mut f = File::from(fd);
             f.write_all(data).map_err(|e| Error::io(format_args!("write object {path}"), e))?;
@@ -180,7 +191,7 @@ impl ObjectStore {
         }
         self.ensure_prefix(digest)?;
         let path = object_path(digest);
-        if !self.try_reuse(&path, size)? {
+        if !self.try_reuse(digest, &path, size)? {
             return Ok(None);
         }
         self.finish_object(digest, &path, size).map(Some)
@@ -198,7 +209,7 @@ impl ObjectStore {
         }
         self.ensure_prefix(digest)?;
         let path = object_path(digest);
-        if self.try_reuse(&path, size)? {
+        if self.try_reuse(digest, &path, size)? {
             self.unlink(&name)?;
         } else {
             renameat(&self.diff, name.as_str(), &self.diff, path.as_str())
@@ -238,9 +249,19 @@ impl ObjectStore {
     }
 
     /// Takes `path` from a source layer, by hardlink or by reflink/copy. False when none has it.
-    fn try_reuse(&mut self, path: &str, size: u64) -> Result<bool> {
+    fn try_reuse(&mut self, digest: &[u8; 32], path: &str, size: u64) -> Result<bool> {
+        let mut key = [0u8; DIGEST_LEN];
+        key[..7].copy_from_slice(b"sha256:");
+        key[7..].copy_from_slice(digest);
         for i in 0..self.sources.len() {
             let src = &self.sources[i];
+            if let Some(cache) = &src.cache {
+                // A cache can be stale or corrupt: a hit is confirmed by the stat below, and only a
+                // clean miss skips the layer.
+                if let Ok(None) = cache.lookup(&key) {
+                    continue;
+                }
+            }
             let st = match statat(&src.diff, path, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,

@@ -1,0 +1,130 @@
+package composefs
+
+/*
+#include <stdlib.h>
+#include <composefs-storage.h>
+*/
+import "C"
+
+import (
+	"encoding/json"
+	"io"
+	"runtime"
+	"unsafe"
+)
+
+// tocArgs holds a TOC and a verity map as C arguments for one call.
+type tocArgs struct {
+	toc    *C.uint8_t
+	n      C.size_t
+	verity *C.char // NULL for no map
+	free   []unsafe.Pointer
+}
+
+// newTocArgs copies the TOC and encodes the verity map (object path -> hex fs-verity digest) as
+// the JSON object the C API takes. Release with close.
+func newTocArgs(toc []byte, verityDigests map[string]string) (*tocArgs, error) {
+	a := &tocArgs{n: C.size_t(len(toc))}
+	// C memory, so that the library never holds a Go pointer (and an empty TOC is not NULL).
+	p := C.malloc(C.size_t(len(toc) + 1))
+	a.free = append(a.free, p)
+	copy(unsafe.Slice((*byte)(p), len(toc)), toc)
+	a.toc = (*C.uint8_t)(p)
+	if verityDigests != nil {
+		js, err := json.Marshal(verityDigests)
+		if err != nil {
+			a.close()
+			return nil, &Error{Status: StatusInvalidArgument, Message: "composefs: encoding the verity map: " + err.Error()}
+		}
+		if a.verity, err = cStringArg(string(js), "verity map"); err != nil {
+			a.close()
+			return nil, err
+		}
+		a.free = append(a.free, unsafe.Pointer(a.verity))
+	}
+	return a, nil
+}
+
+func (a *tocArgs) close() {
+	for _, p := range a.free {
+		C.free(p)
+	}
+	a.free = nil
+}
+
+// GenerateDump writes the composefs dump of a TOC (the decompressed zstd:chunked TOC JSON) to w,
+// byte-identical to containers/storage's dump.GenerateDump with each line's xattrs sorted.
+// verityDigests maps object paths ("ab/cdef...") to fs-verity hex digests (nil for none). A TOC
+// that is not valid is an ErrFormat.
+func GenerateDump(w io.Writer, toc []byte, verityDigests map[string]string) error {
+	args, err := newTocArgs(toc, verityDigests)
+	if err != nil {
+		return err
+	}
+	defer args.close()
+	out, err := newOutputFd(w)
+	if err != nil {
+		return err
+	}
+	var cerr *C.cfs_error
+	status := C.cfs_toc_generate_dump(args.toc, args.n, args.verity, C.int32_t(out.fd()), &cerr)
+	runtime.KeepAlive(out.file)
+	err = takeError(status, cerr)
+	return firstError(out.finish(), err)
+}
+
+// WriteImageFromTOC writes the composefs blob (EROFS image) of a TOC to imagePath, which must not
+// exist (ErrAlreadyExists), byte-identical to what containers/storage gets from
+// `mkcomposefs --from-file -` on the dump of the same TOC and verity map, and returns the
+// image's fs-verity digest.
+func WriteImageFromTOC(imagePath string, toc []byte, verityDigests map[string]string) (Digest, error) {
+	var digest Digest
+	args, err := newTocArgs(toc, verityDigests)
+	if err != nil {
+		return digest, err
+	}
+	defer args.close()
+	cpath, err := cStringArg(imagePath, "image path")
+	if err != nil {
+		return digest, err
+	}
+	defer freeCString(cpath)
+	buf := (*C.uint8_t)(C.malloc(32))
+	defer C.free(unsafe.Pointer(buf))
+	var cerr *C.cfs_error
+	if err := takeError(C.cfs_toc_write_image(args.toc, args.n, args.verity, cpath, buf, &cerr), cerr); err != nil {
+		return digest, err
+	}
+	copy(digest[:], unsafe.Slice((*byte)(unsafe.Pointer(buf)), 32))
+	return digest, nil
+}
+
+// ReadTOC reads, authenticates and decodes the TOC of the zstd:chunked blob at blobPath. With the
+// layer's OCI annotations, the TOC digest there authenticates it; with nil annotations the TOC is
+// located through the blob's footer and not authenticated. It returns the decompressed TOC JSON
+// and its digest ("sha256:<hex>").
+func ReadTOC(blobPath string, annotations map[string]string) (toc []byte, tocDigest string, err error) {
+	cpath, err := cStringArg(blobPath, "blob path")
+	if err != nil {
+		return nil, "", err
+	}
+	defer freeCString(cpath)
+	var cann *C.char
+	if annotations != nil {
+		js, err := json.Marshal(annotations)
+		if err != nil {
+			return nil, "", &Error{Status: StatusInvalidArgument, Message: "composefs: encoding the annotations: " + err.Error()}
+		}
+		if cann, err = cStringArg(string(js), "annotations"); err != nil {
+			return nil, "", err
+		}
+		defer freeCString(cann)
+	}
+	var ctoc, cdigest *C.char
+	var cerr *C.cfs_error
+	if err := takeError(C.cfs_toc_read(cpath, cann, &ctoc, &cdigest, &cerr), cerr); err != nil {
+		return nil, "", err
+	}
+	tocDigest = takeString(cdigest)
+	return []byte(takeString(ctoc)), tocDigest, nil
+}

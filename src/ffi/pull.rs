@@ -1,0 +1,325 @@
+//! C API of partial pulls of zstd:chunked layers: an options handle set by string keys, a
+//! fetcher given as two callbacks (begin a ranged read, read its bytes), and a result handle.
+
+use std::ffi::{c_char, c_void};
+use std::io::Read;
+
+use super::cfs_status;
+use super::convert::cfs_progress_fn;
+use super::error::cfs_error;
+use super::util::{check_out, into_c_string, try_mut, try_path, try_ref, try_str, write_out};
+use crate::chunked::ranges::ByteRange;
+use crate::layer::pull::{pull, BlobFetcher, FileFetcher, PullOptions, PullResult};
+use crate::layer::{Progress, VerityPolicy};
+use crate::{Error, ErrorKind, Result};
+
+/// A byte range of a blob.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct cfs_byte_range {
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// Starts fetching `n_ranges` ranges (sorted, disjoint) of the blob; their bytes are then read,
+/// concatenated in order, with the read callback. Returns `CFS_OK`, `CFS_STATUS_LIMIT_EXCEEDED`
+/// when the source refuses that many ranges at once (the puller asks again with fewer), or
+/// another status to fail the pull.
+pub type cfs_fetch_begin_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, ranges: *const cfs_byte_range, n_ranges: usize) -> cfs_status>;
+
+/// Reads up to `len` bytes of the current fetch into `buf`. Returns the number of bytes read,
+/// 0 at the end of the fetched ranges, or -1 on error.
+pub type cfs_fetch_read_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, buf: *mut u8, len: usize) -> i64>;
+
+/// Options for `cfs_layer_pull*` (opaque).
+pub struct cfs_pull_options {
+    options: PullOptions,
+    progress: cfs_progress_fn,
+    userdata: *mut c_void,
+}
+
+/// The result of a pull (opaque).
+pub struct cfs_pull_result {
+    result: PullResult,
+}
+
+/// Creates pull options with the defaults (annotations none: the TOC is found through the blob
+/// footer; fs-verity if available; DiffID verified). Free with `cfs_pull_options_free`.
+#[no_mangle]
+pub extern "C" fn cfs_pull_options_new(out: *mut *mut cfs_pull_options, err: *mut *mut cfs_error) -> cfs_status {
+    ffi_call!(err, {
+        check_out(out, "out")?;
+        let b = Box::new(cfs_pull_options {
+            options: PullOptions::default(),
+            progress: None,
+            userdata: std::ptr::null_mut(),
+        });
+        // SAFETY: checked non-NULL; the caller owns the handle from here on.
+        unsafe { write_out(out, Box::into_raw(b), "out") }
+    })
+}
+
+/// Frees options. Free of NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn cfs_pull_options_free(options: *mut cfs_pull_options) {
+    ffi_infallible!((), {
+        if !options.is_null() {
+            // SAFETY: a pointer from cfs_pull_options_new, freed once by contract.
+            drop(unsafe { Box::from_raw(options) });
+        }
+    })
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(Error::invalid_argument(format!("{key}: expected \"true\" or \"false\", got {v:?}"))),
+    }
+}
+
+/// Sets an option by name (new options never change the ABI):
+/// - `annotations`: the layer's OCI annotations as a JSON object (the TOC digest there
+///   authenticates the TOC);
+/// - `source_layer`: a layer directory whose objects may be reused (repeatable: each call adds one);
+/// - `hardlinks`: `true`/`false` (reuse by hardlink instead of reflink/copy);
+/// - `verity`: `off`, `if-available`, `require`;
+/// - `keep_whiteout_files`: `true`/`false`;
+/// - `insecure_skip_diff_id`: `true`/`false` (containers/storage's
+///   insecure_allow_unpredictable_image_contents);
+/// - `expected_diff_id`: `sha256:<hex>` (a mismatch fails the pull);
+/// - `max_ranges`: most ranges per fetch (default 1024);
+/// - `write_metadata`: `true`/`false` (keep TOC, tar-split, blob digest in `composefs-data/`).
+#[no_mangle]
+pub extern "C" fn cfs_pull_options_set(
+    options: *mut cfs_pull_options,
+    key: *const c_char,
+    value: *const c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle / C strings, by contract.
+        let o = unsafe { try_mut(options, "options") }?;
+        // SAFETY: as above.
+        let key = unsafe { try_str(key, "key") }?;
+        // SAFETY: as above.
+        let v = unsafe { try_str(value, "value") }?;
+        let opts = &mut o.options;
+        match key {
+            "annotations" => {
+                opts.annotations =
+                    Some(serde_json::from_str(v).map_err(|e| {
+                        Error::invalid_argument(format!("annotations: not a JSON object of strings: {e}"))
+                    })?)
+            }
+            "source_layer" => opts.source_layers.push(std::path::PathBuf::from(v)),
+            "hardlinks" => opts.hardlinks = parse_bool(key, v)?,
+            "verity" => opts.verity = VerityPolicy::parse(v)?,
+            "keep_whiteout_files" => opts.oci_whiteouts = !parse_bool(key, v)?,
+            "insecure_skip_diff_id" => opts.insecure_skip_diff_id = parse_bool(key, v)?,
+            "write_metadata" => opts.write_metadata = parse_bool(key, v)?,
+            "expected_diff_id" => {
+                let hex = crate::chunked::toc::sha256_hex(v)
+                    .map_err(|e| Error::invalid_argument(format!("expected_diff_id: {e}")))?;
+                let mut d = [0u8; 32];
+                for (i, b) in d.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                        .map_err(|_| Error::invalid_argument("digest"))?;
+                }
+                opts.expected_diff_id = Some(d);
+            }
+            "max_ranges" => {
+                opts.max_ranges = v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    Error::invalid_argument(format!("max_ranges: expected a positive number, got {v:?}"))
+                })?
+            }
+            _ => return Err(Error::invalid_argument(format!("unknown pull option {key:?}"))),
+        }
+        Ok(())
+    })
+}
+
+/// Sets (or with NULL clears) the progress callback: `bytes` of file data fetched so far and
+/// TOC entries; return non-zero to cancel (the pull fails with `CFS_STATUS_CANCELLED`).
+#[no_mangle]
+pub extern "C" fn cfs_pull_options_set_progress(
+    options: *mut cfs_pull_options,
+    callback: cfs_progress_fn,
+    userdata: *mut c_void,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle, by contract.
+        let o = unsafe { try_mut(options, "options") }?;
+        o.progress = callback;
+        o.userdata = userdata;
+        Ok(())
+    })
+}
+
+/// The C callbacks as a [`BlobFetcher`].
+struct CallbackFetcher {
+    size: u64,
+    begin: unsafe extern "C" fn(*mut c_void, *const cfs_byte_range, usize) -> cfs_status,
+    read: unsafe extern "C" fn(*mut c_void, *mut u8, usize) -> i64,
+    userdata: *mut c_void,
+}
+
+struct CallbackReader<'a> {
+    f: &'a CallbackFetcher,
+}
+
+impl Read for CallbackReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        // SAFETY: the caller's read callback with its userdata; `buf` is valid for `len` bytes.
+        let n = unsafe { (self.f.read)(self.f.userdata, buf.as_mut_ptr(), buf.len()) };
+        if n < 0 || n as u64 > buf.len() as u64 {
+            return Err(std::io::Error::other(format!("the fetch read callback failed (returned {n})")));
+        }
+        Ok(n as usize)
+    }
+}
+
+impl BlobFetcher for CallbackFetcher {
+    fn blob_size(&self) -> u64 {
+        self.size
+    }
+    fn fetch<'a>(&'a mut self, ranges: &[ByteRange]) -> Result<Box<dyn Read + 'a>> {
+        let c: Vec<cfs_byte_range> =
+            ranges.iter().map(|r| cfs_byte_range { offset: r.offset, length: r.length }).collect();
+        // SAFETY: the caller's begin callback with its userdata; `c` outlives the call.
+        let st = unsafe { (self.begin)(self.userdata, c.as_ptr(), c.len()) };
+        match st {
+            cfs_status::CFS_OK => Ok(Box::new(CallbackReader { f: self })),
+            cfs_status::CFS_STATUS_LIMIT_EXCEEDED => {
+                Err(Error::limit(format!("the blob source refused {} ranges at once", c.len())))
+            }
+            other => Err(Error::new(ErrorKind::Io, format!("the fetch callback failed with {other:?}"))),
+        }
+    }
+}
+
+fn run(
+    fetcher: &mut dyn BlobFetcher,
+    layer_dir: *const c_char,
+    options: *const cfs_pull_options,
+    out: *mut *mut cfs_pull_result,
+) -> Result<()> {
+    check_out(out, "out")?;
+    // SAFETY: NULL or a C string, by contract.
+    let dir = unsafe { try_path(layer_dir, "layer_dir") }?;
+    let defaults = cfs_pull_options { options: PullOptions::default(), progress: None, userdata: std::ptr::null_mut() };
+    let o = if options.is_null() {
+        &defaults
+    } else {
+        // SAFETY: non-NULL, a live handle by contract.
+        unsafe { try_ref(options, "options") }?
+    };
+    let (cb, ud) = (o.progress, o.userdata);
+    let mut progress = move |p: Progress| -> bool {
+        match cb {
+            // SAFETY: the caller registered this function with this userdata.
+            Some(f) => unsafe { f(ud, p.bytes, p.entries) == 0 },
+            None => true,
+        }
+    };
+    let result = pull(fetcher, dir, &o.options, Some(&mut progress))?;
+    // SAFETY: checked non-NULL above; ownership passes to the caller.
+    unsafe { write_out(out, Box::into_raw(Box::new(cfs_pull_result { result })), "out") }
+}
+
+/// Pulls a zstd:chunked layer of `blob_size` bytes into the new directory `layer_dir`, reading
+/// only the ranges it needs through `begin`/`read` (called on this thread, with `userdata`).
+/// `options` may be NULL for the defaults. On success `*out` receives a result to free with
+/// `cfs_pull_result_free`. On any error nothing is left behind.
+#[no_mangle]
+pub extern "C" fn cfs_layer_pull(
+    blob_size: u64,
+    begin: cfs_fetch_begin_fn,
+    read: cfs_fetch_read_fn,
+    userdata: *mut c_void,
+    layer_dir: *const c_char,
+    options: *const cfs_pull_options,
+    out: *mut *mut cfs_pull_result,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        let begin = begin.ok_or_else(|| super::util::null_argument("begin"))?;
+        let read = read.ok_or_else(|| super::util::null_argument("read"))?;
+        let mut f = CallbackFetcher { size: blob_size, begin, read, userdata };
+        run(&mut f, layer_dir, options, out)
+    })
+}
+
+/// Like `cfs_layer_pull` for a blob that is a file on disk.
+#[no_mangle]
+pub extern "C" fn cfs_layer_pull_path(
+    blob_path: *const c_char,
+    layer_dir: *const c_char,
+    options: *const cfs_pull_options,
+    out: *mut *mut cfs_pull_result,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        check_out(out, "out")?;
+        // SAFETY: NULL or a C string, by contract.
+        let p = unsafe { try_path(blob_path, "blob_path") }?;
+        let file = std::fs::File::open(p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))?;
+        let mut f = FileFetcher::new(file)?;
+        run(&mut f, layer_dir, options, out)
+    })
+}
+
+/// Frees a pull result. Free of NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn cfs_pull_result_free(result: *mut cfs_pull_result) {
+    ffi_infallible!((), {
+        if !result.is_null() {
+            // SAFETY: a pointer from cfs_layer_pull*, freed once by contract.
+            drop(unsafe { Box::from_raw(result) });
+        }
+    })
+}
+
+/// The result as JSON (layer dir, TOC digest, DiffID, blob bytes fetched, objects written and
+/// reused, ...), to free with `cfs_string_free`.
+#[no_mangle]
+pub extern "C" fn cfs_pull_result_to_json(
+    result: *const cfs_pull_result,
+    out: *mut *mut c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        check_out(out, "out")?;
+        // SAFETY: NULL or a live handle, by contract.
+        let r = unsafe { try_ref(result, "result") }?;
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(out, into_c_string(r.result.to_json().to_string()), "out") }
+    })
+}
+
+/// The decompressed TOC JSON of the pulled layer (what containers/storage stores as
+/// `zstd-chunked-manifest`), valid until the result is freed.
+#[no_mangle]
+pub extern "C" fn cfs_pull_result_toc_json(
+    result: *const cfs_pull_result,
+    data: *mut *const u8,
+    len: *mut usize,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        check_out(data, "data")?;
+        check_out(len, "len")?;
+        // SAFETY: NULL or a live handle, by contract.
+        let r = unsafe { try_ref(result, "result") }?;
+        // SAFETY: both checked non-NULL.
+        unsafe {
+            write_out(data, r.result.toc_json.as_ptr(), "data")?;
+            write_out(len, r.result.toc_json.len(), "len")
+        }
+    })
+}

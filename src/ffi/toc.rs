@@ -1,0 +1,136 @@
+//! C API of the TOC-based pieces containers/storage calls today: the composefs dump of a TOC
+//! (`dump.GenerateDump`), the composefs blob of a TOC (`generateComposeFsBlob` + mkcomposefs),
+//! and reading the TOC of a zstd:chunked blob.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::c_char;
+use std::io::Write;
+use std::mem::ManuallyDrop;
+use std::os::fd::FromRawFd;
+
+use super::cfs_status;
+use super::error::cfs_error;
+use super::util::{check_out, into_c_string, try_path, try_str, write_out};
+use crate::chunked::dump::generate_dump;
+use crate::chunked::{read_manifest, ReadOptions, Toc};
+use crate::image::{dump, write_image_file, WriteOptions};
+use crate::{Error, ErrorKind, Result};
+
+/// The TOC bytes and the optional verity map (JSON object: object path → hex digest).
+///
+/// # Safety
+/// `toc` is NULL or valid for `toc_len` bytes; `verity_json` is NULL or a C string.
+unsafe fn inputs(toc: *const u8, toc_len: usize, verity_json: *const c_char) -> Result<(Toc, HashMap<String, String>)> {
+    if toc.is_null() {
+        return Err(super::util::null_argument("toc"));
+    }
+    // SAFETY: non-NULL and valid for toc_len bytes by contract.
+    let bytes = unsafe { std::slice::from_raw_parts(toc, toc_len) };
+    let toc = Toc::parse(bytes)?;
+    let verity = if verity_json.is_null() {
+        HashMap::new()
+    } else {
+        // SAFETY: a C string by contract.
+        let s = unsafe { try_str(verity_json, "verity_json") }?;
+        serde_json::from_str(s)
+            .map_err(|e| Error::invalid_argument(format!("verity_json: not a JSON object of strings: {e}")))?
+    };
+    Ok((toc, verity))
+}
+
+/// Writes the composefs dump of a TOC (the decompressed TOC JSON, `toc_len` bytes) to `dump_fd`,
+/// byte-identical to containers/storage's `dump.GenerateDump` with xattrs sorted. `verity_json`
+/// (may be NULL) maps object paths (`ab/cdef…`) to fs-verity hex digests. `dump_fd` is borrowed.
+#[no_mangle]
+pub extern "C" fn cfs_toc_generate_dump(
+    toc: *const u8,
+    toc_len: usize,
+    verity_json: *const c_char,
+    dump_fd: i32,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: forwarded contract.
+        let (toc, verity) = unsafe { inputs(toc, toc_len, verity_json) }?;
+        if dump_fd < 0 {
+            return Err(Error::invalid_argument(format!("dump_fd {dump_fd} is not a file descriptor")));
+        }
+        // SAFETY: the caller keeps dump_fd open for the call; ManuallyDrop never closes it.
+        let f = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(dump_fd) });
+        let mut w = std::io::BufWriter::new(&*f);
+        generate_dump(&toc, &verity, &mut w)?;
+        w.flush().map_err(|e| Error::io("write dump", e))
+    })
+}
+
+/// Writes the composefs blob (EROFS image) of a TOC to `image_path`, which must not exist —
+/// byte-identical to what containers/storage gets from `mkcomposefs --from-file -` on the dump
+/// of the same TOC and verity map. `digest_out` (may be NULL) receives the image's 32-byte
+/// fs-verity digest, computed while writing.
+#[no_mangle]
+pub extern "C" fn cfs_toc_write_image(
+    toc: *const u8,
+    toc_len: usize,
+    verity_json: *const c_char,
+    image_path: *const c_char,
+    digest_out: *mut u8,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: forwarded contract.
+        let (toc, verity) = unsafe { inputs(toc, toc_len, verity_json) }?;
+        // SAFETY: NULL or a C string, by contract.
+        let path = unsafe { try_path(image_path, "image_path") }?;
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(Error::new(ErrorKind::AlreadyExists, format!("{} already exists", path.display())));
+        }
+        let mut text = Vec::new();
+        generate_dump(&toc, &verity, &mut text)?;
+        let tree = dump::parse(&text[..], false).map_err(|e| e.context("the TOC's dump"))?;
+        let digest = write_image_file(&tree, &WriteOptions::default(), path)?;
+        if !digest_out.is_null() {
+            // SAFETY: non-NULL and valid for 32 bytes by contract.
+            unsafe { std::ptr::copy_nonoverlapping(digest.as_ptr(), digest_out, 32) };
+        }
+        Ok(())
+    })
+}
+
+/// Reads, authenticates and decodes the TOC of the zstd:chunked blob at `blob_path`.
+/// `annotations_json` is the layer's OCI annotations as a JSON object, or NULL to locate the TOC
+/// through the blob's footer (then not authenticated). On success `*toc_json_out` receives the
+/// decompressed TOC JSON and `*toc_digest_out` its digest (`sha256:<hex>`), both to free with
+/// `cfs_string_free`.
+#[no_mangle]
+pub extern "C" fn cfs_toc_read(
+    blob_path: *const c_char,
+    annotations_json: *const c_char,
+    toc_json_out: *mut *mut c_char,
+    toc_digest_out: *mut *mut c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        check_out(toc_json_out, "toc_json_out")?;
+        check_out(toc_digest_out, "toc_digest_out")?;
+        // SAFETY: NULL or a C string, by contract.
+        let p = unsafe { try_path(blob_path, "blob_path") }?;
+        let annotations: Option<BTreeMap<String, String>> =
+            if annotations_json.is_null() {
+                None
+            } else {
+                // SAFETY: a C string by contract.
+                let s = unsafe { try_str(annotations_json, "annotations_json") }?;
+                Some(serde_json::from_str(s).map_err(|e| {
+                    Error::invalid_argument(format!("annotations_json: not a JSON object of strings: {e}"))
+                })?)
+            };
+        let blob = std::fs::File::open(p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))?;
+        let m = read_manifest(&blob, annotations.as_ref(), &ReadOptions::default())?;
+        let json = String::from_utf8(m.toc_json).map_err(|_| Error::format("the TOC is not UTF-8"))?;
+        // SAFETY: both checked non-NULL.
+        unsafe {
+            write_out(toc_json_out, into_c_string(json), "toc_json_out")?;
+            write_out(toc_digest_out, into_c_string(m.location.toc_digest), "toc_digest_out")
+        }
+    })
+}
