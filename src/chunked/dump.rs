@@ -40,6 +40,9 @@ fn parent_of(path: &str) -> &str {
     }
 }
 
+/// Longest path accepted (Linux `PATH_MAX`, as the tar reader's default name limit).
+const PATH_MAX: usize = 4096;
+
 fn type_bits(t: &str) -> Option<u32> {
     Some(match t {
         TYPE_REG | TYPE_HARDLINK => 0o100000,
@@ -60,14 +63,37 @@ struct Generator<'a> {
 }
 
 impl Generator<'_> {
+    /// Writes `entry`, after synthesising its missing parents outermost first (iteratively: a
+    /// deep path must not recurse, fuzzing found a stack overflow).
     fn node(&mut self, out: &mut impl Write, entry: &TocEntry) -> Result<()> {
         let path = clean_abs_path(&entry.name);
-        let parent = parent_of(&path).to_string();
-        if path != "/" && !self.added.contains_key(&parent) {
+        if path.len() > PATH_MAX {
+            // Every missing parent is kept as a string: without a bound, one deep name costs
+            // memory quadratic in its length.
+            return Err(Error::limit(format!(
+                "TOC entry name is longer than {PATH_MAX} bytes: {:?}...",
+                path.chars().take(64).collect::<String>()
+            )));
+        }
+        let mut missing = Vec::new();
+        let mut p = path.as_str();
+        while p != "/" {
+            p = parent_of(p);
+            if self.added.contains_key(p) {
+                break;
+            }
+            missing.push(p.to_string());
+        }
+        for parent in missing.into_iter().rev() {
             let synthesized =
                 TocEntry { name: parent, entry_type: TYPE_DIR.to_string(), mode: 0o755, ..Default::default() };
-            self.node(out, &synthesized)?;
+            self.write_node(out, &synthesized)?;
         }
+        self.write_node(out, entry)
+    }
+
+    fn write_node(&mut self, out: &mut impl Write, entry: &TocEntry) -> Result<()> {
+        let path = clean_abs_path(&entry.name);
         if let Some(prev) = self.added.get(&path) {
             if prev != entry {
                 return Err(Error::format(format!("entry {path:?} already added with different data")));

@@ -99,12 +99,10 @@ pub fn parse_rfc3339(s: &str) -> Result<Mtime> {
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
         return Err(bad());
     }
+    // On bytes: index 19 need not be a char boundary (fuzzing found `...:0ǭ`).
     let num = |r: std::ops::Range<usize>| -> Result<i64> {
-        let t = &s[r];
-        if !t.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(bad());
-        }
-        t.parse::<i64>().map_err(|_| bad())
+        b[r].iter()
+            .try_fold(0i64, |n, &c| if c.is_ascii_digit() { Ok(n * 10 + i64::from(c - b'0')) } else { Err(bad()) })
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);

@@ -151,7 +151,13 @@ impl BufRead for LayerStream {
                     self.pos = 0;
                     let _ = self.recycle.try_send(old);
                 }
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => {
+                    // The worker's last message: let it finish, so that its thread and the input
+                    // are gone when the error surfaces (fuzzing saw the thread outlive the error).
+                    // A later read finds the channel closed and returns the error again.
+                    self.join();
+                    return Err(e);
+                }
                 Err(_) => {
                     // The worker finished: either cleanly (end of stream) or with an error that
                     // `finish` reports; surface the error right away when there is one.

@@ -1,0 +1,4 @@
+#![no_main]
+//! See `source_tar` in fuzz/harness.rs.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| composefs_storage_fuzz::source_tar(data));
