@@ -1,6 +1,7 @@
 //! zstd:chunked manifests of the corpus blobs, read from annotations and from the footer, compared
 //! with what containers/storage's reader decoded (toc.raw.json, tarsplit.ndjson).
 
+mod support;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use composefs_storage::chunked::{read_manifest, tarsplit, Format, ReadOptions};
 use composefs_storage::ErrorKind;
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/cstorage")
+    support::cstorage()
 }
 
 fn annotations(path: &Path) -> BTreeMap<String, String> {

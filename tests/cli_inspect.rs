@@ -1,22 +1,11 @@
 //! `composefs-storage inspect`: summaries of converted corpus layers checked against the corpus's
 //! independent object lists, and `--verify`/`--deep` catching damaged objects.
 
-use std::path::{Path, PathBuf};
+mod support;
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn corpus() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("CFS_CORPUS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")),
-        Some(PathBuf::from("/work/shared/corpus")),
-    ];
-    let found = candidates.into_iter().flatten().find(|p| p.join("README.md").exists());
-    if found.is_none() {
-        eprintln!("skipping: corpus not found (set CFS_CORPUS)");
-    }
-    found
-}
+use support::corpus;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_composefs-storage"))

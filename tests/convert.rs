@@ -1,22 +1,14 @@
 //! End-to-end conversion: atomicity, cancellation, inputs (path, pipe), reuse, and the blob
 //! against containers/storage + mkcomposefs (corpus cstorage-images/EXPECTED.tsv).
 
+mod support;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use composefs_storage::layer::{convert, ConvertOptions, Progress, VerityPolicy};
 use composefs_storage::ErrorKind;
 
-fn corpus() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
-    let p = if p.exists() { p } else { PathBuf::from("/work/shared/corpus") };
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: corpus not found");
-        None
-    }
-}
+use support::corpus;
 
 fn open(p: &Path) -> Box<dyn Read + Send> {
     Box::new(std::fs::File::open(p).unwrap())

@@ -1,5 +1,6 @@
 //! The C API of conversion, called as C would call it.
 
+mod support;
 use std::ffi::{c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -11,9 +12,7 @@ use composefs_storage::ffi::error::{cfs_error, cfs_error_free, cfs_error_status}
 use composefs_storage::ffi::util::cfs_string_free;
 
 fn corpus() -> Option<PathBuf> {
-    let p = PathBuf::from("/work/shared/corpus/cstorage");
-    let p2 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/cstorage");
-    [p2, p].into_iter().find(|p| p.exists())
+    support::corpus().map(|p| p.join("cstorage"))
 }
 
 fn c(p: &Path) -> CString {

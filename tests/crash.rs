@@ -2,13 +2,14 @@
 //! and of a partial pull. Afterwards the layer directory is either complete or absent, and the
 //! next operation in the same store removes what the killed one left in staging.
 
+mod support;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/cstorage")
+    support::cstorage()
 }
 
 fn cli() -> Command {

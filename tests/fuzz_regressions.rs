@@ -7,6 +7,7 @@
 #[path = "../fuzz/harness.rs"]
 mod harness;
 
+mod support;
 use std::path::Path;
 
 /// A harness: the raw fuzzer input in, a panic on a finding.
@@ -50,7 +51,7 @@ fn recorded_inputs_do_not_crash() {
 /// The harnesses accept the seeds they are fed from (a smoke test of the harness itself).
 #[test]
 fn harnesses_run_on_valid_input() {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/cstorage/noparents-ustar");
+    let corpus = support::cstorage().join("noparents-ustar");
     let conf = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sample-storage.conf")).unwrap();
     harness::config(&conf);
     harness::chunked_toc(br#"{"version":1,"entries":[{"type":"reg","name":"a","size":0}]}"#);

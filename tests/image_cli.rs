@@ -1,23 +1,11 @@
 //! `composefs-storage mkimage` / `dump` end to end.
 
-use std::path::{Path, PathBuf};
+mod support;
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-fn corpus() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("CFS_CORPUS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")),
-        Some(PathBuf::from("/work/shared/corpus")),
-    ];
-    let found = candidates.into_iter().flatten().find(|p| p.join("README.md").exists());
-    if found.is_none() {
-        eprintln!("skipping: corpus not found (set CFS_CORPUS)");
-    }
-    found
-}
+use support::corpus;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_composefs-storage"))

@@ -2,24 +2,13 @@
 //! the image mkcomposefs 1.0.8 wrote (corpus `composefs-assets/EXPECTED.tsv` and
 //! `cstorage-images/EXPECTED.tsv`).
 
-use std::path::{Path, PathBuf};
+mod support;
+use std::path::Path;
 
 use composefs_storage::image::{dump, write_image, WriteOptions};
 use sha2::{Digest, Sha256};
 
-fn corpus() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("CFS_CORPUS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")),
-        Some(PathBuf::from("/work/shared/corpus")),
-    ];
-    let found = candidates.into_iter().flatten().find(|p| p.join("README.md").exists());
-    if found.is_none() {
-        eprintln!("skipping: corpus not found (set CFS_CORPUS)");
-    }
-    found
-}
+use support::corpus;
 
 fn read_dump(path: &Path) -> Vec<u8> {
     if path.extension().is_some_and(|e| e == "gz") {

@@ -1,27 +1,15 @@
 //! The C API of the image module, called as C would call it.
 
+mod support;
 use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
 
 use composefs_storage::ffi::error::{cfs_error, cfs_error_free, cfs_error_message, cfs_status};
 use composefs_storage::ffi::image::*;
 use sha2::{Digest, Sha256};
 
-fn corpus() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("CFS_CORPUS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")),
-        Some(PathBuf::from("/work/shared/corpus")),
-    ];
-    let found = candidates.into_iter().flatten().find(|p| p.join("README.md").exists());
-    if found.is_none() {
-        eprintln!("skipping: corpus not found (set CFS_CORPUS)");
-    }
-    found
-}
+use support::corpus;
 
 fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()

@@ -1,24 +1,12 @@
 //! The userspace fs-verity digest of every corpus image equals what `composefs-info
 //! measure-file` reported for mkcomposefs's image (cstorage-images/EXPECTED.tsv, image_fsverity).
 
-use std::path::{Path, PathBuf};
+mod support;
 
 use composefs_storage::image::fsverity::{digest_bytes, to_hex};
 use composefs_storage::image::{digest_reader, dump, write_image, WriteOptions};
 
-fn corpus() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("CFS_CORPUS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")),
-        Some(PathBuf::from("/work/shared/corpus")),
-    ];
-    let found = candidates.into_iter().flatten().find(|p| p.join("README.md").exists());
-    if found.is_none() {
-        eprintln!("skipping: corpus not found (set CFS_CORPUS)");
-    }
-    found
-}
+use support::corpus;
 
 #[test]
 fn image_digests_match_composefs_info_measure_file() {

@@ -2,23 +2,12 @@
 //! dump -> image is byte-stable, shipped mkcomposefs images read back and rewrite to the same
 //! bytes, and corrupt images are rejected with an error.
 
+mod support;
 use std::path::{Path, PathBuf};
 
 use composefs_storage::image::{dump, read_image, write_image, WriteOptions};
 
-fn corpus() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("CFS_CORPUS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")),
-        Some(PathBuf::from("/work/shared/corpus")),
-    ];
-    let found = candidates.into_iter().flatten().find(|p| p.join("README.md").exists());
-    if found.is_none() {
-        eprintln!("skipping: corpus not found (set CFS_CORPUS)");
-    }
-    found
-}
+use support::corpus;
 
 fn read_dump(path: &Path) -> Vec<u8> {
     if path.extension().is_some_and(|e| e == "gz") {

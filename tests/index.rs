@@ -1,8 +1,9 @@
 //! Source layers are found through their lookaside caches, including those of a containers/storage
 //! store (`overlay-layers/<id>/=Y2h1bmtlZC1tYW5pZmVzdC1jYWNoZQ==`), so a shared store dedups both ways.
 
+mod support;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use composefs_storage::chunked::cache::LayerCache;
 use composefs_storage::chunked::Toc;
@@ -10,7 +11,7 @@ use composefs_storage::layer::metadata::{CACHE, CSTORAGE_CACHE_KEY_FILE};
 use composefs_storage::layer::{convert, ConvertOptions, VerityPolicy};
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/cstorage")
+    support::cstorage()
 }
 
 fn opts(sources: Vec<PathBuf>) -> ConvertOptions {

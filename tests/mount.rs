@@ -11,7 +11,7 @@ use mount_support::*;
 
 fn noparents_layer(root: &Path) -> Layer {
     let tree = root.join("tree");
-    extract(&Path::new(CORPUS).join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
+    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
     let image = corpus_image("noparents-ustar.cfs", root);
     let dir = composefs_layer_dir(&root.join("layer"), &image, &tree);
     Layer::from_layer_dir(&dir).unwrap()

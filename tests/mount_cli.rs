@@ -3,7 +3,6 @@
 mod mount_support;
 
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 
 use mount_support::*;
@@ -20,7 +19,7 @@ fn cli_mounts_checks_digest_file_and_unmounts() {
     let tmp = tempdir();
     let root = tmp.path();
     let tree = root.join("tree");
-    extract(&Path::new(CORPUS).join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
+    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
     let image = corpus_image("noparents-ustar.cfs", root);
     let cfs = composefs_layer_dir(&root.join("cfs"), &image, &tree);
     let classic = root.join("classic");

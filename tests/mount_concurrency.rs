@@ -3,7 +3,6 @@
 mod mount_support;
 
 use std::fs;
-use std::path::Path;
 use std::sync::Arc;
 
 use composefs_storage::mount::{self, ErofsBacking, Layer, MountOptions};
@@ -17,7 +16,7 @@ fn parallel_mounts_do_not_interfere() {
     let tmp = tempdir();
     let root = tmp.path().to_path_buf();
     let tree = root.join("tree");
-    extract(&Path::new(CORPUS).join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
+    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
     let image = corpus_image("noparents-ustar.cfs", &root);
     let cfs = composefs_layer_dir(&root.join("cfs"), &image, &tree);
     // A second composefs layer right under the first: every thread flattens the pair, racing to

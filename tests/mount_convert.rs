@@ -13,7 +13,7 @@ use composefs_storage::mount::{self, Layer, MountOptions};
 use mount_support::*;
 
 fn tar(name: &str) -> PathBuf {
-    Path::new(CORPUS).join(format!("cstorage/{name}/{name}.tar.zst"))
+    corpus_path().join(format!("cstorage/{name}/{name}.tar.zst"))
 }
 
 fn converted(root: &Path, name: &str) -> PathBuf {

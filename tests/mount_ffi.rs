@@ -25,7 +25,7 @@ fn c_api_mounts_verifies_and_unmounts() {
     let tmp = tempdir();
     let root = tmp.path();
     let tree = root.join("tree");
-    extract(&Path::new(CORPUS).join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
+    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
     let image = corpus_image("noparents-ustar.cfs", root);
     let cfs = composefs_layer_dir(&root.join("cfs"), &image, &tree);
     let (mnt, upper, work) = (root.join("mnt"), root.join("upper"), root.join("work"));

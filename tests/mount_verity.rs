@@ -11,7 +11,7 @@ use mount_support::*;
 
 /// The `image_fsverity` column of the corpus for `image` (composefs-info measure-file).
 fn expected_digest(image: &str) -> [u8; 32] {
-    let tsv = fs::read_to_string(Path::new(CORPUS).join("cstorage-images/EXPECTED.tsv")).unwrap();
+    let tsv = fs::read_to_string(corpus_path().join("cstorage-images/EXPECTED.tsv")).unwrap();
     let dump = image.replace(".cfs", ".dump");
     let line = tsv.lines().find(|l| l.split('\t').next().unwrap().ends_with(&format!("/{dump}"))).unwrap();
     parse_digest(line.split('\t').nth(5).unwrap()).unwrap()
@@ -19,7 +19,7 @@ fn expected_digest(image: &str) -> [u8; 32] {
 
 fn setup(root: &Path) -> (PathBuf, Layer) {
     let tree = root.join("tree");
-    extract(&Path::new(CORPUS).join("cstorage/handmade-archive/handmade-archive.tar.zst"), &tree);
+    extract(&corpus_path().join("cstorage/handmade-archive/handmade-archive.tar.zst"), &tree);
     let image = corpus_image("handmade-archive.with-verity.cfs", root);
     let dir = composefs_layer_dir(&root.join("layer"), &image, &tree);
     let mnt = root.join("mnt");

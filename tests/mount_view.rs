@@ -15,7 +15,7 @@ struct Case {
 }
 
 fn case(name: &'static str, image: &'static str) -> Case {
-    Case { tar: Path::new(CORPUS).join(format!("cstorage/{name}/{name}.tar.zst")), image }
+    Case { tar: corpus_path().join(format!("cstorage/{name}/{name}.tar.zst")), image }
 }
 
 /// Builds a composefs layer dir and a classic layer dir for the case; returns (composefs, classic).
@@ -65,7 +65,7 @@ fn a_real_etc_tree_matches_tar_x() {
     }
     let tmp = tempdir();
     let root = tmp.path();
-    let dir = Path::new(CORPUS).join("cstorage/etc-doc-gnu");
+    let dir = corpus_path().join("cstorage/etc-doc-gnu");
     let dump = fs::File::open(dir.join("etc-doc-gnu.dump")).unwrap();
     let tree = composefs_storage::image::dump::parse(std::io::BufReader::new(dump), false).unwrap();
     let image = root.join("etc-doc-gnu.cfs");
@@ -215,7 +215,7 @@ fn root_whiteout_stubs_of_an_upper_image_hide_nothing() {
     let tmp = tempdir();
     let root = tmp.path();
     let tree = root.join("tree");
-    extract(&Path::new(CORPUS).join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
+    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
     let image = corpus_image("noparents-ustar.cfs", root);
     let upper = composefs_layer_dir(&root.join("cfs"), &image, &tree);
     let lower = root.join("classic");

@@ -1,6 +1,7 @@
 //! Partial pulls of the corpus zstd:chunked blobs: the layer equals the one converted from the
 //! full stream; reuse fetches nothing but the TOC; lies and tampering are refused cleanly.
 
+mod support;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
@@ -12,7 +13,7 @@ use composefs_storage::layer::{convert, ConvertOptions, VerityPolicy};
 use composefs_storage::{ErrorKind, Result};
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/cstorage")
+    support::cstorage()
 }
 
 fn annotations(case: &str) -> BTreeMap<String, String> {

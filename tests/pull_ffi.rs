@@ -1,9 +1,10 @@
 //! The C API of partial pulls and of the TOC pieces, called as a C program would.
 
+mod support;
 use std::ffi::{c_void, CStr, CString};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use composefs_storage::ffi::error::{cfs_error, cfs_error_free, cfs_error_message, cfs_status};
 use composefs_storage::ffi::pull::*;
@@ -11,7 +12,7 @@ use composefs_storage::ffi::toc::*;
 use composefs_storage::ffi::util::cfs_string_free;
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/cstorage")
+    support::cstorage()
 }
 
 fn c(s: &str) -> CString {

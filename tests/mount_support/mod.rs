@@ -13,7 +13,14 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-pub const CORPUS: &str = "/work/shared/corpus";
+#[path = "../support/mod.rs"]
+mod corpus_support;
+
+/// The corpus (see tests/support); a path that does not exist when there is none, so that the
+/// corpus check below skips.
+pub fn corpus_path() -> PathBuf {
+    corpus_support::corpus().unwrap_or_else(|| PathBuf::from("/nonexistent/corpus"))
+}
 
 static CACHE_ENV: std::sync::Once = std::sync::Once::new();
 
@@ -38,9 +45,9 @@ pub fn can_mount() -> bool {
 }
 
 pub fn corpus_available() -> bool {
-    let ok = Path::new(CORPUS).join("cstorage-images").is_dir();
+    let ok = corpus_path().join("cstorage-images").is_dir();
     if !ok {
-        eprintln!("SKIP: corpus not found at {CORPUS}");
+        eprintln!("SKIP: corpus not found");
     }
     ok
 }
@@ -252,7 +259,7 @@ pub fn compare_trees(expected: &Path, actual: &Path) -> usize {
 
 /// Copies a corpus image into `dir` (so loop backing files name the test's own dir).
 pub fn corpus_image(name: &str, dir: &Path) -> PathBuf {
-    let src = Path::new(CORPUS).join("cstorage-images").join(name);
+    let src = corpus_path().join("cstorage-images").join(name);
     let dst = dir.join(name);
     fs::copy(&src, &dst).unwrap();
     dst
@@ -285,7 +292,7 @@ pub fn legacy_run(data_only: bool) {
     let tmp = tempdir();
     let root = tmp.path();
     let tree = root.join("tree");
-    extract(&Path::new(CORPUS).join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
+    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
     let image = corpus_image("noparents-ustar.cfs", root);
     let cfs = composefs_layer_dir(&root.join("cfs"), &image, &tree);
     let classic = root.join("classic");
