@@ -17,23 +17,33 @@ fn iterations() -> usize {
     std::env::var("CFS_BENCH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(50)
 }
 
-/// Median and mean of `n` mount+unmount rounds of `stack`.
-fn time_stack(stack: &[Layer], mnt: &Path, opts: &MountOptions) -> (Duration, Duration) {
-    // One warm-up round: probes and page cache.
-    mount::mount(stack, mnt, opts).unwrap();
-    mount::unmount(mnt).unwrap();
-    let mut times = Vec::new();
-    for _ in 0..iterations() {
-        let t = Instant::now();
+/// Mount + unmount rounds of every case, interleaved (one round of each case in turn), so that
+/// the noise of a shared machine falls on all cases alike. Returns each case's median and mean.
+fn time_cases(cases: &[(&str, Vec<Layer>, MountOptions)], mnt: &Path) -> Vec<(Duration, Duration)> {
+    // One warm-up round each: probes, page cache, derived images.
+    for (_, stack, opts) in cases {
         mount::mount(stack, mnt, opts).unwrap();
-        let guard = MountGuard(mnt.to_path_buf());
         mount::unmount(mnt).unwrap();
-        std::mem::forget(guard);
-        times.push(t.elapsed());
     }
-    times.sort();
-    let mean = times.iter().sum::<Duration>() / times.len() as u32;
-    (times[times.len() / 2], mean)
+    let mut times = vec![Vec::new(); cases.len()];
+    for _ in 0..iterations() {
+        for ((_, stack, opts), t) in cases.iter().zip(&mut times) {
+            let start = Instant::now();
+            mount::mount(stack, mnt, opts).unwrap();
+            let guard = MountGuard(mnt.to_path_buf());
+            mount::unmount(mnt).unwrap();
+            std::mem::forget(guard);
+            t.push(start.elapsed());
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort();
+            let mean = t.iter().sum::<Duration>() / t.len() as u32;
+            (t[t.len() / 2], mean)
+        })
+        .collect()
 }
 
 #[test]
@@ -79,26 +89,35 @@ fn bench_mount_unmount() {
     let mnt = root.join("mnt");
     fs::create_dir(&mnt).unwrap();
     let layers = |dirs: &[PathBuf]| -> Vec<Layer> { dirs.iter().map(|d| Layer::from_layer_dir(d).unwrap()).collect() };
+    // As the CLI mounts them: each blob checked against the digest kept beside it.
+    let verified = |dirs: &[PathBuf]| -> Vec<Layer> {
+        dirs.iter().map(|d| Layer::from_layer_dir(d).unwrap().read_digest_file(d).unwrap()).collect()
+    };
     println!("kernel features: {:?}", mount::kernel_features());
-    println!("{} rounds each, mount + unmount, median (mean):", iterations());
+    println!("{} rounds each (cases interleaved), mount + unmount, median (mean):", iterations());
     let opts = MountOptions { stub_cache_dir: Some(root.join("cache")), ..MountOptions::read_only() };
     let unflattened = MountOptions { flatten: false, ..opts.clone() };
-    let mut results = Vec::new();
-    for (name, stack, opts) in [
-        ("composefs  1 layer ", layers(&cfs[..1]), &opts),
-        ("classic    1 layer ", layers(&classic[..1]), &opts),
-        ("composefs 20 layers", layers(&cfs), &opts),
-        ("classic   20 layers", layers(&classic), &opts),
-        ("composefs 20 layers, one EROFS per layer (flatten off)", layers(&cfs), &unflattened),
-    ] {
-        let (median, mean) = time_stack(&stack, &mnt, opts);
+    let fresh = MountOptions { reuse_erofs: false, ..opts.clone() };
+    let cases = [
+        ("composefs  1 layer ", layers(&cfs[..1]), opts.clone()),
+        ("classic    1 layer ", layers(&classic[..1]), opts.clone()),
+        ("composefs 20 layers", layers(&cfs), opts.clone()),
+        ("classic   20 layers", layers(&classic), opts.clone()),
+        ("composefs 20 layers, blobs verified", verified(&cfs), opts.clone()),
+        ("composefs 20 layers, new EROFS superblock each mount (reuse_erofs off)", layers(&cfs), fresh),
+        ("composefs 20 layers, one EROFS per layer (flatten off)", layers(&cfs), unflattened),
+    ];
+    let timed = time_cases(&cases, &mnt);
+    for ((name, _, _), (median, mean)) in cases.iter().zip(&timed) {
         println!("  {name}: {:8.3} ms ({:.3} ms)", median.as_secs_f64() * 1e3, mean.as_secs_f64() * 1e3);
-        results.push(median);
     }
+    let results: Vec<Duration> = timed.iter().map(|r| r.0).collect();
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!("ratio composefs/classic,  1 layer : {:.2}x", ratio(results[0], results[1]));
     println!("ratio composefs/classic, 20 layers: {:.2}x (goal <= 1.5x)", ratio(results[2], results[3]));
-    println!("ratio composefs/classic, 20 layers, flatten off: {:.2}x", ratio(results[4], results[3]));
+    println!("ratio composefs/classic, 20 layers, verified: {:.2}x", ratio(results[4], results[3]));
+    println!("ratio composefs/classic, 20 layers, reuse_erofs off: {:.2}x", ratio(results[5], results[3]));
+    println!("ratio composefs/classic, 20 layers, flatten off: {:.2}x", ratio(results[6], results[3]));
     Snapshot::assert_clean(root);
 }
 

@@ -128,6 +128,11 @@ pub struct MountOptions {
     /// Merge each run of adjacent composefs layers into one cached image, so the stack needs one
     /// EROFS mount per run instead of one per layer (see `flatten.rs`). On by default.
     pub flatten: bool,
+    /// Keep the EROFS mounts of derived images (flattened runs, stub-less copies) for later mounts
+    /// of the same image in this process, so those skip creating and tearing down an EROFS
+    /// superblock (see `reuse.rs`). Only with file-backed EROFS and detached layers (no loop
+    /// device is ever kept). On by default; [`cleanup`] and [`release_reused_mounts`] drop them.
+    pub reuse_erofs: bool,
 }
 
 impl Default for MountOptions {
@@ -138,6 +143,7 @@ impl Default for MountOptions {
             erofs_backing: ErofsBacking::default(),
             stub_cache_dir: None,
             flatten: true,
+            reuse_erofs: true,
         }
     }
 }
