@@ -24,11 +24,13 @@
 //! by default `$COMPOSEFS_STORAGE_CACHE_DIR`, else `/run/composefs-storage/stubless` for root
 //! (cleared at boot).
 
+mod cache;
 mod erofs;
 mod flatten;
 mod loopdev;
 mod overlay;
 mod probe;
+mod reuse;
 mod stack;
 mod stubs;
 mod tempdir;
@@ -36,10 +38,11 @@ mod verity;
 
 use std::path::{Path, PathBuf};
 
+pub use cache::{cleanup, CacheLimits, CleanupReport, CACHE_DIR_ENV};
 pub use erofs::ErofsBacking;
 pub use probe::{kernel_features, restrict_features_for_tests, KernelFeatures};
+pub use reuse::release_kept_mounts;
 pub use stack::{mount, unmount};
-pub use stubs::CACHE_DIR_ENV;
 pub use verity::{file_digest as blob_digest, hex, parse_digest, VerityPolicy};
 
 use crate::{Error, ErrorKind, Result};
@@ -131,8 +134,10 @@ pub struct MountOptions {
     /// Keep the EROFS mounts of derived images (flattened runs, stub-less copies) for later mounts
     /// of the same image in this process, so those skip creating and tearing down an EROFS
     /// superblock (see `reuse.rs`). Only with file-backed EROFS and detached layers (no loop
-    /// device is ever kept). On by default; [`cleanup`] and [`release_reused_mounts`] drop them.
+    /// device is ever kept). On by default; [`cleanup`] and [`release_kept_mounts`] drop them.
     pub reuse_erofs: bool,
+    /// Bounds of the derived-image cache dir, enforced after each new image.
+    pub cache_limits: CacheLimits,
 }
 
 impl Default for MountOptions {
@@ -144,6 +149,7 @@ impl Default for MountOptions {
             stub_cache_dir: None,
             flatten: true,
             reuse_erofs: true,
+            cache_limits: CacheLimits::default(),
         }
     }
 }

@@ -4,13 +4,15 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{open, statfs, Mode, OFlags};
 use rustix::mount::{move_mount, unmount as umount2, MoveMountFlags, UnmountFlags};
 
 use super::overlay::{self, OverlaySpec};
+use super::reuse::{self, Identity};
 use super::tempdir::TempDir;
-use super::{erofs, probe, stubs, verity, Layer, MountOptions, VerityPolicy};
+use super::{cache, erofs, probe, stubs, verity, Layer, MountOptions, VerityPolicy};
 use crate::{Error, Result};
 
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
@@ -50,6 +52,77 @@ impl Drop for AttachedLayers {
     }
 }
 
+/// A layer's composefs blob: known by its identity (`statx`) and opened only when its bytes are
+/// needed (to mount it, to hash it, to build a derived image from it). A stack whose derived
+/// image is cached and whose blobs were checked before needs no blob opened at all.
+pub(crate) struct Blob {
+    pub path: PathBuf,
+    pub expected: Option<[u8; 32]>,
+    pub id: Identity,
+    file: Option<File>,
+    verified: bool,
+}
+
+impl Blob {
+    fn stat(path: &Path, expected: Option<[u8; 32]>) -> Result<Blob> {
+        let id = reuse::identity_of_path(path)
+            .map_err(|e| Error::io(format!("open composefs blob {}", path.display()), e))?;
+        Ok(Blob { path: path.to_path_buf(), expected, id, file: None, verified: false })
+    }
+
+    /// Refuses the blob unless it has its expected digest (if one is set). A file checked before
+    /// with the same identity passes from memory (see `reuse.rs` for why that is safe); an open
+    /// file is checked itself, so what is read or mounted afterwards is what was checked.
+    fn verify(&mut self) -> Result<()> {
+        let Some(expected) = self.expected else { return Ok(()) };
+        if self.verified {
+            return Ok(());
+        }
+        if self.file.is_none() && reuse::is_verified(&self.id, &expected) {
+            self.verified = true;
+            return Ok(());
+        }
+        self.open()?;
+        let f = self.file.as_ref().ok_or_else(|| Error::new(crate::ErrorKind::Internal, "blob file missing"))?;
+        if !reuse::is_verified(&self.id, &expected) {
+            verity::check_blob(f, &self.path, &expected)?;
+            reuse::mark_verified(&self.id, &expected);
+        }
+        self.verified = true;
+        Ok(())
+    }
+
+    fn open(&mut self) -> Result<()> {
+        if self.file.is_none() {
+            let f = File::open(&self.path)
+                .map_err(|e| Error::io(format!("open composefs blob {}", self.path.display()), e))?;
+            let id = reuse::identity_of_fd(&f).map_err(|e| Error::io(format!("stat {}", self.path.display()), e))?;
+            if id != self.id {
+                // Replaced since it was looked at: whatever was checked was another file.
+                self.id = id;
+                self.verified = false;
+            }
+            self.file = Some(f);
+        }
+        Ok(())
+    }
+
+    /// The open blob, checked against its expected digest, and its path.
+    pub(crate) fn file(&mut self) -> Result<(&File, &Path)> {
+        self.open()?;
+        self.verify()?;
+        let f = self.file.as_ref().ok_or_else(|| Error::new(crate::ErrorKind::Internal, "blob file missing"))?;
+        Ok((f, &self.path))
+    }
+}
+
+/// One EROFS layer of the stack: its detached mount, and the layer blob it was mounted from
+/// (`None` for a derived image, which has no root whiteout stubs when that matters).
+struct ErofsLayer {
+    mount: Arc<OwnedFd>,
+    blob: Option<Blob>,
+}
+
 /// Mounts `layers` (top first) as one overlay on `target`. See the module docs of
 /// [`crate::mount`]. Nothing is left mounted or attached if this fails.
 pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()> {
@@ -62,11 +135,11 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
         None => None,
     };
 
-    // Open and check everything before mounting anything.
-    let mut lower_fds: Vec<OwnedFd> = Vec::new(); // classic trees and EROFS mounts, top first
+    // Look at and check everything before mounting anything.
+    let mut lower_fds: Vec<OwnedFd> = Vec::new(); // classic trees, top first
     let mut data_fds: Vec<OwnedFd> = Vec::new();
     let mut erofs_index: Vec<bool> = Vec::new();
-    let mut blobs: Vec<(File, PathBuf, Option<[u8; 32]>)> = Vec::new();
+    let mut blobs: Vec<Blob> = Vec::new();
     for layer in layers {
         match layer {
             Layer::Classic { tree } => {
@@ -74,23 +147,19 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
                 erofs_index.push(false);
             }
             Layer::Composefs { blob, objects, expected_digest } => {
-                let f =
-                    File::open(blob).map_err(|e| Error::io(format!("open composefs blob {}", blob.display()), e))?;
-                match expected_digest {
-                    Some(d) => verity::check_blob(&f, blob, d)?,
-                    None if opts.verity == VerityPolicy::Require => {
-                        return Err(Error::new(
-                            crate::ErrorKind::Verification,
-                            format!(
-                                "composefs blob {}: verity policy is \"require\" but no expected digest was given",
-                                blob.display()
-                            ),
-                        ))
-                    }
-                    None => {}
+                let mut b = Blob::stat(blob, *expected_digest)?;
+                if expected_digest.is_none() && opts.verity == VerityPolicy::Require {
+                    return Err(Error::new(
+                        crate::ErrorKind::Verification,
+                        format!(
+                            "composefs blob {}: verity policy is \"require\" but no expected digest was given",
+                            blob.display()
+                        ),
+                    ));
                 }
+                b.verify()?;
                 data_fds.push(open_dir(objects, "composefs object dir")?);
-                blobs.push((f, blob.clone(), *expected_digest));
+                blobs.push(b);
                 erofs_index.push(true);
             }
         }
@@ -101,24 +170,17 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
         VerityPolicy::Off => None,
         VerityPolicy::Require => Some("require"),
         // The converter enables fs-verity on a layer's blob and objects together (SPEC §6.2), so
-        // a blob with fs-verity says its objects have it: one ioctl per layer, no directory scan.
-        VerityPolicy::IfAvailable => blobs.iter().all(|(f, _, _)| verity::measure(f).is_some()).then_some("on"),
+        // a blob with fs-verity says its objects have it: no directory scan. statx tells.
+        VerityPolicy::IfAvailable => blobs.iter().all(|b| b.id.verity).then_some("on"),
     };
 
     let data_only = probe::overlay_append() || probe::legacy_data_only();
-    if opts.flatten {
-        (erofs_index, blobs) = flatten_runs(erofs_index, blobs, data_only, opts)?;
-    }
-
-    // Mount the EROFS layers (detached) in stack order.
-    let mut erofs_fds = Vec::new();
-    for (f, path, _) in &blobs {
-        erofs_fds.push(erofs::mount_detached(f, path, opts.erofs_backing)?);
-    }
+    // Mount the EROFS layers (detached) in stack order, runs flattened where asked.
+    let (erofs_index, mut erofs_layers) = mount_erofs_layers(erofs_index, blobs, data_only, opts)?;
     if erofs_index.len() > 1 && any_composefs && data_only {
-        replace_colliding_stubs(&erofs_index, &lower_fds, &mut erofs_fds, &blobs, opts)?;
+        replace_colliding_stubs(&erofs_index, &lower_fds, &mut erofs_layers, opts)?;
     }
-    drop(blobs);
+    let erofs_fds: Vec<Arc<OwnedFd>> = erofs_layers.into_iter().map(|l| l.mount).collect();
 
     let mut attached = None;
     let mut lowers = Vec::with_capacity(layers.len());
@@ -166,17 +228,18 @@ fn mount_layer_path(mnt: &OwnedFd, attached: &mut Option<AttachedLayers>) -> Res
     }
 }
 
-/// Replaces each run of two or more adjacent composefs layers, and the bottom run whatever its
-/// length, by one flattened image (see `flatten.rs`). The layers' object dirs stay as they are.
-#[allow(clippy::type_complexity)]
-fn flatten_runs(
+/// Mounts the composefs layers' EROFS, detached, in stack order. With `opts.flatten`, each run
+/// of two or more adjacent composefs layers, and the bottom run whatever its length, becomes one
+/// flattened image (see `flatten.rs`); the layers' object dirs stay as they are. Returns the
+/// new layer index (composefs or not, top first) and the EROFS layers.
+fn mount_erofs_layers(
     erofs_index: Vec<bool>,
-    blobs: Vec<(File, PathBuf, Option<[u8; 32]>)>,
+    blobs: Vec<Blob>,
     data_only: bool,
     opts: &MountOptions,
-) -> Result<(Vec<bool>, Vec<(File, PathBuf, Option<[u8; 32]>)>)> {
+) -> Result<(Vec<bool>, Vec<ErofsLayer>)> {
     let mut index_out = Vec::with_capacity(erofs_index.len());
-    let mut blobs_out = Vec::with_capacity(blobs.len());
+    let mut out = Vec::with_capacity(blobs.len());
     let mut blobs = blobs.into_iter();
     let mut i = 0;
     while i < erofs_index.len() {
@@ -186,25 +249,27 @@ fn flatten_runs(
             continue;
         }
         let run_len = erofs_index[i..].iter().take_while(|&&e| e).count();
-        let run: Vec<_> = blobs.by_ref().take(run_len).collect();
+        let mut run: Vec<Blob> = blobs.by_ref().take(run_len).collect();
         let bottom = i + run_len == erofs_index.len();
         i += run_len;
         // A lone image is rewritten only at the bottom of the stack: there its whiteouts and
         // opaque markers hide nothing, and overlayfs would list the whiteouts of a directory no
         // other layer has as entries that cannot be opened; the bottom rewrite leaves them out.
-        if run_len >= 2 || bottom {
-            let cache = opts.stub_cache_dir.clone().unwrap_or_else(stubs::default_cache_dir);
-            let (f, path) = stubs::flattened(&run, bottom, !data_only, &cache)?;
+        if opts.flatten && (run_len >= 2 || bottom) {
+            let cache = opts.stub_cache_dir.clone().unwrap_or_else(cache::default_cache_dir);
+            let mount = stubs::flattened(&mut run, bottom, !data_only, &cache, opts)?;
             index_out.push(true);
-            blobs_out.push((f, path, None));
+            out.push(ErofsLayer { mount, blob: None });
             continue;
         }
-        for b in run {
+        for mut b in run {
+            let (f, path) = b.file()?;
+            let mount = Arc::new(erofs::mount_detached(f, path, opts.erofs_backing)?);
             index_out.push(true);
-            blobs_out.push(b);
+            out.push(ErofsLayer { mount, blob: Some(b) });
         }
     }
-    Ok((index_out, blobs_out))
+    Ok((index_out, out))
 }
 
 /// A detached, empty, read-only tmpfs.
@@ -225,11 +290,10 @@ fn empty_layer() -> Result<OwnedFd> {
 fn replace_colliding_stubs(
     erofs_index: &[bool],
     classic_fds: &[OwnedFd],
-    erofs_fds: &mut [OwnedFd],
-    blobs: &[(File, PathBuf, Option<[u8; 32]>)],
+    erofs_layers: &mut [ErofsLayer],
     opts: &MountOptions,
 ) -> Result<()> {
-    // Layer i (top first) → its fd and, for composefs layers, its index among the blobs.
+    // Layer i (top first) → whether it is composefs, and its index among its kind.
     let mut which = Vec::with_capacity(erofs_index.len());
     let (mut c, mut e) = (0, 0);
     for &is_erofs in erofs_index {
@@ -243,22 +307,26 @@ fn replace_colliding_stubs(
     }
     let mut names = Vec::with_capacity(which.len());
     for &(is_erofs, k) in &which {
-        names.push(if is_erofs {
-            stubs::image_root_names(&blobs[k].0, &erofs_fds[k])?
-        } else {
-            std::sync::Arc::new(stubs::root_names(&classic_fds[k])?)
+        names.push(match (is_erofs, erofs_layers.get(k)) {
+            (true, Some(ErofsLayer { mount, blob: Some(b) })) => stubs::image_root_names(&b.id, mount)?,
+            (true, Some(ErofsLayer { mount, blob: None })) => Arc::new(stubs::root_names(mount)?),
+            (true, None) => return Err(Error::new(crate::ErrorKind::Internal, "layer count")),
+            (false, _) => Arc::new(stubs::root_names(&classic_fds[k])?),
         });
     }
-    let cache = opts.stub_cache_dir.clone().unwrap_or_else(stubs::default_cache_dir);
+    let cache = opts.stub_cache_dir.clone().unwrap_or_else(cache::default_cache_dir);
     for i in stubs::colliding_layers(&names) {
         let (true, k) = which[i] else { continue };
-        let (file, path, expected) = &blobs[k];
-        let digest = match expected {
-            Some(d) => *d,
-            None => verity::file_digest(file, path)?,
+        // Derived images are written without stubs where data-only layers exist.
+        let Some(ErofsLayer { mount, blob: Some(b) }) = erofs_layers.get_mut(k) else { continue };
+        let digest = match b.expected {
+            Some(d) => d,
+            None => {
+                let (f, path) = b.file()?;
+                verity::file_digest(f, path)?
+            }
         };
-        let (copy, copy_path) = stubs::stubless_copy(file, path, &digest, &cache)?;
-        erofs_fds[k] = erofs::mount_detached(&copy, &copy_path, opts.erofs_backing)?;
+        *mount = stubs::stubless_copy(b, &digest, &cache, opts)?;
     }
     Ok(())
 }

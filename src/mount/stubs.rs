@@ -22,7 +22,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::{Error, ErrorKind, Result};
+use super::reuse::Identity;
+use super::stack::Blob;
+use super::MountOptions;
+use crate::{Error, Result};
 
 /// Top-level two-hex-digit names of one layer root: mkcomposefs stubs, and real entries.
 #[derive(Debug, Default)]
@@ -75,38 +78,28 @@ pub(crate) fn root_names(layer: &OwnedFd) -> Result<RootNames> {
     Ok(out)
 }
 
-/// A blob file's identity: the same file unchanged has the same root names.
-type BlobKey = (u64, u64, u64, i64, i64, i64, i64);
-
-fn blob_key(blob: &File) -> Option<BlobKey> {
-    let m = blob.metadata().ok()?;
-    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
-}
-
-/// Per-process cache of composefs images' root names (up to 256 stats per image otherwise).
-static IMAGE_ROOT_NAMES: std::sync::Mutex<Option<std::collections::HashMap<BlobKey, std::sync::Arc<RootNames>>>> =
+/// Per-process cache of composefs images' root names (up to 256 stats per image otherwise),
+/// keyed by the blob file's identity: the same file unchanged has the same root names.
+static IMAGE_ROOT_NAMES: std::sync::Mutex<Option<std::collections::HashMap<Identity, std::sync::Arc<RootNames>>>> =
     std::sync::Mutex::new(None);
 /// Bound on cached images: entries are small, but a long-running process should not grow forever.
 const CACHE_MAX: usize = 4096;
 
-/// [`root_names`] of a mounted composefs image, cached by the blob file's identity.
-pub(crate) fn image_root_names(blob: &File, mounted: &OwnedFd) -> Result<std::sync::Arc<RootNames>> {
-    let key = blob_key(blob);
-    if let Some(k) = &key {
+/// [`root_names`] of a mounted composefs image whose blob has identity `id`.
+pub(crate) fn image_root_names(id: &Identity, mounted: &OwnedFd) -> Result<std::sync::Arc<RootNames>> {
+    {
         let cache = IMAGE_ROOT_NAMES.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(hit) = cache.as_ref().and_then(|c| c.get(k)) {
+        if let Some(hit) = cache.as_ref().and_then(|c| c.get(id)) {
             return Ok(hit.clone());
         }
     }
     let names = std::sync::Arc::new(root_names(mounted)?);
-    if let Some(k) = key {
-        let mut cache = IMAGE_ROOT_NAMES.lock().unwrap_or_else(|p| p.into_inner());
-        let map = cache.get_or_insert_with(Default::default);
-        if map.len() >= CACHE_MAX {
-            map.clear();
-        }
-        map.insert(k, names.clone());
+    let mut cache = IMAGE_ROOT_NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    let map = cache.get_or_insert_with(Default::default);
+    if map.len() >= CACHE_MAX {
+        map.clear();
     }
+    map.insert(*id, names.clone());
     Ok(names)
 }
 
@@ -124,109 +117,49 @@ pub(crate) fn colliding_layers<N: std::ops::Deref<Target = RootNames>>(layers: &
     out
 }
 
-/// The environment variable that overrides the default cache dir for derived images.
-pub const CACHE_DIR_ENV: &str = "COMPOSEFS_STORAGE_CACHE_DIR";
-
-/// The default cache dir for derived images: `$COMPOSEFS_STORAGE_CACHE_DIR` if set, else under
-/// /run when root (cleared at boot; the images are derived data), else under the temp dir.
-pub(crate) fn default_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(CACHE_DIR_ENV).filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if rustix::process::geteuid().is_root() {
-        PathBuf::from("/run/composefs-storage/stubless")
-    } else {
-        std::env::temp_dir().join(format!("composefs-storage-stubless-{}", rustix::process::geteuid().as_raw()))
-    }
-}
-
-/// Creates (if needed) and checks the cache dir: a real directory owned by us and writable by
-/// no one else, since what it holds gets mounted.
-fn prepare_cache_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) => return Err(Error::io(format!("create stub cache dir {}", dir.display()), e)),
-    }
-    let m = std::fs::symlink_metadata(dir).map_err(|e| Error::io(format!("stat {}", dir.display()), e))?;
-    if !m.is_dir() || m.uid() != rustix::process::geteuid().as_raw() || m.permissions().mode() & 0o022 != 0 {
-        return Err(Error::new(
-            ErrorKind::PermissionDenied,
-            format!(
-                "stub cache dir {} must be a directory owned by this user and not writable by others",
-                dir.display()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The stub-less copy of `blob` (whose fs-verity digest is `digest`), made on first use.
-pub(crate) fn stubless_copy(blob: &File, blob_path: &Path, digest: &[u8; 32], cache: &Path) -> Result<(File, PathBuf)> {
-    cached_image(cache, &format!("{}.blob", super::verity::hex(digest)), || {
-        write_tree(&read_tree(blob, blob_path)?, false)
+/// The detached EROFS mount of the stub-less copy of `blob` (whose fs-verity digest is
+/// `digest`), the copy made on first use.
+pub(crate) fn stubless_copy(
+    blob: &mut Blob,
+    digest: &[u8; 32],
+    cache: &Path,
+    opts: &MountOptions,
+) -> Result<std::sync::Arc<OwnedFd>> {
+    let name = format!("{}.blob", super::verity::hex(digest));
+    super::cache::mount_image(cache, &name, opts, &mut || {
+        let (f, path) = blob.file()?;
+        write_tree(&read_tree(f, path)?, false)
     })
 }
 
-/// One image merging a run of composefs layers (top first), made on first use and cached by the
-/// layers' identities (their expected digests, else their files' identities).
+/// The detached EROFS mount of one image merging a run of composefs layers (top first), made on
+/// first use and cached by the layers' identities (their expected digests, which every layer
+/// with one has been checked against, else their files' identities).
 pub(crate) fn flattened(
-    run: &[(File, PathBuf, Option<[u8; 32]>)],
+    run: &mut [Blob],
     bottom: bool,
     with_stubs: bool,
     cache: &Path,
-) -> Result<(File, PathBuf)> {
+    opts: &MountOptions,
+) -> Result<std::sync::Arc<OwnedFd>> {
     use sha2::Digest;
     let mut key = sha2::Sha256::new();
-    key.update(format!("composefs-storage flatten v1 bottom={bottom} stubs={with_stubs}\n"));
-    for (f, path, digest) in run {
-        match digest {
+    key.update(format!("composefs-storage flatten v2 bottom={bottom} stubs={with_stubs}\n"));
+    for b in run.iter() {
+        match &b.expected {
             Some(d) => key.update(format!("digest {}\n", super::verity::hex(d))),
-            None => {
-                let k = blob_key(f)
-                    .ok_or_else(|| Error::io(format!("stat {}", path.display()), std::io::Error::last_os_error()))?;
-                key.update(format!("file {k:?}\n"));
-            }
+            None => key.update(format!("file {:?}\n", b.id)),
         }
     }
     let name = format!("flat-{}.blob", super::verity::hex(&key.finalize()));
-    cached_image(cache, &name, || {
+    super::cache::mount_image(cache, &name, opts, &mut || {
         let mut trees = Vec::with_capacity(run.len());
-        for (f, path, _) in run {
+        for b in run.iter_mut() {
+            let (f, path) = b.file()?;
             trees.push(read_tree(f, path)?);
         }
         write_tree(&super::flatten::merge(&trees, bottom), with_stubs)
     })
-}
-
-static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Opens `cache/name`, building it with `build` first if it is not there.
-fn cached_image(cache: &Path, name: &str, build: impl FnOnce() -> Result<Vec<u8>>) -> Result<(File, PathBuf)> {
-    prepare_cache_dir(cache)?;
-    let path = cache.join(name);
-    if let Ok(f) = File::open(&path) {
-        return Ok((f, path));
-    }
-    let image = build()?;
-    // Write under a unique name and rename: concurrent mounts of the same image never see a
-    // partial file, and the last rename wins (the contents are identical).
-    let n = TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = cache.join(format!(".tmp-{}-{n}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(&image)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(format!("write cached image {}", path.display()), e));
-    }
-    let f = File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-    Ok((f, path))
 }
 
 /// Reads a composefs image (metadata-sized) into a tree; the reader drops the root stubs.
