@@ -141,6 +141,28 @@ typedef struct cfs_pull_result cfs_pull_result;
 typedef int (*cfs_progress_fn)(void *userdata, uint64_t bytes, uint64_t entries);
 
 /**
+ * What `cfs_mount_cleanup` removed.
+ */
+typedef struct {
+  /**
+   * EROFS mounts this process kept for reuse, released.
+   */
+  uint64_t kept_mounts_released;
+  /**
+   * Cached derived images evicted (beyond the limits, not in use).
+   */
+  uint64_t images_evicted;
+  /**
+   * Unfinished derived images and private temp dirs whose process is gone, removed.
+   */
+  uint64_t temporaries_removed;
+  /**
+   * Mounts a killed mount sequence left in those temp dirs, detached.
+   */
+  uint64_t stale_mounts_detached;
+} cfs_mount_cleanup_report;
+
+/**
  * A byte range of a blob.
  */
 typedef struct {
@@ -475,6 +497,12 @@ void cfs_mount_options_free(cfs_mount_options *opts);
  * - `"stub_cache_dir"`: where derived images (stub-less copies, flattened runs) are kept.
  * - `"flatten"`: `"true"` (default) merges adjacent composefs layers into one cached image;
  *   `"false"` mounts one EROFS per layer.
+ * - `"reuse_erofs"`: `"true"` (default) keeps the EROFS mounts of derived images in this process
+ *   for later mounts of the same image (file-backed EROFS only; released by
+ *   `cfs_mount_cleanup`); `"false"` mounts a new EROFS every time.
+ * - `"cache_max_images"`, `"cache_max_bytes"`: bounds of the derived-image cache dir (decimal;
+ *   defaults 64 and 536870912), enforced least recently used first after each new image and by
+ *   `cfs_mount_cleanup`.
  *
  * An unknown key or a bad value gives `CFS_STATUS_INVALID_ARGUMENT` and changes nothing.
  */
@@ -504,6 +532,18 @@ cfs_status cfs_mount_stack(const cfs_mount_options *opts,
  * path that is not an overlay mountpoint.
  */
 cfs_status cfs_mount_unmount(const char *mountpoint, cfs_error **err);
+
+/**
+ * Cleans up after mounting: releases the EROFS mounts this process keeps for reuse, removes what
+ * killed mount sequences left behind (unfinished derived images, private temp dirs and mounts
+ * attached in them), and evicts cached derived images beyond the limits of `opts`
+ * (`"cache_max_images"`, `"cache_max_bytes"`; 0 and 0 remove every image not in use) from its
+ * `"stub_cache_dir"`. `opts` may be NULL (defaults); `out` may be NULL. Mounted stacks are not
+ * affected, and an image another process is about to mount is never removed.
+ */
+cfs_status cfs_mount_cleanup(const cfs_mount_options *opts,
+                             cfs_mount_cleanup_report *out,
+                             cfs_error **err);
 
 /**
  * The fs-verity digest (64 lowercase hex digits) of a blob, for the caller to keep as the

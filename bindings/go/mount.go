@@ -7,6 +7,7 @@ package composefs
 import "C"
 
 import (
+	"strconv"
 	"unsafe"
 )
 
@@ -35,6 +36,26 @@ type MountOptions struct {
 	StubCacheDir string
 	// NoFlatten mounts one EROFS per composefs layer instead of merging adjacent ones.
 	NoFlatten bool
+	// NoReuseErofs mounts a new EROFS every time instead of keeping the EROFS mounts of derived
+	// images in this process for later mounts of the same image (see MountCleanup).
+	NoReuseErofs bool
+	// CacheLimits bounds the derived-image cache dir (least recently used evicted first); nil
+	// means the library's defaults (64 images, 512 MiB).
+	CacheLimits *CacheLimits
+}
+
+// CacheLimits bounds the derived-image cache dir.
+type CacheLimits struct {
+	MaxImages uint64
+	MaxBytes  uint64
+}
+
+// MountCleanupReport says what MountCleanup removed.
+type MountCleanupReport struct {
+	KeptMountsReleased  uint64 // EROFS mounts this process kept for reuse, released
+	ImagesEvicted       uint64 // cached derived images beyond the limits, not in use
+	TemporariesRemoved  uint64 // unfinished images and temp dirs whose process is gone
+	StaleMountsDetached uint64 // mounts a killed mount sequence left in those temp dirs
 }
 
 // Layer is one layer of a stack.
@@ -73,13 +94,22 @@ func (o *MountOptions) toC() (*C.cfs_mount_options, error) {
 		var cerr *C.cfs_error
 		return takeError(C.cfs_mount_options_set(c, ckey, cval, &cerr), cerr)
 	}
-	flatten := ""
+	flatten, reuse := "", ""
 	if o.NoFlatten {
 		flatten = "false"
+	}
+	if o.NoReuseErofs {
+		reuse = "false"
+	}
+	maxImages, maxBytes := "", ""
+	if o.CacheLimits != nil {
+		maxImages = strconv.FormatUint(o.CacheLimits.MaxImages, 10)
+		maxBytes = strconv.FormatUint(o.CacheLimits.MaxBytes, 10)
 	}
 	for _, kv := range [][2]string{
 		{"upper", o.UpperDir}, {"work", o.WorkDir}, {"verity", string(o.Verity)},
 		{"erofs_backing", string(o.ErofsBacking)}, {"stub_cache_dir", o.StubCacheDir}, {"flatten", flatten},
+		{"reuse_erofs", reuse}, {"cache_max_images", maxImages}, {"cache_max_bytes", maxBytes},
 	} {
 		if err := set(kv[0], kv[1]); err != nil {
 			C.cfs_mount_options_free(c)
@@ -144,6 +174,30 @@ func Unmount(mountpoint string) error {
 	defer freeCString(cmount)
 	var cerr *C.cfs_error
 	return takeError(C.cfs_mount_unmount(cmount, &cerr), cerr)
+}
+
+// MountCleanup cleans up after mounting: it releases the EROFS mounts this process keeps for
+// reuse, removes what killed mount sequences left behind (unfinished derived images, private temp
+// dirs and mounts attached in them), and evicts cached derived images beyond opts.CacheLimits
+// (zero limits remove every image not in use) from opts.StubCacheDir. opts may be nil (defaults).
+// Mounted stacks are not affected; an image another process is about to mount is never removed.
+func MountCleanup(opts *MountOptions) (MountCleanupReport, error) {
+	copts, err := opts.toC()
+	if err != nil {
+		return MountCleanupReport{}, err
+	}
+	defer C.cfs_mount_options_free(copts)
+	var r C.cfs_mount_cleanup_report
+	var cerr *C.cfs_error
+	if err := takeError(C.cfs_mount_cleanup(copts, &r, &cerr), cerr); err != nil {
+		return MountCleanupReport{}, err
+	}
+	return MountCleanupReport{
+		KeptMountsReleased:  uint64(r.kept_mounts_released),
+		ImagesEvicted:       uint64(r.images_evicted),
+		TemporariesRemoved:  uint64(r.temporaries_removed),
+		StaleMountsDetached: uint64(r.stale_mounts_detached),
+	}, nil
 }
 
 // BlobDigest returns the fs-verity digest (64 lowercase hex digits) of a blob, to keep as the

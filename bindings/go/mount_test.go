@@ -203,3 +203,37 @@ func TestMountConcurrent(t *testing.T) {
 		t.Fatalf("still mounted: %v", m)
 	}
 }
+
+func TestMountCleanup(t *testing.T) {
+	needMount(t)
+	c := corpusLayer(t, "noparents-ustar")
+	tmp := t.TempDir()
+	layer := convertedLayer(t, c, tmp, "layer")
+	mnt := filepath.Join(tmp, "mnt")
+	os.Mkdir(mnt, 0o755)
+	cache := filepath.Join(tmp, "cache")
+	opts := &MountOptions{StubCacheDir: cache}
+	if err := MountStack([]Layer{{Dir: layer}}, mnt, opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := Unmount(mnt); err != nil {
+		t.Fatal(err)
+	}
+	images, _ := filepath.Glob(filepath.Join(cache, "*.blob"))
+	if len(images) != 1 {
+		t.Fatalf("want the bottom layer's derived image in the cache, have %v", images)
+	}
+	r, err := MountCleanup(&MountOptions{StubCacheDir: cache, CacheLimits: &CacheLimits{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ImagesEvicted != 1 {
+		t.Errorf("report %+v: want 1 image evicted", r)
+	}
+	if left, _ := os.ReadDir(cache); len(left) != 0 {
+		t.Errorf("cache not emptied: %v", left)
+	}
+	if _, err := MountCleanup(nil); err != nil {
+		t.Errorf("MountCleanup(nil): %v", err)
+	}
+}

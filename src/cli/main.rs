@@ -53,6 +53,8 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount a stack mounted with `mount`.
     Umount(mount::UmountArgs),
+    /// Clean up after killed mount sequences and bound the derived-image cache.
+    MountCleanup(mount::CleanupArgs),
     /// Summarise a layer dir (entries, objects, blob, fs-verity, metadata); --verify checks its objects.
     Inspect(inspect::Args),
     /// Run the main job on a built-in 3-layer example: convert, dedup, mount, list, unmount.
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Dump(args) => image::dump(args),
         Command::Mount(args) => mount::run_mount(args),
         Command::Umount(args) => mount::run_umount(args),
+        Command::MountCleanup(args) => mount::run_cleanup(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Demo(args) => demo::run(args),
     };

@@ -1,4 +1,5 @@
-//! C API for mounting stacks: `cfs_mount_options_*`, `cfs_mount_stack`, `cfs_mount_unmount`.
+//! C API for mounting stacks: `cfs_mount_options_*`, `cfs_mount_stack`, `cfs_mount_unmount`,
+//! `cfs_mount_cleanup`.
 
 use std::ffi::c_char;
 use std::path::PathBuf;
@@ -47,6 +48,12 @@ pub extern "C" fn cfs_mount_options_free(opts: *mut cfs_mount_options) {
 /// - `"stub_cache_dir"`: where derived images (stub-less copies, flattened runs) are kept.
 /// - `"flatten"`: `"true"` (default) merges adjacent composefs layers into one cached image;
 ///   `"false"` mounts one EROFS per layer.
+/// - `"reuse_erofs"`: `"true"` (default) keeps the EROFS mounts of derived images in this process
+///   for later mounts of the same image (file-backed EROFS only; released by
+///   `cfs_mount_cleanup`); `"false"` mounts a new EROFS every time.
+/// - `"cache_max_images"`, `"cache_max_bytes"`: bounds of the derived-image cache dir (decimal;
+///   defaults 64 and 536870912), enforced least recently used first after each new image and by
+///   `cfs_mount_cleanup`.
 ///
 /// An unknown key or a bad value gives `CFS_STATUS_INVALID_ARGUMENT` and changes nothing.
 #[no_mangle]
@@ -87,6 +94,29 @@ pub extern "C" fn cfs_mount_options_set(
                     "false" => false,
                     v => return Err(Error::invalid_argument(format!("flatten {v:?}: expected \"true\" or \"false\""))),
                 }
+            }
+            "reuse_erofs" => {
+                opts.inner.reuse_erofs = match value_str()? {
+                    "true" => true,
+                    "false" => false,
+                    v => {
+                        return Err(Error::invalid_argument(format!(
+                            "reuse_erofs {v:?}: expected \"true\" or \"false\""
+                        )))
+                    }
+                }
+            }
+            "cache_max_images" => {
+                let v = value_str()?;
+                opts.inner.cache_limits.max_images = v
+                    .parse()
+                    .map_err(|_| Error::invalid_argument(format!("cache_max_images {v:?}: expected a decimal count")))?
+            }
+            "cache_max_bytes" => {
+                let v = value_str()?;
+                opts.inner.cache_limits.max_bytes = v.parse().map_err(|_| {
+                    Error::invalid_argument(format!("cache_max_bytes {v:?}: expected a decimal byte count"))
+                })?
             }
             _ => return Err(Error::invalid_argument(format!("unknown mount option {key:?}"))),
         }
@@ -160,6 +190,54 @@ pub extern "C" fn cfs_mount_unmount(mountpoint: *const c_char, err: *mut *mut cf
         // SAFETY: NUL-terminated string by contract.
         let target = unsafe { try_path(mountpoint, "mountpoint") }?;
         mount::unmount(target)
+    })
+}
+
+/// What `cfs_mount_cleanup` removed.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct cfs_mount_cleanup_report {
+    /// EROFS mounts this process kept for reuse, released.
+    pub kept_mounts_released: u64,
+    /// Cached derived images evicted (beyond the limits, not in use).
+    pub images_evicted: u64,
+    /// Unfinished derived images and private temp dirs whose process is gone, removed.
+    pub temporaries_removed: u64,
+    /// Mounts a killed mount sequence left in those temp dirs, detached.
+    pub stale_mounts_detached: u64,
+}
+
+/// Cleans up after mounting: releases the EROFS mounts this process keeps for reuse, removes what
+/// killed mount sequences left behind (unfinished derived images, private temp dirs and mounts
+/// attached in them), and evicts cached derived images beyond the limits of `opts`
+/// (`"cache_max_images"`, `"cache_max_bytes"`; 0 and 0 remove every image not in use) from its
+/// `"stub_cache_dir"`. `opts` may be NULL (defaults); `out` may be NULL. Mounted stacks are not
+/// affected, and an image another process is about to mount is never removed.
+#[no_mangle]
+pub extern "C" fn cfs_mount_cleanup(
+    opts: *const cfs_mount_options,
+    out: *mut cfs_mount_cleanup_report,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live options handle.
+        let opts = unsafe { opts.as_ref() };
+        let (dir, limits) = match opts {
+            Some(o) => (o.inner.stub_cache_dir.clone(), o.inner.cache_limits),
+            None => (None, mount::CacheLimits::default()),
+        };
+        let r = mount::cleanup(dir.as_deref(), limits)?;
+        if !out.is_null() {
+            let report = cfs_mount_cleanup_report {
+                kept_mounts_released: r.kept_mounts_released as u64,
+                images_evicted: r.images_evicted as u64,
+                temporaries_removed: r.temporaries_removed as u64,
+                stale_mounts_detached: r.stale_mounts_detached as u64,
+            };
+            // SAFETY: non-NULL, a writable report by contract.
+            unsafe { write_out(out, report, "out") }?;
+        }
+        Ok(())
     })
 }
 
