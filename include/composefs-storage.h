@@ -538,8 +538,9 @@ cfs_status cfs_mount_unmount(const char *mountpoint, cfs_error **err);
  * killed mount sequences left behind (unfinished derived images, private temp dirs and mounts
  * attached in them), and evicts cached derived images beyond the limits of `opts`
  * (`"cache_max_images"`, `"cache_max_bytes"`; 0 and 0 remove every image not in use) from its
- * `"stub_cache_dir"`. `opts` may be NULL (defaults); `out` may be NULL. Mounted stacks are not
- * affected, and an image another process is about to mount is never removed.
+ * `"stub_cache_dir"`. `opts` is required (from `cfs_mount_options_new`; its defaults clean the
+ * default cache dir); `out` may be NULL. Mounted stacks are not affected, and an image another
+ * process is about to mount is never removed.
  */
 cfs_status cfs_mount_cleanup(const cfs_mount_options *opts,
                              cfs_mount_cleanup_report *out,

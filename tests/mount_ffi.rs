@@ -95,3 +95,57 @@ fn c_api_mounts_verifies_and_unmounts() {
     cfs_mount_options_free(opts);
     cfs_mount_options_free(ptr::null_mut());
 }
+
+fn set(opts: *mut cfs_mount_options, k: &str, v: &str) -> cfs_status {
+    let (k, v) = (CString::new(k).unwrap(), CString::new(v).unwrap());
+    let mut err = ptr::null_mut();
+    let st = cfs_mount_options_set(opts, k.as_ptr(), v.as_ptr(), &mut err);
+    cfs_error_free(err);
+    st
+}
+
+#[test]
+fn c_api_cleanup_evicts_the_derived_image_cache() {
+    if !can_mount() || !corpus_available() {
+        return;
+    }
+    let tmp = tempdir();
+    let root = tmp.path();
+    let tree = root.join("tree");
+    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
+    let image = corpus_image("noparents-ustar.cfs", root);
+    let cfs = composefs_layer_dir(&root.join("cfs"), &image, &tree);
+    let mnt = root.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let cache = root.join("cache");
+    let mut err = ptr::null_mut();
+    let mut opts = ptr::null_mut();
+    assert_eq!(cfs_mount_options_new(&mut opts, &mut err), cfs_status::CFS_OK);
+    assert_eq!(set(opts, "stub_cache_dir", cache.to_str().unwrap()), cfs_status::CFS_OK);
+    assert_eq!(set(opts, "reuse_erofs", "maybe"), cfs_status::CFS_STATUS_INVALID_ARGUMENT);
+    assert_eq!(set(opts, "cache_max_images", "-1"), cfs_status::CFS_STATUS_INVALID_ARGUMENT);
+    assert_eq!(set(opts, "cache_max_bytes", "lots"), cfs_status::CFS_STATUS_INVALID_ARGUMENT);
+    let dirs = [c(&cfs)];
+    let dir_ptrs = [dirs[0].as_ptr()];
+    let target = c(&mnt);
+    // The lone bottom layer is mounted from a derived image, which stays cached.
+    let st = cfs_mount_stack(opts, dir_ptrs.as_ptr(), ptr::null(), 1, target.as_ptr(), &mut err);
+    assert_eq!(st, cfs_status::CFS_OK);
+    let guard = MountGuard(mnt.clone());
+    assert_eq!(cfs_mount_unmount(target.as_ptr(), &mut err), cfs_status::CFS_OK);
+    std::mem::forget(guard);
+    assert_eq!(fs::read_dir(&cache).unwrap().count(), 1);
+
+    // Default limits keep it; zero limits remove it.
+    let mut report = cfs_mount_cleanup_report::default();
+    assert_eq!(cfs_mount_cleanup(opts, &mut report, &mut err), cfs_status::CFS_OK);
+    assert_eq!(report.images_evicted, 0);
+    assert_eq!(fs::read_dir(&cache).unwrap().count(), 1);
+    assert_eq!(set(opts, "cache_max_images", "0"), cfs_status::CFS_OK);
+    assert_eq!(set(opts, "cache_max_bytes", "0"), cfs_status::CFS_OK);
+    assert_eq!(cfs_mount_cleanup(opts, ptr::null_mut(), &mut err), cfs_status::CFS_OK);
+    assert_eq!(fs::read_dir(&cache).unwrap().count(), 0);
+    assert_eq!(cfs_mount_cleanup(ptr::null(), &mut report, ptr::null_mut()), cfs_status::CFS_STATUS_NULL_ARGUMENT);
+    cfs_mount_options_free(opts);
+    Snapshot::assert_clean(root);
+}

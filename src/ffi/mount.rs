@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use std::path::PathBuf;
 
 use super::error::{cfs_error, cfs_status};
-use super::util::{check_out, into_c_string, try_mut, try_path, try_str, write_out};
+use super::util::{check_out, into_c_string, try_mut, try_path, try_ref, try_str, write_out};
 use crate::mount::{self, ErofsBacking, Layer, MountOptions, VerityPolicy};
 use crate::{Error, Result};
 
@@ -211,8 +211,9 @@ pub struct cfs_mount_cleanup_report {
 /// killed mount sequences left behind (unfinished derived images, private temp dirs and mounts
 /// attached in them), and evicts cached derived images beyond the limits of `opts`
 /// (`"cache_max_images"`, `"cache_max_bytes"`; 0 and 0 remove every image not in use) from its
-/// `"stub_cache_dir"`. `opts` may be NULL (defaults); `out` may be NULL. Mounted stacks are not
-/// affected, and an image another process is about to mount is never removed.
+/// `"stub_cache_dir"`. `opts` is required (from `cfs_mount_options_new`; its defaults clean the
+/// default cache dir); `out` may be NULL. Mounted stacks are not affected, and an image another
+/// process is about to mount is never removed.
 #[no_mangle]
 pub extern "C" fn cfs_mount_cleanup(
     opts: *const cfs_mount_options,
@@ -220,13 +221,9 @@ pub extern "C" fn cfs_mount_cleanup(
     err: *mut *mut cfs_error,
 ) -> cfs_status {
     ffi_call!(err, {
-        // SAFETY: NULL or a live options handle.
-        let opts = unsafe { opts.as_ref() };
-        let (dir, limits) = match opts {
-            Some(o) => (o.inner.stub_cache_dir.clone(), o.inner.cache_limits),
-            None => (None, mount::CacheLimits::default()),
-        };
-        let r = mount::cleanup(dir.as_deref(), limits)?;
+        // SAFETY: NULL or a live options handle from cfs_mount_options_new.
+        let opts = unsafe { try_ref(opts, "opts") }?;
+        let r = mount::cleanup(opts.inner.stub_cache_dir.as_deref(), opts.inner.cache_limits)?;
         if !out.is_null() {
             let report = cfs_mount_cleanup_report {
                 kept_mounts_released: r.kept_mounts_released as u64,
