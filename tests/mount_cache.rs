@@ -179,3 +179,51 @@ fn a_changed_blob_fails_its_check_even_after_a_remembered_success() {
     assert_eq!(err.kind(), ErrorKind::Verification, "{err}");
     Snapshot::assert_clean(root);
 }
+
+#[test]
+fn records_of_checks_serve_later_processes_and_a_changed_blob_still_fails() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempdir();
+    let root = tmp.path();
+    let dir = layer(root, "l", &[("f", "original")]);
+    let mnt = root.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let cache = root.join("cache");
+    let cli = |args: &[&Path]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_composefs-storage"));
+        c.env(mount::CACHE_DIR_ENV, &cache);
+        for a in args {
+            c.arg(a);
+        }
+        c.output().unwrap()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    for _ in 0..2 {
+        let out = cli(&[Path::new("mount"), &dir, &mnt]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(fs::read(mnt.join("f")).unwrap(), b"original");
+        assert!(cli(&[Path::new("umount"), &mnt]).status.success());
+    }
+    let records: Vec<_> = fs::read_dir(cache.join("verified")).unwrap().collect();
+    assert_eq!(records.len(), 1, "one blob checked, one record");
+    // A different blob of the same size in place: the record is for another identity.
+    let blob = dir.join(mount::BLOB_PATH);
+    let f = fs::OpenOptions::new().read(true).write(true).open(&blob).unwrap();
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, 100).unwrap();
+    f.write_all_at(&[byte[0] ^ 1], 100).unwrap();
+    drop(f);
+    let out = cli(&[Path::new("mount"), &dir, &mnt]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing to mount"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Zero limits clear the records too.
+    mount::cleanup(Some(&cache), CacheLimits { max_images: 0, max_bytes: 0 }).unwrap();
+    assert_eq!(fs::read_dir(cache.join("verified")).unwrap().count(), 0);
+    Snapshot::assert_clean(root);
+}

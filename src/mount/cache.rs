@@ -31,7 +31,8 @@ pub const CACHE_DIR_ENV: &str = "COMPOSEFS_STORAGE_CACHE_DIR";
 const IMAGE_SUFFIX: &str = ".blob";
 const TMP_PREFIX: &str = ".tmp-";
 
-/// Bounds of the derived-image cache dir, enforced least recently used first.
+/// Bounds of the derived-image cache dir, enforced least recently used first. (The dir also keeps
+/// up to 4096 records of successful blob checks, empty files; `max_images: 0` removes those too.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheLimits {
     pub max_images: usize,
@@ -60,7 +61,7 @@ pub(crate) fn default_cache_dir() -> PathBuf {
 
 /// Creates (if needed) and checks the cache dir: a real directory owned by us and writable by
 /// no one else, since what it holds gets mounted.
-fn prepare_cache_dir(dir: &Path) -> Result<()> {
+pub(crate) fn prepare_cache_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     let good = |m: &std::fs::Metadata| {
         m.is_dir() && m.uid() == rustix::process::geteuid().as_raw() && m.permissions().mode() & 0o022 == 0
@@ -227,6 +228,8 @@ pub(crate) fn evict(cache: &Path, limits: CacheLimits) -> Result<usize> {
             }
         }
     }
+    let records_max = if limits.max_images == 0 { 0 } else { RECORDS_MAX };
+    trim_records(cache, records_max);
     images.sort_by_key(|a| std::cmp::Reverse(a.0)); // most recently used first
     let (mut count, mut bytes, mut removed) = (0usize, 0u64, 0usize);
     for (_, len, ino, path) in images {
@@ -243,6 +246,24 @@ pub(crate) fn evict(cache: &Path, limits: CacheLimits) -> Result<usize> {
         }
     }
     Ok(removed)
+}
+
+/// Most records of successful blob checks (`reuse::RECORDS_DIR`, empty files) kept.
+const RECORDS_MAX: usize = 4096;
+
+/// Removes the oldest records of blob checks beyond `max`: a removed record only costs one
+/// check of that blob later.
+fn trim_records(cache: &Path, max: usize) -> usize {
+    let dir = cache.join(super::reuse::RECORDS_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
+    let mut records: Vec<_> =
+        entries.flatten().filter_map(|e| e.metadata().ok().map(|m| ((m.mtime(), m.mtime_nsec()), e.path()))).collect();
+    if records.len() <= max {
+        return 0;
+    }
+    records.sort();
+    let excess = records.len() - max;
+    records.into_iter().take(excess).filter(|(_, p)| std::fs::remove_file(p).is_ok()).count()
 }
 
 /// Unlinks `path` (inode `ino`) unless a mount holds its lock or it was replaced meanwhile.

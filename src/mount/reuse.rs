@@ -72,10 +72,12 @@ pub(crate) fn is_verified(id: &Identity, expected: &[u8; 32]) -> bool {
     cache.as_ref().and_then(|c| c.get(id)) == Some(expected)
 }
 
-pub(crate) fn mark_verified(id: &Identity, digest: &[u8; 32]) {
+/// Remembers a successful check (see [`VERIFIED`]); returns false if the file is too recently
+/// changed to be remembered.
+pub(crate) fn mark_verified(id: &Identity, digest: &[u8; 32]) -> bool {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     if !id.verity && id.ctime.0 + SETTLED_SECS > now {
-        return;
+        return false;
     }
     let mut cache = VERIFIED.lock().unwrap_or_else(|p| p.into_inner());
     let map = cache.get_or_insert_with(HashMap::new);
@@ -83,6 +85,47 @@ pub(crate) fn mark_verified(id: &Identity, digest: &[u8; 32]) {
         map.clear();
     }
     map.insert(*id, *digest);
+    true
+}
+
+/// Successful checks are also recorded as empty files in `<cache dir>/verified/`, for processes
+/// that mount once (the CLI, an engine run per command): the file's name is a hash of the same
+/// (identity, expected digest) pair, so the record says exactly what [`VERIFIED`] would. The
+/// cache dir is checked to be ours and not writable by others, as for the derived images kept
+/// there, which are mounted as they are: a record trusts that dir no more than they do.
+pub(crate) const RECORDS_DIR: &str = "verified";
+
+fn record_name(id: &Identity, expected: &[u8; 32]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(format!("composefs-storage verified v1 {id:?} {}\n", super::verity::hex(expected)));
+    super::verity::hex(&h.finalize())
+}
+
+/// Whether a record of (id, expected) exists in `records`; remembered in memory if so.
+pub(crate) fn is_recorded(records: &Path, id: &Identity, expected: &[u8; 32]) -> bool {
+    let found = rustix::fs::accessat(
+        CWD,
+        records.join(record_name(id, expected)),
+        rustix::fs::Access::EXISTS,
+        AtFlags::empty(),
+    )
+    .is_ok();
+    if found {
+        mark_verified(id, expected);
+    }
+    found
+}
+
+/// Records a successful check (best effort: a missing record only costs a check later).
+pub(crate) fn record(records: &Path, id: &Identity, expected: &[u8; 32]) {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(records);
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(records.join(record_name(id, expected)));
 }
 
 /// A reusable EROFS mount of a derived image: kept while the image at its path is the same file.

@@ -61,13 +61,16 @@ pub(crate) struct Blob {
     pub id: Identity,
     file: Option<File>,
     verified: bool,
+    /// Where successful checks are recorded across processes (`reuse::RECORDS_DIR` in the cache
+    /// dir), if that dir is usable.
+    records: Option<PathBuf>,
 }
 
 impl Blob {
-    fn stat(path: &Path, expected: Option<[u8; 32]>) -> Result<Blob> {
+    fn stat(path: &Path, expected: Option<[u8; 32]>, records: Option<PathBuf>) -> Result<Blob> {
         let id = reuse::identity_of_path(path)
             .map_err(|e| Error::io(format!("open composefs blob {}", path.display()), e))?;
-        Ok(Blob { path: path.to_path_buf(), expected, id, file: None, verified: false })
+        Ok(Blob { path: path.to_path_buf(), expected, id, file: None, verified: false, records })
     }
 
     /// Refuses the blob unless it has its expected digest (if one is set). A file checked before
@@ -78,15 +81,22 @@ impl Blob {
         if self.verified {
             return Ok(());
         }
-        if self.file.is_none() && reuse::is_verified(&self.id, &expected) {
+        let known = |id: &Identity, records: Option<&Path>| {
+            reuse::is_verified(id, &expected) || records.is_some_and(|r| reuse::is_recorded(r, id, &expected))
+        };
+        if self.file.is_none() && known(&self.id, self.records.as_deref()) {
             self.verified = true;
             return Ok(());
         }
         self.open()?;
         let f = self.file.as_ref().ok_or_else(|| Error::new(crate::ErrorKind::Internal, "blob file missing"))?;
-        if !reuse::is_verified(&self.id, &expected) {
+        if !known(&self.id, self.records.as_deref()) {
             verity::check_blob(f, &self.path, &expected)?;
-            reuse::mark_verified(&self.id, &expected);
+            if reuse::mark_verified(&self.id, &expected) {
+                if let Some(r) = &self.records {
+                    reuse::record(r, &self.id, &expected);
+                }
+            }
         }
         self.verified = true;
         Ok(())
@@ -140,6 +150,7 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
     let mut data_fds: Vec<OwnedFd> = Vec::new();
     let mut erofs_index: Vec<bool> = Vec::new();
     let mut blobs: Vec<Blob> = Vec::new();
+    let mut records: Option<Option<PathBuf>> = None; // looked up on the first expected digest
     for layer in layers {
         match layer {
             Layer::Classic { tree } => {
@@ -147,7 +158,16 @@ pub fn mount(layers: &[Layer], target: &Path, opts: &MountOptions) -> Result<()>
                 erofs_index.push(false);
             }
             Layer::Composefs { blob, objects, expected_digest } => {
-                let mut b = Blob::stat(blob, *expected_digest)?;
+                let records = match (expected_digest, &records) {
+                    (None, _) => None,
+                    (Some(_), Some(r)) => r.clone(),
+                    (Some(_), None) => {
+                        let dir = opts.stub_cache_dir.clone().unwrap_or_else(cache::default_cache_dir);
+                        let r = cache::prepare_cache_dir(&dir).ok().map(|()| dir.join(reuse::RECORDS_DIR));
+                        records.insert(r).clone()
+                    }
+                };
+                let mut b = Blob::stat(blob, *expected_digest, records)?;
                 if expected_digest.is_none() && opts.verity == VerityPolicy::Require {
                     return Err(Error::new(
                         crate::ErrorKind::Verification,
