@@ -17,22 +17,48 @@ fn iterations() -> usize {
     std::env::var("CFS_BENCH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(50)
 }
 
-/// Mount + unmount rounds of every case, interleaved (one round of each case in turn), so that
-/// the noise of a shared machine falls on all cases alike. Returns each case's median and mean.
-fn time_cases(cases: &[(&str, Vec<Layer>, MountOptions)], mnt: &Path) -> Vec<(Duration, Duration)> {
-    // One warm-up round each: probes, page cache, derived images.
-    for (_, stack, opts) in cases {
-        mount::mount(stack, mnt, opts).unwrap();
-        mount::unmount(mnt).unwrap();
-    }
-    let mut times = vec![Vec::new(); cases.len()];
-    for _ in 0..iterations() {
-        for ((_, stack, opts), t) in cases.iter().zip(&mut times) {
-            let start = Instant::now();
+/// How a case mounts: through the library in this process, or one CLI process to mount and one
+/// to unmount (as a container engine run per command would: no per-process memory survives).
+enum How {
+    Lib(Vec<Layer>, MountOptions),
+    Cli(Vec<PathBuf>, PathBuf),
+}
+
+fn round(how: &How, mnt: &Path) {
+    match how {
+        How::Lib(stack, opts) => {
             mount::mount(stack, mnt, opts).unwrap();
             let guard = MountGuard(mnt.to_path_buf());
             mount::unmount(mnt).unwrap();
             std::mem::forget(guard);
+        }
+        How::Cli(dirs, cache) => {
+            let cli = || {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_composefs-storage"));
+                c.env(mount::CACHE_DIR_ENV, cache);
+                c
+            };
+            let out = cli().arg("mount").args(dirs).arg(mnt).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let guard = MountGuard(mnt.to_path_buf());
+            assert!(cli().arg("umount").arg(mnt).status().unwrap().success());
+            std::mem::forget(guard);
+        }
+    }
+}
+
+/// Mount + unmount rounds of every case, interleaved (one round of each case in turn), so that
+/// the noise of a shared machine falls on all cases alike. Returns each case's median and mean.
+fn time_cases(cases: &[(&str, How)], mnt: &Path) -> Vec<(Duration, Duration)> {
+    // One warm-up round each: probes, page cache, derived images.
+    for (_, how) in cases {
+        round(how, mnt);
+    }
+    let mut times = vec![Vec::new(); cases.len()];
+    for _ in 0..iterations() {
+        for ((_, how), t) in cases.iter().zip(&mut times) {
+            let start = Instant::now();
+            round(how, mnt);
             t.push(start.elapsed());
         }
     }
@@ -101,17 +127,20 @@ fn bench_mount_unmount() {
     let opts = MountOptions { stub_cache_dir: Some(root.join("cache")), ..MountOptions::read_only() };
     let unflattened = MountOptions { flatten: false, ..opts.clone() };
     let fresh = MountOptions { reuse_erofs: false, ..opts.clone() };
+    let cache = root.join("cache");
     let cases = [
-        ("composefs  1 layer ", layers(&cfs[..1]), opts.clone()),
-        ("classic    1 layer ", layers(&classic[..1]), opts.clone()),
-        ("composefs 20 layers", layers(&cfs), opts.clone()),
-        ("classic   20 layers", layers(&classic), opts.clone()),
-        ("composefs 20 layers, blobs verified", verified(&cfs), opts.clone()),
-        ("composefs 20 layers, new EROFS superblock each mount (reuse_erofs off)", layers(&cfs), fresh),
-        ("composefs 20 layers, one EROFS per layer (flatten off)", layers(&cfs), unflattened),
+        ("composefs  1 layer ", How::Lib(layers(&cfs[..1]), opts.clone())),
+        ("classic    1 layer ", How::Lib(layers(&classic[..1]), opts.clone())),
+        ("composefs 20 layers", How::Lib(layers(&cfs), opts.clone())),
+        ("classic   20 layers", How::Lib(layers(&classic), opts.clone())),
+        ("composefs 20 layers, blobs verified", How::Lib(verified(&cfs), opts.clone())),
+        ("composefs 20 layers, new EROFS superblock each mount (reuse_erofs off)", How::Lib(layers(&cfs), fresh)),
+        ("composefs 20 layers, one EROFS per layer (flatten off)", How::Lib(layers(&cfs), unflattened)),
+        ("CLI composefs 20 layers (verified)", How::Cli(cfs.clone(), cache.clone())),
+        ("CLI classic   20 layers", How::Cli(classic.clone(), cache.clone())),
     ];
     let timed = time_cases(&cases, &mnt);
-    for ((name, _, _), (median, mean)) in cases.iter().zip(&timed) {
+    for ((name, _), (median, mean)) in cases.iter().zip(&timed) {
         println!("  {name}: {:8.3} ms ({:.3} ms)", median.as_secs_f64() * 1e3, mean.as_secs_f64() * 1e3);
     }
     let results: Vec<Duration> = timed.iter().map(|r| r.0).collect();
@@ -121,6 +150,7 @@ fn bench_mount_unmount() {
     println!("ratio composefs/classic, 20 layers, verified: {:.2}x", ratio(results[4], results[3]));
     println!("ratio composefs/classic, 20 layers, reuse_erofs off: {:.2}x", ratio(results[5], results[3]));
     println!("ratio composefs/classic, 20 layers, flatten off: {:.2}x", ratio(results[6], results[3]));
+    println!("ratio composefs/classic, 20 layers, CLI processes: {:.2}x", ratio(results[7], results[8]));
     Snapshot::assert_clean(root);
 }
 
