@@ -76,7 +76,8 @@ fn errors_leave_nothing_behind() {
     for backing in [ErofsBacking::Auto, ErofsBacking::LoopDevice] {
         let opts =
             MountOptions { erofs_backing: backing, stub_cache_dir: Some(cache.clone()), ..MountOptions::read_only() };
-        let e = mount::mount(&[good.clone(), bad.clone()], &mnt, &opts).unwrap_err();
+        let e = assert_no_leak(root, "garbage blob", || mount::mount(&[good.clone(), bad.clone()], &mnt, &opts))
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Format, "{e}");
         assert!(e.to_string().contains("bad.blob"), "{e}");
         Snapshot::assert_clean(root);
@@ -88,31 +89,38 @@ fn errors_leave_nothing_behind() {
     for backing in [ErofsBacking::Auto, ErofsBacking::LoopDevice] {
         let opts =
             MountOptions { erofs_backing: backing, stub_cache_dir: Some(cache.clone()), ..MountOptions::read_only() };
-        let e = mount::mount(&[good.clone(), bad.clone()], &mnt, &opts).unwrap_err();
+        let e = assert_no_leak(root, "corrupt superblock", || mount::mount(&[good.clone(), bad.clone()], &mnt, &opts))
+            .unwrap_err();
         assert!(e.to_string().contains("bad.blob"), "{e}");
         Snapshot::assert_clean(root);
     }
     // Missing object dir, missing classic tree, missing mountpoint, upper without work dir.
     let no_objects = Layer::Composefs { blob: blob.clone(), objects: root.join("nope"), expected_digest: None };
-    let e = mount::mount(&[good.clone(), no_objects], &mnt, &ro).unwrap_err();
+    let e = assert_no_leak(root, "missing object dir", || mount::mount(&[good.clone(), no_objects], &mnt, &ro))
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     let no_tree = Layer::Classic { tree: root.join("nope") };
-    assert_eq!(mount::mount(&[good.clone(), no_tree], &mnt, &ro).unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(
-        mount::mount(std::slice::from_ref(&good), &root.join("nope"), &MountOptions::read_only()).unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    let e = assert_no_leak(root, "missing tree", || mount::mount(&[good.clone(), no_tree], &mnt, &ro)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let e = assert_no_leak(root, "missing mountpoint", || {
+        mount::mount(std::slice::from_ref(&good), &root.join("nope"), &MountOptions::read_only())
+    })
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
     let rw = MountOptions::read_write(root.join("up"), root.join("nowork"));
     fs::create_dir(root.join("up")).unwrap();
-    assert!(mount::mount(std::slice::from_ref(&good), &mnt, &rw).is_err());
-    assert_eq!(mount::mount(&[], &mnt, &MountOptions::read_only()).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert!(assert_no_leak(root, "missing work dir", || mount::mount(std::slice::from_ref(&good), &mnt, &rw)).is_err());
+    let e = assert_no_leak(root, "no layers", || mount::mount(&[], &mnt, &MountOptions::read_only())).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     // The overlay itself fails (work dir on another filesystem than upper): EROFS already mounted.
     let rw = MountOptions::read_write(root.join("up"), "/dev/shm");
-    assert!(mount::mount(std::slice::from_ref(&good), &mnt, &rw).is_err());
+    assert!(assert_no_leak(root, "overlay fails", || mount::mount(std::slice::from_ref(&good), &mnt, &rw)).is_err());
     Snapshot::assert_clean(root);
     // umount refuses what is not an overlay mount.
-    assert_eq!(mount::unmount(&mnt).unwrap_err().kind(), ErrorKind::InvalidArgument);
-    assert_eq!(mount::unmount(Path::new("/")).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    let e = assert_no_leak(root, "unmount of a non-mount", || mount::unmount(&mnt)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    let e = assert_no_leak(root, "unmount of /", || mount::unmount(Path::new("/"))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     Snapshot::assert_clean(root);
 }
 

@@ -175,7 +175,7 @@ fn a_changed_blob_fails_its_check_even_after_a_remembered_success() {
     f.read_exact_at(&mut byte, len - 1).unwrap();
     f.write_all_at(&[byte[0] ^ 0xff], len - 1).unwrap();
     drop(f);
-    let err = mount::mount(&stack, &mnt, &opts).unwrap_err();
+    let err = assert_no_leak(root, "changed blob", || mount::mount(&stack, &mnt, &opts)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Verification, "{err}");
     Snapshot::assert_clean(root);
 }

@@ -78,7 +78,9 @@ fn c_api_mounts_verifies_and_unmounts() {
     // A wrong digest: CFS_STATUS_VERIFICATION with a message, nothing mounted.
     let wrong = CString::new("00".repeat(32)).unwrap();
     let digests = [wrong.as_ptr()];
-    let st = cfs_mount_stack(ptr::null(), dir_ptrs.as_ptr(), digests.as_ptr(), 1, target.as_ptr(), &mut err);
+    let st = assert_no_leak(root, "wrong digest", || {
+        cfs_mount_stack(ptr::null(), dir_ptrs.as_ptr(), digests.as_ptr(), 1, target.as_ptr(), &mut err)
+    });
     assert_eq!(st, cfs_status::CFS_STATUS_VERIFICATION);
     // SAFETY (test): the error's message is valid until it is freed.
     let msg = unsafe { CStr::from_ptr(cfs_error_message(err)) }.to_string_lossy().into_owned();

@@ -59,7 +59,10 @@ fn blob_digest_is_checked_before_mounting() {
     // Wrong digest: refused with a clear error, nothing mounted.
     let mut bad = good;
     bad[0] ^= 1;
-    let e = mount::mount(&[layer.clone().with_expected_digest(bad)], &mnt, &MountOptions::read_only()).unwrap_err();
+    let e = assert_no_leak(root, "wrong digest", || {
+        mount::mount(&[layer.clone().with_expected_digest(bad)], &mnt, &MountOptions::read_only())
+    })
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Verification);
     let msg = e.to_string();
     assert!(
@@ -74,7 +77,10 @@ fn blob_digest_is_checked_before_mounting() {
     let last = data.len() - 1;
     data[last] ^= 0xff;
     fs::write(blob, &data).unwrap();
-    let e = mount::mount(&[layer.clone().with_expected_digest(good)], &mnt, &MountOptions::read_only()).unwrap_err();
+    let e = assert_no_leak(root, "changed blob", || {
+        mount::mount(&[layer.clone().with_expected_digest(good)], &mnt, &MountOptions::read_only())
+    })
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Verification, "{e}");
     Snapshot::assert_clean(root);
 }
@@ -89,7 +95,9 @@ fn require_policy_needs_digests_and_sets_verity_require() {
     let (mnt, layer) = setup(root);
     let good = expected_digest("handmade-archive.with-verity.cfs");
     let require = MountOptions { verity: VerityPolicy::Require, ..MountOptions::read_only() };
-    let e = mount::mount(std::slice::from_ref(&layer), &mnt, &require).unwrap_err();
+    let e =
+        assert_no_leak(root, "require without digest", || mount::mount(std::slice::from_ref(&layer), &mnt, &require))
+            .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Verification);
     assert!(e.to_string().contains("require"), "{e}");
     Snapshot::assert_clean(root);

@@ -96,6 +96,41 @@ impl Snapshot {
     }
 }
 
+/// The fds of this process an operation on `root` could leak: anything under `root`, loop
+/// devices, fs contexts and detached mounts (which read as `/`), by target (numbers differ).
+pub fn fd_targets(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(t) = fs::read_link(e.path()) else { continue };
+        let t = t.to_string_lossy().into_owned();
+        if t.starts_with(root.to_str().unwrap()) || t == "/" || t.contains("fscontext") || t.starts_with("/dev/loop") {
+            out.push(t);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs `op`, an operation expected to fail, and asserts that it left nothing behind: the same
+/// mounts and loop devices under `root`, and the same fds (see [`fd_targets`]) as before. EROFS
+/// mounts the library keeps for reuse are released first (a cache, not a leak). Other tests of
+/// the same binary run in parallel threads, so a difference must persist to count.
+pub fn assert_no_leak<T>(root: &Path, what: &str, op: impl FnOnce() -> T) -> T {
+    composefs_storage::mount::release_kept_mounts();
+    let (mounts, fds) = (Snapshot::take(root), fd_targets(root));
+    let r = op();
+    for i in 0.. {
+        composefs_storage::mount::release_kept_mounts();
+        let (m, f) = (Snapshot::take(root), fd_targets(root));
+        if m == mounts && f == fds {
+            break;
+        }
+        assert!(i < 50, "{what}: left behind\n  mounts/loops {m:?}\n  was {mounts:?}\n  fds {f:?}\n  was {fds:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    r
+}
+
 /// Unmounts on drop, so a failing test leaves nothing mounted.
 pub struct MountGuard(pub PathBuf);
 
