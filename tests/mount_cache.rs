@@ -206,6 +206,13 @@ fn records_of_checks_serve_later_processes_and_a_changed_blob_still_fails() {
         assert_eq!(fs::read(mnt.join("f")).unwrap(), b"original");
         assert!(cli(&[Path::new("umount"), &mnt]).status.success());
     }
+    // The kernel probes' results are recorded for this boot: later processes skip the probes.
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let features = fs::read_to_string(cache.join("kernel-features")).unwrap();
+    assert!(features.starts_with(boot.trim()), "{features}");
+    if mount::kernel_features().overlay_append {
+        assert!(features.contains("overlay_append=1"), "{features}");
+    }
     let records: Vec<_> = fs::read_dir(cache.join("verified")).unwrap().collect();
     assert_eq!(records.len(), 1, "one blob checked, one record");
     // A different blob of the same size in place: the record is for another identity.
