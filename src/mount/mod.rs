@@ -23,6 +23,10 @@
 //! Derived images (flattened runs, stub-less copies) live in `MountOptions::stub_cache_dir`,
 //! by default `$COMPOSEFS_STORAGE_CACHE_DIR`, else `/run/composefs-storage/stubless` for root
 //! (cleared at boot).
+//! That dir is bounded and cleaned (`cache.rs`, [`cleanup`]); it also records successful blob
+//! checks and the kernel probes' results for later processes. Within a process, blob checks and
+//! the EROFS mounts of derived images are remembered (`reuse.rs`), so a repeated mount of a
+//! cached stack costs about what a classic stack does (SPEC §11).
 
 mod cache;
 mod erofs;
