@@ -141,7 +141,7 @@ pub(crate) fn mount_image(
                 }
                 return Ok(m);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !built => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 publish(cache, &path, &build()?)?;
                 built = true;
             }

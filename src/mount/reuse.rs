@@ -25,6 +25,8 @@ pub(crate) struct Identity {
     pub ctime: (i64, u32),
     /// The kernel says the file has fs-verity (its contents can then never change).
     pub verity: bool,
+    /// The filesystem reported every field above (else nothing is remembered by this identity).
+    pub complete: bool,
 }
 
 fn from_statx(s: &rustix::fs::Statx) -> Identity {
@@ -36,10 +38,12 @@ fn from_statx(s: &rustix::fs::Statx) -> Identity {
         ctime: (s.stx_ctime.tv_sec, s.stx_ctime.tv_nsec),
         verity: s.stx_attributes_mask.contains(StatxAttributes::VERITY)
             && s.stx_attributes.contains(StatxAttributes::VERITY),
+        complete: StatxFlags::from_bits_retain(s.stx_mask).contains(NEEDED),
     }
 }
 
 const STATX_WANT: StatxFlags = StatxFlags::BASIC_STATS;
+const NEEDED: StatxFlags = StatxFlags::INO.union(StatxFlags::SIZE).union(StatxFlags::MTIME).union(StatxFlags::CTIME);
 
 /// The identity of the file at `path` (symlinks followed, as `open` would).
 pub(crate) fn identity_of_path(path: &Path) -> std::io::Result<Identity> {
@@ -76,7 +80,7 @@ pub(crate) fn is_verified(id: &Identity, expected: &[u8; 32]) -> bool {
 /// changed to be remembered.
 pub(crate) fn mark_verified(id: &Identity, digest: &[u8; 32]) -> bool {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    if !id.verity && id.ctime.0 + SETTLED_SECS > now {
+    if !id.complete || (!id.verity && id.ctime.0 + SETTLED_SECS > now) {
         return false;
     }
     let mut cache = VERIFIED.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,6 +164,9 @@ pub(crate) fn kept_mount(path: &Path, id: &Identity) -> Option<Arc<OwnedFd>> {
 
 /// Keeps `mount` (of the image at `path` with identity `id`) for later mounts.
 pub(crate) fn keep_mount(path: &Path, id: &Identity, mount: Arc<OwnedFd>) {
+    if !id.complete {
+        return;
+    }
     let last_use = USE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dropped;
     {
