@@ -329,8 +329,9 @@ pub struct CleanupReport {
 /// what killed mount sequences left behind (unfinished derived images, private temp dirs and the
 /// mounts attached in them on kernels that need that), and evicts cached derived images beyond
 /// `limits`, least recently used first (`CacheLimits { max_images: 0, max_bytes: 0 }` removes
-/// every image not in use). `cache_dir` is `None` for the default dir. Mounted stacks are not
-/// affected.
+/// every image not in use). `cache_dir` is `None` for the default dir. The private temp dirs are
+/// looked for in `$TMPDIR` (else /tmp), where the mounting processes made them. Mounted stacks
+/// are not affected.
 pub fn cleanup(cache_dir: Option<&Path>, limits: CacheLimits) -> Result<CleanupReport> {
     let cache = cache_dir.map(Path::to_path_buf).unwrap_or_else(default_cache_dir);
     let kept_mounts_released = reuse::release_kept_mounts();
