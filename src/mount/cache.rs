@@ -19,7 +19,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::{flock, FlockOperation};
+use rustix::fs::{flock, AtFlags, FlockOperation};
 
 use super::{erofs, probe, reuse, ErofsBacking, MountOptions};
 use crate::{Error, ErrorKind, Result};
@@ -113,7 +113,10 @@ pub(crate) fn mount_image(
         match reuse::identity_of_path(&path) {
             Ok(id) => {
                 if keep {
-                    if let Some(m) = reuse::kept_mount(&path, &id) {
+                    if let Some((m, touch)) = reuse::kept_mount(&path, &id) {
+                        if touch {
+                            let _ = rustix::fs::utimensat(rustix::fs::CWD, &path, &used_now(), AtFlags::empty());
+                        }
                         return Ok(m);
                     }
                 }
@@ -125,12 +128,7 @@ pub(crate) fn mount_image(
                 flock(&f, FlockOperation::LockShared)
                     .map_err(|e| Error::io(format!("lock {}", path.display()), e.into()))?;
                 let id = reuse::identity_of_fd(&f).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-                // Last use, for the eviction order (best effort).
-                let times = rustix::fs::Timestamps {
-                    last_access: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
-                    last_modification: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
-                };
-                let _ = rustix::fs::futimens(&f, &times);
+                let _ = rustix::fs::futimens(&f, &used_now());
                 let m = Arc::new(erofs::mount_detached(&f, &path, opts.erofs_backing)?);
                 drop(f);
                 if keep {
@@ -152,6 +150,14 @@ pub(crate) fn mount_image(
         format!("open cached image {} (removed again and again while being mounted)", path.display()),
         std::io::Error::from_raw_os_error(libc::ENOENT),
     ))
+}
+
+/// Timestamps that set the atime (an image's last use, for the eviction order) and keep mtime.
+fn used_now() -> rustix::fs::Timestamps {
+    rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
+        last_modification: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
+    }
 }
 
 static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -139,6 +139,8 @@ struct Kept {
     key: ((u32, u32), u64, u64, (i64, u32)),
     mount: Arc<OwnedFd>,
     last_use: u64,
+    /// When the image's atime (its last use for the cache's eviction order) was last set.
+    touched: std::time::Instant,
 }
 
 fn kept_key(id: &Identity) -> ((u32, u32), u64, u64, (i64, u32)) {
@@ -151,15 +153,23 @@ static USE_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 /// image file open and a small superblock.
 pub(crate) const KEPT_MAX: usize = 16;
 
-/// The kept mount of the image at `path`, if it is still the same file.
-pub(crate) fn kept_mount(path: &Path, id: &Identity) -> Option<Arc<OwnedFd>> {
+/// How often a kept image's atime is refreshed, so other processes' evictions see it in use.
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The kept mount of the image at `path`, if it is still the same file, and whether the image's
+/// atime is due to be refreshed.
+pub(crate) fn kept_mount(path: &Path, id: &Identity) -> Option<(Arc<OwnedFd>, bool)> {
     let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
     let k = kept.as_mut()?.get_mut(path)?;
     if k.key != kept_key(id) {
         return None;
     }
     k.last_use = USE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Some(k.mount.clone())
+    let touch = k.touched.elapsed() >= TOUCH_EVERY;
+    if touch {
+        k.touched = std::time::Instant::now();
+    }
+    Some((k.mount.clone(), touch))
 }
 
 /// Keeps `mount` (of the image at `path` with identity `id`) for later mounts.
@@ -172,7 +182,10 @@ pub(crate) fn keep_mount(path: &Path, id: &Identity, mount: Arc<OwnedFd>) {
     {
         let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
         let map = kept.get_or_insert_with(HashMap::new);
-        let old = map.insert(path.to_path_buf(), Kept { key: kept_key(id), mount, last_use });
+        let old = map.insert(
+            path.to_path_buf(),
+            Kept { key: kept_key(id), mount, last_use, touched: std::time::Instant::now() },
+        );
         let lru = if map.len() > KEPT_MAX {
             map.iter().min_by_key(|(_, k)| k.last_use).map(|(p, _)| p.clone())
         } else {
