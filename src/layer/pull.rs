@@ -7,11 +7,12 @@
 //!
 //! The layer produced is the same as converting the full stream (same objects, same blob).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -305,7 +306,10 @@ pub fn pull(
     let mut builder = TreeBuilder::new(options.oci_whiteouts);
     let mut files: Vec<(crate::image::InodeId, [u8; 32])> = Vec::new();
     let mut content_of_name: HashMap<String, [u8; 32]> = HashMap::new();
+    let ready = std::sync::Arc::new(Ready::default());
     let mut wanted: HashMap<[u8; 32], (u64, ByteRange, String)> = HashMap::new();
+    // Contents in TOC (= tar) order, so that the DiffID thread can follow the reuse step.
+    let mut wanted_order: Vec<[u8; 32]> = Vec::new();
     let (mut uids, mut gids) = (BTreeSet::new(), BTreeSet::new());
     let mut entries = 0u64;
     for e in manifest.toc.entries.iter().filter(|e| e.entry_type != TYPE_CHUNK) {
@@ -319,6 +323,7 @@ pub fn pull(
             content_of_name.insert(e.name.clone(), digest);
             if h.size == 0 {
                 store.put_bytes(&EMPTY_SHA256, &[])?;
+                ready.add(EMPTY_SHA256);
             }
             if h.size > 0 && !wanted.contains_key(&digest) {
                 let (start, end) = (e.offset, e.end_offset);
@@ -330,15 +335,26 @@ pub fn pull(
                 }
                 let range = ByteRange { offset: start as u64, length: (end - start) as u64 };
                 wanted.insert(digest, (h.size, range, e.name.clone()));
+                wanted_order.push(digest);
             }
         }
     }
 
+    // The DiffID is computed on another thread while objects arrive (SPEC §8: it re-reads the
+    // whole layer, the largest cost of a pull that reuses most contents).
+    let diff_id_job = match (&manifest.tar_split, options.insecure_skip_diff_id) {
+        (Some(split), false) => Some(DiffIdJob::spawn(split, &diff_path, content_of_name, ready.clone())?),
+        _ => None,
+    };
+
     // 3. Reuse what exists; collect what must be fetched, in blob order.
     let mut missing: Vec<Missing> = Vec::new();
-    for (digest, (size, range, name)) in wanted {
+    for digest in wanted_order {
+        let Some((size, range, name)) = wanted.remove(&digest) else { continue };
         if store.reuse(&digest, size)?.is_none() {
             missing.push(Missing { digest, size, range, name });
+        } else {
+            ready.add(digest);
         }
     }
     missing.sort_by_key(|m| m.range.offset);
@@ -377,6 +393,7 @@ pub fn pull(
                 let m = &missing[i];
                 skip(&mut reader, m.range.offset - pos)?;
                 store_fetched(&mut store, &mut temps, &mut reader, m)?;
+                ready.add(m.digest);
                 pos = m.range.end();
                 done_bytes += m.range.length;
                 if let Some(cb) = progress.as_mut() {
@@ -401,27 +418,6 @@ pub fn pull(
     let blob_digest = write_blob(&tree, &data_path, options.verity)?;
     let blob_verity = Some(blob_digest);
 
-    // 6. The DiffID, from the tar-split and the objects now on disk.
-    let diff_id = match (&manifest.tar_split, options.insecure_skip_diff_id) {
-        (Some(split), false) => {
-            let id = diff_id_of(split, &diff_path, &content_of_name)?;
-            if let Some(expected) = options.expected_diff_id {
-                if expected != id {
-                    return Err(Error::new(
-                        ErrorKind::Verification,
-                        format!(
-                            "DiffID mismatch: the layer re-assembles to sha256:{}, expected sha256:{}",
-                            crate::source::hex(&id),
-                            crate::source::hex(&expected)
-                        ),
-                    ));
-                }
-            }
-            Some(id)
-        }
-        _ => None,
-    };
-
     if options.write_metadata {
         let mut tar_split_gz = Vec::new();
         if let Some(split) = &manifest.tar_split {
@@ -438,6 +434,26 @@ pub fn pull(
             manifest.tar_split.is_some().then_some(&tar_split_gz[..]),
         )?;
     }
+    // 6. The DiffID, from the tar-split and the objects now on disk.
+    let diff_id = match diff_id_job {
+        Some(job) => {
+            let id = job.finish()?;
+            if let Some(expected) = options.expected_diff_id {
+                if expected != id {
+                    return Err(Error::new(
+                        ErrorKind::Verification,
+                        format!(
+                            "DiffID mismatch: the layer re-assembles to sha256:{}, expected sha256:{}",
+                            crate::source::hex(&id),
+                            crate::source::hex(&expected)
+                        ),
+                    ));
+                }
+            }
+            Some(id)
+        }
+        None => None,
+    };
     let verity_digests = store.verity_digests();
     let objects = store.stats;
     drop(store);
@@ -521,21 +537,118 @@ fn store_fetched(store: &mut ObjectStore, temps: &mut TempFactory, reader: &mut 
     Ok(())
 }
 
-/// sha256 of the tar the tar-split describes, with each member's content read from its object.
-fn diff_id_of(split: &File, diff: &Path, content_of_name: &HashMap<String, [u8; 32]>) -> Result<[u8; 32]> {
-    let mut split = split.try_clone().map_err(|e| Error::io("reopen tar-split", e))?;
-    std::io::Seek::seek(&mut split, std::io::SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
-    let (id, _) = reassemble(
-        BufReader::new(split),
-        |name, _size| {
-            let name = std::str::from_utf8(name).map_err(|_| Error::format("tar-split name is not UTF-8"))?;
-            let digest = content_of_name.get(name).ok_or_else(|| {
-                Error::format(format!("tar-split has content for {name:?}, which is no regular file in the TOC"))
-            })?;
-            let p = diff.join(object_path(digest));
-            File::open(&p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))
-        },
-        &mut std::io::sink(),
-    )?;
-    Ok(id)
+/// Contents present in the staging `diff/` so far, for the DiffID thread that trails the pull.
+#[derive(Default)]
+struct Ready {
+    state: Mutex<(HashSet<[u8; 32]>, bool)>,
+    cv: Condvar,
+}
+
+impl Ready {
+    fn add(&self, digest: [u8; 32]) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0.insert(digest);
+        }
+        self.cv.notify_all();
+    }
+
+    /// Nothing more will arrive (all objects are in, or the pull failed).
+    fn close(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.1 = true;
+        }
+        self.cv.notify_all();
+    }
+
+    fn wait(&self, digest: &[u8; 32]) -> Result<()> {
+        let poisoned = || Error::new(ErrorKind::Internal, "DiffID thread: lock poisoned");
+        let mut s = self.state.lock().map_err(|_| poisoned())?;
+        loop {
+            if s.0.contains(digest) {
+                return Ok(());
+            }
+            if s.1 {
+                return Err(Error::format(format!(
+                    "content sha256:{} that the tar-split needs is not in the layer (the TOC and the \
+                     tar-split disagree, or the pull stopped)",
+                    crate::source::hex(digest)
+                )));
+            }
+            s = self.cv.wait(s).map_err(|_| poisoned())?;
+        }
+    }
+}
+
+/// The DiffID: sha256 of the tar the tar-split describes, with each member's content read from its
+/// object once it is there. Runs on its own thread; dropping the job (on an error path) stops it.
+struct DiffIdJob {
+    ready: Arc<Ready>,
+    handle: Option<std::thread::JoinHandle<Result<[u8; 32]>>>,
+}
+
+impl DiffIdJob {
+    fn spawn(
+        split: &File,
+        diff: &Path,
+        content_of_name: HashMap<String, [u8; 32]>,
+        ready: Arc<Ready>,
+    ) -> Result<DiffIdJob> {
+        // A dup shares the file offset with the main thread's reads: read at our own offset.
+        let split = PositionalReader { file: split.try_clone().map_err(|e| Error::io("reopen tar-split", e))?, pos: 0 };
+        let diff = diff.to_path_buf();
+        let r = ready.clone();
+        let handle = std::thread::Builder::new()
+            .name("cfs-diffid".into())
+            .spawn(move || {
+                let (id, _) = reassemble(
+                    BufReader::with_capacity(256 << 10, split),
+                    |name, _size| {
+                        let name =
+                            std::str::from_utf8(name).map_err(|_| Error::format("tar-split name is not UTF-8"))?;
+                        let digest = content_of_name.get(name).ok_or_else(|| {
+                            Error::format(format!(
+                                "tar-split has content for {name:?}, which is no regular file in the TOC"
+                            ))
+                        })?;
+                        r.wait(digest)?;
+                        let p = diff.join(object_path(digest));
+                        File::open(&p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))
+                    },
+                    &mut std::io::sink(),
+                )?;
+                Ok(id)
+            })
+            .map_err(|e| Error::io("spawn DiffID thread", e))?;
+        Ok(DiffIdJob { ready, handle: Some(handle) })
+    }
+
+    /// Waits for the DiffID, once every object is in.
+    fn finish(mut self) -> Result<[u8; 32]> {
+        self.ready.close();
+        let handle = self.handle.take().ok_or_else(|| Error::new(ErrorKind::Internal, "DiffID joined twice"))?;
+        handle.join().map_err(|_| Error::new(ErrorKind::Internal, "DiffID thread panicked"))?
+    }
+}
+
+/// Reads a file from the start with `pread`, leaving the shared file offset alone.
+struct PositionalReader {
+    file: File,
+    pos: u64,
+}
+
+impl Read for PositionalReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Drop for DiffIdJob {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.ready.close();
+            let _ = h.join();
+        }
+    }
 }
