@@ -368,6 +368,24 @@ impl ObjectStore {
         Ok(false)
     }
 
+    /// A source layer file that its layers cache says holds a chunk with `chunk_digest` of `size`
+    /// bytes, and the chunk's offset in it (SPEC §8). Unverified: the caller checks the data.
+    pub fn find_chunk(&self, chunk_digest: &[u8; 32], size: u64) -> Option<(File, u64)> {
+        let mut key = [0u8; DIGEST_LEN];
+        key[..7].copy_from_slice(b"sha256:");
+        key[7..].copy_from_slice(chunk_digest);
+        self.sources.iter().find_map(|src| {
+            let hit = src.cache.as_ref()?.lookup(&key).ok()??;
+            if hit.length != size {
+                return None;
+            }
+            let path = std::str::from_utf8(&hit.path).ok()?;
+            let fd =
+                openat(&src.diff, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()).ok()?;
+            Some((File::from(fd), hit.offset))
+        })
+    }
+
     fn count_reuse(&mut self, size: u64) {
         self.stats.objects_reused += 1;
         self.stats.bytes_reused += size;

@@ -166,6 +166,8 @@ pub struct PullResult {
     pub blob_size: u64,
     /// Bytes of the blob read (TOC, tar-split and file data, gaps included).
     pub blob_bytes_fetched: u64,
+    /// Bytes of missing files copied from identical chunks in source layers instead of fetched.
+    pub chunk_bytes_reused: u64,
     /// Fetch requests made and ranges asked for in all.
     pub requests: u64,
     pub ranges: u64,
@@ -189,6 +191,7 @@ impl PullResult {
             "diffID": self.diff_id.map(|d| format!("sha256:{}", hex(&d))),
             "blobSize": self.blob_size,
             "blobBytesFetched": self.blob_bytes_fetched,
+            "chunkBytesReused": self.chunk_bytes_reused,
             "requests": self.requests,
             "ranges": self.ranges,
             "entries": self.entries,
@@ -204,12 +207,126 @@ impl PullResult {
     }
 }
 
-/// A file whose content must be fetched.
+/// A file whose content is not in any layer: fetched, or assembled from chunks (SPEC §8).
 struct Missing {
     digest: [u8; 32],
     size: u64,
+    /// All its frames in the blob.
     range: ByteRange,
     name: String,
+    /// Where each part of the content comes from, in file order.
+    pieces: Vec<Piece>,
+}
+
+/// One part of a missing file's content.
+enum Piece {
+    /// Compressed frames of the blob.
+    Fetch(ByteRange),
+    /// A chunk found in a source layer's file (and verified): copied from there.
+    Local { file: File, offset: u64, size: u64 },
+    /// A `zeros` chunk: written as a hole, nothing fetched.
+    Zeros(u64),
+}
+
+/// One chunk of a file as the TOC describes it.
+struct ChunkInfo {
+    offset: u64,
+    chunk_offset: u64,
+    size: u64,
+    digest: [u8; 32],
+    zeros: bool,
+}
+
+/// The chunks of every regular file the TOC splits into several, by name.
+fn chunks_by_name(entries: &[TocEntry]) -> HashMap<String, Vec<ChunkInfo>> {
+    let mut out: HashMap<String, Vec<ChunkInfo>> = HashMap::new();
+    let mut bad: HashSet<String> = HashSet::new();
+    let mut current: Option<&str> = None;
+    for e in entries {
+        let starts = e.entry_type == TYPE_REG && !e.chunk_digest.is_empty();
+        let continues = e.entry_type == TYPE_CHUNK && current == Some(e.name.as_str());
+        if !starts && !continues {
+            current = None;
+            continue;
+        }
+        current = Some(e.name.as_str());
+        let info = digest_bytes(&e.chunk_digest, &e.name).ok().and_then(|digest| {
+            Some(ChunkInfo {
+                offset: u64::try_from(e.offset).ok()?,
+                chunk_offset: u64::try_from(e.chunk_offset).ok()?,
+                size: u64::try_from(e.chunk_size).ok()?,
+                digest,
+                zeros: e.chunk_type == "zeros",
+            })
+        });
+        match info {
+            Some(i) => out.entry(e.name.clone()).or_default().push(i),
+            None => {
+                bad.insert(e.name.clone());
+            }
+        }
+    }
+    // A file with an unusable chunk list is fetched whole (its digest is checked anyway).
+    for name in bad {
+        out.remove(&name);
+    }
+    out
+}
+
+/// Where the content of a missing file comes from: local chunks (verified now), holes, and the
+/// blob ranges of the rest (adjacent ones merged). A chunk list that does not tile the file and
+/// its range exactly is ignored: the whole range is fetched.
+fn plan_pieces(store: &ObjectStore, chunks: Option<&Vec<ChunkInfo>>, range: ByteRange, size: u64) -> Vec<Piece> {
+    let whole = || vec![Piece::Fetch(range)];
+    let Some(chunks) = chunks.filter(|c| c.len() > 1) else { return whole() };
+    let mut at = 0u64;
+    for (i, c) in chunks.iter().enumerate() {
+        let end = chunks.get(i + 1).map_or(range.end(), |n| n.offset);
+        if c.chunk_offset != at || c.offset >= end || (i == 0 && c.offset != range.offset) || end > range.end() {
+            return whole();
+        }
+        at += c.size;
+    }
+    if at != size {
+        return whole();
+    }
+    let mut pieces: Vec<Piece> = Vec::with_capacity(chunks.len());
+    for (i, c) in chunks.iter().enumerate() {
+        let end = chunks.get(i + 1).map_or(range.end(), |n| n.offset);
+        let piece = if c.zeros {
+            Piece::Zeros(c.size)
+        } else {
+            match store.find_chunk(&c.digest, c.size) {
+                Some((file, offset)) if local_chunk_matches(&file, offset, c.size, &c.digest) => {
+                    Piece::Local { file, offset, size: c.size }
+                }
+                _ => Piece::Fetch(ByteRange { offset: c.offset, length: end - c.offset }),
+            }
+        };
+        match (pieces.last_mut(), piece) {
+            (Some(Piece::Fetch(last)), Piece::Fetch(r)) if last.end() == r.offset => last.length += r.length,
+            (_, p) => pieces.push(p),
+        }
+    }
+    pieces
+}
+
+/// Whether `size` bytes at `offset` of `file` have the sha256 `digest` (`validateChunkChecksum`).
+fn local_chunk_matches(file: &File, offset: u64, size: u64, digest: &[u8; 32]) -> bool {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; (256 << 10).min(size as usize).max(1)];
+    let mut done = 0u64;
+    while done < size {
+        let want = buf.len().min((size - done) as usize);
+        match file.read_at(&mut buf[..want], offset + done) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                done += n as u64;
+            }
+        }
+    }
+    <[u8; 32]>::from(hasher.finalize()) == *digest
 }
 
 fn entry_type(e: &TocEntry) -> Result<EntryType> {
@@ -312,6 +429,7 @@ pub fn pull(
     let mut wanted_order: Vec<[u8; 32]> = Vec::new();
     let (mut uids, mut gids) = (BTreeSet::new(), BTreeSet::new());
     let mut entries = 0u64;
+    let mut chunks_of = chunks_by_name(&manifest.toc.entries);
     for e in manifest.toc.entries.iter().filter(|e| e.entry_type != TYPE_CHUNK) {
         let h = header_of(e, entries)?;
         entries += 1;
@@ -352,7 +470,8 @@ pub fn pull(
     for digest in wanted_order {
         let Some((size, range, name)) = wanted.remove(&digest) else { continue };
         if store.reuse(&digest, size)?.is_none() {
-            missing.push(Missing { digest, size, range, name });
+            let pieces = plan_pieces(&store, chunks_of.remove(&name).as_ref(), range, size);
+            missing.push(Missing { digest, size, range, name, pieces });
         } else {
             ready.add(digest);
         }
@@ -367,14 +486,28 @@ pub fn pull(
         }
     }
 
-    // 4. Fetch, decompress, verify, store.
+    // 4. Fetch, decompress, verify, store. Files that need nothing from the blob first.
     let mut temps = TempFactory::new(&diff_path)?;
-    let total_missing: u64 = missing.iter().map(|m| m.range.length).sum();
+    let mut chunk_bytes_reused = 0u64;
+    let mut parts: Vec<ByteRange> = Vec::new();
+    // For each part: its file, and whether it is that file's last part.
+    let mut part_owner: Vec<(usize, bool)> = Vec::new();
+    for (mi, m) in missing.iter().enumerate() {
+        let start = parts.len();
+        parts.extend(m.pieces.iter().filter_map(|p| if let Piece::Fetch(r) = p { Some(*r) } else { None }));
+        part_owner.extend((start..parts.len()).map(|i| (mi, i + 1 == parts.len())));
+        if start == parts.len() {
+            let mut b = Building::begin(&mut temps, m)?;
+            chunk_bytes_reused += b.local_pieces(m)?;
+            b.commit(&mut store, &mut temps, m)?;
+            ready.add(m.digest);
+        }
+    }
     let mut max_ranges = options.max_ranges.max(1);
-    let parts: Vec<ByteRange> = missing.iter().map(|m| m.range).collect();
     let mut done_bytes = 0u64;
     let mut ranges_asked = 0u64;
     let mut pending = plan(&parts, max_ranges);
+    let mut building: Option<(usize, Building)> = None;
     while !pending.is_empty() {
         let ranges: Vec<ByteRange> = pending.iter().map(|f| f.range).collect();
         requests += 1;
@@ -390,12 +523,27 @@ pub fn pull(
         for f in &pending {
             let mut pos = f.range.offset;
             for &i in &f.parts {
-                let m = &missing[i];
-                skip(&mut reader, m.range.offset - pos)?;
-                store_fetched(&mut store, &mut temps, &mut reader, m)?;
-                ready.add(m.digest);
-                pos = m.range.end();
-                done_bytes += m.range.length;
+                let (mi, last) = part_owner[i];
+                let m = &missing[mi];
+                let r = parts[i];
+                if building.as_ref().is_none_or(|(b, _)| *b != mi) {
+                    building = Some((mi, Building::begin(&mut temps, m)?));
+                }
+                let Some((_, b)) = building.as_mut() else {
+                    return Err(Error::new(ErrorKind::Internal, "no file in progress"));
+                };
+                chunk_bytes_reused += b.local_pieces(m)?;
+                skip(&mut reader, r.offset - pos)?;
+                b.fetched_piece(&mut reader, r, m)?;
+                pos = r.end();
+                if last {
+                    chunk_bytes_reused += b.local_pieces(m)?;
+                    if let Some((_, b)) = building.take() {
+                        b.commit(&mut store, &mut temps, m)?;
+                    }
+                    ready.add(m.digest);
+                }
+                done_bytes += r.length;
                 if let Some(cb) = progress.as_mut() {
                     if !cb(Progress { bytes: done_bytes, entries }) {
                         return Err(Error::new(ErrorKind::Cancelled, "pull cancelled"));
@@ -407,7 +555,6 @@ pub fn pull(
         }
         pending.clear();
     }
-    debug_assert!(done_bytes == total_missing);
 
     // 5. Objects into the tree, then the blob.
     for (id, digest) in files {
@@ -465,6 +612,7 @@ pub fn pull(
         diff_id,
         blob_size,
         blob_bytes_fetched: fetched,
+        chunk_bytes_reused,
         requests,
         ranges: ranges_asked,
         entries,
@@ -486,55 +634,110 @@ fn skip(reader: &mut dyn Read, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// Decompresses one file's frames from `reader`, checks size and sha256 against the TOC, and
-/// stores the object. Nothing unverified ever gets an object name.
-fn store_fetched(store: &mut ObjectStore, temps: &mut TempFactory, reader: &mut dyn Read, m: &Missing) -> Result<()> {
-    let ctx = || format!("file {:?}", m.name);
-    let mut compressed = reader.take(m.range.length);
-    let mut decoder = zstd::stream::read::Decoder::new(&mut compressed)
-        .map_err(|e| Error::io(format!("{}: start decompression", ctx()), e))?;
-    let mut tmp = temps.begin()?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    let mut total = 0u64;
-    let r: Result<()> = (|| {
+/// A missing file being assembled into a temporary object from its pieces, in order.
+struct Building {
+    tmp: super::objects::TempObject,
+    hasher: Sha256,
+    total: u64,
+    /// The next piece to take.
+    next: usize,
+}
+
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+impl Building {
+    fn begin(temps: &mut TempFactory, _m: &Missing) -> Result<Building> {
+        Ok(Building { tmp: temps.begin()?, hasher: Sha256::new(), total: 0, next: 0 })
+    }
+
+    fn append(&mut self, data: &[u8], m: &Missing) -> Result<()> {
+        self.total += data.len() as u64;
+        if self.total > m.size {
+            return Err(Error::format(format!("file {:?}: its data is longer than its {} bytes", m.name, m.size)));
+        }
+        self.hasher.update(data);
+        self.tmp.write_all(data)
+    }
+
+    /// Takes the local and hole pieces up to the next fetched one; returns the bytes copied.
+    fn local_pieces(&mut self, m: &Missing) -> Result<u64> {
+        let mut copied = 0;
+        let mut buf = Vec::new();
+        while let Some(p) = m.pieces.get(self.next) {
+            match p {
+                Piece::Fetch(_) => break,
+                Piece::Zeros(n) => {
+                    let mut left = *n;
+                    while left > 0 {
+                        let k = left.min(ZEROS.len() as u64) as usize;
+                        self.append(&ZEROS[..k], m)?;
+                        left -= k as u64;
+                    }
+                }
+                Piece::Local { file, offset, size } => {
+                    buf.resize((256 << 10).min(*size as usize).max(1), 0);
+                    let mut done = 0u64;
+                    while done < *size {
+                        let want = buf.len().min((size - done) as usize);
+                        let n = file
+                            .read_at(&mut buf[..want], offset + done)
+                            .map_err(|e| Error::io(format!("file {:?}: read a local chunk", m.name), e))?;
+                        if n == 0 {
+                            return Err(Error::format(format!("file {:?}: a local chunk shrank while read", m.name)));
+                        }
+                        self.append(&buf[..n], m)?;
+                        done += n as u64;
+                    }
+                    copied += size;
+                }
+            }
+            self.next += 1;
+        }
+        Ok(copied)
+    }
+
+    /// Decompresses the next piece's frames (`range`, `range.length` bytes of `reader`).
+    fn fetched_piece(&mut self, reader: &mut dyn Read, range: ByteRange, m: &Missing) -> Result<()> {
+        let ctx = || format!("file {:?}", m.name);
+        let mut compressed = reader.take(range.length);
+        let mut decoder = zstd::stream::read::Decoder::new(&mut compressed)
+            .map_err(|e| Error::io(format!("{}: start decompression", ctx()), e))?;
+        let mut buf = vec![0u8; 256 << 10];
         loop {
             let n = decoder.read(&mut buf).map_err(|e| Error::format(format!("{}: bad zstd data: {e}", ctx())))?;
             if n == 0 {
                 break;
             }
-            total += n as u64;
-            if total > m.size {
-                return Err(Error::format(format!("{}: decompresses to more than its {} bytes", ctx(), m.size)));
-            }
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n])?;
+            self.append(&buf[..n], m)?;
         }
+        drop(decoder);
+        // Whatever the decoder did not consume of this range (padding) is skipped.
+        std::io::copy(&mut compressed, &mut std::io::sink()).map_err(|e| Error::io("read fetched data", e))?;
+        self.next += 1;
         Ok(())
-    })();
-    if let Err(e) = r {
-        temps.abort(tmp);
-        return Err(e);
     }
-    drop(decoder);
-    // Whatever the decoder did not consume of this file's range (padding) is skipped.
-    std::io::copy(&mut compressed, &mut std::io::sink()).map_err(|e| Error::io("read fetched data", e))?;
-    let digest: [u8; 32] = hasher.finalize().into();
-    if total != m.size || digest != m.digest {
-        temps.abort(tmp);
-        return Err(Error::new(
-            ErrorKind::Verification,
-            format!(
-                "{}: checksum mismatch: the TOC says sha256:{} ({} bytes), the data is sha256:{} ({total} bytes)",
-                ctx(),
-                crate::source::hex(&m.digest),
-                m.size,
-                crate::source::hex(&digest)
-            ),
-        ));
+
+    /// Checks size and sha256 against the TOC and stores the object: nothing unverified ever
+    /// gets an object name.
+    fn commit(self, store: &mut ObjectStore, temps: &mut TempFactory, m: &Missing) -> Result<()> {
+        let digest: [u8; 32] = self.hasher.finalize().into();
+        if self.total != m.size || digest != m.digest {
+            temps.abort(self.tmp);
+            return Err(Error::new(
+                ErrorKind::Verification,
+                format!(
+                    "file {:?}: checksum mismatch: the TOC says sha256:{} ({} bytes), the data is sha256:{} ({} bytes)",
+                    m.name,
+                    crate::source::hex(&m.digest),
+                    m.size,
+                    crate::source::hex(&digest),
+                    self.total
+                ),
+            ));
+        }
+        store.commit_temp(self.tmp, &digest, m.size)?;
+        Ok(())
     }
-    store.commit_temp(tmp, &digest, m.size)?;
-    Ok(())
 }
 
 /// Contents present in the staging `diff/` so far, for the DiffID thread that trails the pull.
