@@ -14,8 +14,12 @@
 #
 # Run it as `nice -n -15 scripts/bench-pull.sh` on a shared machine. Output dirs are deleted only
 # at the end: on ext4 without a journal, creating inodes right after deleting many is slow.
-# Env: BENCH_DIR (default /var/tmp/cfs-bench), BENCH_DIRS (what to tar, relative to /),
-# BENCH_RUNS (default 3), BENCH_BIN (prebuilt binary, else `cargo build --release`).
+# Wall times on a loaded machine vary; the CPU figures (user+sys of the process) are steadier. On
+# that ext4, the cold runs' sys time also grows with how many inodes were deleted lately: BENCH_OUT
+# (e.g. /dev/shm) puts the layer dirs on another filesystem.
+# Env: BENCH_DIR (default /var/tmp/cfs-bench), BENCH_OUT (layer dirs, default BENCH_DIR),
+# BENCH_DIRS (what to tar, relative to /), BENCH_RUNS (default 3), BENCH_BIN (prebuilt binary,
+# else `cargo build --release`).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -80,32 +84,32 @@ fi
 echo "L1: $B1 ($(stat -c %s "$B1") bytes); L2: $B2 ($(stat -c %s "$B2") bytes)"
 cat "$B1" "$B2" >/dev/null # warm the page cache
 
-P=$WORK/pull-run-$$
+P=${BENCH_OUT:-$WORK}/pull-run-$$
 mkdir -p "$P"
 trap 'rm -rf "$P"' EXIT
 "$BIN" convert -q --verity off --annotations "$B1.ann" "$B1" "$P/l1" >/dev/null
 
-run() { # name command -> "WALL"; the command's stdout in $P/name.json
+run() { # name command -> "WALL CPU"; the command's stdout in $P/name.json
     local out
     sync
-    if ! out=$( { /usr/bin/time -f "%e" bash -c "$2 >'$P/$1.json' 2>'$P/err'"; } 2>&1 | tail -1); then
+    if ! out=$( { /usr/bin/time -f "%e %U %S" bash -c "$2 >'$P/$1.json' 2>'$P/err'"; } 2>&1 | tail -1); then
         echo "failed: $2" >&2
         cat "$P/err" >&2
         exit 1
     fi
-    echo "$out"
+    echo "$out" | awk '{print $1, $2 + $3}'
 }
 min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b < a) ? b : a }'; }
 
-COLD= PULL0= WARM=
+COLD= PULL0= WARM= COLDC= PULL0C= WARMC=
 for i in $(seq "$RUNS"); do
-    w=$(run cold "'$BIN' convert -q --verity off --json '$B2' '$P/cold-$i'")
-    COLD=$(min "$COLD" "$w")
-    w=$(run pull0 "'$BIN' convert -q --verity off --json --annotations '$B2.ann' '$B2' '$P/pull0-$i'")
-    PULL0=$(min "$PULL0" "$w")
-    w=$(run warm "'$BIN' convert -q --verity off --json --hardlinks --annotations '$B2.ann' \
+    read -r w c < <(run cold "'$BIN' convert -q --verity off --json '$B2' '$P/cold-$i'")
+    COLD=$(min "$COLD" "$w") COLDC=$(min "$COLDC" "$c")
+    read -r w c < <(run pull0 "'$BIN' convert -q --verity off --json --annotations '$B2.ann' '$B2' '$P/pull0-$i'")
+    PULL0=$(min "$PULL0" "$w") PULL0C=$(min "$PULL0C" "$c")
+    read -r w c < <(run warm "'$BIN' convert -q --verity off --json --hardlinks --annotations '$B2.ann' \
         --source-layer '$P/l1' '$B2' '$P/warm-$i'")
-    WARM=$(min "$WARM" "$w")
+    WARM=$(min "$WARM" "$w") WARMC=$(min "$WARMC" "$c")
 done
 
 j() { sed -n "s/.*\"$2\": \([0-9]*\).*/\1/p" "$P/$1.json" | head -1; }
@@ -119,10 +123,12 @@ NEW=$(comm -23 <(cd "$P/warm-1/diff" && find . -type f -printf '%P %s\n' | sort)
 LINKED=$(find "$P/warm-1/diff" -type f -links +1 | wc -l)
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '(cold)  convert L2 (full stream)           %6.2f s\n' "$COLD"
-printf '(pull0) partial pull of L2, no L1          %6.2f s\n' "$PULL0"
-printf '(warm)  partial pull of L2, L1 present     %6.2f s\n' "$WARM"
+printf '                                            wall      cpu (user+sys)\n'
+printf '(cold)  convert L2 (full stream)           %6.2f s  %6.2f s\n' "$COLD" "$COLDC"
+printf '(pull0) partial pull of L2, no L1          %6.2f s  %6.2f s\n' "$PULL0" "$PULL0C"
+printf '(warm)  partial pull of L2, L1 present     %6.2f s  %6.2f s\n' "$WARM" "$WARMC"
 awk -v s="$SIZE" -v r="$READ" 'BEGIN { printf "L2 blob read by the warm pull: %d of %d bytes = %.1f%% (goal <= 15%%)\n", r, s, 100 * r / s }'
 echo "bytes written for content L1 has: $((WRITTEN - NEW)) (goal 0); new content written: $NEW; reused: $REUSED; hardlinked objects: $LINKED"
-awk -v w="$WARM" -v c="$COLD" -v p="$PULL0" 'BEGIN {
-    printf "warm/cold time = %.1f%% (goal <= 25%%); warm/pull0 = %.1f%%\n", 100 * w / c, 100 * w / p }'
+awk -v w="$WARM" -v c="$COLD" -v p="$PULL0" -v wc="$WARMC" -v cc="$COLDC" -v pc="$PULL0C" 'BEGIN {
+    printf "warm/cold time = %.1f%% wall, %.1f%% cpu (goal <= 25%%); warm/pull0 = %.1f%% wall, %.1f%% cpu\n",
+        100 * w / c, 100 * wc / cc, 100 * w / p, 100 * wc / pc }'
