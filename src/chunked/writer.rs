@@ -257,6 +257,14 @@ impl FileChunker {
             return Ok(());
         }
         frames.close()?;
+        // Each chunk costs a TOC entry of more than 100 bytes: stop before metadata outgrows the
+        // TOC limit (a hostile file can split every few bytes).
+        if self.chunks.len() as u64 >= MAX_TOC_SIZE / 100 {
+            return Err(Error::limit(format!(
+                "a file splits into more than {} chunks: its TOC entries would exceed {MAX_TOC_SIZE} bytes",
+                MAX_TOC_SIZE / 100
+            )));
+        }
         self.chunks.push(Chunk {
             chunk_offset: self.done - self.chunk_len,
             offset: self.chunk_start,
