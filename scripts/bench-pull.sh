@@ -14,10 +14,11 @@
 #
 # Run it as `nice -n -15 scripts/bench-pull.sh` on a shared machine. Output dirs are deleted only
 # at the end: on ext4 without a journal, creating inodes right after deleting many is slow.
-# Wall times on a loaded machine vary; the CPU figures (user+sys of the process) are steadier. On
-# that ext4, the cold runs' sys time also grows with how many inodes were deleted lately: BENCH_OUT
-# (e.g. /dev/shm) puts the layer dirs on another filesystem.
-# Env: BENCH_DIR (default /var/tmp/cfs-bench), BENCH_OUT (layer dirs, default BENCH_DIR),
+# Wall times on a loaded machine vary; the CPU figures (user+sys of the process) are steadier.
+# Layer dirs go to a scratch journaled ext4 (as in bench-convert.sh: on this kind of machine's
+# journal-less root fs, creating inodes after many deletes is slow for every tool), or BENCH_OUT.
+# Env: BENCH_DIR (default /var/tmp/cfs-bench), BENCH_OUT (layer dirs; default: the scratch fs when
+# root, else BENCH_DIR),
 # BENCH_DIRS (what to tar, relative to /), BENCH_RUNS (default 3), BENCH_BIN (prebuilt binary,
 # else `cargo build --release`).
 set -euo pipefail
@@ -84,9 +85,23 @@ fi
 echo "L1: $B1 ($(stat -c %s "$B1") bytes); L2: $B2 ($(stat -c %s "$B2") bytes)"
 cat "$B1" "$B2" >/dev/null # warm the page cache
 
-P=${BENCH_OUT:-$WORK}/pull-run-$$
+FS=
+if [ -n "${BENCH_OUT:-}" ]; then
+    OUTDIR=$BENCH_OUT
+elif [ "$(id -u)" = 0 ]; then
+    FS=$WORK/scratch-fs.$$
+    mkdir "$FS"
+    truncate -s 8G "$FS.img"
+    mkfs.ext4 -q -F "$FS.img"
+    mount -o loop "$FS.img" "$FS"
+    OUTDIR=$FS
+else
+    OUTDIR=$WORK
+fi
+echo "layer dirs on $(findmnt -n -o FSTYPE -T "$OUTDIR") at $OUTDIR"
+P=$OUTDIR/pull-run-$$
 mkdir -p "$P"
-trap 'rm -rf "$P"' EXIT
+trap 'rm -rf "$P"; if [ -n "$FS" ]; then umount "$FS"; rm -rf "$FS" "$FS.img"; fi' EXIT
 "$BIN" convert -q --verity off --annotations "$B1.ann" "$B1" "$P/l1" >/dev/null
 
 run() { # name command -> "WALL CPU"; the command's stdout in $P/name.json
