@@ -482,15 +482,21 @@ pub fn pull(
         _ => None,
     };
 
-    // 3. Reuse what exists; collect what must be fetched, in blob order.
+    // 3. Find what exists (taken after the fetch: meanwhile the DiffID thread reads it where it
+    // is); collect what must be fetched, in blob order.
     let mut missing: Vec<Missing> = Vec::new();
+    let mut reusable: Vec<([u8; 32], u64, ByteRange, String)> = Vec::new();
     for digest in wanted_order {
         let Some((size, range, name)) = wanted.remove(&digest) else { continue };
-        if store.reuse(&digest, size)?.is_none() {
-            let pieces = plan_pieces(&store, chunks_of.remove(&name).as_ref(), range, size);
-            missing.push(Missing { digest, size, range, name, pieces });
-        } else {
-            ready.add(digest);
+        match store.locate(&digest, size) {
+            Some(path) => {
+                ready.add_source(digest, path);
+                reusable.push((digest, size, range, name));
+            }
+            None => {
+                let pieces = plan_pieces(&store, chunks_of.remove(&name).as_ref(), range, size);
+                missing.push(Missing { digest, size, range, name, pieces });
+            }
         }
     }
     missing.sort_by_key(|m| m.range.offset);
@@ -506,6 +512,7 @@ pub fn pull(
     // 4. Fetch, decompress, verify, store. Files that need nothing from the blob first.
     let mut temps = TempFactory::new(&diff_path)?;
     let mut chunk_bytes_reused = 0u64;
+    let mut buf = vec![0u8; 256 << 10];
     let mut parts: Vec<ByteRange> = Vec::new();
     // For each part: its file, and whether it is that file's last part.
     let mut part_owner: Vec<(usize, bool)> = Vec::new();
@@ -515,7 +522,7 @@ pub fn pull(
         part_owner.extend((start..parts.len()).map(|i| (mi, i + 1 == parts.len())));
         if start == parts.len() {
             let mut b = Building::begin(&mut temps, m)?;
-            chunk_bytes_reused += b.local_pieces(m)?;
+            chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
             b.commit(&mut store, &mut temps, m)?;
             ready.add(m.digest);
         }
@@ -549,12 +556,12 @@ pub fn pull(
                 let Some((_, b)) = building.as_mut() else {
                     return Err(Error::new(ErrorKind::Internal, "no file in progress"));
                 };
-                chunk_bytes_reused += b.local_pieces(m)?;
+                chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
                 skip(&mut reader, r.offset - pos)?;
-                b.fetched_piece(&mut reader, r, m)?;
+                b.fetched_piece(&mut reader, r, m, &mut buf)?;
                 pos = r.end();
                 if last {
-                    chunk_bytes_reused += b.local_pieces(m)?;
+                    chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
                     if let Some((_, b)) = building.take() {
                         b.commit(&mut store, &mut temps, m)?;
                     }
@@ -571,6 +578,23 @@ pub fn pull(
             fetched += f.range.length;
         }
         pending.clear();
+    }
+
+    drop(building);
+
+    // Take the contents found in source layers. One that went away since is fetched on its own.
+    for (digest, size, range, name) in reusable {
+        if store.reuse(&digest, size)?.is_none() {
+            let m = Missing { digest, size, range, name, pieces: vec![Piece::Fetch(range)] };
+            requests += 1;
+            ranges_asked += 1;
+            let mut reader = fetcher.fetch(&[range])?;
+            let mut b = Building::begin(&mut temps, &m)?;
+            b.fetched_piece(&mut reader, range, &m, &mut buf)?;
+            b.commit(&mut store, &mut temps, &m)?;
+            fetched += range.length;
+        }
+        ready.add(digest);
     }
 
     // 5. Objects into the tree, then the blob.
@@ -673,9 +697,8 @@ impl Building {
     }
 
     /// Takes the local and hole pieces up to the next fetched one; returns the bytes copied.
-    fn local_pieces(&mut self, m: &Missing) -> Result<u64> {
+    fn local_pieces(&mut self, m: &Missing, buf: &mut Vec<u8>) -> Result<u64> {
         let mut copied = 0;
-        let mut buf = Vec::new();
         while let Some(p) = m.pieces.get(self.next) {
             match p {
                 Piece::Fetch(_) => break,
@@ -688,7 +711,7 @@ impl Building {
                     }
                 }
                 Piece::Local { file, offset, size } => {
-                    buf.resize((256 << 10).min(*size as usize).max(1), 0);
+                    buf.resize(256 << 10, 0);
                     let mut done = 0u64;
                     while done < *size {
                         let want = buf.len().min((size - done) as usize);
@@ -710,14 +733,13 @@ impl Building {
     }
 
     /// Decompresses the next piece's frames (`range`, `range.length` bytes of `reader`).
-    fn fetched_piece(&mut self, reader: &mut dyn Read, range: ByteRange, m: &Missing) -> Result<()> {
+    fn fetched_piece(&mut self, reader: &mut dyn Read, range: ByteRange, m: &Missing, buf: &mut [u8]) -> Result<()> {
         let ctx = || format!("file {:?}", m.name);
         let mut compressed = reader.take(range.length);
         let mut decoder = zstd::stream::read::Decoder::new(&mut compressed)
             .map_err(|e| Error::io(format!("{}: start decompression", ctx()), e))?;
-        let mut buf = vec![0u8; 256 << 10];
         loop {
-            let n = decoder.read(&mut buf).map_err(|e| Error::format(format!("{}: bad zstd data: {e}", ctx())))?;
+            let n = decoder.read(buf).map_err(|e| Error::format(format!("{}: bad zstd data: {e}", ctx())))?;
             if n == 0 {
                 break;
             }
@@ -753,17 +775,30 @@ impl Building {
     }
 }
 
-/// Contents present in the staging `diff/` so far, for the DiffID thread that trails the pull.
+type ReadFrom = HashMap<[u8; 32], Option<PathBuf>>;
+
+/// Where the DiffID thread, which trails the pull, can read each content so far: in the staging
+/// `diff/` (`None`), or for now in the source layer object that will be taken (`Some`).
 #[derive(Default)]
 struct Ready {
-    state: Mutex<(HashSet<[u8; 32]>, bool)>,
+    /// Where each content can be read, and whether nothing more will arrive.
+    state: Mutex<(ReadFrom, bool)>,
     cv: Condvar,
 }
 
 impl Ready {
+    /// The content is in the staging `diff/`.
     fn add(&self, digest: [u8; 32]) {
         if let Ok(mut s) = self.state.lock() {
-            s.0.insert(digest);
+            s.0.insert(digest, None);
+        }
+        self.cv.notify_all();
+    }
+
+    /// The content is at `path` in a source layer until it is taken.
+    fn add_source(&self, digest: [u8; 32], path: PathBuf) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0.entry(digest).or_insert(Some(path));
         }
         self.cv.notify_all();
     }
@@ -776,12 +811,16 @@ impl Ready {
         self.cv.notify_all();
     }
 
-    fn wait(&self, digest: &[u8; 32]) -> Result<()> {
+    /// Waits until `digest` can be read (in the staging `diff/` only, if `staged`); returns the
+    /// source path to read it from, if any.
+    fn wait(&self, digest: &[u8; 32], staged: bool) -> Result<Option<PathBuf>> {
         let poisoned = || Error::new(ErrorKind::Internal, "DiffID thread: lock poisoned");
         let mut s = self.state.lock().map_err(|_| poisoned())?;
         loop {
-            if s.0.contains(digest) {
-                return Ok(());
+            match s.0.get(digest) {
+                Some(None) => return Ok(None),
+                Some(Some(p)) if !staged => return Ok(Some(p.clone())),
+                _ => {}
             }
             if s.1 {
                 return Err(Error::format(format!(
@@ -826,7 +865,13 @@ impl DiffIdJob {
                                 "tar-split has content for {name:?}, which is no regular file in the TOC"
                             ))
                         })?;
-                        r.wait(digest)?;
+                        if let Some(src) = r.wait(digest, false)? {
+                            if let Ok(f) = File::open(&src) {
+                                return Ok(f);
+                            }
+                            // Gone from the source layer: the pull fetches it instead.
+                            r.wait(digest, true)?;
+                        }
                         let p = diff.join(object_path(digest));
                         File::open(&p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))
                     },
