@@ -241,3 +241,35 @@ fn toc_dump_image_and_read_through_the_c_api() {
     cfs_string_free(json);
     cfs_string_free(digest);
 }
+
+#[test]
+fn c_compress_writes_a_blob_our_reader_and_zstd_accept() {
+    use composefs_storage::ffi::compress::cfs_chunked_compress;
+    let case = "noparents-ustar";
+    let tar_path = corpus().join(case).join(format!("{case}.tar"));
+    let tmp = tempfile::tempdir().unwrap();
+    let input = std::fs::File::open(&tar_path).unwrap();
+    let out = std::fs::File::create(tmp.path().join("blob")).unwrap();
+    let mut json: *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut err: *mut cfs_error = std::ptr::null_mut();
+    let st = cfs_chunked_compress(input.as_raw_fd(), out.as_raw_fd(), 3, &mut json, &mut err);
+    assert_eq!(st, cfs_status::CFS_OK, "{}", if err.is_null() { String::new() } else { message(err) });
+    let result: serde_json::Value = serde_json::from_str(&unsafe { CStr::from_ptr(json) }.to_string_lossy()).unwrap();
+    unsafe { cfs_string_free(json) };
+    let blob = std::fs::read(tmp.path().join("blob")).unwrap();
+    assert_eq!(result["blobSize"].as_u64().unwrap(), blob.len() as u64);
+    assert_eq!(zstd::stream::decode_all(&blob[..]).unwrap(), std::fs::read(&tar_path).unwrap());
+    let ann: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(result["annotations"].clone()).unwrap();
+    let m = composefs_storage::chunked::read_manifest(&blob[..], Some(&ann), &Default::default()).unwrap();
+    assert_eq!(m.location.toc_digest, result["tocDigest"].as_str().unwrap());
+
+    // Bad input: an error naming the problem, and no result.
+    let bad = std::fs::File::open(corpus().join(case).join(format!("{case}.toc.raw.json"))).unwrap();
+    let out2 = std::fs::File::create(tmp.path().join("blob2")).unwrap();
+    let mut json: *mut std::ffi::c_char = std::ptr::null_mut();
+    let st = cfs_chunked_compress(bad.as_raw_fd(), out2.as_raw_fd(), 0, &mut json, &mut err);
+    assert_ne!(st, cfs_status::CFS_OK);
+    assert!(json.is_null());
+    assert!(!message(err).is_empty());
+}

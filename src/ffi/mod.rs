@@ -16,6 +16,7 @@
 mod panic;
 pub mod util;
 
+pub mod compress;
 pub mod config;
 pub mod convert;
 pub mod error;
