@@ -255,7 +255,7 @@ fn c_compress_writes_a_blob_our_reader_and_zstd_accept() {
     let st = cfs_chunked_compress(input.as_raw_fd(), out.as_raw_fd(), 3, &mut json, &mut err);
     assert_eq!(st, cfs_status::CFS_OK, "{}", if err.is_null() { String::new() } else { message(err) });
     let result: serde_json::Value = serde_json::from_str(&unsafe { CStr::from_ptr(json) }.to_string_lossy()).unwrap();
-    unsafe { cfs_string_free(json) };
+    cfs_string_free(json);
     let blob = std::fs::read(tmp.path().join("blob")).unwrap();
     assert_eq!(result["blobSize"].as_u64().unwrap(), blob.len() as u64);
     assert_eq!(zstd::stream::decode_all(&blob[..]).unwrap(), std::fs::read(&tar_path).unwrap());
