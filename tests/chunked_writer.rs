@@ -225,3 +225,17 @@ fn compress_cli_writes_blob_and_annotations_and_leaves_nothing_on_error() {
     let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 4, "only blob.zst, ann.json, layer, bad.tar: {names:?}");
 }
+
+#[test]
+fn duplicate_paths_fail_as_containers_storage_fails() {
+    let dir = case_dir("dup-entry");
+    let expected = std::fs::read_to_string(dir.join("dup-entry.compress.err")).unwrap();
+    assert!(expected.contains("duplicates of file paths not supported"), "{expected}");
+    let e = compress(
+        Box::new(File::open(dir.join("dup-entry.tar")).unwrap()),
+        &mut std::io::sink(),
+        &CompressOptions::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("duplicates of file paths not supported"), "{e}");
+}
