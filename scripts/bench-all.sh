@@ -90,8 +90,9 @@ fi
 
 # --- partial pull -------------------------------------------------------------------------
 note "partial pull (scripts/bench-pull.sh)"
-if env ${QUICK:+BENCH_RUNS=1 BENCH_DIRS="${BENCH_DIRS:-usr/include usr/share/zoneinfo}"} BENCH_BIN="$BIN" \
-    bash "$ROOT/scripts/bench-pull.sh" 2>&1 | tee "$LOGS/pull.log" >&2; then
+PULL_ENV=(BENCH_BIN="$BIN")
+[ -n "$QUICK" ] && PULL_ENV+=(BENCH_RUNS=1 BENCH_DIRS="${BENCH_DIRS:-usr/include usr/share/zoneinfo}")
+if env "${PULL_ENV[@]}" bash "$ROOT/scripts/bench-pull.sh" 2>&1 | tee "$LOGS/pull.log" >&2; then
     COLD=$(grab "$LOGS/pull.log" '(cold)  convert L2 (full stream)')
     COLDC=$(grab2 "$LOGS/pull.log" '(cold)  convert L2 (full stream)')
     PULL0=$(grab "$LOGS/pull.log" '(pull0) partial pull of L2, no L1')
