@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project and prints a summary; exits non-zero if any step failed.
 #   Rust (cargo test), header and symbol checks, a staged `make install` with pkg-config checks,
-#   the C tests (dynamic, static, valgrind) and the Go tests (dynamic, static, race).
+#   the C tests (dynamic, static, valgrind, AddressSanitizer), the Go tests (dynamic, static, race)
+#   and a fuzz smoke run.
 # Usage: scripts/test-all.sh     (the same as `make check`; .ci/run installs what it needs)
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -89,6 +90,9 @@ else
         skip "$s" "stage-install failed"
     done
 fi
+
+# A minute of fuzzing over every cargo-fuzz target, from their seeds (not a campaign: scripts/fuzz.sh).
+step fuzz-smoke scripts/fuzz-smoke.sh
 
 echo
 echo "===== summary (logs in build/logs/)"
