@@ -82,11 +82,12 @@ if step stage-install stage_install; then
     step c-dynamic scripts/test-c.sh dynamic
     step c-static scripts/test-c.sh static
     step c-valgrind scripts/test-c.sh valgrind
+    step c-asan scripts/test-c.sh asan
     step go-dynamic scripts/test-go.sh dynamic
     step go-static scripts/test-go.sh static
     step go-race scripts/test-go.sh race
 else
-    for s in symbol-check pkg-config c-dynamic c-static c-valgrind go-dynamic go-static go-race; do
+    for s in symbol-check pkg-config c-dynamic c-static c-valgrind c-asan go-dynamic go-static go-race; do
         skip "$s" "stage-install failed"
     done
 fi
