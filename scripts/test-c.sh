@@ -97,7 +97,7 @@ fi
 # The tests' environment: the staged library, test data, and no containers-storage overrides.
 run_env=(env -u CONTAINERS_STORAGE_CONF -u CONTAINERS_STORAGE_CONF_OVERRIDE
     CFS_TEST_DATA="$ROOT/tests/data" TMPDIR="$out/tmp")
-valgrind=(valgrind -q --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all --error-exitcode=99)
+valgrind=(valgrind -q --suppressions="$ROOT/tests/c/valgrind.supp" --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all --error-exitcode=99)
 
 sanitizer_env=(ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=98:strict_string_checks=1:detect_stack_use_after_return=1
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=97)
