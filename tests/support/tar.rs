@@ -45,6 +45,35 @@ impl TarBuilder {
         self
     }
 
+    /// A PAX extended header ('x') for the next entry: records such as `("path", name)` or
+    /// `("SCHILY.xattr.user.k", value)`.
+    pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+        let mut body = Vec::new();
+        for (k, v) in records {
+            // "<len> <key>=<value>\n", where len counts itself.
+            let rest = k.len() + v.len() + 3;
+            let mut len = rest + 1;
+            while len.to_string().len() + rest != len {
+                len = len.to_string().len() + rest;
+            }
+            body.extend_from_slice(format!("{len} {k}=").as_bytes());
+            body.extend_from_slice(v);
+            body.push(b'\n');
+        }
+        self.entry("PaxHeaders/x", b'x', 0o644, &body, "")
+    }
+
+    /// Appends raw bytes (for truncated or corrupt archives).
+    pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(bytes);
+        self
+    }
+
+    /// The archive so far, without end blocks.
+    pub fn unfinished(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
     /// The archive with its two end blocks.
     pub fn finish(&mut self) -> Vec<u8> {
         let mut out = std::mem::take(&mut self.out);
