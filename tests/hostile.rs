@@ -103,6 +103,7 @@ fn dump_of(layer: &Path) -> String {
 
 #[test]
 fn traversal_names_stay_inside_the_layer() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let s = Sandbox::new();
     let mut t = TarBuilder::new();
     t.file("../../outside/etc/passwd", b"evil1")
@@ -119,6 +120,7 @@ fn traversal_names_stay_inside_the_layer() {
 
 #[test]
 fn symlink_games_write_nothing_through_links() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let s = Sandbox::new();
     let outside = s.tmp.path().join("outside/etc");
     let mut t = TarBuilder::new();
@@ -137,6 +139,7 @@ fn symlink_games_write_nothing_through_links() {
 
 #[test]
 fn hardlink_games_are_refused_with_the_entry_named() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let s = Sandbox::new();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("hardlink to a missing file", TarBuilder::new().entry("hl", b'1', 0o644, &[], "missing").finish(), "hl"),
@@ -159,6 +162,7 @@ fn hardlink_games_are_refused_with_the_entry_named() {
 
 #[test]
 fn device_nodes_exist_only_in_the_image() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let s = Sandbox::new();
     let mut t = TarBuilder::new();
     t.dir("dev").entry("dev/null", b'3', 0o666, &[], "").entry("dev/sda", b'4', 0o660, &[], "").entry(
@@ -175,6 +179,7 @@ fn device_nodes_exist_only_in_the_image() {
 
 #[test]
 fn enormous_names_xattrs_and_entry_counts_hit_limits() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let s = Sandbox::new();
     let long = "n".repeat(5000);
     let mut t = TarBuilder::new();
@@ -208,6 +213,7 @@ fn enormous_names_xattrs_and_entry_counts_hit_limits() {
 
 #[test]
 fn decompression_bombs_and_truncated_streams_end_in_clear_errors() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let s = Sandbox::new();
     // 64 MiB of a non-tar byte compressed to a few KB: refused at the first header, without
     // reading (or buffering) the rest.
@@ -259,6 +265,7 @@ fn annotations(case: &str) -> std::collections::BTreeMap<String, String> {
 
 #[test]
 fn lying_tocs_and_truncated_chunked_blobs_are_refused() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let s = Sandbox::new();
     let case = "etc-doc-gnu";
     let blob_path = cstorage().join(case).join(format!("{case}.zstd-chunked"));
@@ -310,6 +317,7 @@ fn lying_tocs_and_truncated_chunked_blobs_are_refused() {
 /// behind are both reported.
 #[test]
 fn hygiene_check_reports_a_leaked_fd_and_staging_dir() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let s = Sandbox::new();
     let h = Hygiene::take(s.tmp.path());
     let leaked = std::fs::File::create(s.work().join("leak")).unwrap();

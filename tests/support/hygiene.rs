@@ -3,10 +3,10 @@
 //! the error path, nothing new may remain.
 //!
 //! Open fds are process-wide, so tests of one binary that check them must not run at the same
-//! time as tests that open files: every test of a binary that uses [`Hygiene`] takes [`lock`]
-//! (a `Hygiene` holds it from `take` to `assert_clean`). New fds get a bounded grace period to
-//! close (a reader thread of a failed conversion may still be unwinding when the call returns);
-//! one still open after it is a leak.
+//! time as tests that open files: every test of a binary that uses [`Hygiene`] holds [`lock`]
+//! for its whole run (fixtures included: a file another test opens between two checks would look
+//! like a leak). New fds get a bounded grace period to close (a reader thread of a failed
+//! conversion may still be unwinding when the call returns); one still open after it is a leak.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 static LOCK: Mutex<()> = Mutex::new(());
 
-/// Serializes the tests of one binary that open files against those that check fds.
+/// Serializes the tests of one binary: take it first thing in every test of a binary that uses
+/// [`Hygiene`], and keep it to the end.
 pub fn lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -27,7 +28,6 @@ pub struct Hygiene {
     mounts: Vec<String>,
     loops: Vec<String>,
     staging: Vec<PathBuf>,
-    _guard: MutexGuard<'static, ()>,
 }
 
 /// fd number → what it refers to (its /proc/self/fd link).
@@ -35,10 +35,14 @@ fn open_fds() -> BTreeMap<i32, String> {
     let mut fds = BTreeMap::new();
     for e in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").flatten() {
         let Some(n) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        // The read_dir handle itself is gone by the time it is compared; unreadable links are
-        // fds closed while listing.
+        // Unreadable links are fds closed while listing.
         if let Ok(target) = std::fs::read_link(e.path()) {
-            fds.insert(n, target.to_string_lossy().into_owned());
+            let target = target.to_string_lossy().into_owned();
+            // The listing's own directory handle (this one or another thread's).
+            if target.starts_with("/proc/") && target.ends_with("/fd") {
+                continue;
+            }
+            fds.insert(n, target);
         }
     }
     fds
@@ -91,7 +95,7 @@ fn staging_under(root: &Path) -> Vec<PathBuf> {
 impl Hygiene {
     /// Snapshots before an error path whose files live under `root`.
     pub fn take(root: &Path) -> Hygiene {
-        let guard = lock();
+        assert!(LOCK.try_lock().is_err(), "hold support::hygiene::lock() for the whole test");
         let r = root.to_string_lossy().into_owned();
         Hygiene {
             root: root.to_path_buf(),
@@ -99,7 +103,6 @@ impl Hygiene {
             mounts: mounts_under(&r),
             loops: loops_under(&r),
             staging: staging_under(root),
-            _guard: guard,
         }
     }
 
