@@ -16,7 +16,7 @@ use super::staging::Staging;
 use super::toc::{TarSplitWriter, TocWriter};
 use super::tree_builder::{object_path, Added, TreeBuilder};
 use super::verity::{Verity, VerityPolicy};
-use super::writer::{Job, ObjectWriter};
+use super::writer::{ObjectWriter, BATCH_BYTES};
 use crate::image::Tree;
 use crate::source::crc64::Crc64;
 use crate::source::tar::{TarLimits, TarReader};
@@ -83,7 +83,7 @@ pub type ProgressFn<'a> = &'a mut dyn FnMut(Progress) -> bool;
 
 /// Contents up to this size are hashed in memory before anything is written, so duplicates
 /// and reused objects cost no write at all; larger ones stream through a temporary file.
-const BUFFER_LIMIT: usize = 1 << 20;
+const BUFFER_LIMIT: usize = BATCH_BYTES;
 /// Report progress at least every this many bytes within a large file.
 const PROGRESS_BYTES: u64 = 16 << 20;
 
@@ -182,7 +182,7 @@ pub(crate) fn scan(
                 let mut store_small = |data: &[u8], crc: &mut Crc64| -> Result<[u8; 32]> {
                     crc.update(data);
                     let digest: [u8; 32] = if n == 0 { EMPTY_SHA256 } else { Sha256::digest(data).into() };
-                    writer.send(Job::Bytes { digest, data: data.to_vec(), entry: ctx() })?;
+                    writer.put_bytes(digest, data, ctx())?;
                     file_objects.push((id, digest));
                     Ok(digest)
                 };
@@ -230,7 +230,7 @@ pub(crate) fn scan(
                     return Err(e);
                 }
                 let digest: [u8; 32] = hasher.finalize().into();
-                writer.send(Job::Temp { tmp, digest, size: len, entry: ctx() })?;
+                writer.commit_temp(tmp, digest, len, ctx())?;
                 file_objects.push((id, digest));
                 content_digest = Some(digest);
             }

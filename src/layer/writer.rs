@@ -1,28 +1,69 @@
 //! Object writes on their own thread: creating, writing and renaming thousands of small files
 //! is system-call time that then overlaps with hashing and parsing on the converting thread.
+//!
+//! Small contents travel in batches: one reused buffer holds many files, so the converting
+//! thread neither allocates (fresh pages fault and get zeroed) nor wakes the writer per file.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::objects::{ObjectStore, TempObject};
 use crate::{Error, ErrorKind, Result};
 
+/// Bytes of content in one batch; a content at most this large is batched (see `Batch::fits`).
+pub const BATCH_BYTES: usize = 1 << 20;
+/// Files in one batch at most, so that many empty or tiny files still reach the writer soon.
+const BATCH_FILES: usize = 256;
+/// Jobs in flight; each batch holds at most `BATCH_BYTES`, which bounds the memory to 16 MiB.
+const QUEUE: usize = 16;
+
+/// Contents of several files, already hashed, back to back in one buffer.
+#[derive(Default)]
+pub struct Batch {
+    data: Vec<u8>,
+    /// Digest, end offset in `data`, and the entry it came from (for error messages).
+    items: Vec<([u8; 32], usize, String)>,
+}
+
+impl Batch {
+    /// Whether `len` more bytes fit without going over the batch limits.
+    pub fn fits(&self, len: usize) -> bool {
+        self.items.len() < BATCH_FILES && self.data.len() + len <= BATCH_BYTES.max(len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Appends one file's content; `entry` names it in errors.
+    pub fn push(&mut self, digest: [u8; 32], data: &[u8], entry: String) {
+        self.data.extend_from_slice(data);
+        self.items.push((digest, self.data.len(), entry));
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.items.clear();
+    }
+}
+
 /// Work for the writer thread.
 pub enum Job {
-    /// Content held in memory, already hashed.
-    Bytes { digest: [u8; 32], data: Vec<u8>, entry: String },
+    /// Contents held in memory, already hashed.
+    Batch(Batch),
     /// A finished temporary object file, already hashed.
     Temp { tmp: TempObject, digest: [u8; 32], size: u64, entry: String },
 }
 
-/// Jobs in flight; with in-memory contents of at most 1 MiB this bounds the memory to 16 MiB.
-const QUEUE: usize = 16;
-
 /// The object store running on a writer thread.
 pub struct ObjectWriter {
     tx: Option<SyncSender<Job>>,
+    /// Emptied batches coming back from the writer, to be filled again.
+    recycled: Receiver<Batch>,
+    /// The batch being filled.
+    batch: Batch,
     handle: Option<JoinHandle<Result<ObjectStore>>>,
     abort: Arc<AtomicBool>,
 }
@@ -30,6 +71,7 @@ pub struct ObjectWriter {
 impl ObjectWriter {
     pub fn spawn(mut store: ObjectStore) -> Result<ObjectWriter> {
         let (tx, rx) = sync_channel::<Job>(QUEUE);
+        let (recycle, recycled) = sync_channel::<Batch>(QUEUE + 1);
         let abort = Arc::new(AtomicBool::new(false));
         let stop = abort.clone();
         let handle = std::thread::Builder::new()
@@ -40,8 +82,14 @@ impl ObjectWriter {
                         break; // The conversion failed: the staging dir is about to go.
                     }
                     match job {
-                        Job::Bytes { digest, data, entry } => {
-                            store.put_bytes(&digest, &data).map_err(|e| e.context(&entry))?;
+                        Job::Batch(mut batch) => {
+                            let mut start = 0;
+                            for (digest, end, entry) in &batch.items {
+                                store.put_bytes(digest, &batch.data[start..*end]).map_err(|e| e.context(entry))?;
+                                start = *end;
+                            }
+                            batch.clear();
+                            let _ = recycle.try_send(batch);
                         }
                         Job::Temp { tmp, digest, size, entry } => {
                             store.commit_temp(tmp, &digest, size).map_err(|e| e.context(&entry))?;
@@ -51,11 +99,35 @@ impl ObjectWriter {
                 Ok(store)
             })
             .map_err(|e| Error::io("spawn object writer thread", e))?;
-        Ok(ObjectWriter { tx: Some(tx), handle: Some(handle), abort })
+        Ok(ObjectWriter { tx: Some(tx), recycled, batch: Batch::default(), handle: Some(handle), abort })
+    }
+
+    /// Queues a small content (at most [`BATCH_BYTES`]) already hashed as `digest`.
+    pub fn put_bytes(&mut self, digest: [u8; 32], data: &[u8], entry: String) -> Result<()> {
+        if !self.batch.fits(data.len()) {
+            self.flush()?;
+        }
+        self.batch.push(digest, data, entry);
+        Ok(())
+    }
+
+    /// Queues a finished temporary object.
+    pub fn commit_temp(&mut self, tmp: TempObject, digest: [u8; 32], size: u64, entry: String) -> Result<()> {
+        self.send(Job::Temp { tmp, digest, size, entry })
+    }
+
+    /// Sends the batch being filled, and takes an emptied one (or a new one) to fill next.
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let next = self.recycled.try_recv().unwrap_or_default();
+        let full = std::mem::replace(&mut self.batch, next);
+        self.send(Job::Batch(full))
     }
 
     /// Queues a job; fails with the writer's own error if it has stopped.
-    pub fn send(&mut self, job: Job) -> Result<()> {
+    fn send(&mut self, job: Job) -> Result<()> {
         let sent = match &self.tx {
             Some(tx) => tx.send(job).is_ok(),
             None => false,
@@ -73,6 +145,7 @@ impl ObjectWriter {
 
     /// Waits for every queued write and returns the store.
     pub fn finish(mut self) -> Result<ObjectStore> {
+        self.flush()?;
         self.tx = None;
         self.join()
     }
