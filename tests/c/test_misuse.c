@@ -241,6 +241,43 @@ static void test_zero_length_inputs(void)
     }
 }
 
+static cfs_status begin_ok(void *userdata, const cfs_byte_range *ranges, size_t n_ranges)
+{
+    (void)userdata;
+    (void)ranges;
+    (void)n_ranges;
+    return CFS_OK;
+}
+
+/* A fetch that returns no bytes at all (a zero-length read from the start). */
+static int64_t read_nothing(void *userdata, uint8_t *buf, size_t len)
+{
+    (void)userdata;
+    (void)buf;
+    (void)len;
+    return 0;
+}
+
+/* Fetch callbacks that deliver nothing, and a blob of size 0: errors, never a hang or a layer. */
+static void test_empty_fetches(void)
+{
+    char layer[4200];
+    cfs_pull_result *res = NULL;
+    cfs_error *err = NULL;
+    cfs_status st;
+
+    path_in(layer, sizeof layer, "pulled");
+    st = cfs_layer_pull(1 << 20, begin_ok, read_nothing, NULL, layer, NULL, &res, &err);
+    CHECK(st != CFS_OK && err != NULL && cfs_error_status(err) == st);
+    CHECK(res == NULL && !exists(layer));
+    cfs_error_free(err);
+    err = NULL;
+    st = cfs_layer_pull(0, begin_ok, read_nothing, NULL, layer, NULL, &res, &err);
+    CHECK(st != CFS_OK && err != NULL && cfs_error_status(err) == st);
+    CHECK(res == NULL && !exists(layer));
+    cfs_error_free(err);
+}
+
 static void test_freed_handles(void)
 {
     char conf[4200], tar[4200], layer[4200];
@@ -330,6 +367,7 @@ int main(void)
     test_invalid_utf8_text();
     test_non_utf8_paths_work();
     test_zero_length_inputs();
+    test_empty_fetches();
     test_freed_handles();
     {
         char cmd[4200];
