@@ -381,7 +381,8 @@ cfs_status cfs_convert_result_tar_split(const cfs_convert_result *result,
                                         cfs_error **err);
 
 /**
- * The status code of an error; `CFS_STATUS_NULL_ARGUMENT` for NULL.
+ * The status code of an error; `CFS_STATUS_NULL_ARGUMENT` for NULL, `CFS_STATUS_INVALID_ARGUMENT`
+ * for an error object already freed (detected on a best-effort basis).
  */
 cfs_status cfs_error_status(const cfs_error *err);
 
@@ -396,7 +397,8 @@ const char *cfs_error_message(const cfs_error *err);
 int32_t cfs_error_os_error(const cfs_error *err);
 
 /**
- * Frees an error object. Free of NULL is a no-op.
+ * Frees an error object. Free of NULL is a no-op, and so is a second free of the same error
+ * (detected on a best-effort basis: do not rely on it).
  */
 void cfs_error_free(cfs_error *err);
 

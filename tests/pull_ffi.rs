@@ -65,6 +65,7 @@ unsafe extern "C" fn read(ud: *mut c_void, buf: *mut u8, len: usize) -> i64 {
 
 #[test]
 fn pull_through_c_callbacks_with_options_and_result() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let case = "etc-doc-gnu";
     let blob = corpus().join(case).join(format!("{case}.zstd-chunked"));
     let ann = std::fs::read_to_string(corpus().join(case).join(format!("{case}.annotations.json"))).unwrap();
@@ -131,6 +132,7 @@ fn pull_through_c_callbacks_with_options_and_result() {
     let mut result = std::ptr::null_mut();
     let mut err = std::ptr::null_mut();
     let dir2 = c(tmp.path().join("layer2").to_str().unwrap());
+    let h = support::hygiene::Hygiene::take(tmp.path());
     let st = cfs_layer_pull(
         size,
         Some(begin),
@@ -141,6 +143,7 @@ fn pull_through_c_callbacks_with_options_and_result() {
         &mut result,
         &mut err,
     );
+    h.assert_clean("pull with a failing read callback");
     assert_ne!(st, cfs_status::CFS_OK);
     assert!(result.is_null());
     assert!(message(err).contains("read callback failed"));
@@ -175,6 +178,7 @@ fn pull_through_c_callbacks_with_options_and_result() {
 
 #[test]
 fn toc_dump_image_and_read_through_the_c_api() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let case = "handmade-pax";
     let dir = corpus().join(case);
     let toc = std::fs::read(dir.join(format!("{case}.toc.raw.json"))).unwrap();
