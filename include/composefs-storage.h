@@ -196,6 +196,23 @@ extern "C" {
 void cfs_string_free(char *s);
 
 /**
+ * Reads a layer (plain tar, gzip or zstd, by magic) from `input_fd` to its end and writes it as a
+ * zstd:chunked blob to `output_fd`: each file's data in its own zstd frames, large files split
+ * into rollsum chunks, runs of zeros as `zeros` chunks, then the TOC, the tar-split and the
+ * footer; the TOC entries and tar-split are those containers/storage's compressor writes for the
+ * same tar. `level` is the zstd level (1-22; 0 means containers/storage's 10). Both fds are
+ * borrowed (not closed). On success `*result_json` receives a JSON object (free with
+ * `cfs_string_free`) with `annotations` (the layer's OCI annotations: TOC digest and positions),
+ * `tocDigest`, `blobDigest`, `blobSize`, `diffID` and `tarSize`. On error what was written to
+ * `output_fd` is garbage.
+ */
+cfs_status cfs_chunked_compress(int32_t input_fd,
+                                int32_t output_fd,
+                                int32_t level,
+                                char **result_json,
+                                cfs_error **err);
+
+/**
  * Loads containers-storage.conf like containers/storage: `$CONTAINERS_STORAGE_CONF` alone, else the
  * first of `$XDG_CONFIG_HOME/containers/storage.conf` (or `$HOME/.config/...`),
  * `<root>/etc/containers/storage.conf`, `<root>/usr/share/containers/storage.conf`; then the
@@ -386,7 +403,8 @@ cfs_status cfs_convert_result_tar_split(const cfs_convert_result *result,
                                         cfs_error **err);
 
 /**
- * The status code of an error; `CFS_STATUS_NULL_ARGUMENT` for NULL.
+ * The status code of an error; `CFS_STATUS_NULL_ARGUMENT` for NULL, `CFS_STATUS_INVALID_ARGUMENT`
+ * for an error object already freed (detected on a best-effort basis).
  */
 cfs_status cfs_error_status(const cfs_error *err);
 
@@ -401,7 +419,8 @@ const char *cfs_error_message(const cfs_error *err);
 int32_t cfs_error_os_error(const cfs_error *err);
 
 /**
- * Frees an error object. Free of NULL is a no-op.
+ * Frees an error object. Free of NULL is a no-op, and so is a second free of the same error
+ * (detected on a best-effort basis: do not rely on it).
  */
 void cfs_error_free(cfs_error *err);
 

@@ -5,16 +5,14 @@
 #   scripts/bench-all.sh [--quick]
 #
 # Runs scripts/bench-convert.sh (convert vs classic unpack and vs the decompress+hash floor),
-# scripts/bench-image.sh (image writer vs the composefs crate), scripts/bench-mount.sh (mount
-# stacks, needs root + EROFS + overlayfs) and a partial-pull figure (a zstd:chunked layer pulled
-# cold vs with an already-converted copy present as source layer). All data is made on this
-# machine from its own files, except the zstd:chunked blob: the library has no zstd:chunked
-# writer, so it comes from the corpus (CFS_CORPUS, default ../shared/corpus or
-# /work/shared/corpus); that row is skipped without it.
+# scripts/bench-image.sh (image writer vs the composefs crate), scripts/bench-pull.sh (a
+# zstd:chunked layer L2 sharing 90% of its contents with L1, pulled with L1 present vs converted
+# cold) and scripts/bench-mount.sh (mount stacks, needs root + EROFS + overlayfs). All data is
+# made on this machine from its own files (the zstd:chunked blobs by `composefs-storage compress`).
 #
 # Time: about 5-10 minutes on 2 cores (most of it release builds the first time); --quick does
 # one round of each on smaller data (about 2-3 minutes once built). Logs: $BENCH_DIR/logs.
-# Env: BENCH_DIR (work dir, default /var/tmp/cfs-bench), CFS_CORPUS.
+# Env: BENCH_DIR (work dir, default /var/tmp/cfs-bench), BENCH_OUT (see bench-pull.sh).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -91,56 +89,27 @@ else
 fi
 
 # --- partial pull -------------------------------------------------------------------------
-CORPUS=${CFS_CORPUS:-}
-for c in "$CORPUS" "$ROOT/../shared/corpus" "$ROOT/../../shared/corpus" /work/shared/corpus; do
-    [ -n "$c" ] && [ -f "$c/README.md" ] && CORPUS=$c && break
-done
-CASE=$CORPUS/cstorage/etc-doc-gnu/etc-doc-gnu
-if [ -f "$CASE.zstd-chunked" ]; then
-    note "partial pull ($CASE.zstd-chunked)"
-    P=$WORK/pull
-    rm -rf "$P"
-    mkdir -p "$P"
-    RUNS=5
-    [ -n "$QUICK" ] && RUNS=2
-    cat "$CASE.zstd-chunked" "$CASE.tar.zst" >/dev/null
-    # The converted copy: the same content converted from its plain tar.zst.
-    "$BIN" convert -q --verity off "$CASE.tar.zst" "$P/copy" >/dev/null
-    best() { # name args... -> "WALL RSS" (best wall of $RUNS; its JSON in $P/name.json)
-        local name=$1 w rss bw= brss=
-        shift
-        for _ in $(seq "$RUNS"); do
-            rm -rf "$P/$name"
-            read -r w rss < <({ /usr/bin/time -f "%e %M" "$BIN" convert -q --verity off --json "$@" "$P/$name" \
-                >"$P/$name.json"; } 2>&1 | tail -1)
-            if [ -z "$bw" ] || awk -v a="$w" -v b="$bw" 'BEGIN { exit !(a < b) }'; then bw=$w brss=$rss; fi
-        done
-        echo "$bw $brss"
-    }
-    j() { sed -n "s/.*\"$2\": \([0-9]*\).*/\1/p" "$P/$1.json" | head -1; }
-    read -r FULL FULLRSS < <(best full "$CASE.tar.zst")
-    read -r COLD COLDRSS < <(best cold --annotations "$CASE.annotations.json" "$CASE.zstd-chunked")
-    read -r WARM WARMRSS < <(best warm --annotations "$CASE.annotations.json" --source-layer "$P/copy" "$CASE.zstd-chunked")
-    {
-        echo "full convert of the tar.zst: $FULL s, peak RSS $FULLRSS KiB"
-        for n in cold warm; do
-            echo "$n pull: $([ $n = cold ] && echo "$COLD" || echo "$WARM") s; $(tr -d '\n ' <"$P/$n.json")"
-        done
-    } | tee "$LOGS/pull.log" >&2
-    SIZE=$(j cold blobSize)
-    CR=$(j cold blobBytesFetched) WR=$(j warm blobBytesFetched)
-    CW=$(j cold bytesWritten) WW=$(j warm bytesWritten) WU=$(j warm bytesReused)
+note "partial pull (scripts/bench-pull.sh)"
+PULL_ENV=(BENCH_BIN="$BIN")
+[ -n "$QUICK" ] && PULL_ENV+=(BENCH_RUNS=1 BENCH_DIRS="${BENCH_DIRS:-usr/include usr/share/zoneinfo}")
+if env "${PULL_ENV[@]}" bash "$ROOT/scripts/bench-pull.sh" 2>&1 | tee "$LOGS/pull.log" >&2; then
+    COLD=$(grab "$LOGS/pull.log" '(cold)  convert L2 (full stream)')
+    COLDC=$(grab2 "$LOGS/pull.log" '(cold)  convert L2 (full stream)')
+    PULL0=$(grab "$LOGS/pull.log" '(pull0) partial pull of L2, no L1')
+    WARM=$(grab "$LOGS/pull.log" '(warm)  partial pull of L2, L1 present')
+    WARMC=$(grab2 "$LOGS/pull.log" '(warm)  partial pull of L2, L1 present')
+    READ=$(grab "$LOGS/pull.log" 'L2 blob read by the warm pull:')
+    SIZE=$(grab2 "$LOGS/pull.log" 'L2 blob read by the warm pull:')
+    SAME=$(grab "$LOGS/pull.log" 'bytes written for content L1 has:')
+    NEW=$(grab "$LOGS/pull.log" 'new content written:')
     mb() { awk -v b="$1" 'BEGIN { printf "%.2f MB", b / 1e6 }'; }
-    row "partial pull, copy present: time" "$(fmt "$WARM" s)" "cold pull $(fmt "$COLD" s)" "$(ratio "$WARM" "$COLD")" ""
-    row "partial pull, copy present: blob read" "$(mb "$WR")" "cold pull $(mb "$CR") (blob $(mb "$SIZE"))" "$(ratio "$WR" "$CR")" ""
-    row "partial pull, copy present: bytes written" "$(mb "$WW")" "cold pull $(mb "$CW")" "$(ratio "$WW" "$CW")" "$(mb "$WU") reused"
-    row "cold pull vs full convert of the tar.zst" "$(fmt "$COLD" s)" "convert $(fmt "$FULL" s)" "$(ratio "$COLD" "$FULL")" ""
-    row "pull peak RSS (copy present)" "$(awk -v k="$WARMRSS" 'BEGIN { printf "%.1f MiB", k / 1024 }')" \
-        "cold pull $(awk -v k="$COLDRSS" 'BEGIN { printf "%.1f MiB", k / 1024 }')" "$(ratio "$WARMRSS" "$COLDRSS")" ""
-    rm -rf "$P"
+    row "pull L2 with L1 present (wall)" "$(fmt "$WARM" s)" "cold convert of L2 $(fmt "$COLD" s)" "$(ratio "$WARM" "$COLD")" "goal <= 0.25x"
+    row "pull L2 with L1 present (cpu: user+sys)" "$(fmt "$WARMC" s)" "cold convert of L2 $(fmt "$COLDC" s)" "$(ratio "$WARMC" "$COLDC")" ""
+    row "pull L2 with L1 present: blob read" "$(mb "$READ")" "L2 blob $(mb "$SIZE")" "$(ratio "$READ" "$SIZE")" "goal <= 0.15x"
+    row "pull L2 with L1 present: bytes written" "$(mb "$SAME") for L1's" "new content $(mb "$NEW")" "-" "goal 0 for L1's"
+    row "cold pull of L2 vs cold convert (wall)" "$(fmt "$PULL0" s)" "cold convert of L2 $(fmt "$COLD" s)" "$(ratio "$PULL0" "$COLD")" ""
 else
-    note "partial pull: skipped (no corpus zstd:chunked blob; set CFS_CORPUS)"
-    row "partial pull" "skipped" "no corpus (CFS_CORPUS)" "-" ""
+    row "partial pull" "failed" "see $LOGS/pull.log" "-" ""
 fi
 
 # --- mount --------------------------------------------------------------------------------

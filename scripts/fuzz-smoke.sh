@@ -9,7 +9,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 total=${FUZZ_SMOKE_TOTAL:-24}
 
-if ! command -v cargo-fuzz >/dev/null 2>&1 && [[ ! -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo-fuzz ]]; then
+# `cargo fuzz` finds cargo-fuzz on PATH or in $CARGO_HOME/bin: ask cargo itself.
+if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 toolchain=()

@@ -25,7 +25,8 @@ fi
 
 # cargo-fuzz needs a nightly compiler (sanitizer flags); on a stable-only machine
 # RUSTC_BOOTSTRAP=1 unlocks the same flags.
-if ! command -v cargo-fuzz >/dev/null 2>&1 && [[ ! -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo-fuzz ]]; then
+# `cargo fuzz` finds cargo-fuzz on PATH or in $CARGO_HOME/bin: ask cargo itself.
+if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 toolchain=()

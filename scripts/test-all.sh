@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project and prints a summary; exits non-zero if any step failed.
 #   Rust (cargo test), header and symbol checks, a staged `make install` with pkg-config checks,
-#   the C tests (dynamic, static, valgrind) and the Go tests (dynamic, static, race).
+#   the C tests (dynamic, static, valgrind, AddressSanitizer), the Go tests (dynamic, static, race)
+#   and a fuzz smoke run.
 # Usage: scripts/test-all.sh     (the same as `make check`; .ci/run installs what it needs)
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -81,14 +82,18 @@ if step stage-install stage_install; then
     step c-dynamic scripts/test-c.sh dynamic
     step c-static scripts/test-c.sh static
     step c-valgrind scripts/test-c.sh valgrind
+    step c-asan scripts/test-c.sh asan
     step go-dynamic scripts/test-go.sh dynamic
     step go-static scripts/test-go.sh static
     step go-race scripts/test-go.sh race
 else
-    for s in symbol-check pkg-config c-dynamic c-static c-valgrind go-dynamic go-static go-race; do
+    for s in symbol-check pkg-config c-dynamic c-static c-valgrind c-asan go-dynamic go-static go-race; do
         skip "$s" "stage-install failed"
     done
 fi
+
+# A minute of fuzzing over every cargo-fuzz target, from their seeds (not a campaign: scripts/fuzz.sh).
+step fuzz-smoke scripts/fuzz-smoke.sh
 
 echo
 echo "===== summary (logs in build/logs/)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the C tests in tests/c against a staged `make install` with pkg-config, linked dynamically
-# and statically, and runs them (MODE dynamic, static, valgrind, or all).
+# and statically, and runs them (MODE dynamic, static, valgrind, asan, or all). MODE asan builds
+# them again with gcc's -fsanitize=address,undefined (LeakSanitizer on), both link ways.
 # Usage: scripts/test-c.sh [MODE]   Env: CFS_STAGE (default build/stage), CFS_STAGE_PREFIX (/usr/local)
 #
 # A test file may start with "// requires: cfs_name" lines: it is skipped, with the reason printed,
@@ -25,9 +26,12 @@ static_libs="${static_libs/-lcomposefs_storage/-l:libcomposefs_storage.a}"
 CC="${CC:-cc}"
 CXX="${CXX:-c++}"
 warn=(-Wall -Wextra -Werror -g)
+# AddressSanitizer and UBSan instrument the C side; their malloc interposition also checks every
+# allocation the (uninstrumented) Rust library hands to or takes from C. Any report fails the run.
+asan=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
 
 mkdir -p "$out/tmp"
-rm -f "$out"/*-dynamic "$out"/*-static
+rm -f "$out"/*-dynamic "$out"/*-static "$out"/*-asan-*
 python3 "$ROOT/scripts/gen-null-tests.py" "$header" "$ROOT/tests/c/null-exempt.txt" "$out/test_null_args.c"
 
 passed=0 failed=0 skipped=0
@@ -69,6 +73,14 @@ for src in "$ROOT"/tests/c/test_*.c "$out/test_null_args.c"; do
         -o "$out/$name-static" $static_libs; then
         continue
     fi
+    if [ "$mode" = asan ] || [ "$mode" = all ]; then
+        # shellcheck disable=SC2086
+        build "$name-asan-dynamic" "$CC" -std=c99 -pedantic "${warn[@]}" "${asan[@]}" -I"$ROOT/tests/c" $cflags \
+            "$src" -o "$out/$name-asan-dynamic" $libs || continue
+        # shellcheck disable=SC2086
+        build "$name-asan-static" "$CC" -std=c99 -pedantic "${warn[@]}" "${asan[@]}" -I"$ROOT/tests/c" $cflags \
+            "$src" -o "$out/$name-asan-static" $static_libs || continue
+    fi
     if ! needed "$out/$name-dynamic" | grep -qx "libcomposefs_storage.so.0"; then
         fail "$name-dynamic does not link libcomposefs_storage.so.0"
     elif needed "$out/$name-static" | grep -q "libcomposefs_storage"; then
@@ -85,7 +97,10 @@ fi
 # The tests' environment: the staged library, test data, and no containers-storage overrides.
 run_env=(env -u CONTAINERS_STORAGE_CONF -u CONTAINERS_STORAGE_CONF_OVERRIDE
     CFS_TEST_DATA="$ROOT/tests/data" TMPDIR="$out/tmp")
-valgrind=(valgrind -q --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all --error-exitcode=99)
+valgrind=(valgrind -q --suppressions="$ROOT/tests/c/valgrind.supp" --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all --error-exitcode=99)
+
+sanitizer_env=(ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=98:strict_string_checks=1:detect_stack_use_after_return=1
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=97)
 
 run() { # run LABEL BINARY [PREFIX...]
     local label="$1" bin="$2" log
@@ -107,6 +122,12 @@ for name in "${programs[@]}"; do
         esac
         case "$mode" in
             all | valgrind) run "$name-$link-valgrind" "$out/$name-$link" "${valgrind[@]}" ;;
+        esac
+        case "$mode" in
+            all | asan)
+                [ -x "$out/$name-asan-$link" ] &&
+                    run "$name-asan-$link" "$out/$name-asan-$link" env "${sanitizer_env[@]}"
+                ;;
         esac
     done
 done

@@ -9,6 +9,7 @@ use composefs_storage::layer::{convert, ConvertOptions, Progress, VerityPolicy};
 use composefs_storage::ErrorKind;
 
 use support::corpus;
+use support::hygiene::check_err;
 
 fn open(p: &Path) -> Box<dyn Read + Send> {
     Box::new(std::fs::File::open(p).unwrap())
@@ -28,12 +29,15 @@ fn opts() -> ConvertOptions {
 
 #[test]
 fn existing_dir_is_never_overwritten() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let Some(c) = corpus() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("layer");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("keep"), b"mine").unwrap();
-    let e = convert(open(&c.join("cstorage/noparents-ustar/noparents-ustar.tar")), &dir, &opts(), None).unwrap_err();
+    let e = check_err(tmp.path(), "existing dir", || {
+        convert(open(&c.join("cstorage/noparents-ustar/noparents-ustar.tar")), &dir, &opts(), None)
+    });
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
     assert_eq!(std::fs::read(dir.join("keep")).unwrap(), b"mine");
     assert_eq!(listing(tmp.path()), vec!["layer"]);
@@ -41,6 +45,7 @@ fn existing_dir_is_never_overwritten() {
 
 #[test]
 fn corrupt_and_truncated_streams_leave_nothing_behind() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let Some(c) = corpus() else { return };
     let tar = std::fs::read(c.join("cstorage/noparents-ustar/noparents-ustar.tar")).unwrap();
     let zst = std::fs::read(c.join("cstorage/etc-doc-gnu/etc-doc-gnu.tar.zst")).unwrap();
@@ -55,7 +60,7 @@ fn corrupt_and_truncated_streams_leave_nothing_behind() {
     for (what, blob, needle) in cases {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("layer");
-        let e = convert(Box::new(std::io::Cursor::new(blob)), &dir, &opts(), None).unwrap_err();
+        let e = check_err(tmp.path(), what, || convert(Box::new(std::io::Cursor::new(blob)), &dir, &opts(), None));
         assert!(e.to_string().contains(needle), "{what}: {e}");
         assert!(listing(tmp.path()).is_empty(), "{what}: left {:?}", listing(tmp.path()));
     }
@@ -63,6 +68,7 @@ fn corrupt_and_truncated_streams_leave_nothing_behind() {
 
 #[test]
 fn cancelling_from_progress_cleans_up() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let Some(c) = corpus() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("layer");
@@ -74,8 +80,9 @@ fn cancelling_from_progress_cleans_up() {
         last = p;
         p.entries < 100
     };
-    let e =
-        convert(open(&c.join("cstorage/etc-doc-gnu/etc-doc-gnu.tar.zst")), &dir, &opts(), Some(&mut cb)).unwrap_err();
+    let e = check_err(tmp.path(), "cancelled", || {
+        convert(open(&c.join("cstorage/etc-doc-gnu/etc-doc-gnu.tar.zst")), &dir, &opts(), Some(&mut cb))
+    });
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
     assert_eq!(last.entries, 100);
     assert!(calls >= 100);
@@ -120,6 +127,7 @@ fn objects_listing(diff: &Path) -> String {
 
 #[test]
 fn blobs_are_byte_identical_to_cstorage_mkcomposefs() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let Some(c) = corpus() else { return };
     // (case, input file, keep whiteout files): layers without whiteouts in every compression,
     // and the handmade layers (which have whiteouts) in c/storage's keep-as-files mode.
@@ -155,6 +163,7 @@ fn blobs_are_byte_identical_to_cstorage_mkcomposefs() {
 
 #[test]
 fn whiteouts_are_real_overlay_whiteouts_in_the_blob() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let Some(c) = corpus() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("layer");
@@ -175,6 +184,7 @@ fn whiteouts_are_real_overlay_whiteouts_in_the_blob() {
 
 #[test]
 fn reads_from_a_pipe() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let Some(c) = corpus() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("layer");
@@ -192,6 +202,7 @@ fn reads_from_a_pipe() {
 
 #[test]
 fn reuses_objects_from_source_layers() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let Some(c) = corpus() else { return };
     use std::os::unix::fs::MetadataExt;
     let tmp = tempfile::tempdir().unwrap();
@@ -231,6 +242,7 @@ fn reuses_objects_from_source_layers() {
 
 #[test]
 fn verity_policies_on_this_filesystem() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let Some(c) = corpus() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let input = c.join("cstorage/noparents-ustar/noparents-ustar.tar");
@@ -277,6 +289,7 @@ fn verity_policies_on_this_filesystem() {
 
 #[test]
 fn cli_converts_stdin_and_prints_json() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let Some(c) = corpus() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("layer");

@@ -28,6 +28,7 @@ unsafe extern "C" fn cancel_after_10(userdata: *mut c_void, _bytes: u64, entries
 
 #[test]
 fn convert_through_the_c_api() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let Some(dir) = corpus() else {
         eprintln!("skipping: corpus not found");
         return;
@@ -75,10 +76,12 @@ fn convert_through_the_c_api() {
 
     // Same directory again: already exists.
     res = ptr::null_mut();
+    let h = support::hygiene::Hygiene::take(tmp.path());
     assert_eq!(
         cfs_layer_convert_path(input.as_ptr(), layer.as_ptr(), opts, &mut res, &mut err),
         cfs_status::CFS_STATUS_ALREADY_EXISTS
     );
+    h.assert_clean("convert into an existing dir");
     assert!(res.is_null(), "no output on failure");
     cfs_error_free(err);
     err = ptr::null_mut();
@@ -92,10 +95,12 @@ fn convert_through_the_c_api() {
     let f = std::fs::File::open(dir.join("etc-doc-gnu/etc-doc-gnu.tar.zst")).unwrap();
     let layer2 = c(&tmp.path().join("layer2"));
     use std::os::fd::AsRawFd;
+    let h = support::hygiene::Hygiene::take(tmp.path());
     assert_eq!(
         cfs_layer_convert_fd(f.as_raw_fd(), layer2.as_ptr(), opts, &mut res, &mut err),
         cfs_status::CFS_STATUS_CANCELLED
     );
+    h.assert_clean("cancelled convert from an fd");
     assert_eq!(calls, 10);
     assert!(!tmp.path().join("layer2").exists());
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "only the first layer");

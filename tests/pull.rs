@@ -11,6 +11,7 @@ use composefs_storage::chunked::ranges::ByteRange;
 use composefs_storage::layer::pull::{pull, BlobFetcher, FileFetcher, PullOptions};
 use composefs_storage::layer::{convert, ConvertOptions, VerityPolicy};
 use composefs_storage::{ErrorKind, Result};
+use support::hygiene::Hygiene;
 
 fn corpus() -> PathBuf {
     support::cstorage()
@@ -65,6 +66,7 @@ const CASES: &[&str] = &["empty", "noparents-ustar", "handmade-archive", "handma
 
 #[test]
 fn pull_equals_full_conversion_and_verifies_diff_id() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     for case in CASES {
         let tmp = tempfile::tempdir().unwrap();
         let mut fetcher = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
@@ -100,6 +102,7 @@ fn pull_equals_full_conversion_and_verifies_diff_id() {
 
 #[test]
 fn pull_with_the_same_content_present_fetches_no_file_data() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let case = "handmade-archive";
     let tmp = tempfile::tempdir().unwrap();
     let conv_opts = ConvertOptions { verity: VerityPolicy::Off, ..Default::default() };
@@ -173,6 +176,7 @@ fn toc_entry_offset(case: &str, name: &str) -> u64 {
 
 #[test]
 fn tampered_file_data_is_refused_and_nothing_is_left() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let case = "noparents-ustar";
     let tmp = tempfile::tempdir().unwrap();
     let at = toc_entry_offset(case, "usr/lib/x/y/f1") + 4;
@@ -183,7 +187,9 @@ fn tampered_file_data_is_refused_and_nothing_is_left() {
         refused: 0,
         largest: 0,
     };
+    let h = Hygiene::take(tmp.path());
     let e = pull(&mut f, &tmp.path().join("l"), &options(case), None).unwrap_err();
+    h.assert_clean("tampered file data");
     assert!(matches!(e.kind(), ErrorKind::Verification | ErrorKind::Format), "{e}");
     assert!(e.to_string().contains("usr/lib/x/y/f1"), "{e}");
     assert_clean(tmp.path(), &[]);
@@ -191,6 +197,7 @@ fn tampered_file_data_is_refused_and_nothing_is_left() {
 
 #[test]
 fn refused_range_counts_are_halved() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let case = "etc-doc-gnu";
     let tmp = tempfile::tempdir().unwrap();
     let mut f = Hostile {
@@ -209,18 +216,23 @@ fn refused_range_counts_are_halved() {
 
 #[test]
 fn wrong_expected_diff_id_lying_toc_and_cancel_leave_nothing() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let case = "handmade-archive";
     let tmp = tempfile::tempdir().unwrap();
     let mut f = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
     let opts = PullOptions { expected_diff_id: Some([7; 32]), ..options(case) };
+    let h = Hygiene::take(tmp.path());
     let e = pull(&mut f, &tmp.path().join("l"), &opts, None).unwrap_err();
+    h.assert_clean("wrong expected DiffID");
     assert_eq!(e.kind(), ErrorKind::Verification);
     assert!(e.to_string().contains("DiffID mismatch"), "{e}");
     assert_clean(tmp.path(), &[]);
 
     let mut cancel = |_: composefs_storage::layer::Progress| false;
     let mut f = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+    let h = Hygiene::take(tmp.path());
     let e = pull(&mut f, &tmp.path().join("l"), &options(case), Some(&mut cancel)).unwrap_err();
+    h.assert_clean("cancelled pull");
     assert_eq!(e.kind(), ErrorKind::Cancelled);
     assert_clean(tmp.path(), &[]);
 
@@ -231,21 +243,26 @@ fn wrong_expected_diff_id_lying_toc_and_cancel_leave_nothing() {
         .unwrap()
         .insert("io.github.containers.zstd-chunked.manifest-checksum".into(), format!("sha256:{}", "0".repeat(64)));
     let mut f = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+    let h = Hygiene::take(tmp.path());
     assert_eq!(pull(&mut f, &tmp.path().join("l"), &opts, None).unwrap_err().kind(), ErrorKind::Verification);
+    h.assert_clean("lying TOC checksum");
     assert_clean(tmp.path(), &[]);
 
     // An existing layer directory is never replaced.
     std::fs::create_dir(tmp.path().join("exists")).unwrap();
     let mut f = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+    let h = Hygiene::take(tmp.path());
     assert_eq!(
         pull(&mut f, &tmp.path().join("exists"), &options(case), None).unwrap_err().kind(),
         ErrorKind::AlreadyExists
     );
+    h.assert_clean("existing layer dir");
     assert_clean(tmp.path(), &["exists"]);
 }
 
 #[test]
 fn legacy_layers_need_the_insecure_option() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let root = corpus().join("legacy/podman-4.3.1-oci/blobs/sha256");
     let path = root.join("3f05f612288c61901907804eb8e14fcb1c61419fcba94d0a8e5fb5869fa5cebd");
     let tmp = tempfile::tempdir().unwrap();
@@ -268,6 +285,7 @@ fn legacy_layers_need_the_insecure_option() {
 /// A converted and a pulled layer both export back to the original tar, byte for byte.
 #[test]
 fn converted_and_pulled_layers_export_their_original_tar() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     use composefs_storage::layer::export::export;
     use sha2::{Digest, Sha256};
     for case in ["noparents-ustar", "handmade-pax", "etc-doc-gnu"] {
@@ -298,6 +316,7 @@ fn converted_and_pulled_layers_export_their_original_tar() {
 /// converted from the stream or pulled: zero blocks take no space.
 #[test]
 fn zero_runs_become_holes() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     use std::os::unix::fs::MetadataExt;
     let case = "handmade-pax";
     let objects = std::fs::read_to_string(corpus().join(case).join(format!("{case}.objects.txt"))).unwrap();

@@ -65,6 +65,7 @@ unsafe extern "C" fn read(ud: *mut c_void, buf: *mut u8, len: usize) -> i64 {
 
 #[test]
 fn pull_through_c_callbacks_with_options_and_result() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let case = "etc-doc-gnu";
     let blob = corpus().join(case).join(format!("{case}.zstd-chunked"));
     let ann = std::fs::read_to_string(corpus().join(case).join(format!("{case}.annotations.json"))).unwrap();
@@ -131,6 +132,7 @@ fn pull_through_c_callbacks_with_options_and_result() {
     let mut result = std::ptr::null_mut();
     let mut err = std::ptr::null_mut();
     let dir2 = c(tmp.path().join("layer2").to_str().unwrap());
+    let h = support::hygiene::Hygiene::take(tmp.path());
     let st = cfs_layer_pull(
         size,
         Some(begin),
@@ -141,6 +143,7 @@ fn pull_through_c_callbacks_with_options_and_result() {
         &mut result,
         &mut err,
     );
+    h.assert_clean("pull with a failing read callback");
     assert_ne!(st, cfs_status::CFS_OK);
     assert!(result.is_null());
     assert!(message(err).contains("read callback failed"));
@@ -175,6 +178,7 @@ fn pull_through_c_callbacks_with_options_and_result() {
 
 #[test]
 fn toc_dump_image_and_read_through_the_c_api() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let case = "handmade-pax";
     let dir = corpus().join(case);
     let toc = std::fs::read(dir.join(format!("{case}.toc.raw.json"))).unwrap();
@@ -240,4 +244,36 @@ fn toc_dump_image_and_read_through_the_c_api() {
     assert!(unsafe { CStr::from_ptr(digest) }.to_str().unwrap().starts_with("sha256:"));
     cfs_string_free(json);
     cfs_string_free(digest);
+}
+
+#[test]
+fn c_compress_writes_a_blob_our_reader_and_zstd_accept() {
+    use composefs_storage::ffi::compress::cfs_chunked_compress;
+    let case = "noparents-ustar";
+    let tar_path = corpus().join(case).join(format!("{case}.tar"));
+    let tmp = tempfile::tempdir().unwrap();
+    let input = std::fs::File::open(&tar_path).unwrap();
+    let out = std::fs::File::create(tmp.path().join("blob")).unwrap();
+    let mut json: *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut err: *mut cfs_error = std::ptr::null_mut();
+    let st = cfs_chunked_compress(input.as_raw_fd(), out.as_raw_fd(), 3, &mut json, &mut err);
+    assert_eq!(st, cfs_status::CFS_OK, "{}", if err.is_null() { String::new() } else { message(err) });
+    let result: serde_json::Value = serde_json::from_str(&unsafe { CStr::from_ptr(json) }.to_string_lossy()).unwrap();
+    cfs_string_free(json);
+    let blob = std::fs::read(tmp.path().join("blob")).unwrap();
+    assert_eq!(result["blobSize"].as_u64().unwrap(), blob.len() as u64);
+    assert_eq!(zstd::stream::decode_all(&blob[..]).unwrap(), std::fs::read(&tar_path).unwrap());
+    let ann: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(result["annotations"].clone()).unwrap();
+    let m = composefs_storage::chunked::read_manifest(&blob[..], Some(&ann), &Default::default()).unwrap();
+    assert_eq!(m.location.toc_digest, result["tocDigest"].as_str().unwrap());
+
+    // Bad input: an error naming the problem, and no result.
+    let bad = std::fs::File::open(corpus().join(case).join(format!("{case}.toc.raw.json"))).unwrap();
+    let out2 = std::fs::File::create(tmp.path().join("blob2")).unwrap();
+    let mut json: *mut std::ffi::c_char = std::ptr::null_mut();
+    let st = cfs_chunked_compress(bad.as_raw_fd(), out2.as_raw_fd(), 0, &mut json, &mut err);
+    assert_ne!(st, cfs_status::CFS_OK);
+    assert!(json.is_null());
+    assert!(!message(err).is_empty());
 }

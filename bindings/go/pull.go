@@ -434,6 +434,7 @@ type PullInfo struct {
 	ObjectsReused    uint64   `json:"objectsReused"`
 	BytesWritten     uint64   `json:"bytesWritten"`
 	BytesReused      uint64   `json:"bytesReused"`
+	ChunkBytesReused uint64   `json:"chunkBytesReused"` // bytes of missing files copied from local chunks instead of fetched
 	DedupHits        uint64   `json:"dedupHits"`
 	UIDs             []uint32 `json:"uids"`
 	GIDs             []uint32 `json:"gids"`

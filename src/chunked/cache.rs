@@ -12,7 +12,10 @@ use sha2::{Digest, Sha256};
 
 #[cfg(test)]
 use super::toc::EMPTY_SHA256;
-use super::toc::{sha256_hex, Toc, TocEntry, TYPE_REG};
+use super::toc::{sha256_hex, Toc, TocEntry, TYPE_CHUNK, TYPE_REG};
+
+/// `chunkType` of a run of zeros (no data to find elsewhere).
+const CHUNK_TYPE_ZEROS: &str = "zeros";
 use crate::{Error, Result};
 
 pub const CACHE_VERSION: u64 = 3;
@@ -324,9 +327,26 @@ fn cache_entries(toc: &Toc, flat: bool) -> Result<Vec<(String, TocEntry)>> {
     let mut out = Vec::new();
     let mut seen_paths = std::collections::HashSet::new();
     let mut seen_chunks = std::collections::HashSet::new();
+    // Flat mode: the object path of the regular file the following `chunk` entries belong to.
+    let mut chunk_owner: Option<String> = None;
     for e in &toc.entries {
         let e = e.clone();
         if flat {
+            if e.entry_type == TYPE_CHUNK {
+                // Unlike containers/storage (which drops them here), later chunks are indexed too,
+                // in the file's object at their offset, so that a partial pull can reuse any chunk
+                // (SPEC §8). Each chunk digest once, and never one that is a whole content here.
+                let Some(path) = &chunk_owner else { continue };
+                if !e.chunk_digest.is_empty()
+                    && e.chunk_type != CHUNK_TYPE_ZEROS
+                    && seen_chunks.insert(e.chunk_digest.clone())
+                {
+                    let chunk_only = TocEntry { digest: String::new(), ..e };
+                    out.push((path.clone(), chunk_only));
+                }
+                continue;
+            }
+            chunk_owner = None;
             if e.entry_type != TYPE_REG {
                 continue;
             }
@@ -337,6 +357,11 @@ fn cache_entries(toc: &Toc, flat: bool) -> Result<Vec<(String, TocEntry)>> {
             if !seen_paths.insert(path.clone()) {
                 continue;
             }
+            if !e.chunk_digest.is_empty() {
+                chunk_owner = Some(path.clone());
+                seen_chunks.insert(e.chunk_digest.clone());
+            }
+            seen_chunks.insert(e.digest.clone());
             out.push((path, e));
         } else if !e.digest.is_empty() || (!e.chunk_digest.is_empty() && seen_chunks.insert(e.chunk_digest.clone())) {
             // Chunks do not take part in hardlink dedup: one location per chunk digest is enough.
@@ -377,9 +402,21 @@ mod tests {
             }
         }
         assert!(chunk_hits > 0, "the corpus has multi-chunk files");
-        // A later chunk is not indexed in flat layers (SPEC §7.1).
-        let later = toc.entries.iter().find(|e| e.entry_type == "chunk").unwrap();
-        assert!(reread.lookup(&binary_digest(&later.chunk_digest).unwrap()).unwrap().is_none());
+        // Later data chunks are indexed too (containers/storage drops them, SPEC §7.1), in the
+        // file's object at their offset.
+        let mut owner = String::new();
+        let mut later = 0;
+        for e in &toc.entries {
+            if e.entry_type == TYPE_REG {
+                owner = object_path(if e.digest.is_empty() { EMPTY_SHA256 } else { &e.digest }).unwrap();
+            } else if e.entry_type == "chunk" && e.chunk_type.is_empty() {
+                let hit = reread.lookup(&binary_digest(&e.chunk_digest).unwrap()).unwrap().expect("later chunk");
+                assert_eq!((String::from_utf8(hit.path).unwrap(), hit.offset), (owner.clone(), e.chunk_offset as u64));
+                assert_eq!(hit.length, e.chunk_size as u64);
+                later += 1;
+            }
+        }
+        assert!(later > 0, "the corpus has later data chunks");
         let absent = binary_digest(&format!("sha256:{}", "ab".repeat(32))).unwrap();
         assert!(reread.lookup(&absent).unwrap().is_none());
     }

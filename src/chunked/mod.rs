@@ -5,8 +5,10 @@ pub mod dump;
 pub mod footer;
 pub mod manifest;
 pub mod ranges;
+pub mod rollsum;
 pub mod tarsplit;
 pub mod toc;
+pub mod writer;
 
 pub use footer::{Format, Position};
 pub use manifest::{locate, read_manifest, BlobSource, Location, Manifest, ReadOptions};

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod compress;
 mod config;
 mod convert;
 mod demo;
@@ -39,6 +40,8 @@ struct Cli {
 enum Command {
     /// Show the effective containers-storage.conf settings, or check why composefs would not take effect.
     Config(config::Args),
+    /// Compress a layer tar (any compression) into a zstd:chunked blob, printing its annotations.
+    Compress(compress::Args),
     /// Convert one layer blob (tar, gzip, zstd) into a composefs layer directory.
     Convert(convert::Args),
     /// Write a layer's original tar (byte for byte, from its tar-split and objects) to stdout.
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(args) => config::run(args),
+        Command::Compress(args) => compress::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Toc(args) => toc::run(args),
         Command::Export(args) => export::run(args),

@@ -6,7 +6,7 @@
 use std::ffi::c_char;
 
 use super::error::{cfs_error, cfs_status};
-use super::util::{check_out, into_c_string, try_path, try_ref, try_str, write_out};
+use super::util::{check_out, into_c_string, try_path, try_str, write_out};
 use crate::config::{self, LoadOptions, StorageConfig};
 
 /// The effective containers-storage.conf settings. Opaque; free with `cfs_config_free`.
@@ -15,7 +15,7 @@ pub struct cfs_config {
 }
 
 fn into_handle(cfg: StorageConfig) -> *mut cfs_config {
-    Box::into_raw(Box::new(cfs_config { inner: cfg }))
+    super::handles::register(Box::new(cfs_config { inner: cfg }))
 }
 
 /// Loads containers-storage.conf like containers/storage: `$CONTAINERS_STORAGE_CONF` alone, else the
@@ -71,7 +71,7 @@ pub extern "C" fn cfs_config_free(cfg: *mut cfs_config) {
     ffi_infallible!((), {
         if !cfg.is_null() {
             // SAFETY: a pointer from into_handle (Box::into_raw), freed once by contract.
-            drop(unsafe { Box::from_raw(cfg) });
+            unsafe { super::handles::release(cfg) };
         }
     })
 }
@@ -89,7 +89,7 @@ pub extern "C" fn cfs_config_get_string(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle from this library.
-        let cfg = unsafe { try_ref(cfg, "cfg") }?;
+        let cfg = unsafe { super::handles::try_handle(cfg, "cfg") }?;
         // SAFETY: NULL or a NUL-terminated string by the caller's contract.
         let key = unsafe { try_str(key, "key") }?;
         check_out(out, "out")?;
@@ -111,7 +111,7 @@ pub extern "C" fn cfs_config_get_bool(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle from this library.
-        let cfg = unsafe { try_ref(cfg, "cfg") }?;
+        let cfg = unsafe { super::handles::try_handle(cfg, "cfg") }?;
         // SAFETY: NULL or a NUL-terminated string by the caller's contract.
         let key = unsafe { try_str(key, "key") }?;
         check_out(out, "out")?;
@@ -131,7 +131,7 @@ pub extern "C" fn cfs_config_to_json(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle from this library.
-        let cfg = unsafe { try_ref(cfg, "cfg") }?;
+        let cfg = unsafe { super::handles::try_handle(cfg, "cfg") }?;
         check_out(out, "out")?;
         // SAFETY: `out` was checked non-NULL and is valid for writes by contract.
         unsafe { write_out(out, into_c_string(cfg.inner.to_json()), "out") }
@@ -150,7 +150,7 @@ pub extern "C" fn cfs_config_check(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle from this library.
-        let cfg = unsafe { try_ref(cfg, "cfg") }?;
+        let cfg = unsafe { super::handles::try_handle(cfg, "cfg") }?;
         check_out(out_json, "out_json")?;
         let json = config::findings_to_json(&cfg.inner.check());
         // SAFETY: `out_json` was checked non-NULL and is valid for writes by contract.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::cfs_status;
 use super::error::cfs_error;
-use super::util::{check_out, into_c_string, try_mut, try_path, try_ref, try_str, write_out};
+use super::util::{check_out, into_c_string, try_path, try_str, write_out};
 use crate::layer::{convert, ConvertOptions, ConvertResult, Progress, VerityPolicy};
 use crate::source::hex;
 use crate::Error;
@@ -51,7 +51,7 @@ pub extern "C" fn cfs_convert_options_new(out: *mut *mut cfs_convert_options, er
             userdata: std::ptr::null_mut(),
         });
         // SAFETY: `out` was checked non-NULL; the caller owns the handle from here on.
-        unsafe { write_out(out, Box::into_raw(b), "out") }
+        unsafe { write_out(out, super::handles::register(b), "out") }
     })
 }
 
@@ -61,7 +61,7 @@ pub extern "C" fn cfs_convert_options_free(options: *mut cfs_convert_options) {
     ffi_infallible!((), {
         if !options.is_null() {
             // SAFETY: a pointer from cfs_convert_options_new, freed once by contract.
-            drop(unsafe { Box::from_raw(options) });
+            unsafe { super::handles::release(options) };
         }
     })
 }
@@ -75,7 +75,7 @@ pub extern "C" fn cfs_convert_options_add_source_layer(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle / C string, by contract.
-        let o = unsafe { try_mut(options, "options") }?;
+        let o = unsafe { super::handles::try_handle_mut(options, "options") }?;
         // SAFETY: as above.
         let p = unsafe { try_path(layer_dir, "layer_dir") }?;
         o.options.source_layers.push(PathBuf::from(p));
@@ -92,7 +92,7 @@ pub extern "C" fn cfs_convert_options_set_hardlinks(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle, by contract.
-        unsafe { try_mut(options, "options") }?.options.hardlinks = hardlinks;
+        unsafe { super::handles::try_handle_mut(options, "options") }?.options.hardlinks = hardlinks;
         Ok(())
     })
 }
@@ -106,7 +106,7 @@ pub extern "C" fn cfs_convert_options_set_verity(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle / C string, by contract.
-        let o = unsafe { try_mut(options, "options") }?;
+        let o = unsafe { super::handles::try_handle_mut(options, "options") }?;
         // SAFETY: as above.
         let p = VerityPolicy::parse(unsafe { try_str(policy, "policy") }?)?;
         o.options.verity = p;
@@ -124,7 +124,7 @@ pub extern "C" fn cfs_convert_options_set_keep_whiteout_files(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle, by contract.
-        unsafe { try_mut(options, "options") }?.options.oci_whiteouts = !keep;
+        unsafe { super::handles::try_handle_mut(options, "options") }?.options.oci_whiteouts = !keep;
         Ok(())
     })
 }
@@ -138,7 +138,7 @@ pub extern "C" fn cfs_convert_options_set_max_entries(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle, by contract.
-        let o = unsafe { try_mut(options, "options") }?;
+        let o = unsafe { super::handles::try_handle_mut(options, "options") }?;
         if max_entries == 0 {
             return Err(Error::invalid_argument("max_entries must be at least 1"));
         }
@@ -158,7 +158,7 @@ pub extern "C" fn cfs_convert_options_set_progress(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle, by contract.
-        let o = unsafe { try_mut(options, "options") }?;
+        let o = unsafe { super::handles::try_handle_mut(options, "options") }?;
         o.progress = callback;
         o.userdata = userdata;
         Ok(())
@@ -180,13 +180,13 @@ fn run(
         &defaults
     } else {
         // SAFETY: non-NULL, a live handle by contract.
-        unsafe { try_ref(options, "options") }?
+        unsafe { super::handles::try_handle(options, "options") }?
     };
     let mut progress = progress_adapter(o.progress, o.userdata);
     let result = convert(input, dir, &o.options, Some(&mut progress))?;
     let b = Box::new(cfs_convert_result { result });
     // SAFETY: checked non-NULL above; ownership passes to the caller.
-    unsafe { write_out(out, Box::into_raw(b), "out") }
+    unsafe { write_out(out, super::handles::register(b), "out") }
 }
 
 /// Converts the layer blob read from `fd` (tar, gzip or zstd; a pipe works) into the new
@@ -240,7 +240,7 @@ pub extern "C" fn cfs_convert_result_free(result: *mut cfs_convert_result) {
     ffi_infallible!((), {
         if !result.is_null() {
             // SAFETY: a pointer from cfs_layer_convert_*, freed once by contract.
-            drop(unsafe { Box::from_raw(result) });
+            unsafe { super::handles::release(result) };
         }
     })
 }
@@ -252,7 +252,7 @@ fn digest_getter(
 ) -> crate::Result<()> {
     check_out(out, "out")?;
     // SAFETY: NULL or a live handle, by contract.
-    let r = unsafe { try_ref(result, "result") }?;
+    let r = unsafe { super::handles::try_handle(result, "result") }?;
     let s = format!("sha256:{}", hex(&pick(&r.result)));
     // SAFETY: checked non-NULL.
     unsafe { write_out(out, into_c_string(s), "out") }
@@ -291,7 +291,7 @@ pub extern "C" fn cfs_convert_result_get_u64(
     ffi_call!(err, {
         check_out(out, "out")?;
         // SAFETY: NULL or a live handle / C string, by contract.
-        let r = &unsafe { try_ref(result, "result") }?.result;
+        let r = &unsafe { super::handles::try_handle(result, "result") }?.result;
         // SAFETY: as above.
         let name = unsafe { try_str(name, "name") }?;
         let v = match name {
@@ -321,7 +321,7 @@ pub extern "C" fn cfs_convert_result_to_json(
     ffi_call!(err, {
         check_out(out, "out")?;
         // SAFETY: NULL or a live handle, by contract.
-        let r = unsafe { try_ref(result, "result") }?;
+        let r = unsafe { super::handles::try_handle(result, "result") }?;
         let s = r.result.to_json().to_string();
         // SAFETY: checked non-NULL.
         unsafe { write_out(out, into_c_string(s), "out") }
@@ -337,7 +337,7 @@ fn bytes_getter(
     check_out(data, "data")?;
     check_out(len, "len")?;
     // SAFETY: NULL or a live handle, by contract.
-    let r = unsafe { try_ref(result, "result") }?;
+    let r = unsafe { super::handles::try_handle(result, "result") }?;
     let b = pick(&r.result);
     // SAFETY: both checked non-NULL.
     unsafe {

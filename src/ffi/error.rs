@@ -119,19 +119,23 @@ pub(crate) unsafe fn finish(result: std::thread::Result<Result<()>>, err: *mut *
     let status = e.status;
     if !err.is_null() {
         // SAFETY: non-NULL and valid by contract; ownership of the box passes to the caller.
-        unsafe { err.write(Box::into_raw(Box::new(e))) };
+        unsafe { err.write(super::handles::register(Box::new(e))) };
     }
     status
 }
 
-/// The status code of an error; `CFS_STATUS_NULL_ARGUMENT` for NULL.
+/// The status code of an error; `CFS_STATUS_NULL_ARGUMENT` for NULL, `CFS_STATUS_INVALID_ARGUMENT`
+/// for an error object already freed (detected on a best-effort basis).
 #[no_mangle]
 pub extern "C" fn cfs_error_status(err: *const cfs_error) -> cfs_status {
     ffi_infallible!(cfs_status::CFS_STATUS_INTERNAL, {
-        // SAFETY: NULL or a live error object from this library.
-        match unsafe { err.as_ref() } {
-            Some(e) => e.status,
-            None => cfs_status::CFS_STATUS_NULL_ARGUMENT,
+        if err.is_null() {
+            return cfs_status::CFS_STATUS_NULL_ARGUMENT;
+        }
+        // SAFETY: the registry says it is a live error object.
+        match unsafe { super::handles::try_handle(err, "err") } {
+            Ok(e) => e.status,
+            Err(_) => cfs_status::CFS_STATUS_INVALID_ARGUMENT, // freed or not an error object
         }
     })
 }
@@ -140,10 +144,10 @@ pub extern "C" fn cfs_error_status(err: *const cfs_error) -> cfs_status {
 #[no_mangle]
 pub extern "C" fn cfs_error_message(err: *const cfs_error) -> *const c_char {
     ffi_infallible!(c"".as_ptr(), {
-        // SAFETY: NULL or a live error object from this library.
-        match unsafe { err.as_ref() } {
-            Some(e) => e.message.as_ptr(),
-            None => c"".as_ptr(),
+        // SAFETY: the registry says it is a live error object.
+        match unsafe { super::handles::try_handle(err, "err") } {
+            Ok(e) => e.message.as_ptr(),
+            Err(_) => c"".as_ptr(), // NULL, freed, or not an error object
         }
     })
 }
@@ -152,18 +156,19 @@ pub extern "C" fn cfs_error_message(err: *const cfs_error) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn cfs_error_os_error(err: *const cfs_error) -> i32 {
     ffi_infallible!(0, {
-        // SAFETY: NULL or a live error object from this library.
-        unsafe { err.as_ref() }.map_or(0, |e| e.os_error)
+        // SAFETY: the registry says it is a live error object.
+        unsafe { super::handles::try_handle(err, "err") }.map_or(0, |e| e.os_error)
     })
 }
 
-/// Frees an error object. Free of NULL is a no-op.
+/// Frees an error object. Free of NULL is a no-op, and so is a second free of the same error
+/// (detected on a best-effort basis: do not rely on it).
 #[no_mangle]
 pub extern "C" fn cfs_error_free(err: *mut cfs_error) {
     ffi_infallible!((), {
         if !err.is_null() {
             // SAFETY: a pointer this library returned from Box::into_raw, freed once by contract.
-            drop(unsafe { Box::from_raw(err) });
+            unsafe { super::handles::release(err) };
         }
     })
 }

@@ -13,7 +13,7 @@ use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
 
 use super::error::{cfs_error, cfs_status};
-use super::util::{check_out, try_mut, try_path, try_ref};
+use super::util::{check_out, try_path};
 use crate::image::{self, dump, WriteOptions};
 use crate::{Error, Result};
 
@@ -29,7 +29,7 @@ pub struct cfs_image_options {
 #[no_mangle]
 pub extern "C" fn cfs_image_options_new() -> *mut cfs_image_options {
     ffi_infallible!(std::ptr::null_mut(), {
-        Box::into_raw(Box::new(cfs_image_options { write: WriteOptions::default(), strict: false }))
+        super::handles::register(Box::new(cfs_image_options { write: WriteOptions::default(), strict: false }))
     })
 }
 
@@ -39,7 +39,7 @@ pub extern "C" fn cfs_image_options_free(options: *mut cfs_image_options) {
     ffi_infallible!((), {
         if !options.is_null() {
             // SAFETY: a pointer from cfs_image_options_new, freed once by contract.
-            drop(unsafe { Box::from_raw(options) });
+            unsafe { super::handles::release(options) };
         }
     })
 }
@@ -53,7 +53,7 @@ pub extern "C" fn cfs_image_options_set_min_version(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle from cfs_image_options_new.
-        let o = unsafe { try_mut(options, "options") }?;
+        let o = unsafe { super::handles::try_handle_mut(options, "options") }?;
         let mut w = o.write.clone();
         w.min_version = version;
         w.check()?;
@@ -71,7 +71,7 @@ pub extern "C" fn cfs_image_options_set_max_version(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle from cfs_image_options_new.
-        let o = unsafe { try_mut(options, "options") }?;
+        let o = unsafe { super::handles::try_handle_mut(options, "options") }?;
         let mut w = o.write.clone();
         w.max_version = version;
         w.check()?;
@@ -89,7 +89,7 @@ pub extern "C" fn cfs_image_options_set_root_whiteout_stubs(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle from cfs_image_options_new.
-        unsafe { try_mut(options, "options") }?.write.root_whiteout_stubs = enabled;
+        unsafe { super::handles::try_handle_mut(options, "options") }?.write.root_whiteout_stubs = enabled;
         Ok(())
     })
 }
@@ -103,7 +103,7 @@ pub extern "C" fn cfs_image_options_set_strict(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle from cfs_image_options_new.
-        unsafe { try_mut(options, "options") }?.strict = strict;
+        unsafe { super::handles::try_handle_mut(options, "options") }?.strict = strict;
         Ok(())
     })
 }
@@ -153,7 +153,7 @@ pub extern "C" fn cfs_image_write_from_dump(
             &default
         } else {
             // SAFETY: a live handle from cfs_image_options_new.
-            unsafe { try_ref(options, "options") }?
+            unsafe { super::handles::try_handle(options, "options") }?
         };
         let tree = if dump_path.is_null() {
             // SAFETY: the caller keeps dump_fd open during the call.

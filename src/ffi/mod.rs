@@ -4,7 +4,8 @@
 //! with `_new`/`_free` (free of NULL is a no-op); every fallible call returns [`cfs_status`] and
 //! takes a last `cfs_error **err` that receives the error (never a thread-global last error);
 //! outputs are written only on success; every export runs inside [`ffi_call!`], which turns a
-//! panic into `CFS_STATUS_INTERNAL`.
+//! panic into `CFS_STATUS_INTERNAL`; handles are checked against a registry of live handles
+//! (src/ffi/handles.rs), so that a freed handle gets an error code instead of a crash.
 //!
 //! This is the only module (besides syscall wrappers) with `unsafe` code.
 #![allow(non_camel_case_types)]
@@ -14,8 +15,10 @@
 
 #[macro_use]
 mod panic;
+mod handles;
 pub mod util;
 
+pub mod compress;
 pub mod config;
 pub mod convert;
 pub mod error;

@@ -7,7 +7,7 @@ use std::io::Read;
 use super::cfs_status;
 use super::convert::cfs_progress_fn;
 use super::error::cfs_error;
-use super::util::{check_out, into_c_string, try_mut, try_path, try_ref, try_str, write_out};
+use super::util::{check_out, into_c_string, try_path, try_str, write_out};
 use crate::chunked::ranges::ByteRange;
 use crate::layer::pull::{pull, BlobFetcher, FileFetcher, PullOptions, PullResult};
 use crate::layer::VerityPolicy;
@@ -56,7 +56,7 @@ pub extern "C" fn cfs_pull_options_new(out: *mut *mut cfs_pull_options, err: *mu
             userdata: std::ptr::null_mut(),
         });
         // SAFETY: checked non-NULL; the caller owns the handle from here on.
-        unsafe { write_out(out, Box::into_raw(b), "out") }
+        unsafe { write_out(out, super::handles::register(b), "out") }
     })
 }
 
@@ -66,7 +66,7 @@ pub extern "C" fn cfs_pull_options_free(options: *mut cfs_pull_options) {
     ffi_infallible!((), {
         if !options.is_null() {
             // SAFETY: a pointer from cfs_pull_options_new, freed once by contract.
-            drop(unsafe { Box::from_raw(options) });
+            unsafe { super::handles::release(options) };
         }
     })
 }
@@ -100,9 +100,16 @@ pub extern "C" fn cfs_pull_options_set(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle / C strings, by contract.
-        let o = unsafe { try_mut(options, "options") }?;
+        let o = unsafe { super::handles::try_handle_mut(options, "options") }?;
         // SAFETY: as above.
         let key = unsafe { try_str(key, "key") }?;
+        // A path value is bytes (Linux paths need not be UTF-8); every other value is text.
+        if key == "source_layer" {
+            // SAFETY: as above.
+            let p = unsafe { try_path(value, "value") }?;
+            o.options.source_layers.push(p.to_path_buf());
+            return Ok(());
+        }
         // SAFETY: as above.
         let v = unsafe { try_str(value, "value") }?;
         let opts = &mut o.options;
@@ -113,7 +120,6 @@ pub extern "C" fn cfs_pull_options_set(
                         Error::invalid_argument(format!("annotations: not a JSON object of strings: {e}"))
                     })?)
             }
-            "source_layer" => opts.source_layers.push(std::path::PathBuf::from(v)),
             "hardlinks" => opts.hardlinks = parse_bool(key, v)?,
             "verity" => opts.verity = VerityPolicy::parse(v)?,
             "keep_whiteout_files" => opts.oci_whiteouts = !parse_bool(key, v)?,
@@ -151,7 +157,7 @@ pub extern "C" fn cfs_pull_options_set_progress(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live handle, by contract.
-        let o = unsafe { try_mut(options, "options") }?;
+        let o = unsafe { super::handles::try_handle_mut(options, "options") }?;
         o.progress = callback;
         o.userdata = userdata;
         Ok(())
@@ -217,12 +223,12 @@ fn run(
         &defaults
     } else {
         // SAFETY: non-NULL, a live handle by contract.
-        unsafe { try_ref(options, "options") }?
+        unsafe { super::handles::try_handle(options, "options") }?
     };
     let mut progress = super::convert::progress_adapter(o.progress, o.userdata);
     let result = pull(fetcher, dir, &o.options, Some(&mut progress))?;
     // SAFETY: checked non-NULL above; ownership passes to the caller.
-    unsafe { write_out(out, Box::into_raw(Box::new(cfs_pull_result { result })), "out") }
+    unsafe { write_out(out, super::handles::register(Box::new(cfs_pull_result { result })), "out") }
 }
 
 /// Pulls a zstd:chunked layer of `blob_size` bytes into the new directory `layer_dir`, reading
@@ -273,7 +279,7 @@ pub extern "C" fn cfs_pull_result_free(result: *mut cfs_pull_result) {
     ffi_infallible!((), {
         if !result.is_null() {
             // SAFETY: a pointer from cfs_layer_pull*, freed once by contract.
-            drop(unsafe { Box::from_raw(result) });
+            unsafe { super::handles::release(result) };
         }
     })
 }
@@ -289,7 +295,7 @@ pub extern "C" fn cfs_pull_result_to_json(
     ffi_call!(err, {
         check_out(out, "out")?;
         // SAFETY: NULL or a live handle, by contract.
-        let r = unsafe { try_ref(result, "result") }?;
+        let r = unsafe { super::handles::try_handle(result, "result") }?;
         // SAFETY: checked non-NULL.
         unsafe { write_out(out, into_c_string(r.result.to_json().to_string()), "out") }
     })
@@ -308,7 +314,7 @@ pub extern "C" fn cfs_pull_result_toc_json(
         check_out(data, "data")?;
         check_out(len, "len")?;
         // SAFETY: NULL or a live handle, by contract.
-        let r = unsafe { try_ref(result, "result") }?;
+        let r = unsafe { super::handles::try_handle(result, "result") }?;
         // SAFETY: both checked non-NULL.
         unsafe {
             write_out(data, r.result.toc_json.as_ptr(), "data")?;

@@ -10,6 +10,7 @@ use crate::{Error, ErrorKind, Result};
 ///
 /// # Safety
 /// `ptr` must be NULL or point to a live `T` for the duration of `'a`.
+#[allow(dead_code)] // handles go through handles::try_handle; kept for plain borrowed structs
 pub(crate) unsafe fn try_ref<'a, T>(ptr: *const T, what: &str) -> Result<&'a T> {
     // SAFETY: by the caller's contract.
     unsafe { ptr.as_ref() }.ok_or_else(|| null_argument(what))

@@ -368,6 +368,43 @@ impl ObjectStore {
         Ok(false)
     }
 
+    /// The path of a source layer's object with content `digest` of `size` bytes, if one has it
+    /// (what [`Self::reuse`] would take, without taking it yet).
+    pub fn locate(&self, digest: &[u8; 32], size: u64) -> Option<PathBuf> {
+        let mut key = [0u8; DIGEST_LEN];
+        key[..7].copy_from_slice(b"sha256:");
+        key[7..].copy_from_slice(digest);
+        let path = object_path(digest);
+        self.sources.iter().find_map(|src| {
+            if let Some(cache) = &src.cache {
+                if let Ok(None) = cache.lookup(&key) {
+                    return None;
+                }
+            }
+            let st = statat(&src.diff, path.as_str(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
+            (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_size as u64 == size)
+                .then(|| src.path.join(&path))
+        })
+    }
+
+    /// A source layer file that its layers cache says holds a chunk with `chunk_digest` of `size`
+    /// bytes, and the chunk's offset in it (SPEC §8). Unverified: the caller checks the data.
+    pub fn find_chunk(&self, chunk_digest: &[u8; 32], size: u64) -> Option<(File, u64)> {
+        let mut key = [0u8; DIGEST_LEN];
+        key[..7].copy_from_slice(b"sha256:");
+        key[7..].copy_from_slice(chunk_digest);
+        self.sources.iter().find_map(|src| {
+            let hit = src.cache.as_ref()?.lookup(&key).ok()??;
+            if hit.length != size {
+                return None;
+            }
+            let path = std::str::from_utf8(&hit.path).ok()?;
+            let fd =
+                openat(&src.diff, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()).ok()?;
+            Some((File::from(fd), hit.offset))
+        })
+    }
+
     fn count_reuse(&mut self, size: u64) {
         self.stats.objects_reused += 1;
         self.stats.bytes_reused += size;

@@ -7,11 +7,12 @@
 //!
 //! The layer produced is the same as converting the full stream (same objects, same blob).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -165,6 +166,8 @@ pub struct PullResult {
     pub blob_size: u64,
     /// Bytes of the blob read (TOC, tar-split and file data, gaps included).
     pub blob_bytes_fetched: u64,
+    /// Bytes of missing files copied from identical chunks in source layers instead of fetched.
+    pub chunk_bytes_reused: u64,
     /// Fetch requests made and ranges asked for in all.
     pub requests: u64,
     pub ranges: u64,
@@ -188,6 +191,7 @@ impl PullResult {
             "diffID": self.diff_id.map(|d| format!("sha256:{}", hex(&d))),
             "blobSize": self.blob_size,
             "blobBytesFetched": self.blob_bytes_fetched,
+            "chunkBytesReused": self.chunk_bytes_reused,
             "requests": self.requests,
             "ranges": self.ranges,
             "entries": self.entries,
@@ -203,12 +207,126 @@ impl PullResult {
     }
 }
 
-/// A file whose content must be fetched.
+/// A file whose content is not in any layer: fetched, or assembled from chunks (SPEC §8).
 struct Missing {
     digest: [u8; 32],
     size: u64,
+    /// All its frames in the blob.
     range: ByteRange,
     name: String,
+    /// Where each part of the content comes from, in file order.
+    pieces: Vec<Piece>,
+}
+
+/// One part of a missing file's content.
+enum Piece {
+    /// Compressed frames of the blob.
+    Fetch(ByteRange),
+    /// A chunk found in a source layer's file (and verified): copied from there.
+    Local { file: File, offset: u64, size: u64 },
+    /// A `zeros` chunk: written as a hole, nothing fetched.
+    Zeros(u64),
+}
+
+/// One chunk of a file as the TOC describes it.
+struct ChunkInfo {
+    offset: u64,
+    chunk_offset: u64,
+    size: u64,
+    digest: [u8; 32],
+    zeros: bool,
+}
+
+/// The chunks of every regular file the TOC splits into several, by name.
+fn chunks_by_name(entries: &[TocEntry]) -> HashMap<String, Vec<ChunkInfo>> {
+    let mut out: HashMap<String, Vec<ChunkInfo>> = HashMap::new();
+    let mut bad: HashSet<String> = HashSet::new();
+    let mut current: Option<&str> = None;
+    for e in entries {
+        let starts = e.entry_type == TYPE_REG && !e.chunk_digest.is_empty();
+        let continues = e.entry_type == TYPE_CHUNK && current == Some(e.name.as_str());
+        if !starts && !continues {
+            current = None;
+            continue;
+        }
+        current = Some(e.name.as_str());
+        let info = digest_bytes(&e.chunk_digest, &e.name).ok().and_then(|digest| {
+            Some(ChunkInfo {
+                offset: u64::try_from(e.offset).ok()?,
+                chunk_offset: u64::try_from(e.chunk_offset).ok()?,
+                size: u64::try_from(e.chunk_size).ok()?,
+                digest,
+                zeros: e.chunk_type == "zeros",
+            })
+        });
+        match info {
+            Some(i) => out.entry(e.name.clone()).or_default().push(i),
+            None => {
+                bad.insert(e.name.clone());
+            }
+        }
+    }
+    // A file with an unusable chunk list is fetched whole (its digest is checked anyway).
+    for name in bad {
+        out.remove(&name);
+    }
+    out
+}
+
+/// Where the content of a missing file comes from: local chunks (verified now), holes, and the
+/// blob ranges of the rest (adjacent ones merged). A chunk list that does not tile the file and
+/// its range exactly is ignored: the whole range is fetched.
+fn plan_pieces(store: &ObjectStore, chunks: Option<&Vec<ChunkInfo>>, range: ByteRange, size: u64) -> Vec<Piece> {
+    let whole = || vec![Piece::Fetch(range)];
+    let Some(chunks) = chunks.filter(|c| c.len() > 1) else { return whole() };
+    let mut at = 0u64;
+    for (i, c) in chunks.iter().enumerate() {
+        let end = chunks.get(i + 1).map_or(range.end(), |n| n.offset);
+        if c.chunk_offset != at || c.offset >= end || (i == 0 && c.offset != range.offset) || end > range.end() {
+            return whole();
+        }
+        at += c.size;
+    }
+    if at != size {
+        return whole();
+    }
+    let mut pieces: Vec<Piece> = Vec::with_capacity(chunks.len());
+    for (i, c) in chunks.iter().enumerate() {
+        let end = chunks.get(i + 1).map_or(range.end(), |n| n.offset);
+        let piece = if c.zeros {
+            Piece::Zeros(c.size)
+        } else {
+            match store.find_chunk(&c.digest, c.size) {
+                Some((file, offset)) if local_chunk_matches(&file, offset, c.size, &c.digest) => {
+                    Piece::Local { file, offset, size: c.size }
+                }
+                _ => Piece::Fetch(ByteRange { offset: c.offset, length: end - c.offset }),
+            }
+        };
+        match (pieces.last_mut(), piece) {
+            (Some(Piece::Fetch(last)), Piece::Fetch(r)) if last.end() == r.offset => last.length += r.length,
+            (_, p) => pieces.push(p),
+        }
+    }
+    pieces
+}
+
+/// Whether `size` bytes at `offset` of `file` have the sha256 `digest` (`validateChunkChecksum`).
+fn local_chunk_matches(file: &File, offset: u64, size: u64, digest: &[u8; 32]) -> bool {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; (256 << 10).min(size as usize).max(1)];
+    let mut done = 0u64;
+    while done < size {
+        let want = buf.len().min((size - done) as usize);
+        match file.read_at(&mut buf[..want], offset + done) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                done += n as u64;
+            }
+        }
+    }
+    <[u8; 32]>::from(hasher.finalize()) == *digest
 }
 
 fn entry_type(e: &TocEntry) -> Result<EntryType> {
@@ -305,9 +423,13 @@ pub fn pull(
     let mut builder = TreeBuilder::new(options.oci_whiteouts);
     let mut files: Vec<(crate::image::InodeId, [u8; 32])> = Vec::new();
     let mut content_of_name: HashMap<String, [u8; 32]> = HashMap::new();
+    let ready = std::sync::Arc::new(Ready::default());
     let mut wanted: HashMap<[u8; 32], (u64, ByteRange, String)> = HashMap::new();
+    // Contents in TOC (= tar) order, so that the DiffID thread can follow the reuse step.
+    let mut wanted_order: Vec<[u8; 32]> = Vec::new();
     let (mut uids, mut gids) = (BTreeSet::new(), BTreeSet::new());
     let mut entries = 0u64;
+    let mut chunks_of = chunks_by_name(&manifest.toc.entries);
     for e in manifest.toc.entries.iter().filter(|e| e.entry_type != TYPE_CHUNK) {
         let h = header_of(e, entries)?;
         entries += 1;
@@ -319,6 +441,7 @@ pub fn pull(
             content_of_name.insert(e.name.clone(), digest);
             if h.size == 0 {
                 store.put_bytes(&EMPTY_SHA256, &[])?;
+                ready.add(EMPTY_SHA256);
             }
             if h.size > 0 && !wanted.contains_key(&digest) {
                 let (start, end) = (e.offset, e.end_offset);
@@ -330,15 +453,50 @@ pub fn pull(
                 }
                 let range = ByteRange { offset: start as u64, length: (end - start) as u64 };
                 wanted.insert(digest, (h.size, range, e.name.clone()));
+                wanted_order.push(digest);
             }
         }
     }
 
-    // 3. Reuse what exists; collect what must be fetched, in blob order.
+    // The DiffID is computed on another thread while objects arrive (SPEC §8: it re-reads the
+    // whole layer, the largest cost of a pull that reuses most contents).
+    // The gzip tar-split the layer keeps is made meanwhile too.
+    let tar_split_gz = match (&manifest.tar_split, options.write_metadata) {
+        (Some(split), true) => {
+            let mut split =
+                PositionalReader { file: split.try_clone().map_err(|e| Error::io("reopen tar-split", e))?, pos: 0 };
+            let job = std::thread::Builder::new()
+                .name("cfs-tarsplit-gz".into())
+                .spawn(move || -> Result<Vec<u8>> {
+                    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    std::io::copy(&mut split, &mut gz).map_err(|e| Error::io("compress tar-split", e))?;
+                    gz.finish().map_err(|e| Error::io("compress tar-split", e))
+                })
+                .map_err(|e| Error::io("spawn tar-split thread", e))?;
+            Some(job)
+        }
+        _ => None,
+    };
+    let diff_id_job = match (&manifest.tar_split, options.insecure_skip_diff_id) {
+        (Some(split), false) => Some(DiffIdJob::spawn(split, &diff_path, content_of_name, ready.clone())?),
+        _ => None,
+    };
+
+    // 3. Find what exists (taken after the fetch: meanwhile the DiffID thread reads it where it
+    // is); collect what must be fetched, in blob order.
     let mut missing: Vec<Missing> = Vec::new();
-    for (digest, (size, range, name)) in wanted {
-        if store.reuse(&digest, size)?.is_none() {
-            missing.push(Missing { digest, size, range, name });
+    let mut reusable: Vec<([u8; 32], u64, ByteRange, String)> = Vec::new();
+    for digest in wanted_order {
+        let Some((size, range, name)) = wanted.remove(&digest) else { continue };
+        match store.locate(&digest, size) {
+            Some(path) => {
+                ready.add_source(digest, path);
+                reusable.push((digest, size, range, name));
+            }
+            None => {
+                let pieces = plan_pieces(&store, chunks_of.remove(&name).as_ref(), range, size);
+                missing.push(Missing { digest, size, range, name, pieces });
+            }
         }
     }
     missing.sort_by_key(|m| m.range.offset);
@@ -351,14 +509,29 @@ pub fn pull(
         }
     }
 
-    // 4. Fetch, decompress, verify, store.
+    // 4. Fetch, decompress, verify, store. Files that need nothing from the blob first.
     let mut temps = TempFactory::new(&diff_path)?;
-    let total_missing: u64 = missing.iter().map(|m| m.range.length).sum();
+    let mut chunk_bytes_reused = 0u64;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut parts: Vec<ByteRange> = Vec::new();
+    // For each part: its file, and whether it is that file's last part.
+    let mut part_owner: Vec<(usize, bool)> = Vec::new();
+    for (mi, m) in missing.iter().enumerate() {
+        let start = parts.len();
+        parts.extend(m.pieces.iter().filter_map(|p| if let Piece::Fetch(r) = p { Some(*r) } else { None }));
+        part_owner.extend((start..parts.len()).map(|i| (mi, i + 1 == parts.len())));
+        if start == parts.len() {
+            let mut b = Building::begin(&mut temps, m)?;
+            chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
+            b.commit(&mut store, &mut temps, m)?;
+            ready.add(m.digest);
+        }
+    }
     let mut max_ranges = options.max_ranges.max(1);
-    let parts: Vec<ByteRange> = missing.iter().map(|m| m.range).collect();
     let mut done_bytes = 0u64;
     let mut ranges_asked = 0u64;
     let mut pending = plan(&parts, max_ranges);
+    let mut building: Option<(usize, Building)> = None;
     while !pending.is_empty() {
         let ranges: Vec<ByteRange> = pending.iter().map(|f| f.range).collect();
         requests += 1;
@@ -374,11 +547,27 @@ pub fn pull(
         for f in &pending {
             let mut pos = f.range.offset;
             for &i in &f.parts {
-                let m = &missing[i];
-                skip(&mut reader, m.range.offset - pos)?;
-                store_fetched(&mut store, &mut temps, &mut reader, m)?;
-                pos = m.range.end();
-                done_bytes += m.range.length;
+                let (mi, last) = part_owner[i];
+                let m = &missing[mi];
+                let r = parts[i];
+                if building.as_ref().is_none_or(|(b, _)| *b != mi) {
+                    building = Some((mi, Building::begin(&mut temps, m)?));
+                }
+                let Some((_, b)) = building.as_mut() else {
+                    return Err(Error::new(ErrorKind::Internal, "no file in progress"));
+                };
+                chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
+                skip(&mut reader, r.offset - pos)?;
+                b.fetched_piece(&mut reader, r, m, &mut buf)?;
+                pos = r.end();
+                if last {
+                    chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
+                    if let Some((_, b)) = building.take() {
+                        b.commit(&mut store, &mut temps, m)?;
+                    }
+                    ready.add(m.digest);
+                }
+                done_bytes += r.length;
                 if let Some(cb) = progress.as_mut() {
                     if !cb(Progress { bytes: done_bytes, entries }) {
                         return Err(Error::new(ErrorKind::Cancelled, "pull cancelled"));
@@ -390,7 +579,23 @@ pub fn pull(
         }
         pending.clear();
     }
-    debug_assert!(done_bytes == total_missing);
+
+    drop(building);
+
+    // Take the contents found in source layers. One that went away since is fetched on its own.
+    for (digest, size, range, name) in reusable {
+        if store.reuse(&digest, size)?.is_none() {
+            let m = Missing { digest, size, range, name, pieces: vec![Piece::Fetch(range)] };
+            requests += 1;
+            ranges_asked += 1;
+            let mut reader = fetcher.fetch(&[range])?;
+            let mut b = Building::begin(&mut temps, &m)?;
+            b.fetched_piece(&mut reader, range, &m, &mut buf)?;
+            b.commit(&mut store, &mut temps, &m)?;
+            fetched += range.length;
+        }
+        ready.add(digest);
+    }
 
     // 5. Objects into the tree, then the blob.
     for (id, digest) in files {
@@ -401,10 +606,22 @@ pub fn pull(
     let blob_digest = write_blob(&tree, &data_path, options.verity)?;
     let blob_verity = Some(blob_digest);
 
+    if options.write_metadata {
+        let tar_split_gz = match tar_split_gz {
+            Some(job) => job.join().map_err(|_| Error::new(ErrorKind::Internal, "tar-split thread panicked"))??,
+            None => Vec::new(),
+        };
+        super::metadata::write_all(
+            &staging.path,
+            &blob_digest,
+            &manifest.toc_json,
+            manifest.tar_split.is_some().then_some(&tar_split_gz[..]),
+        )?;
+    }
     // 6. The DiffID, from the tar-split and the objects now on disk.
-    let diff_id = match (&manifest.tar_split, options.insecure_skip_diff_id) {
-        (Some(split), false) => {
-            let id = diff_id_of(split, &diff_path, &content_of_name)?;
+    let diff_id = match diff_id_job {
+        Some(job) => {
+            let id = job.finish()?;
             if let Some(expected) = options.expected_diff_id {
                 if expected != id {
                     return Err(Error::new(
@@ -419,25 +636,8 @@ pub fn pull(
             }
             Some(id)
         }
-        _ => None,
+        None => None,
     };
-
-    if options.write_metadata {
-        let mut tar_split_gz = Vec::new();
-        if let Some(split) = &manifest.tar_split {
-            let mut split = split.try_clone().map_err(|e| Error::io("reopen tar-split", e))?;
-            std::io::Seek::seek(&mut split, std::io::SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
-            let mut gz = flate2::write::GzEncoder::new(&mut tar_split_gz, flate2::Compression::fast());
-            std::io::copy(&mut split, &mut gz).map_err(|e| Error::io("compress tar-split", e))?;
-            gz.finish().map_err(|e| Error::io("compress tar-split", e))?;
-        }
-        super::metadata::write_all(
-            &staging.path,
-            &blob_digest,
-            &manifest.toc_json,
-            manifest.tar_split.is_some().then_some(&tar_split_gz[..]),
-        )?;
-    }
     let verity_digests = store.verity_digests();
     let objects = store.stats;
     drop(store);
@@ -449,6 +649,7 @@ pub fn pull(
         diff_id,
         blob_size,
         blob_bytes_fetched: fetched,
+        chunk_bytes_reused,
         requests,
         ranges: ranges_asked,
         entries,
@@ -470,72 +671,245 @@ fn skip(reader: &mut dyn Read, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// Decompresses one file's frames from `reader`, checks size and sha256 against the TOC, and
-/// stores the object. Nothing unverified ever gets an object name.
-fn store_fetched(store: &mut ObjectStore, temps: &mut TempFactory, reader: &mut dyn Read, m: &Missing) -> Result<()> {
-    let ctx = || format!("file {:?}", m.name);
-    let mut compressed = reader.take(m.range.length);
-    let mut decoder = zstd::stream::read::Decoder::new(&mut compressed)
-        .map_err(|e| Error::io(format!("{}: start decompression", ctx()), e))?;
-    let mut tmp = temps.begin()?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    let mut total = 0u64;
-    let r: Result<()> = (|| {
+/// A missing file being assembled into a temporary object from its pieces, in order.
+struct Building {
+    tmp: super::objects::TempObject,
+    hasher: Sha256,
+    total: u64,
+    /// The next piece to take.
+    next: usize,
+}
+
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+impl Building {
+    fn begin(temps: &mut TempFactory, _m: &Missing) -> Result<Building> {
+        Ok(Building { tmp: temps.begin()?, hasher: Sha256::new(), total: 0, next: 0 })
+    }
+
+    fn append(&mut self, data: &[u8], m: &Missing) -> Result<()> {
+        self.total += data.len() as u64;
+        if self.total > m.size {
+            return Err(Error::format(format!("file {:?}: its data is longer than its {} bytes", m.name, m.size)));
+        }
+        self.hasher.update(data);
+        self.tmp.write_all(data)
+    }
+
+    /// Takes the local and hole pieces up to the next fetched one; returns the bytes copied.
+    fn local_pieces(&mut self, m: &Missing, buf: &mut Vec<u8>) -> Result<u64> {
+        let mut copied = 0;
+        while let Some(p) = m.pieces.get(self.next) {
+            match p {
+                Piece::Fetch(_) => break,
+                Piece::Zeros(n) => {
+                    let mut left = *n;
+                    while left > 0 {
+                        let k = left.min(ZEROS.len() as u64) as usize;
+                        self.append(&ZEROS[..k], m)?;
+                        left -= k as u64;
+                    }
+                }
+                Piece::Local { file, offset, size } => {
+                    buf.resize(256 << 10, 0);
+                    let mut done = 0u64;
+                    while done < *size {
+                        let want = buf.len().min((size - done) as usize);
+                        let n = file
+                            .read_at(&mut buf[..want], offset + done)
+                            .map_err(|e| Error::io(format!("file {:?}: read a local chunk", m.name), e))?;
+                        if n == 0 {
+                            return Err(Error::format(format!("file {:?}: a local chunk shrank while read", m.name)));
+                        }
+                        self.append(&buf[..n], m)?;
+                        done += n as u64;
+                    }
+                    copied += size;
+                }
+            }
+            self.next += 1;
+        }
+        Ok(copied)
+    }
+
+    /// Decompresses the next piece's frames (`range`, `range.length` bytes of `reader`).
+    fn fetched_piece(&mut self, reader: &mut dyn Read, range: ByteRange, m: &Missing, buf: &mut [u8]) -> Result<()> {
+        let ctx = || format!("file {:?}", m.name);
+        let mut compressed = reader.take(range.length);
+        let mut decoder = zstd::stream::read::Decoder::new(&mut compressed)
+            .map_err(|e| Error::io(format!("{}: start decompression", ctx()), e))?;
         loop {
-            let n = decoder.read(&mut buf).map_err(|e| Error::format(format!("{}: bad zstd data: {e}", ctx())))?;
+            let n = decoder.read(buf).map_err(|e| Error::format(format!("{}: bad zstd data: {e}", ctx())))?;
             if n == 0 {
                 break;
             }
-            total += n as u64;
-            if total > m.size {
-                return Err(Error::format(format!("{}: decompresses to more than its {} bytes", ctx(), m.size)));
-            }
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n])?;
+            self.append(&buf[..n], m)?;
         }
+        drop(decoder);
+        // Whatever the decoder did not consume of this range (padding) is skipped.
+        std::io::copy(&mut compressed, &mut std::io::sink()).map_err(|e| Error::io("read fetched data", e))?;
+        self.next += 1;
         Ok(())
-    })();
-    if let Err(e) = r {
-        temps.abort(tmp);
-        return Err(e);
     }
-    drop(decoder);
-    // Whatever the decoder did not consume of this file's range (padding) is skipped.
-    std::io::copy(&mut compressed, &mut std::io::sink()).map_err(|e| Error::io("read fetched data", e))?;
-    let digest: [u8; 32] = hasher.finalize().into();
-    if total != m.size || digest != m.digest {
-        temps.abort(tmp);
-        return Err(Error::new(
-            ErrorKind::Verification,
-            format!(
-                "{}: checksum mismatch: the TOC says sha256:{} ({} bytes), the data is sha256:{} ({total} bytes)",
-                ctx(),
-                crate::source::hex(&m.digest),
-                m.size,
-                crate::source::hex(&digest)
-            ),
-        ));
+
+    /// Checks size and sha256 against the TOC and stores the object: nothing unverified ever
+    /// gets an object name.
+    fn commit(self, store: &mut ObjectStore, temps: &mut TempFactory, m: &Missing) -> Result<()> {
+        let digest: [u8; 32] = self.hasher.finalize().into();
+        if self.total != m.size || digest != m.digest {
+            temps.abort(self.tmp);
+            return Err(Error::new(
+                ErrorKind::Verification,
+                format!(
+                    "file {:?}: checksum mismatch: the TOC says sha256:{} ({} bytes), the data is sha256:{} ({} bytes)",
+                    m.name,
+                    crate::source::hex(&m.digest),
+                    m.size,
+                    crate::source::hex(&digest),
+                    self.total
+                ),
+            ));
+        }
+        store.commit_temp(self.tmp, &digest, m.size)?;
+        Ok(())
     }
-    store.commit_temp(tmp, &digest, m.size)?;
-    Ok(())
 }
 
-/// sha256 of the tar the tar-split describes, with each member's content read from its object.
-fn diff_id_of(split: &File, diff: &Path, content_of_name: &HashMap<String, [u8; 32]>) -> Result<[u8; 32]> {
-    let mut split = split.try_clone().map_err(|e| Error::io("reopen tar-split", e))?;
-    std::io::Seek::seek(&mut split, std::io::SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
-    let (id, _) = reassemble(
-        BufReader::new(split),
-        |name, _size| {
-            let name = std::str::from_utf8(name).map_err(|_| Error::format("tar-split name is not UTF-8"))?;
-            let digest = content_of_name.get(name).ok_or_else(|| {
-                Error::format(format!("tar-split has content for {name:?}, which is no regular file in the TOC"))
-            })?;
-            let p = diff.join(object_path(digest));
-            File::open(&p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))
-        },
-        &mut std::io::sink(),
-    )?;
-    Ok(id)
+type ReadFrom = HashMap<[u8; 32], Option<PathBuf>>;
+
+/// Where the DiffID thread, which trails the pull, can read each content so far: in the staging
+/// `diff/` (`None`), or for now in the source layer object that will be taken (`Some`).
+#[derive(Default)]
+struct Ready {
+    /// Where each content can be read, and whether nothing more will arrive.
+    state: Mutex<(ReadFrom, bool)>,
+    cv: Condvar,
+}
+
+impl Ready {
+    /// The content is in the staging `diff/`.
+    fn add(&self, digest: [u8; 32]) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0.insert(digest, None);
+        }
+        self.cv.notify_all();
+    }
+
+    /// The content is at `path` in a source layer until it is taken.
+    fn add_source(&self, digest: [u8; 32], path: PathBuf) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0.entry(digest).or_insert(Some(path));
+        }
+        self.cv.notify_all();
+    }
+
+    /// Nothing more will arrive (all objects are in, or the pull failed).
+    fn close(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.1 = true;
+        }
+        self.cv.notify_all();
+    }
+
+    /// Waits until `digest` can be read (in the staging `diff/` only, if `staged`); returns the
+    /// source path to read it from, if any.
+    fn wait(&self, digest: &[u8; 32], staged: bool) -> Result<Option<PathBuf>> {
+        let poisoned = || Error::new(ErrorKind::Internal, "DiffID thread: lock poisoned");
+        let mut s = self.state.lock().map_err(|_| poisoned())?;
+        loop {
+            match s.0.get(digest) {
+                Some(None) => return Ok(None),
+                Some(Some(p)) if !staged => return Ok(Some(p.clone())),
+                _ => {}
+            }
+            if s.1 {
+                return Err(Error::format(format!(
+                    "content sha256:{} that the tar-split needs is not in the layer (the TOC and the \
+                     tar-split disagree, or the pull stopped)",
+                    crate::source::hex(digest)
+                )));
+            }
+            s = self.cv.wait(s).map_err(|_| poisoned())?;
+        }
+    }
+}
+
+/// The DiffID: sha256 of the tar the tar-split describes, with each member's content read from its
+/// object once it is there. Runs on its own thread; dropping the job (on an error path) stops it.
+struct DiffIdJob {
+    ready: Arc<Ready>,
+    handle: Option<std::thread::JoinHandle<Result<[u8; 32]>>>,
+}
+
+impl DiffIdJob {
+    fn spawn(
+        split: &File,
+        diff: &Path,
+        content_of_name: HashMap<String, [u8; 32]>,
+        ready: Arc<Ready>,
+    ) -> Result<DiffIdJob> {
+        // A dup shares the file offset with the main thread's reads: read at our own offset.
+        let split = PositionalReader { file: split.try_clone().map_err(|e| Error::io("reopen tar-split", e))?, pos: 0 };
+        let diff = diff.to_path_buf();
+        let r = ready.clone();
+        let handle = std::thread::Builder::new()
+            .name("cfs-diffid".into())
+            .spawn(move || {
+                let (id, _) = reassemble(
+                    BufReader::with_capacity(256 << 10, split),
+                    |name, _size| {
+                        let name =
+                            std::str::from_utf8(name).map_err(|_| Error::format("tar-split name is not UTF-8"))?;
+                        let digest = content_of_name.get(name).ok_or_else(|| {
+                            Error::format(format!(
+                                "tar-split has content for {name:?}, which is no regular file in the TOC"
+                            ))
+                        })?;
+                        if let Some(src) = r.wait(digest, false)? {
+                            if let Ok(f) = File::open(&src) {
+                                return Ok(f);
+                            }
+                            // Gone from the source layer: the pull fetches it instead.
+                            r.wait(digest, true)?;
+                        }
+                        let p = diff.join(object_path(digest));
+                        File::open(&p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))
+                    },
+                    &mut std::io::sink(),
+                )?;
+                Ok(id)
+            })
+            .map_err(|e| Error::io("spawn DiffID thread", e))?;
+        Ok(DiffIdJob { ready, handle: Some(handle) })
+    }
+
+    /// Waits for the DiffID, once every object is in.
+    fn finish(mut self) -> Result<[u8; 32]> {
+        self.ready.close();
+        let handle = self.handle.take().ok_or_else(|| Error::new(ErrorKind::Internal, "DiffID joined twice"))?;
+        handle.join().map_err(|_| Error::new(ErrorKind::Internal, "DiffID thread panicked"))?
+    }
+}
+
+/// Reads a file from the start with `pread`, leaving the shared file offset alone.
+struct PositionalReader {
+    file: File,
+    pos: u64,
+}
+
+impl Read for PositionalReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Drop for DiffIdJob {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.ready.close();
+            let _ = h.join();
+        }
+    }
 }

@@ -9,8 +9,9 @@ pub mod crc64;
 pub mod tar;
 
 use std::io::{self, BufRead, BufReader, Read};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -70,6 +71,8 @@ pub struct StreamDigests {
 const CHUNK: usize = 256 * 1024;
 /// Chunks in flight between the threads: bounds memory to about `(QUEUE + 2) * CHUNK`.
 const QUEUE: usize = 16;
+/// How long dropping a stream waits for its worker to stop (see `Drop`).
+const WORKER_EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// The uncompressed tar stream of a layer blob, read from any `Read` (a pipe works: nothing seeks).
 pub struct LayerStream {
@@ -79,6 +82,8 @@ pub struct LayerStream {
     pos: usize,
     eof: bool,
     worker: Option<JoinHandle<Result<StreamDigests>>>,
+    /// Disconnects when the worker's function has returned (its input is closed by then).
+    worker_done: Receiver<()>,
     result: Option<Result<StreamDigests>>,
 }
 
@@ -88,11 +93,24 @@ impl LayerStream {
     pub fn new(input: Box<dyn Read + Send>) -> Result<LayerStream> {
         let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(QUEUE);
         let (recycle, recycled) = sync_channel::<Vec<u8>>(QUEUE + 2);
+        let (done, worker_done) = sync_channel::<()>(0);
         let worker = std::thread::Builder::new()
             .name("cfs-decompress".into())
-            .spawn(move || decompress_worker(input, tx, recycled))
+            .spawn(move || {
+                let _done = done;
+                decompress_worker(input, tx, recycled)
+            })
             .map_err(|e| Error::io("spawn decompression thread", e))?;
-        Ok(LayerStream { rx, recycle, cur: Vec::new(), pos: 0, eof: false, worker: Some(worker), result: None })
+        Ok(LayerStream {
+            rx,
+            recycle,
+            cur: Vec::new(),
+            pos: 0,
+            eof: false,
+            worker: Some(worker),
+            worker_done,
+            result: None,
+        })
     }
 
     /// Waits for the helper thread and returns the digests. Call after reading to EOF; the
@@ -116,14 +134,19 @@ impl LayerStream {
 
 impl Drop for LayerStream {
     fn drop(&mut self) {
-        // Closing the receiver makes the worker's next send fail, so it stops on its own. It is
-        // not joined: it may be blocked reading a pipe whose writer is slow, and an error or a
-        // cancellation must return promptly. It owns nothing but the input, which it closes.
+        // Closing the receiver makes the worker's next send fail, so it stops on its own within
+        // one chunk of work, and it is joined then: an error path must not leave a thread that
+        // still holds the input (an fd the caller thinks closed). It is waited for a bounded
+        // time only: it may be blocked reading a pipe whose writer stalls, and an error or a
+        // cancellation must return promptly; such a worker ends at the pipe's next write or close.
         let (_, dead) = sync_channel(0);
         drop(std::mem::replace(&mut self.rx, dead));
         if let Some(w) = self.worker.take() {
-            if w.is_finished() {
-                let _ = w.join();
+            match self.worker_done.recv_timeout(WORKER_EXIT_WAIT) {
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = w.join();
+                }
+                _ => drop(w), // detached
             }
         }
     }
@@ -279,6 +302,32 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader that records when it is dropped (the input closed).
+    struct Tracked(io::Cursor<Vec<u8>>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Read for Tracked {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn dropping_a_stream_midway_closes_its_input() {
+        // Found by fuzzing (layer_convert): an error returned while the worker thread still
+        // ran left the thread, and the input it owns, behind the call.
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let data = vec![7u8; 64 * CHUNK]; // more than the queue holds: the worker is mid-stream
+        let mut s = LayerStream::new(Box::new(Tracked(io::Cursor::new(data), closed.clone()))).unwrap();
+        let mut first = [0u8; 512];
+        s.read_exact(&mut first).unwrap();
+        drop(s);
+        assert!(closed.load(std::sync::atomic::Ordering::SeqCst), "input still open after the stream was dropped");
+    }
 
     fn run(blob: Vec<u8>) -> (Vec<u8>, Result<StreamDigests>) {
         let mut s = LayerStream::new(Box::new(io::Cursor::new(blob))).unwrap();

@@ -49,7 +49,12 @@ static inline void check_failed(const char *file, int line, const char *what, cf
     }
     cfs_error_free(err);
 }
-#define CHECK_FAILED(call, err, want) check_failed(__FILE__, __LINE__, #call, (call), (err), (want))
+/* The call runs before `err` is read (function arguments have no evaluation order). */
+#define CHECK_FAILED(call, err, want)                                                \
+    do {                                                                             \
+        cfs_status st_ = (call);                                                     \
+        check_failed(__FILE__, __LINE__, #call, st_, (err), (want));                 \
+    } while (0)
 
 /* Checks that a call succeeded and left *err NULL; on failure prints the error and frees it. */
 static inline void check_ok(const char *file, int line, const char *what, cfs_status got, cfs_error *err)
@@ -63,7 +68,11 @@ static inline void check_ok(const char *file, int line, const char *what, cfs_st
     }
     cfs_error_free(err);
 }
-#define CHECK_OK(call, err) check_ok(__FILE__, __LINE__, #call, (call), (err))
+#define CHECK_OK(call, err)                                                          \
+    do {                                                                             \
+        cfs_status st_ = (call);                                                     \
+        check_ok(__FILE__, __LINE__, #call, st_, (err));                             \
+    } while (0)
 
 static inline int harness_summary(const char *name)
 {

@@ -26,3 +26,6 @@ pub fn corpus() -> Option<PathBuf> {
 pub fn cstorage() -> PathBuf {
     corpus().expect("the test corpus (../shared/corpus or $CFS_CORPUS)").join("cstorage")
 }
+
+pub mod hygiene;
+pub mod tar;
