@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
+use super::metadata::RecordsWriter;
 use super::objects::{ObjectStore, TempFactory, EMPTY_SHA256};
 use super::result::ConvertResult;
 use super::staging::Staging;
@@ -98,11 +99,14 @@ pub fn convert(
 ) -> Result<ConvertResult> {
     let staging = Staging::create(layer_dir)?;
 
-    let (tree, mut result) = scan(input, &staging.path, options, progress)?;
+    // The TOC, tar-split and layers cache are written on their own thread while the object
+    // writer drains and the blob is written: they take longer than both.
+    let (tree, mut result, records) = scan_inner(input, &staging.path, options, progress, options.write_metadata)?;
     let blob_digest = write_blob(&tree, &staging.path.join("composefs-data"), options.verity)?;
     result.blob_verity = Some(blob_digest);
-    if options.write_metadata {
-        super::metadata::write_all(&staging.path, &blob_digest, &result.toc_json, Some(&result.tar_split_gz))?;
+    if let Some(records) = records {
+        records.finish()?;
+        super::metadata::write_blob_digest(&staging.path, &blob_digest)?;
     }
 
     staging.commit(layer_dir)?;
@@ -111,12 +115,25 @@ pub fn convert(
 }
 
 /// The streaming pass: objects into `staging/diff`, the tree, TOC and tar-split (no blob yet).
+#[cfg(test)]
 pub(crate) fn scan(
     input: Box<dyn Read + Send>,
     staging: &Path,
     options: &ConvertOptions,
-    mut progress: Option<ProgressFn<'_>>,
+    progress: Option<ProgressFn<'_>>,
 ) -> Result<(Tree, ConvertResult)> {
+    scan_inner(input, staging, options, progress, false).map(|(tree, result, _)| (tree, result))
+}
+
+/// [`scan`], optionally leaving the TOC, tar-split and layers cache being written into
+/// `staging` by the returned writer.
+fn scan_inner(
+    input: Box<dyn Read + Send>,
+    staging: &Path,
+    options: &ConvertOptions,
+    mut progress: Option<ProgressFn<'_>>,
+    write_records: bool,
+) -> Result<(Tree, ConvertResult, Option<RecordsWriter>)> {
     let diff_path = staging.join("diff");
     let data_path = staging.join("composefs-data");
     std::fs::DirBuilder::new()
@@ -270,14 +287,18 @@ pub(crate) fn scan(
     tar.clear_raw();
     tar.read_trailer(1 << 20, |chunk| tar_split.segment(chunk))?;
     let stream_digests = tar.into_inner().finish()?;
+    let (gz, tar_split_sha, tar_split_size) = tar_split.finish();
+    let tar_split_gz = gz.finish().map_err(|e| Error::io("compress tar-split", e))?;
+    let toc_json = toc.finish(&tar_split_sha);
+    let records = match write_records {
+        true => Some(RecordsWriter::spawn(staging, toc_json.clone(), tar_split_gz.clone())?),
+        false => None,
+    };
+
     let store = writer.finish()?;
     for (id, digest) in file_objects {
         builder.set_file_content(id, object_path(&digest), store.get(&digest).flatten());
     }
-
-    let (gz, tar_split_sha, tar_split_size) = tar_split.finish();
-    let tar_split_gz = gz.finish().map_err(|e| Error::io("compress tar-split", e))?;
-    let toc_json = toc.finish(&tar_split_sha);
     let tree = builder.finish();
 
     let result = ConvertResult {
@@ -298,7 +319,7 @@ pub(crate) fn scan(
         tar_split_gz,
         tar_split_size,
     };
-    Ok((tree, result))
+    Ok((tree, result, records))
 }
 
 /// Writes `composefs.blob` into `data_path`, created O_EXCL 0644 as c/storage does (§2.1),

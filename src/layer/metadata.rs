@@ -48,7 +48,18 @@ pub(crate) fn write_all(
     toc_json: &[u8],
     tar_split_gz: Option<&[u8]>,
 ) -> Result<()> {
-    write_new(staging, BLOB_DIGEST, format!("{}\n", crate::source::hex(blob_digest)).as_bytes())?;
+    write_blob_digest(staging, blob_digest)?;
+    write_records(staging, toc_json, tar_split_gz)
+}
+
+/// Writes the blob's fs-verity digest (known only once the blob is written).
+pub(crate) fn write_blob_digest(staging: &Path, blob_digest: &[u8; 32]) -> Result<()> {
+    write_new(staging, BLOB_DIGEST, format!("{}\n", crate::source::hex(blob_digest)).as_bytes())
+}
+
+/// Writes the TOC, the tar-split and the layers cache built from the TOC (all independent of
+/// the blob, so they can be written while it is).
+pub(crate) fn write_records(staging: &Path, toc_json: &[u8], tar_split_gz: Option<&[u8]>) -> Result<()> {
     write_new(staging, TOC, toc_json)?;
     if let Some(ts) = tar_split_gz {
         write_new(staging, TAR_SPLIT, ts)?;
@@ -60,4 +71,36 @@ pub(crate) fn write_all(
         }
     }
     Ok(())
+}
+
+/// [`write_records`] on a thread of its own; dropping it waits for the thread, so nothing writes
+/// into a staging directory that an error path is about to remove.
+pub(crate) struct RecordsWriter(Option<std::thread::JoinHandle<Result<()>>>);
+
+impl RecordsWriter {
+    pub(crate) fn spawn(staging: &Path, toc_json: Vec<u8>, tar_split_gz: Vec<u8>) -> Result<RecordsWriter> {
+        let staging = staging.to_path_buf();
+        let h = std::thread::Builder::new()
+            .name("cfs-metadata".into())
+            .spawn(move || write_records(&staging, &toc_json, Some(&tar_split_gz)))
+            .map_err(|e| Error::io("spawn metadata writer thread", e))?;
+        Ok(RecordsWriter(Some(h)))
+    }
+
+    pub(crate) fn finish(mut self) -> Result<()> {
+        match self.0.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::new(crate::ErrorKind::Internal, "metadata writer thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RecordsWriter {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
 }
