@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use std::path::PathBuf;
 
 use super::error::{cfs_error, cfs_status};
-use super::util::{check_out, into_c_string, try_mut, try_path, try_ref, try_str, write_out};
+use super::util::{check_out, into_c_string, try_path, try_str, write_out};
 use crate::mount::{self, ErofsBacking, Layer, MountOptions, VerityPolicy};
 use crate::{Error, Result};
 
@@ -25,7 +25,7 @@ pub extern "C" fn cfs_mount_options_new(out: *mut *mut cfs_mount_options, err: *
         check_out(out, "out")?;
         let opts = Box::new(cfs_mount_options { inner: MountOptions::default(), upper: None, work: None });
         // SAFETY: `out` was checked non-NULL; the caller passes a writable slot.
-        unsafe { write_out(out, Box::into_raw(opts), "out") }
+        unsafe { write_out(out, super::handles::register(opts), "out") }
     })
 }
 
@@ -34,8 +34,8 @@ pub extern "C" fn cfs_mount_options_new(out: *mut *mut cfs_mount_options, err: *
 pub extern "C" fn cfs_mount_options_free(opts: *mut cfs_mount_options) {
     ffi_infallible!((), {
         if !opts.is_null() {
-            // SAFETY: a pointer from cfs_mount_options_new, freed once by contract.
-            drop(unsafe { Box::from_raw(opts) });
+            // SAFETY: a pointer from cfs_mount_options_new; the registry ignores a freed one.
+            unsafe { super::handles::release(opts) };
         }
     })
 }
@@ -65,7 +65,7 @@ pub extern "C" fn cfs_mount_options_set(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live options handle from cfs_mount_options_new, not shared.
-        let opts = unsafe { try_mut(opts, "opts") }?;
+        let opts = unsafe { super::handles::try_handle_mut(opts, "opts") }?;
         // SAFETY: NULL or a NUL-terminated string by contract.
         let key = unsafe { try_str(key, "key") }?;
         // SAFETY: NULL or a NUL-terminated string by contract, alive for this call.
@@ -141,8 +141,11 @@ pub extern "C" fn cfs_mount_stack(
     err: *mut *mut cfs_error,
 ) -> cfs_status {
     ffi_call!(err, {
-        // SAFETY: NULL or a live options handle.
-        let opts = unsafe { opts.as_ref() };
+        let opts = match opts.is_null() {
+            true => None,
+            // SAFETY: non-NULL: checked against the registry of live handles.
+            false => Some(unsafe { super::handles::try_handle(opts, "opts") }?),
+        };
         // SAFETY: NUL-terminated string by contract.
         let target = unsafe { try_path(mountpoint, "mountpoint") }?;
         if layer_dirs.is_null() {
@@ -222,7 +225,7 @@ pub extern "C" fn cfs_mount_cleanup(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: NULL or a live options handle from cfs_mount_options_new.
-        let opts = unsafe { try_ref(opts, "opts") }?;
+        let opts = unsafe { super::handles::try_handle(opts, "opts") }?;
         let r = mount::cleanup(opts.inner.stub_cache_dir.as_deref(), opts.inner.cache_limits)?;
         if !out.is_null() {
             let report = cfs_mount_cleanup_report {

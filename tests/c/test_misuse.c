@@ -286,6 +286,7 @@ static void test_freed_handles(void)
     cfs_convert_result *res = NULL;
     cfs_pull_options *popts = NULL;
     cfs_image_options *iopts = NULL;
+    cfs_mount_options *mopts = NULL;
     cfs_error *err = NULL, *e2 = NULL;
     char *s = NULL;
     uint64_t u = 0;
@@ -340,6 +341,15 @@ static void test_freed_handles(void)
     err = NULL;
     CHECK_FAILED(cfs_image_options_set_strict(iopts, true, &err), err, CFS_STATUS_INVALID_ARGUMENT);
     cfs_image_options_free(iopts);
+
+    err = NULL;
+    CHECK_OK(cfs_mount_options_new(&mopts, &err), err);
+    cfs_mount_options_free(mopts);
+    err = NULL;
+    CHECK_FAILED(cfs_mount_options_set(mopts, "verity", "off", &err), err, CFS_STATUS_INVALID_ARGUMENT);
+    err = NULL;
+    CHECK_FAILED(cfs_mount_cleanup(mopts, NULL, &err), err, CFS_STATUS_INVALID_ARGUMENT);
+    cfs_mount_options_free(mopts);
 
     /* A freed error object: accessors answer without reading it, a second free is a no-op. */
     CHECK(cfs_config_load_file("/nonexistent/cfs-misuse.conf", &cfg, &e2) != CFS_OK);
