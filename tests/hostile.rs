@@ -328,3 +328,93 @@ fn hygiene_check_reports_a_leaked_fd_and_staging_dir() {
     assert!(msg.contains("work/leak") && msg.contains(".layer.staging-1-2"), "{msg}");
     drop(leaked);
 }
+
+/// Runs the CLI and returns its exit status and its own peak RSS in KiB (wait4, not the
+/// maximum over every child this test binary ever had).
+fn run_cli_rss(args: &[&std::ffi::OsStr]) -> (i32, i64) {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_composefs-storage"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for the child we spawned.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid of our own unwaited child; valid pointers to locals.
+    let r = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(r, child.id() as libc::pid_t, "wait4: {}", std::io::Error::last_os_error());
+    assert!(libc::WIFEXITED(status), "composefs-storage did not exit normally: {status:#x}");
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}
+
+/// Writes a zstd tar of 2 000 small files and, when `big` > 0, one file of `big` zero bytes,
+/// streamed (never held in memory).
+fn write_zero_bomb(path: &Path, big: u64) {
+    use std::io::Write;
+    let mut z = zstd::Encoder::new(std::fs::File::create(path).unwrap(), 1).unwrap();
+    let mut t = TarBuilder::new();
+    for i in 0..2_000 {
+        t.file(&format!("d{}/f{i}", i % 100), format!("{i}").as_bytes());
+    }
+    if big > 0 {
+        t.entry("zeros", b'0', 0o644, &[], "");
+    }
+    let mut head = t.unfinished();
+    if big > 0 {
+        let h = head.len() - 512;
+        head[h + 124..h + 136].copy_from_slice(format!("{big:011o}\0").as_bytes());
+        head[h + 148..h + 156].copy_from_slice(b"        ");
+        let sum: u32 = head[h..].iter().map(|&b| u32::from(b)).sum();
+        head[h + 148..h + 155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    }
+    z.write_all(&head).unwrap();
+    std::io::copy(&mut std::io::repeat(0).take_bytes(big), &mut z).unwrap();
+    z.write_all(&vec![0u8; (512 - (big % 512) as usize) % 512 + 1024]).unwrap(); // padding, end blocks
+    z.finish().unwrap();
+}
+
+#[test]
+fn a_legal_bomb_converts_in_memory_bounded_by_metadata() {
+    let _serial = support::hygiene::lock();
+    let s = Sandbox::new();
+    // 128 MiB of zeros compress to a few KB: a legal layer, so it must convert, streaming, in
+    // memory that does not grow with the file (issue 9's "bounded memory"). The same layer
+    // without the big file is the baseline: the difference is what the file costs.
+    const BIG: u64 = 128 << 20;
+    let (small, bomb) = (s.work().join("small.tar.zst"), s.work().join("bomb.tar.zst"));
+    write_zero_bomb(&small, 0);
+    write_zero_bomb(&bomb, BIG);
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 1 << 20);
+    let convert = |input: &Path, layer: &Path| {
+        run_cli_rss(&["convert".as_ref(), "--verity".as_ref(), "off".as_ref(), input.as_os_str(), layer.as_os_str()])
+    };
+    let (code, rss_small) = convert(&small, &s.work().join("small-layer"));
+    assert_eq!(code, 0);
+    let layer = s.layer();
+    let (code, rss_bomb) = convert(&bomb, &layer);
+    assert_eq!(code, 0, "the bomb is a legal layer");
+    assert!(
+        rss_bomb < rss_small + 16 * 1024 && rss_bomb < 64 * 1024,
+        "peak RSS {rss_bomb} KiB with a {BIG}-byte file, {rss_small} KiB without: grows with the file"
+    );
+    eprintln!("peak RSS: {rss_small} KiB without the big file, {rss_bomb} KiB with it");
+    let big: Vec<_> =
+        walk_files(&layer.join("diff")).into_iter().filter(|p| std::fs::metadata(p).unwrap().len() == BIG).collect();
+    assert_eq!(big.len(), 1, "one object of the big file's size");
+    s.assert_outside_untouched();
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
