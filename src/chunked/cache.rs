@@ -102,6 +102,19 @@ pub fn binary_digest(digest: &str) -> Result<[u8; DIGEST_LEN]> {
 /// containers/storage's hardlink fingerprint of a TOC entry: sha256 over the content digest, then
 /// `uid:gid:<octal mode>`, then each xattr key and its base64 value in key order.
 pub fn hardlink_fingerprint(e: &TocEntry) -> String {
+    format!("sha256:{}", crate::source::hex(&hardlink_fingerprint_sha256(e)))
+}
+
+/// [`hardlink_fingerprint`] as the binary key of the cache (no hex round trip: it is computed
+/// for every file of every layer written).
+fn hardlink_fingerprint_key(e: &TocEntry) -> [u8; DIGEST_LEN] {
+    let mut out = [0u8; DIGEST_LEN];
+    out[..7].copy_from_slice(b"sha256:");
+    out[7..].copy_from_slice(&hardlink_fingerprint_sha256(e));
+    out
+}
+
+fn hardlink_fingerprint_sha256(e: &TocEntry) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(e.digest.as_bytes());
     h.update(format!("{}:{}:{:o}", e.uid, e.gid, e.mode).as_bytes());
@@ -109,7 +122,7 @@ pub fn hardlink_fingerprint(e: &TocEntry) -> String {
         h.update(k.as_bytes());
         h.update(v.as_bytes());
     }
-    format!("sha256:{}", crate::source::hex(&h.finalize()))
+    h.finalize().into()
 }
 
 fn uvarint(buf: &mut Vec<u8>, mut v: u64) {
@@ -176,7 +189,7 @@ impl LayerCache {
                 uvarint(&mut loc, e.size.max(0) as u64);
                 let off = vdata.len() as u64;
                 tags.push(tag(binary_digest(&e.digest)?, off, loc.len() as u64));
-                tags.push(tag(binary_digest(&hardlink_fingerprint(e))?, off, loc.len() as u64));
+                tags.push(tag(hardlink_fingerprint_key(e), off, loc.len() as u64));
                 vdata.extend_from_slice(&loc);
             }
             if !e.chunk_digest.is_empty() {
@@ -330,6 +343,13 @@ fn cache_entries(toc: &Toc, flat: bool) -> Result<Vec<(String, TocEntry)>> {
     // Flat mode: the object path of the regular file the following `chunk` entries belong to.
     let mut chunk_owner: Option<String> = None;
     for e in &toc.entries {
+        if flat {
+            // Only regular files and their chunks are indexed: clone nothing else.
+            if e.entry_type != TYPE_CHUNK && e.entry_type != TYPE_REG {
+                chunk_owner = None;
+                continue;
+            }
+        }
         let e = e.clone();
         if flat {
             if e.entry_type == TYPE_CHUNK {
@@ -347,9 +367,6 @@ fn cache_entries(toc: &Toc, flat: bool) -> Result<Vec<(String, TocEntry)>> {
                 continue;
             }
             chunk_owner = None;
-            if e.entry_type != TYPE_REG {
-                continue;
-            }
             if e.digest.is_empty() {
                 return Err(Error::format(format!("TOC entry {:?} has no digest", e.name)));
             }
