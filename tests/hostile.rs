@@ -331,6 +331,7 @@ fn hygiene_check_reports_a_leaked_fd_and_staging_dir() {
 
 /// Runs the CLI and returns its exit status and its own peak RSS in KiB (wait4, not the
 /// maximum over every child this test binary ever had).
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which Child::wait cannot replace
 fn run_cli_rss(args: &[&std::ffi::OsStr]) -> (i32, i64) {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_composefs-storage"))
         .args(args)
