@@ -20,8 +20,7 @@ use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
 use super::footer::{FOOTER_SIZE, MAGIC_CURRENT, MANIFEST_TYPE_CRFS, SKIPPABLE_MAGIC};
 use super::manifest::{ANNOTATION_TAR_SPLIT_POSITION, ANNOTATION_TOC_CHECKSUM, ANNOTATION_TOC_POSITION, MAX_TOC_SIZE};
 use super::rollsum::RollSum;
-use crate::image::Mtime;
-use crate::layer::toc::{push_json_str, rfc3339_nano, TarSplitWriter};
+use crate::layer::toc::{push_entry_head, push_json_str, push_num as num, TarSplitWriter};
 use crate::source::crc64::Crc64;
 use crate::source::tar::{EntryType, Header, TarLimits, TarReader};
 use crate::source::{hex, Compression, LayerStream};
@@ -332,11 +331,6 @@ impl FileChunker {
 }
 
 /// Appends `"key":n` unless `n` is zero (Go's `omitempty`).
-fn num(o: &mut Vec<u8>, k: &str, v: i128) {
-    if v != 0 {
-        o.extend_from_slice(format!(",\"{k}\":{v}").as_bytes());
-    }
-}
 
 fn chunk_fields(o: &mut Vec<u8>, c: &Chunk) {
     num(o, "chunkSize", c.size as i128);
@@ -347,56 +341,10 @@ fn chunk_fields(o: &mut Vec<u8>, c: &Chunk) {
     }
 }
 
-fn toc_type(t: EntryType) -> &'static str {
-    match t {
-        EntryType::Regular | EntryType::GlobalHeader => "reg",
-        EntryType::Hardlink => "hardlink",
-        EntryType::Symlink => "symlink",
-        EntryType::Char => "char",
-        EntryType::Block => "block",
-        EntryType::Directory => "dir",
-        EntryType::Fifo => "fifo",
-    }
-}
-
 /// Appends the TOC entries of one tar entry (`minimal.FileMetadata`, fields in Go's order), and
 /// one `chunk` entry per further chunk when the payload has more than one.
 fn push_entries(o: &mut Vec<u8>, h: &Header, f: &FileChunker, end_offset: u64) {
-    o.extend_from_slice(b"{\"type\":\"");
-    o.extend_from_slice(toc_type(h.entry_type).as_bytes());
-    o.extend_from_slice(b"\",\"name\":");
-    push_json_str(o, &h.name);
-    if !h.link_name.is_empty() {
-        o.extend_from_slice(b",\"linkName\":");
-        push_json_str(o, &h.link_name);
-    }
-    num(o, "mode", h.mode as i128);
-    num(o, "size", h.size as i128);
-    num(o, "uid", h.uid as i128);
-    num(o, "gid", h.gid as i128);
-    let time = |o: &mut Vec<u8>, k: &str, t: Option<Mtime>| {
-        if let Some(t) = t {
-            o.extend_from_slice(format!(",\"{k}\":\"{}\"", rfc3339_nano(t)).as_bytes());
-        }
-    };
-    time(o, "modtime", Some(h.mtime));
-    time(o, "accesstime", h.atime);
-    time(o, "changetime", h.ctime);
-    num(o, "devMajor", h.dev_major as i128);
-    num(o, "devMinor", h.dev_minor as i128);
-    if !h.xattrs.is_empty() {
-        use base64::Engine;
-        o.extend_from_slice(b",\"xattrs\":{");
-        for (i, (k, v)) in h.xattrs.iter().enumerate() {
-            if i > 0 {
-                o.push(b',');
-            }
-            push_json_str(o, k);
-            o.push(b':');
-            push_json_str(o, base64::engine::general_purpose::STANDARD.encode(v).as_bytes());
-        }
-        o.push(b'}');
-    }
+    push_entry_head(o, h);
     if let Some(start) = f.start {
         let digest: [u8; 32] = f.file_hash.clone().finalize().into();
         o.extend_from_slice(format!(",\"digest\":\"sha256:{}\"", hex(&digest)).as_bytes());

@@ -87,6 +87,53 @@ fn toc_type(t: EntryType) -> &'static str {
     }
 }
 
+/// Appends `,"k":v` unless `v` is zero (Go's `omitempty`).
+pub(crate) fn push_num(o: &mut Vec<u8>, k: &str, v: i128) {
+    if v != 0 {
+        o.extend_from_slice(format!(",\"{k}\":{v}").as_bytes());
+    }
+}
+
+/// Appends the start of `h`'s TOC entry (`minimal.FileMetadata`, fields in Go's order) up to and
+/// including its xattrs, without the closing brace: the digest and offset fields follow.
+pub(crate) fn push_entry_head(o: &mut Vec<u8>, h: &Header) {
+    o.extend_from_slice(b"{\"type\":\"");
+    o.extend_from_slice(toc_type(h.entry_type).as_bytes());
+    o.extend_from_slice(b"\",\"name\":");
+    push_json_str(o, &h.name);
+    if !h.link_name.is_empty() {
+        o.extend_from_slice(b",\"linkName\":");
+        push_json_str(o, &h.link_name);
+    }
+    push_num(o, "mode", h.mode as i128);
+    push_num(o, "size", h.size as i128);
+    push_num(o, "uid", h.uid as i128);
+    push_num(o, "gid", h.gid as i128);
+    let time = |o: &mut Vec<u8>, k: &str, t: Option<Mtime>| {
+        // Go omits only the zero time.Time (year 1), which tar times never are.
+        if let Some(t) = t {
+            o.extend_from_slice(format!(",\"{k}\":\"{}\"", rfc3339_nano(t)).as_bytes());
+        }
+    };
+    time(o, "modtime", Some(h.mtime));
+    time(o, "accesstime", h.atime);
+    time(o, "changetime", h.ctime);
+    push_num(o, "devMajor", h.dev_major as i128);
+    push_num(o, "devMinor", h.dev_minor as i128);
+    if !h.xattrs.is_empty() {
+        o.extend_from_slice(b",\"xattrs\":{");
+        for (i, (k, v)) in h.xattrs.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            push_json_str(o, k);
+            o.push(b':');
+            push_json_str(o, base64::engine::general_purpose::STANDARD.encode(v).as_bytes());
+        }
+        o.push(b'}');
+    }
+}
+
 /// Builds the TOC JSON, one entry per tar entry, in tar order.
 pub struct TocWriter {
     out: Vec<u8>,
@@ -123,50 +170,11 @@ impl TocWriter {
             o.push(b',');
         }
         self.entries += 1;
-        o.extend_from_slice(b"{\"type\":\"");
-        o.extend_from_slice(toc_type(h.entry_type).as_bytes());
-        o.extend_from_slice(b"\",\"name\":");
-        push_json_str(o, &h.name);
-        if !h.link_name.is_empty() {
-            o.extend_from_slice(b",\"linkName\":");
-            push_json_str(o, &h.link_name);
-        }
-        let num = |o: &mut Vec<u8>, k: &str, v: i128| {
-            if v != 0 {
-                o.extend_from_slice(format!(",\"{k}\":{v}").as_bytes());
-            }
-        };
-        num(o, "mode", h.mode as i128);
-        num(o, "size", h.size as i128);
-        num(o, "uid", h.uid as i128);
-        num(o, "gid", h.gid as i128);
-        let time = |o: &mut Vec<u8>, k: &str, t: Option<Mtime>| {
-            // Go omits only the zero time.Time (year 1), which tar times never are.
-            if let Some(t) = t {
-                o.extend_from_slice(format!(",\"{k}\":\"{}\"", rfc3339_nano(t)).as_bytes());
-            }
-        };
-        time(o, "modtime", Some(h.mtime));
-        time(o, "accesstime", h.atime);
-        time(o, "changetime", h.ctime);
-        num(o, "devMajor", h.dev_major as i128);
-        num(o, "devMinor", h.dev_minor as i128);
-        if !h.xattrs.is_empty() {
-            o.extend_from_slice(b",\"xattrs\":{");
-            for (i, (k, v)) in h.xattrs.iter().enumerate() {
-                if i > 0 {
-                    o.push(b',');
-                }
-                push_json_str(o, k);
-                o.push(b':');
-                push_json_str(o, base64::engine::general_purpose::STANDARD.encode(v).as_bytes());
-            }
-            o.push(b'}');
-        }
+        push_entry_head(o, h);
         if let Some(d) = digest {
             o.extend_from_slice(format!(",\"digest\":\"sha256:{}\"", hex(d)).as_bytes());
-            num(o, "offset", h.data_offset as i128);
-            num(o, "endOffset", (h.data_offset + h.payload_len()) as i128);
+            push_num(o, "offset", h.data_offset as i128);
+            push_num(o, "endOffset", (h.data_offset + h.payload_len()) as i128);
         }
         o.push(b'}');
     }
