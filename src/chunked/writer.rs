@@ -330,8 +330,7 @@ impl FileChunker {
     }
 }
 
-/// Appends `"key":n` unless `n` is zero (Go's `omitempty`).
-
+/// Appends the chunk fields of a TOC entry.
 fn chunk_fields(o: &mut Vec<u8>, c: &Chunk) {
     num(o, "chunkSize", c.size as i128);
     num(o, "chunkOffset", c.chunk_offset as i128);
