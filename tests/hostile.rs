@@ -399,23 +399,9 @@ fn a_legal_bomb_converts_in_memory_bounded_by_metadata() {
         "peak RSS {rss_bomb} KiB with a {BIG}-byte file, {rss_small} KiB without: grows with the file"
     );
     eprintln!("peak RSS: {rss_small} KiB without the big file, {rss_bomb} KiB with it");
+    let diff = layer.join("diff");
     let big: Vec<_> =
-        walk_files(&layer.join("diff")).into_iter().filter(|p| std::fs::metadata(p).unwrap().len() == BIG).collect();
+        tree(&diff).into_iter().filter(|p| std::fs::metadata(diff.join(p)).unwrap().len() == BIG).collect();
     assert_eq!(big.len(), 1, "one object of the big file's size");
     s.assert_outside_untouched();
-}
-
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                todo.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }

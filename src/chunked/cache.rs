@@ -87,6 +87,14 @@ pub struct LayerCache {
     fnames: Vec<u8>,
 }
 
+/// The 39-byte binary key (`makeBinaryDigest`) of a raw sha256 digest.
+pub fn digest_key(digest: &[u8; 32]) -> [u8; DIGEST_LEN] {
+    let mut out = [0u8; DIGEST_LEN];
+    out[..7].copy_from_slice(b"sha256:");
+    out[7..].copy_from_slice(digest);
+    out
+}
+
 /// Converts `sha256:<hex>` to the 39-byte binary key (`makeBinaryDigest`).
 pub fn binary_digest(digest: &str) -> Result<[u8; DIGEST_LEN]> {
     let hex = sha256_hex(digest)?;
@@ -108,10 +116,7 @@ pub fn hardlink_fingerprint(e: &TocEntry) -> String {
 /// [`hardlink_fingerprint`] as the binary key of the cache (no hex round trip: it is computed
 /// for every file of every layer written).
 fn hardlink_fingerprint_key(e: &TocEntry) -> [u8; DIGEST_LEN] {
-    let mut out = [0u8; DIGEST_LEN];
-    out[..7].copy_from_slice(b"sha256:");
-    out[7..].copy_from_slice(&hardlink_fingerprint_sha256(e));
-    out
+    digest_key(&hardlink_fingerprint_sha256(e))
 }
 
 fn hardlink_fingerprint_sha256(e: &TocEntry) -> [u8; 32] {

@@ -14,7 +14,7 @@ use rustix::io::Errno;
 
 use super::tree_builder::object_path;
 use super::verity::Verity;
-use crate::chunked::cache::{LayerCache, DIGEST_LEN};
+use crate::chunked::cache::{digest_key, LayerCache};
 use crate::{Error, ErrorKind, Result};
 
 /// sha256 of empty content: every layer with an empty regular file has this object.
@@ -305,9 +305,7 @@ impl ObjectStore {
 
     /// Takes `path` from a source layer, by hardlink or by reflink/copy. False when none has it.
     fn try_reuse(&mut self, digest: &[u8; 32], path: &str, size: u64) -> Result<bool> {
-        let mut key = [0u8; DIGEST_LEN];
-        key[..7].copy_from_slice(b"sha256:");
-        key[7..].copy_from_slice(digest);
+        let key = digest_key(digest);
         for i in 0..self.sources.len() {
             let src = &self.sources[i];
             if let Some(cache) = &src.cache {
@@ -371,9 +369,7 @@ impl ObjectStore {
     /// The path of a source layer's object with content `digest` of `size` bytes, if one has it
     /// (what [`Self::reuse`] would take, without taking it yet).
     pub fn locate(&self, digest: &[u8; 32], size: u64) -> Option<PathBuf> {
-        let mut key = [0u8; DIGEST_LEN];
-        key[..7].copy_from_slice(b"sha256:");
-        key[7..].copy_from_slice(digest);
+        let key = digest_key(digest);
         let path = object_path(digest);
         self.sources.iter().find_map(|src| {
             if let Some(cache) = &src.cache {
@@ -390,9 +386,7 @@ impl ObjectStore {
     /// A source layer file that its layers cache says holds a chunk with `chunk_digest` of `size`
     /// bytes, and the chunk's offset in it (SPEC §8). Unverified: the caller checks the data.
     pub fn find_chunk(&self, chunk_digest: &[u8; 32], size: u64) -> Option<(File, u64)> {
-        let mut key = [0u8; DIGEST_LEN];
-        key[..7].copy_from_slice(b"sha256:");
-        key[7..].copy_from_slice(chunk_digest);
+        let key = digest_key(chunk_digest);
         self.sources.iter().find_map(|src| {
             let hit = src.cache.as_ref()?.lookup(&key).ok()??;
             if hit.length != size {
