@@ -46,10 +46,11 @@ pub(crate) fn write_all(
     staging: &Path,
     blob_digest: &[u8; 32],
     toc_json: &[u8],
+    toc: Option<&crate::chunked::Toc>,
     tar_split_gz: Option<&[u8]>,
 ) -> Result<()> {
     write_blob_digest(staging, blob_digest)?;
-    write_records(staging, toc_json, tar_split_gz)
+    write_records(staging, toc_json, toc, tar_split_gz)
 }
 
 /// Writes the blob's fs-verity digest (known only once the blob is written).
@@ -58,17 +59,29 @@ pub(crate) fn write_blob_digest(staging: &Path, blob_digest: &[u8; 32]) -> Resul
 }
 
 /// Writes the TOC, the tar-split and the layers cache built from the TOC (all independent of
-/// the blob, so they can be written while it is).
-pub(crate) fn write_records(staging: &Path, toc_json: &[u8], tar_split_gz: Option<&[u8]>) -> Result<()> {
+/// the blob, so they can be written while it is). `toc` is `toc_json` parsed, when the caller
+/// has it (a pull does); else it is parsed here.
+pub(crate) fn write_records(
+    staging: &Path,
+    toc_json: &[u8],
+    toc: Option<&crate::chunked::Toc>,
+    tar_split_gz: Option<&[u8]>,
+) -> Result<()> {
     write_new(staging, TOC, toc_json)?;
     if let Some(ts) = tar_split_gz {
         write_new(staging, TAR_SPLIT, ts)?;
     }
     // The dedup index is best effort: a TOC that cannot be indexed still makes a valid layer.
-    if let Ok(toc) = crate::chunked::Toc::parse(toc_json) {
-        if let Ok(cache) = crate::chunked::cache::LayerCache::build(&toc, true) {
-            write_new(staging, CACHE, &cache.to_bytes())?;
+    let parsed;
+    let toc = match toc {
+        Some(t) => Some(t),
+        None => {
+            parsed = crate::chunked::Toc::parse(toc_json).ok();
+            parsed.as_ref()
         }
+    };
+    if let Some(cache) = toc.and_then(|t| crate::chunked::cache::LayerCache::build(t, true).ok()) {
+        write_new(staging, CACHE, &cache.to_bytes())?;
     }
     Ok(())
 }
@@ -82,7 +95,7 @@ impl RecordsWriter {
         let staging = staging.to_path_buf();
         let h = std::thread::Builder::new()
             .name("cfs-metadata".into())
-            .spawn(move || write_records(&staging, &toc_json, Some(&tar_split_gz)))
+            .spawn(move || write_records(&staging, &toc_json, None, Some(&tar_split_gz)))
             .map_err(|e| Error::io("spawn metadata writer thread", e))?;
         Ok(RecordsWriter(Some(h)))
     }

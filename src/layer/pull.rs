@@ -615,6 +615,7 @@ pub fn pull(
             &staging.path,
             &blob_digest,
             &manifest.toc_json,
+            Some(&manifest.toc),
             manifest.tar_split.is_some().then_some(&tar_split_gz[..]),
         )?;
     }
