@@ -111,7 +111,7 @@ fn cache_from_toc(json: &[u8], flat: bool) {
     for e in toc.entries.iter().take(256) {
         for d in [&e.digest, &e.chunk_digest] {
             if let Ok(d) = binary_digest(d) {
-                let _ = parsed.lookup(&d).expect("a cache we wrote has valid location records");
+                let _ = parsed.lookup(&d.into()).expect("a cache we wrote has valid location records");
             }
         }
     }
