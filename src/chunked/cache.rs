@@ -85,6 +85,11 @@ impl From<[u8; DIGEST_LEN]> for CacheKey {
 }
 
 impl CacheKey {
+    /// The 32 digest bytes.
+    pub fn sha256(&self) -> &[u8] {
+        &self.digest[7..]
+    }
+
     pub fn new(digest: [u8; DIGEST_LEN]) -> CacheKey {
         let hashes = std::array::from_fn(|i| bloom_hash(&digest, i as u32));
         CacheKey { digest, hashes }
@@ -302,6 +307,12 @@ impl LayerCache {
     /// Opens a cache file: mapped when large, read when small or not a regular file (as
     /// containers/storage does). `Ok(None)` for another version; an error for a corrupt file.
     pub fn open(path: &std::path::Path) -> Result<Option<LayerCache>> {
+        Ok(LayerCache::open_file(path)?.map(|(c, _)| c))
+    }
+
+    /// [`Self::open`], also returning the metadata of the file opened (its identity, for indexes
+    /// built from it).
+    pub fn open_file(path: &std::path::Path) -> Result<Option<(LayerCache, std::fs::Metadata)>> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(format_args!("open {}", path.display()), e))?;
         let meta = file.metadata().map_err(|e| Error::io(format_args!("stat {}", path.display()), e))?;
         let data = if meta.is_file() && meta.len() >= MAP_THRESHOLD {
@@ -317,7 +328,17 @@ impl LayerCache {
                 .map_err(|e| Error::io(format_args!("read {}", path.display()), e))?;
             Bytes::Owned(v)
         };
-        LayerCache::from_bytes(data).with_context(|| format!("layers cache {}", path.display()))
+        let cache = LayerCache::from_bytes(data).with_context(|| format!("layers cache {}", path.display()))?;
+        Ok(cache.map(|c| (c, meta)))
+    }
+
+    /// The 32 digest bytes of every tag, in table (sorted) order; keys that are not sha256
+    /// (never written in practice) are skipped.
+    pub fn digests(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.data[self.tags.clone()]
+            .chunks_exact(TAG_LEN)
+            .filter(|t| t.starts_with(b"sha256:"))
+            .map(|t| &t[7..DIGEST_LEN])
     }
 
     /// Parses a cache file. `Ok(None)` for another version (the caller regenerates it, as
