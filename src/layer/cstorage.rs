@@ -93,6 +93,7 @@ impl Default for PublishOptions {
 
 /// One file in the layer store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PublishedFile {
     /// The big-data key, or `None` for the tar-split.
     pub key: Option<&'static str>,
@@ -108,6 +109,7 @@ pub struct PublishedFile {
 
 /// What [`publish_layer_metadata`] wrote, and what the caller must record in `layers.json`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PublishedMetadata {
     /// The layer id.
     pub layer_id: String,
@@ -141,7 +143,7 @@ impl PublishedMetadata {
     pub fn to_json(&self) -> String {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
-            o.insert("layers_json".into(), self.layers_json());
+            o.insert("layersJson".into(), self.layers_json());
         }
         v.to_string()
     }
