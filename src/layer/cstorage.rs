@@ -97,7 +97,8 @@ impl Default for PublishOptions {
 pub struct PublishedFile {
     /// The big-data key, or `None` for the tar-split.
     pub key: Option<&'static str>,
-    /// Where it is.
+    /// Where it is (in JSON: lossy UTF-8, as paths are bytes).
+    #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     /// Its size in bytes.
     pub size: u64,
@@ -105,6 +106,10 @@ pub struct PublishedFile {
     pub digest: String,
     /// Whether this call wrote it (false: identical content was already there).
     pub written: bool,
+}
+
+fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
 }
 
 /// What [`publish_layer_metadata`] wrote, and what the caller must record in `layers.json`.
@@ -141,6 +146,7 @@ impl PublishedMetadata {
 
     /// The whole result as JSON (for the C API and the CLI).
     pub fn to_json(&self) -> String {
+        // Cannot fail: every field serialises (paths lossily).
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             o.insert("layersJson".into(), self.layers_json());
@@ -452,5 +458,27 @@ mod tests {
             format: u32,
         }
         assert_eq!(serde_json::to_vec(&ChunkedLayerData { format: 1 }).unwrap(), LAYER_DATA_FLAT);
+    }
+
+    #[test]
+    fn result_json_survives_non_utf8_paths() {
+        use std::os::unix::ffi::OsStrExt;
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(b"/root-\xff/overlay-layers/x/=Y2h1"));
+        let r = PublishedMetadata {
+            layer_id: "x".into(),
+            big_data: vec![PublishedFile {
+                key: Some(KEY_CACHE),
+                path,
+                size: 1,
+                digest: "sha256:00".into(),
+                written: true,
+            }],
+            tar_split: None,
+            diff_size: Some(7),
+        };
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["bigData"][0]["path"], "/root-\u{fffd}/overlay-layers/x/=Y2h1");
+        assert_eq!(v["layersJson"], serde_json::json!({"big-data-names": [KEY_CACHE], "diff-size": 7}));
+        assert_eq!(v["tarSplit"], serde_json::Value::Null);
     }
 }

@@ -370,21 +370,23 @@ static void test_freed_handles(void)
 /* Publishing a layer into a containers/storage layer store: a non-UTF-8 graph root works (paths
  * are bytes), the layer id must be UTF-8 and name a file, publishing twice succeeds, and the
  * result JSON lists what layers.json needs. */
+#define PUB_ID "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define PUB_ROOT "graphroot-\xff"
+
 static void test_publish_metadata(void)
 {
-    char tar[4200], root[4200], overlay[4200], layer[4200], file[4400];
+    char tar[4400], root[4400], layer[4400], file[4400];
     cfs_convert_result *res = NULL;
     cfs_error *err = NULL;
     char *json = NULL;
-    const char *id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     path_in(tar, sizeof tar, "publish.tar");
     write_empty_tar(tar);
-    path_in(root, sizeof root, "graphroot-\xff");
+    path_in(root, sizeof root, PUB_ROOT);
     mkdir(root, 0700);
-    snprintf(overlay, sizeof overlay, "%s/overlay", root);
-    mkdir(overlay, 0700);
-    snprintf(layer, sizeof layer, "%s/%s", overlay, id);
+    path_in(file, sizeof file, PUB_ROOT "/overlay");
+    mkdir(file, 0700);
+    path_in(layer, sizeof layer, PUB_ROOT "/overlay/" PUB_ID);
     CHECK_OK(cfs_layer_convert_path(tar, layer, NULL, &res, &err), err);
     cfs_convert_result_free(res);
 
@@ -393,22 +395,23 @@ static void test_publish_metadata(void)
     err = NULL;
     CHECK_FAILED(cfs_layer_publish_metadata(layer, root, "..", true, &json, &err), err, CFS_STATUS_INVALID_ARGUMENT);
     err = NULL;
-    CHECK_FAILED(cfs_layer_publish_metadata(root, root, id, true, &json, &err), err, CFS_STATUS_NOT_FOUND);
+    CHECK_FAILED(cfs_layer_publish_metadata(root, root, PUB_ID, true, &json, &err), err, CFS_STATUS_NOT_FOUND);
     CHECK(json == NULL);
-    snprintf(file, sizeof file, "%s/overlay-layers", root);
+    path_in(file, sizeof file, PUB_ROOT "/overlay-layers");
     CHECK(!exists(file));
 
     err = NULL;
-    CHECK_OK(cfs_layer_publish_metadata(layer, root, id, true, &json, &err), err);
-    CHECK(json != NULL && strstr(json, "\"big-data-names\":[\"zstd-chunked-layer-data\",\"zstd-chunked-manifest\",\"chunked-manifest-cache\"]") != NULL);
+    CHECK_OK(cfs_layer_publish_metadata(layer, root, PUB_ID, true, &json, &err), err);
+    CHECK(json != NULL && strstr(json, "\"big-data-names\":[\"zstd-chunked-layer-data\",\"zstd-chunked-manifest\","
+                                       "\"chunked-manifest-cache\"]") != NULL);
     cfs_string_free(json);
-    snprintf(file, sizeof file, "%s/overlay-layers/%s/=Y2h1bmtlZC1tYW5pZmVzdC1jYWNoZQ==", root, id);
+    path_in(file, sizeof file, PUB_ROOT "/overlay-layers/" PUB_ID "/=Y2h1bmtlZC1tYW5pZmVzdC1jYWNoZQ==");
     CHECK(exists(file));
-    snprintf(file, sizeof file, "%s/overlay-layers/%s.tar-split.gz", root, id);
+    path_in(file, sizeof file, PUB_ROOT "/overlay-layers/" PUB_ID ".tar-split.gz");
     CHECK(exists(file));
     /* Again, without wanting the result: the same content is already there. */
     err = NULL;
-    CHECK_OK(cfs_layer_publish_metadata(layer, root, id, false, NULL, &err), err);
+    CHECK_OK(cfs_layer_publish_metadata(layer, root, PUB_ID, false, NULL, &err), err);
 }
 
 int main(void)
