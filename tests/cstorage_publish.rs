@@ -149,9 +149,34 @@ fn republishing_is_a_no_op_and_other_content_is_refused() {
     );
     assert_eq!(first.diff_size, again.diff_size);
 
+    // The same tar-split NDJSON compressed otherwise (as containers/storage's pgzip writes it) is
+    // the same content: kept as it is. Other NDJSON is refused.
+    let store = graphroot.join("overlay-layers");
+    let ts_path = store.join(format!("{ID}.tar-split.gz"));
+    let mut ndjson = Vec::new();
+    flate2::read::MultiGzDecoder::new(&std::fs::read(&ts_path).unwrap()[..]).read_to_end(&mut ndjson).unwrap();
+    let regz = |data: &[u8]| {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let theirs = regz(&ndjson);
+    assert_ne!(theirs, std::fs::read(&ts_path).unwrap());
+    std::fs::write(&ts_path, &theirs).unwrap();
+    let r = publish_layer_metadata(&layer, &graphroot, ID, &PublishOptions::default()).unwrap();
+    let ts = r.tar_split.unwrap();
+    assert!(!ts.written);
+    assert_eq!(ts.digest, sha256(&theirs));
+    assert_eq!(std::fs::read(&ts_path).unwrap(), theirs);
+    ndjson.extend_from_slice(b"{\"type\":2,\"payload\":\"AA==\",\"position\":99999}\n");
+    std::fs::write(&ts_path, regz(&ndjson)).unwrap();
+    let e = publish_layer_metadata(&layer, &graphroot, ID, &PublishOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    std::fs::write(&ts_path, &theirs).unwrap();
+
     // Another TOC where ours would go: refused, left as it was, and nothing else written either
     // (the tar-split, removed here, stays absent: everything is checked before anything is written).
-    let store = graphroot.join("overlay-layers");
     let toc_path = store.join(ID).join(TOC_FILE);
     std::fs::write(&toc_path, b"{\"version\":1,\"entries\":null}").unwrap();
     std::fs::remove_file(store.join(format!("{ID}.tar-split.gz"))).unwrap();

@@ -26,7 +26,15 @@
 //!   not tar paths, if it ever regenerates the cache from the TOC.
 //! - Writers of a layer's big data hold the layer store lock for writing: an fcntl (POSIX record)
 //!   write lock on the whole of `<layer store>/layers.lock`, blocking (`F_SETLKW`). So does this,
-//!   unless told that the caller already holds it ([`PublishOptions::lock_layer_store`]).
+//!   unless told that the caller already holds it ([`PublishOptions::lock_layer_store`]). With
+//!   `imagestore` set, containers/storage also locks `<imagestore>/overlay-layers/layers.lock`,
+//!   always after the graph root's, and keeps big data under the graph root still: holding the
+//!   graph root's lock excludes every reader and writer of the store. The last-writer token in
+//!   the lock file is not changed: it tells other processes to reload `layers.json`, which this
+//!   does not change (big data is read from its file on each use).
+//! - The cache published is the layer's own (SPEC §7.1 format). For a file of several chunks it
+//!   indexes every chunk where containers/storage's flat layers index the first only: extra
+//!   valid tags, which containers/storage reads like its own.
 //!
 //! What this never does: edit `layers.json`. containers/storage owns it (it rewrites it whole,
 //! under the same lock, and records a last-writer token in `layers.lock` so other processes
@@ -37,8 +45,8 @@
 //! are not in the layer directory: the caller has them from the pull or conversion result.
 //!
 //! Each file is written completely or not at all; a file already there with the same content is
-//! accepted (publishing twice is a no-op), one with other content is an `AlreadyExists` error and
-//! is left as it is. All files are checked before any is written, and files this call wrote are
+//! accepted (publishing twice is a no-op; for the tar-split, the same NDJSON however it is
+//! gzip-compressed), one with other content is an `AlreadyExists` error and is left as it is. All files are checked before any is written, and files this call wrote are
 //! removed again if a later one fails.
 
 use std::fs::File;
@@ -210,6 +218,8 @@ pub fn publish_layer_metadata(
     let _lock = if options.lock_layer_store { Some(StoreLock::acquire(&store)?) } else { None };
 
     let data_dir = store.join(layer_id);
+    // (key, path, bytes); the tar-split (key None) is gzip, where any gzip of the same NDJSON
+    // is the same content (containers/storage writes its own with pgzip).
     let files: Vec<(Option<&'static str>, PathBuf, &[u8])> = {
         let mut v: Vec<(Option<&'static str>, PathBuf, &[u8])> = Vec::new();
         if let Some(ts) = &plan.tar_split_gz {
@@ -223,8 +233,8 @@ pub fn publish_layer_metadata(
 
     // Check everything before writing anything: a conflict leaves the store as it was.
     let mut present = Vec::with_capacity(files.len());
-    for (_, path, data) in &files {
-        present.push(same_content_present(path, data)?);
+    for (key, path, data) in &files {
+        present.push(same_content_present(path, data, key.is_none())?);
     }
 
     let created_dir = mkdir_0700(&data_dir)?;
@@ -237,15 +247,17 @@ pub fn publish_layer_metadata(
     };
     let result = (|| -> Result<()> {
         for ((key, path, data), present) in files.iter().zip(present) {
-            let wrote = !present && write_atomic(path, data)?;
+            let wrote = present.is_none() && write_atomic(path, data, key.is_none())?;
             if wrote {
                 written.push(path.clone());
             }
+            // Describe the file as it is on disk (an equivalent tar-split keeps its own bytes).
+            let on_disk: &[u8] = present.as_deref().unwrap_or(data);
             let f = PublishedFile {
                 key: *key,
                 path: path.clone(),
-                size: data.len() as u64,
-                digest: format!("sha256:{}", crate::source::hex(&Sha256::digest(data))),
+                size: on_disk.len() as u64,
+                digest: format!("sha256:{}", crate::source::hex(&Sha256::digest(on_disk))),
                 written: wrote,
             };
             match key {
@@ -326,11 +338,11 @@ fn mkdir_0700(dir: &Path) -> Result<bool> {
     }
 }
 
-/// Whether `path` already holds exactly `data`: false when absent, an `AlreadyExists` error when it
-/// holds something else.
-fn same_content_present(path: &Path, data: &[u8]) -> Result<bool> {
+/// What `path` already holds when that is `data` (with `gzip`: the same decompressed bytes);
+/// `None` when absent; an `AlreadyExists` error when it holds something else.
+fn same_content_present(path: &Path, data: &[u8], gzip: bool) -> Result<Option<Vec<u8>>> {
     match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format_args!("stat {}", path.display()), e)),
         Ok(m) if !m.is_file() => {
             return Err(Error::new(
@@ -338,11 +350,11 @@ fn same_content_present(path: &Path, data: &[u8]) -> Result<bool> {
                 format!("{} exists and is not a regular file", path.display()),
             ))
         }
-        Ok(m) if m.len() != data.len() as u64 => {}
+        Ok(m) if !gzip && m.len() != data.len() as u64 => {}
         Ok(_) => {
             let have = std::fs::read(path).map_err(|e| Error::io(format_args!("read {}", path.display()), e))?;
-            if have == data {
-                return Ok(true);
+            if have == data || (gzip && same_decompressed(&have, data)) {
+                return Ok(Some(have));
             }
         }
     }
@@ -352,12 +364,38 @@ fn same_content_present(path: &Path, data: &[u8]) -> Result<bool> {
     ))
 }
 
+/// Whether two gzip streams decompress to the same bytes (streamed; a corrupt one never matches).
+fn same_decompressed(a: &[u8], b: &[u8]) -> bool {
+    use std::io::Read;
+    fn fill(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match r.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(n)
+    }
+    let (mut x, mut y) = (flate2::bufread::MultiGzDecoder::new(a), flate2::bufread::MultiGzDecoder::new(b));
+    let (mut bx, mut by) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let (Ok(n), Ok(m)) = (fill(&mut x, &mut bx), fill(&mut y, &mut by)) else { return false };
+        if bx[..n] != by[..m] {
+            return false;
+        }
+        if n == 0 {
+            return true;
+        }
+    }
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Puts `data` at `path` (0600) complete or not at all: a synced temporary file in the same
 /// directory, renamed without replacing. Returns false if a concurrent writer (one that does not
 /// take the lock) put the same content there first.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<bool> {
+fn write_atomic(path: &Path, data: &[u8], gzip: bool) -> Result<bool> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(Error::invalid_argument(format!("{} has no parent directory", path.display())));
     };
@@ -376,12 +414,12 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<bool> {
         use rustix::fs::{renameat_with, RenameFlags, CWD};
         match renameat_with(CWD, &tmp, CWD, path, RenameFlags::NOREPLACE) {
             Ok(()) => Ok(true),
-            Err(rustix::io::Errno::EXIST) => same_content_present(path, data).map(|_| false),
+            Err(rustix::io::Errno::EXIST) => same_content_present(path, data, gzip).map(|_| false),
             // A filesystem without RENAME_NOREPLACE: a hardlink never replaces either.
             Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => match std::fs::hard_link(&tmp, path) {
                 Ok(()) => Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    same_content_present(path, data).map(|_| false)
+                    same_content_present(path, data, gzip).map(|_| false)
                 }
                 Err(e) => Err(Error::io(what(), e)),
             },
