@@ -96,10 +96,10 @@ fn cache_from_file(data: &[u8]) {
     let tags = data.get(32 + 4 + n_words * 8 + 24..).unwrap_or_default();
     for tag in tags.chunks_exact(TAG_LEN).take(cache.len().min(256)) {
         if let Ok(d) = <[u8; DIGEST_LEN]>::try_from(&tag[..DIGEST_LEN]) {
-            let _ = cache.lookup(&d);
+            let _ = cache.lookup(&d.into());
         }
     }
-    let _ = cache.lookup(&[0u8; DIGEST_LEN]);
+    let _ = cache.lookup(&[0u8; DIGEST_LEN].into());
     let _ = LayerCache::parse(&cache.to_bytes());
 }
 
@@ -111,7 +111,7 @@ fn cache_from_toc(json: &[u8], flat: bool) {
     for e in toc.entries.iter().take(256) {
         for d in [&e.digest, &e.chunk_digest] {
             if let Ok(d) = binary_digest(d) {
-                let _ = parsed.lookup(&d).expect("a cache we wrote has valid location records");
+                let _ = parsed.lookup(&d.into()).expect("a cache we wrote has valid location records");
             }
         }
     }

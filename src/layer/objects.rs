@@ -14,7 +14,7 @@ use rustix::io::Errno;
 
 use super::tree_builder::object_path;
 use super::verity::Verity;
-use crate::chunked::cache::{digest_key, LayerCache};
+use crate::chunked::cache::{digest_key, CacheKey, LayerCache};
 use crate::{Error, ErrorKind, Result};
 
 /// sha256 of empty content: every layer with an empty regular file has this object.
@@ -54,7 +54,7 @@ struct Source {
 /// `chunked-manifest-cache` (SPEC §2.3), which is read the same way.
 fn load_cache(layer: &Path) -> Option<LayerCache> {
     let own = layer.join(super::metadata::CACHE);
-    let data = std::fs::read(own).ok().or_else(|| {
+    LayerCache::open(&own).ok().flatten().or_else(|| {
         let id = layer.file_name()?;
         let driver_home = layer.parent()?;
         if driver_home.file_name()? != "overlay" {
@@ -62,9 +62,8 @@ fn load_cache(layer: &Path) -> Option<LayerCache> {
         }
         let big_data =
             driver_home.parent()?.join("overlay-layers").join(id).join(super::metadata::CSTORAGE_CACHE_KEY_FILE);
-        std::fs::read(big_data).ok()
-    })?;
-    LayerCache::parse(&data).ok().flatten()
+        LayerCache::open(&big_data).ok().flatten()
+    })
 }
 
 /// Writes objects into a staging `diff/` directory.
@@ -305,7 +304,7 @@ impl ObjectStore {
 
     /// Takes `path` from a source layer, by hardlink or by reflink/copy. False when none has it.
     fn try_reuse(&mut self, digest: &[u8; 32], path: &str, size: u64) -> Result<bool> {
-        let key = digest_key(digest);
+        let key = CacheKey::new(digest_key(digest));
         for i in 0..self.sources.len() {
             let src = &self.sources[i];
             if let Some(cache) = &src.cache {
@@ -369,7 +368,7 @@ impl ObjectStore {
     /// The path of a source layer's object with content `digest` of `size` bytes, if one has it
     /// (what [`Self::reuse`] would take, without taking it yet).
     pub fn locate(&self, digest: &[u8; 32], size: u64) -> Option<PathBuf> {
-        let key = digest_key(digest);
+        let key = CacheKey::new(digest_key(digest));
         let path = object_path(digest);
         self.sources.iter().find_map(|src| {
             if let Some(cache) = &src.cache {
@@ -386,7 +385,7 @@ impl ObjectStore {
     /// A source layer file that its layers cache says holds a chunk with `chunk_digest` of `size`
     /// bytes, and the chunk's offset in it (SPEC §8). Unverified: the caller checks the data.
     pub fn find_chunk(&self, chunk_digest: &[u8; 32], size: u64) -> Option<(File, u64)> {
-        let key = digest_key(chunk_digest);
+        let key = CacheKey::new(digest_key(chunk_digest));
         self.sources.iter().find_map(|src| {
             let hit = src.cache.as_ref()?.lookup(&key).ok()??;
             if hit.length != size {
