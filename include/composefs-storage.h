@@ -403,6 +403,31 @@ cfs_status cfs_convert_result_tar_split(const cfs_convert_result *result,
                                         cfs_error **err);
 
 /**
+ * Writes the TOC, layer data, layers cache and tar-split of `layer_dir` (a layer directory made
+ * by this library) into the containers/storage layer store `<graphroot>/overlay-layers/`, for the
+ * layer `layer_id`: the big data `zstd-chunked-manifest`, `zstd-chunked-layer-data` and
+ * `chunked-manifest-cache` in `<layer_id>/` (under containers/storage's file names) and
+ * `<layer_id>.tar-split.gz`. Each file is written completely or not at all; one already there
+ * with the same content is kept (publishing twice succeeds), one with other content fails with
+ * `CFS_STATUS_ALREADY_EXISTS` and nothing is written.
+ *
+ * With `lock_store` true the call holds containers/storage's layer store lock
+ * (`overlay-layers/layers.lock`, an fcntl write lock) while writing. Pass false only when this
+ * process already holds that lock (an fcntl lock belongs to the process: taking and releasing it
+ * again here would release the caller's).
+ *
+ * `layers.json` is never edited: record the layer through containers/storage with the fields in
+ * the result's `layersJson` (`big-data-names`, `diff-size`). On success `*result_json_out`
+ * (may be NULL when not wanted) receives the result as JSON, to free with `cfs_string_free`.
+ */
+cfs_status cfs_layer_publish_metadata(const char *layer_dir,
+                                      const char *graphroot,
+                                      const char *layer_id,
+                                      bool lock_store,
+                                      char **result_json_out,
+                                      cfs_error **err);
+
+/**
  * The status code of an error; `CFS_STATUS_NULL_ARGUMENT` for NULL, `CFS_STATUS_INVALID_ARGUMENT`
  * for an error object already freed (detected on a best-effort basis).
  */

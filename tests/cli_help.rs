@@ -7,8 +7,19 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_composefs-storage"))
 }
 
-const SUBCOMMANDS: &[&str] =
-    &["config", "convert", "export", "toc", "mkimage", "dump", "mount", "umount", "inspect", "demo"];
+const SUBCOMMANDS: &[&str] = &[
+    "config",
+    "convert",
+    "export",
+    "publish-metadata",
+    "toc",
+    "mkimage",
+    "dump",
+    "mount",
+    "umount",
+    "inspect",
+    "demo",
+];
 
 #[test]
 fn every_subcommand_has_help_with_examples() {

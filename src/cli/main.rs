@@ -16,6 +16,7 @@ mod image;
 mod inspect;
 mod mount;
 mod progress;
+mod publish;
 mod toc;
 
 #[derive(Parser)]
@@ -46,6 +47,8 @@ enum Command {
     Convert(convert::Args),
     /// Write a layer's original tar (byte for byte, from its tar-split and objects) to stdout.
     Export(export::Args),
+    /// Publish a layer's TOC, layers cache and tar-split into a containers/storage layer store.
+    PublishMetadata(publish::Args),
     /// Print the TOC JSON of a zstd:chunked blob (verified against its annotations when given).
     Toc(toc::Args),
     /// Write a composefs EROFS image from a composefs dump, as mkcomposefs --from-file does.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Compress(args) => compress::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Toc(args) => toc::run(args),
+        Command::PublishMetadata(args) => publish::run(args),
         Command::Export(args) => export::run(args),
         Command::Mkimage(args) => image::mkimage(args),
         Command::Dump(args) => image::dump(args),

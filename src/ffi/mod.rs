@@ -21,6 +21,7 @@ pub mod util;
 pub mod compress;
 pub mod config;
 pub mod convert;
+pub mod cstorage;
 pub mod error;
 pub mod image;
 pub mod mount;

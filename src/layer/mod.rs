@@ -3,6 +3,7 @@
 
 mod blob;
 pub mod convert;
+pub mod cstorage;
 pub mod export;
 pub mod metadata;
 pub mod objects;
