@@ -289,6 +289,14 @@ cfs_status cfs_convert_options_add_source_layer(cfs_convert_options *options,
                                                 cfs_error **err);
 
 /**
+ * Keeps an index across the source layers' caches in `dir` (created and rebuilt as needed), so
+ * that lookups cost the same with hundreds of source layers as with a few. NULL: none (default).
+ */
+cfs_status cfs_convert_options_set_index_dir(cfs_convert_options *options,
+                                             const char *dir,
+                                             cfs_error **err);
+
+/**
  * Reuse source objects by hardlink (non-zero) or by reflink falling back to copy (0, default).
  */
 cfs_status cfs_convert_options_set_hardlinks(cfs_convert_options *options,
@@ -613,6 +621,8 @@ void cfs_pull_options_free(cfs_pull_options *options);
  * - `annotations`: the layer's OCI annotations as a JSON object (the TOC digest there
  *   authenticates the TOC);
  * - `source_layer`: a layer directory whose objects may be reused (repeatable: each call adds one);
+ * - `index_dir`: a directory where an index across the source layers' caches is kept (created
+ *   and rebuilt as needed; lookups then cost the same with hundreds of source layers as with a few);
  * - `hardlinks`: `true`/`false` (reuse by hardlink instead of reflink/copy);
  * - `verity`: `off`, `if-available`, `require`;
  * - `keep_whiteout_files`: `true`/`false`;

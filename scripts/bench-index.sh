@@ -3,4 +3,4 @@
 # (tests/index_bench.rs, ignored in normal test runs). Prints figures; run on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --release --test index_bench -- --ignored --nocapture 2>&1 | grep -E '^(lookups|caches)'
+cargo test --release --test index_bench -- --ignored --nocapture 2>&1 | grep -E "^(lookups| *(caches|no caches))"

@@ -59,3 +59,71 @@ fn a_containers_storage_layer_is_a_dedup_source_through_its_cache() {
     let r = convert(input(), &tmp.path().join("l4"), &opts(vec![layer]), None).unwrap();
     assert_eq!(r.objects.bytes_written, 0);
 }
+
+/// A layer dir whose cache names `n` objects it does not have (they are never asked for).
+fn decoy_layer(dir: &std::path::Path, seed: usize, n: usize) {
+    std::fs::create_dir_all(dir.join("diff")).unwrap();
+    std::fs::create_dir_all(dir.join("composefs-data")).unwrap();
+    let entries: Vec<_> = (0..n)
+        .map(|i| {
+            use sha2::Digest;
+            let d: String = sha2::Sha256::digest(format!("{seed}/{i}")).iter().map(|b| format!("{b:02x}")).collect();
+            serde_json::json!({"type": "reg", "name": format!("f{i}"), "size": 1, "digest": format!("sha256:{d}")})
+        })
+        .collect();
+    let toc = Toc::parse(serde_json::json!({"version": 1, "entries": entries}).to_string().as_bytes()).unwrap();
+    std::fs::write(dir.join(CACHE), LayerCache::build(&toc, true).unwrap().to_bytes()).unwrap();
+}
+
+fn index_layers(ix: &std::path::Path) -> u32 {
+    let data = std::fs::read(ix.join(composefs_storage::layer::index::FILE_NAME)).unwrap();
+    assert_eq!(&data[..8], b"CFSIDX01");
+    u32::from_le_bytes(data[8..12].try_into().unwrap())
+}
+
+#[test]
+fn an_index_dir_finds_the_same_objects_and_never_outranks_a_layers_own_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    convert(input(), &real, &opts(vec![]), None).unwrap();
+    let mut sources: Vec<PathBuf> = (0..11)
+        .map(|i| {
+            let d = tmp.path().join(format!("decoy{i}"));
+            decoy_layer(&d, i, 50);
+            d
+        })
+        .collect();
+    sources.push(real.clone());
+    let ix = tmp.path().join("index");
+    let with_index = |name: &str, sources: &[PathBuf]| {
+        let o = ConvertOptions { index_dir: Some(ix.clone()), ..opts(sources.to_vec()) };
+        convert(input(), &tmp.path().join(name), &o, None).unwrap()
+    };
+    let plain = convert(input(), &tmp.path().join("plain"), &opts(sources.clone()), None).unwrap();
+    let r = with_index("a", &sources);
+    assert_eq!(r.objects.bytes_written, 0, "every object found through the index");
+    assert_eq!(r.objects, plain.objects, "the index finds what probing every cache finds");
+    assert_eq!(index_layers(&ix), 12, "built over every source with a cache");
+
+    // More than 8 new layers are not covered: the index is rebuilt to cover them.
+    for i in 11..20 {
+        let d = tmp.path().join(format!("decoy{i}"));
+        decoy_layer(&d, i, 50);
+        sources.insert(0, d);
+    }
+    assert_eq!(with_index("b", &sources).objects.bytes_written, 0);
+    assert_eq!(index_layers(&ix), 21);
+
+    // A damaged index is rebuilt, never followed.
+    std::fs::write(ix.join(composefs_storage::layer::index::FILE_NAME), b"CFSIDX01 garbage").unwrap();
+    assert_eq!(with_index("c", &sources).objects.bytes_written, 0);
+    assert_eq!(index_layers(&ix), 21);
+
+    // The real layer's cache changes (now names nothing it has): the index still lists the old
+    // one, but a changed cache is a layer the index does not cover, asked through its own cache.
+    let other = Toc::parse(br#"{"version":1,"entries":[{"type":"reg","name":"x","size":1,"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}]}"#).unwrap();
+    std::fs::write(real.join(CACHE), LayerCache::build(&other, true).unwrap().to_bytes()).unwrap();
+    let r = with_index("d", &sources);
+    assert_eq!(r.objects.objects_reused, 0, "the stale index entry was not trusted");
+    assert_eq!(index_layers(&ix), 21, "one uncovered layer does not rebuild the index");
+}

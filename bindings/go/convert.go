@@ -51,6 +51,10 @@ type ConvertOptions struct {
 	SourceLayers []string
 	// Hardlinks reuses source objects by hardlink instead of reflink (falling back to copy).
 	Hardlinks bool
+	// IndexDir, when set, is a directory where an index across the source layers' caches is
+	// kept (created and rebuilt as needed), so that lookups cost the same with hundreds of
+	// source layers as with a few.
+	IndexDir string
 	// Verity is the fs-verity policy; "" means VerityIfAvailable.
 	Verity VerityPolicy
 	// KeepWhiteoutFiles keeps OCI whiteouts as plain empty files, as containers/storage's flat
@@ -113,6 +117,18 @@ func (o *ConvertOptions) toC(handle cgo.Handle) (*C.cfs_convert_options, error) 
 		}
 		cerr = nil
 		status := C.cfs_convert_options_add_source_layer(c, cdir, &cerr)
+		freeCString(cdir)
+		if err := takeError(status, cerr); err != nil {
+			return fail(err)
+		}
+	}
+	if o.IndexDir != "" {
+		cdir, err := cStringArg(o.IndexDir, "index dir")
+		if err != nil {
+			return fail(err)
+		}
+		cerr = nil
+		status := C.cfs_convert_options_set_index_dir(c, cdir, &cerr)
 		freeCString(cdir)
 		if err := takeError(status, cerr); err != nil {
 			return fail(err)

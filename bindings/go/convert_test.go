@@ -213,13 +213,21 @@ func TestConvertSourceLayersAndOptions(t *testing.T) {
 	}
 	res.Close()
 	second := filepath.Join(tmp, "second")
+	// Nine sources with caches (the same layer nine times): more than are probed one by one, so
+	// an index over them is kept in IndexDir.
+	sources := []string{first, first, first, first, first, first, first, first, first}
+	index := filepath.Join(tmp, "index")
 	res, err = ConvertLayerFile(ctx, c.path(".tar.zst"), second, &ConvertOptions{
-		SourceLayers: []string{first}, Hardlinks: true, Verity: VerityOff, KeepWhiteoutFiles: true, MaxEntries: 100000,
+		SourceLayers: sources, IndexDir: index, Hardlinks: true, Verity: VerityOff, KeepWhiteoutFiles: true,
+		MaxEntries: 100000,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Close()
+	if _, err := os.Stat(filepath.Join(index, "objects.index")); err != nil {
+		t.Errorf("no index kept in IndexDir: %v", err)
+	}
 	stats, _ := res.Stats()
 	if stats.ObjectsReused == 0 || stats.BytesReused == 0 {
 		t.Errorf("no reuse from the source layer: %+v", stats)

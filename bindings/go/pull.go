@@ -148,6 +148,8 @@ type PullOptions struct {
 	Annotations map[string]string
 	// SourceLayers are layer directories whose objects may be reused instead of fetched.
 	SourceLayers []string
+	// IndexDir: as ConvertOptions.IndexDir.
+	IndexDir string
 	// Hardlinks reuses objects by hardlink instead of reflink (falling back to copy).
 	Hardlinks bool
 	// Verity is the fs-verity policy; "" means VerityIfAvailable.
@@ -196,6 +198,9 @@ func (o *PullOptions) toC(handle cgo.Handle) (*C.cfs_pull_options, error) {
 	}
 	for _, dir := range o.SourceLayers {
 		kvs = append(kvs, [2]string{"source_layer", dir})
+	}
+	if o.IndexDir != "" {
+		kvs = append(kvs, [2]string{"index_dir", o.IndexDir})
 	}
 	kvs = append(kvs,
 		[2]string{"hardlinks", strconv.FormatBool(o.Hardlinks)},

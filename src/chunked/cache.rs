@@ -216,6 +216,13 @@ fn read_uvarint(data: &[u8], pos: &mut usize) -> Option<u64> {
 }
 
 /// The object path `ab/cdef…` of a `sha256:` digest (SPEC §2.2).
+/// Whether `path` is the flat object path (`ab/cdef…`, SPEC §2.2) of `digest`.
+fn names_digest(path: &[u8], digest: &[u8; 32]) -> bool {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hex = |i: usize| HEX[((digest[i / 2] >> (4 * (1 - i % 2))) & 15) as usize];
+    path.len() == 65 && path[2] == b'/' && (0..64).all(|i| path[if i < 2 { i } else { i + 1 }] == hex(i))
+}
+
 pub fn object_path(digest: &str) -> Result<String> {
     let hex = sha256_hex(digest)?;
     Ok(format!("{}/{}", &hex[..2], &hex[2..]))
@@ -332,13 +339,47 @@ impl LayerCache {
         Ok(cache.map(|c| (c, meta)))
     }
 
-    /// The 32 digest bytes of every tag, in table (sorted) order; keys that are not sha256
-    /// (never written in practice) are skipped.
-    pub fn digests(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.data[self.tags.clone()]
-            .chunks_exact(TAG_LEN)
-            .filter(|t| t.starts_with(b"sha256:"))
-            .map(|t| &t[7..DIGEST_LEN])
+    /// The 32 digest bytes of every tag an object lookup can ask for (contents and chunks), in
+    /// table order: hardlink fingerprints are left out. In a flat cache a fingerprint shares
+    /// its location record with the content tag whose digest names the record's object path
+    /// (`ab/cdef…`); a cache with other names (a classic layer) keeps every tag.
+    pub fn object_digests(&self) -> Vec<&[u8]> {
+        let tags: Vec<&[u8]> =
+            self.data[self.tags.clone()].chunks_exact(TAG_LEN).filter(|t| t.starts_with(b"sha256:")).collect();
+        let record = |t: &[u8]| u64::from_le_bytes(t[DIGEST_LEN..DIGEST_LEN + 8].try_into().unwrap_or([0; 8]));
+        let names_itself: Vec<bool> = tags
+            .iter()
+            .map(|t| {
+                let digest: &[u8; 32] = t[7..DIGEST_LEN].try_into().unwrap_or(&[0; 32]);
+                self.record_path(record(t)).is_some_and(|p| names_digest(p, digest))
+            })
+            .collect();
+        // Records of content tags, as a bitmap over vdata offsets (records lie inside vdata).
+        let mut content_records = vec![0u64; self.vdata.len().div_ceil(64) + 1];
+        let bit = |off: u64| (off.min(self.vdata.len() as u64) as usize / 64, 1u64 << (off % 64));
+        for (t, &own) in tags.iter().zip(&names_itself) {
+            if own {
+                let (w, m) = bit(record(t));
+                content_records[w] |= m;
+            }
+        }
+        tags.iter()
+            .zip(&names_itself)
+            .filter(|(t, &own)| {
+                let (w, m) = bit(record(t));
+                own || content_records[w] & m == 0
+            })
+            .map(|(t, _)| &t[7..DIGEST_LEN])
+            .collect()
+    }
+
+    /// The path of the location record at `off` in vdata, if it decodes.
+    fn record_path(&self, off: u64) -> Option<&[u8]> {
+        let (vdata, fnames) = (&self.data[self.vdata.clone()], &self.data[self.fnames.clone()]);
+        let mut p = usize::try_from(off).ok()?;
+        let name_pos = usize::try_from(read_uvarint(vdata, &mut p)?).ok()?;
+        let len = u32::from_le_bytes(fnames.get(name_pos..name_pos.checked_add(4)?)?.try_into().ok()?) as usize;
+        fnames.get(name_pos + 4..(name_pos + 4).checked_add(len)?)
     }
 
     /// Parses a cache file. `Ok(None)` for another version (the caller regenerates it, as
@@ -560,6 +601,28 @@ mod tests {
         assert!(later > 0, "the corpus has later data chunks");
         let absent = binary_digest(&format!("sha256:{}", "ab".repeat(32))).unwrap();
         assert!(reread.lookup(&absent.into()).unwrap().is_none());
+    }
+
+    #[test]
+    fn object_digests_are_contents_and_chunks_without_fingerprints() {
+        let toc = corpus_toc("handmade-pax");
+        let cache = LayerCache::build(&toc, true).unwrap();
+        let got: std::collections::BTreeSet<Vec<u8>> = cache.object_digests().into_iter().map(<[u8]>::to_vec).collect();
+        let raw = |d: &str| binary_digest(d).unwrap()[7..].to_vec();
+        let mut want = std::collections::BTreeSet::new();
+        for e in &toc.entries {
+            if e.entry_type == TYPE_REG {
+                want.insert(raw(if e.digest.is_empty() { EMPTY_SHA256 } else { &e.digest }));
+                assert!(!got.contains(&raw(&hardlink_fingerprint(e))), "fingerprint of {} left out", e.name);
+            }
+            if !e.chunk_digest.is_empty() && e.chunk_type != CHUNK_TYPE_ZEROS {
+                want.insert(raw(&e.chunk_digest));
+            }
+        }
+        assert_eq!(got, want);
+        // A classic (Dir) cache names files by their names: every tag is kept.
+        let dir = LayerCache::build(&corpus_toc("noparents-ustar"), false).unwrap();
+        assert_eq!(dir.object_digests().len(), dir.len());
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct Args {
     /// Another layer directory whose `diff/` objects may be reused (repeatable).
     #[arg(long = "source-layer", value_name = "DIR")]
     source_layers: Vec<PathBuf>,
+    /// Keep an index across the source layers' caches in DIR (created and rebuilt as needed), so
+    /// lookups cost the same with hundreds of source layers as with a few.
+    #[arg(long, value_name = "DIR")]
+    index_dir: Option<PathBuf>,
     /// Reuse source objects by hardlink instead of reflink/copy.
     #[arg(long)]
     hardlinks: bool,
@@ -79,6 +83,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let options = ConvertOptions {
         source_layers: args.source_layers,
+        index_dir: args.index_dir,
         hardlinks: args.hardlinks,
         verity: VerityPolicy::parse(&args.verity)?,
         oci_whiteouts: !args.keep_whiteout_files,
@@ -142,6 +147,7 @@ fn run_pull(args: Args, annotations: Option<BTreeMap<String, String>>) -> Result
     let options = PullOptions {
         annotations,
         source_layers: args.source_layers,
+        index_dir: args.index_dir,
         hardlinks: args.hardlinks,
         verity: VerityPolicy::parse(&args.verity)?,
         oci_whiteouts: !args.keep_whiteout_files,

@@ -83,6 +83,27 @@ pub extern "C" fn cfs_convert_options_add_source_layer(
     })
 }
 
+/// Keeps an index across the source layers' caches in `dir` (created and rebuilt as needed), so
+/// that lookups cost the same with hundreds of source layers as with a few. NULL: none (default).
+#[no_mangle]
+pub extern "C" fn cfs_convert_options_set_index_dir(
+    options: *mut cfs_convert_options,
+    dir: *const c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle, by contract.
+        let o = unsafe { super::handles::try_handle_mut(options, "options") }?;
+        o.options.index_dir = if dir.is_null() {
+            None
+        } else {
+            // SAFETY: a C string, by contract.
+            Some(PathBuf::from(unsafe { try_path(dir, "dir") }?))
+        };
+        Ok(())
+    })
+}
+
 /// Reuse source objects by hardlink (non-zero) or by reflink falling back to copy (0, default).
 #[no_mangle]
 pub extern "C" fn cfs_convert_options_set_hardlinks(

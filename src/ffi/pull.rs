@@ -83,6 +83,8 @@ fn parse_bool(key: &str, v: &str) -> Result<bool> {
 /// - `annotations`: the layer's OCI annotations as a JSON object (the TOC digest there
 ///   authenticates the TOC);
 /// - `source_layer`: a layer directory whose objects may be reused (repeatable: each call adds one);
+/// - `index_dir`: a directory where an index across the source layers' caches is kept (created
+///   and rebuilt as needed; lookups then cost the same with hundreds of source layers as with a few);
 /// - `hardlinks`: `true`/`false` (reuse by hardlink instead of reflink/copy);
 /// - `verity`: `off`, `if-available`, `require`;
 /// - `keep_whiteout_files`: `true`/`false`;
@@ -108,6 +110,11 @@ pub extern "C" fn cfs_pull_options_set(
             // SAFETY: as above.
             let p = unsafe { try_path(value, "value") }?;
             o.options.source_layers.push(p.to_path_buf());
+            return Ok(());
+        }
+        if key == "index_dir" {
+            // SAFETY: as above.
+            o.options.index_dir = Some(unsafe { try_path(value, "value") }?.to_path_buf());
             return Ok(());
         }
         // SAFETY: as above.

@@ -46,6 +46,10 @@ impl Default for Limits {
 pub struct ConvertOptions {
     /// Other layer dirs whose `diff/` objects may be reused instead of written.
     pub source_layers: Vec<PathBuf>,
+    /// A directory where an index across the source layers' caches is kept (created and rebuilt
+    /// as needed; see [`super::index`]), so that lookups cost the same with hundreds of source
+    /// layers as with a few. Without it, each source layer's cache is probed.
+    pub index_dir: Option<PathBuf>,
     /// Reuse source objects by hardlink (else reflink, falling back to copy).
     pub hardlinks: bool,
     pub verity: VerityPolicy,
@@ -63,6 +67,7 @@ impl Default for ConvertOptions {
     fn default() -> Self {
         ConvertOptions {
             source_layers: Vec::new(),
+            index_dir: None,
             hardlinks: false,
             verity: VerityPolicy::IfAvailable,
             oci_whiteouts: true,
@@ -145,7 +150,12 @@ fn scan_inner(
         .create(&data_path)
         .map_err(|e| Error::io(format_args!("mkdir {}", data_path.display()), e))?;
 
-    let store = ObjectStore::new(&diff_path, &options.source_layers, options.hardlinks, Verity::new(options.verity))?;
+    let store = ObjectStore::new(
+        &diff_path,
+        super::sources::SourceLayers::open(&options.source_layers, options.index_dir.as_deref())?,
+        options.hardlinks,
+        Verity::new(options.verity),
+    )?;
     let mut writer = ObjectWriter::spawn(store)?;
     let mut temps = TempFactory::new(&diff_path)?;
     // Each regular file's inode and content digest: its object path and fs-verity digest are

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{linkat, mkdirat, openat, renameat, statat, unlinkat, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::sources::SourceLayers;
 use super::tree_builder::object_path;
 use super::verity::Verity;
-use crate::chunked::cache::{digest_key, CacheKey, LayerCache};
+use crate::chunked::cache::{digest_key, CacheKey};
 use crate::{Error, ErrorKind, Result};
 
 /// sha256 of empty content: every layer with an empty regular file has this object.
@@ -38,39 +39,11 @@ pub struct ObjectStats {
     pub dedup_hits: u64,
 }
 
-struct Source {
-    path: PathBuf,
-    diff: OwnedFd,
-    /// The layer's lookaside cache (SPEC §7.1), when it has one: a bloom filter and a sorted
-    /// table that answer "not here" without a syscall, so hundreds of source layers cost little.
-    cache: Option<LayerCache>,
-}
-
-/// Loads `layer/composefs-data/chunked-manifest-cache` if present and valid; anything else means
-/// "no index", and the layer is probed with a stat instead.
-///
-/// A layer of a containers/storage store (`<graphroot>/overlay/<id>`) has its cache in the layer
-/// store instead: `<graphroot>/overlay-layers/<id>/` + the big-data name of
-/// `chunked-manifest-cache` (SPEC §2.3), which is read the same way.
-fn load_cache(layer: &Path) -> Option<LayerCache> {
-    let own = layer.join(super::metadata::CACHE);
-    LayerCache::open(&own).ok().flatten().or_else(|| {
-        let id = layer.file_name()?;
-        let driver_home = layer.parent()?;
-        if driver_home.file_name()? != "overlay" {
-            return None;
-        }
-        let big_data =
-            driver_home.parent()?.join("overlay-layers").join(id).join(super::metadata::CSTORAGE_CACHE_KEY_FILE);
-        LayerCache::open(&big_data).ok().flatten()
-    })
-}
-
 /// Writes objects into a staging `diff/` directory.
 pub struct ObjectStore {
     diff: OwnedFd,
     diff_path: PathBuf,
-    sources: Vec<Source>,
+    sources: SourceLayers,
     hardlinks: bool,
     verity: Verity,
     prefixes: [bool; 256],
@@ -169,23 +142,16 @@ impl TempObject {
 }
 
 impl ObjectStore {
-    /// `diff` is the (empty) staging object directory; `sources` are other layer dirs whose
-    /// `diff/` objects may be reused.
-    pub fn new(diff_path: &Path, sources: &[PathBuf], hardlinks: bool, verity: Verity) -> Result<ObjectStore> {
+    /// `diff` is the (empty) staging object directory; `sources` are other layers whose `diff/`
+    /// objects may be reused.
+    pub fn new(diff_path: &Path, sources: SourceLayers, hardlinks: bool, verity: Verity) -> Result<ObjectStore> {
         let diff =
             openat(rustix::fs::CWD, diff_path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| Error::io(format_args!("open {}", diff_path.display()), e.into()))?;
-        let mut srcs = Vec::new();
-        for s in sources {
-            let p = s.join("diff");
-            let fd = openat(rustix::fs::CWD, &p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| Error::io(format_args!("open source layer objects {}", p.display()), e.into()))?;
-            srcs.push(Source { path: p, diff: fd, cache: load_cache(s) });
-        }
         Ok(ObjectStore {
             diff,
             diff_path: diff_path.to_path_buf(),
-            sources: srcs,
+            sources,
             hardlinks,
             verity,
             prefixes: [false; 256],
@@ -305,16 +271,13 @@ impl ObjectStore {
     /// Takes `path` from a source layer, by hardlink or by reflink/copy. False when none has it.
     fn try_reuse(&mut self, digest: &[u8; 32], path: &str, size: u64) -> Result<bool> {
         let key = CacheKey::new(digest_key(digest));
-        for i in 0..self.sources.len() {
-            let src = &self.sources[i];
-            if let Some(cache) = &src.cache {
-                // A cache can be stale or corrupt: a hit is confirmed by the stat below, and only a
-                // clean miss skips the layer.
-                if let Ok(None) = cache.lookup(&key) {
-                    continue;
-                }
+        for i in self.sources.candidates(&key) {
+            let src = self.sources.get(i);
+            if !src.may_hold(&key) {
+                continue; // The stat below confirms a hit.
             }
-            let st = match statat(&src.diff, path, AtFlags::SYMLINK_NOFOLLOW) {
+            let src_diff = src.diff()?;
+            let st = match statat(src_diff, path, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,
                 Err(e) => return Err(Error::io(format_args!("stat {}/{path}", src.path.display()), e.into())),
@@ -323,7 +286,7 @@ impl ObjectStore {
                 continue;
             }
             if self.hardlinks {
-                match linkat(&src.diff, path, &self.diff, path, AtFlags::empty()) {
+                match linkat(src_diff, path, &self.diff, path, AtFlags::empty()) {
                     Ok(()) => {
                         self.count_reuse(size);
                         return Ok(true);
@@ -339,7 +302,7 @@ impl ObjectStore {
                 }
             }
             let src_fd =
-                match openat(&src.diff, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()) {
+                match openat(src_diff, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()) {
                     Ok(fd) => fd,
                     Err(Errno::NOENT) => continue,
                     Err(e) => return Err(Error::io(format_args!("open {}/{path}", src.path.display()), e.into())),
@@ -350,7 +313,7 @@ impl ObjectStore {
                 let mut to = File::from(dst_fd);
                 // std::io::copy uses copy_file_range between files, then read/write.
                 let n = std::io::copy(&mut from, &mut to).map_err(|e| {
-                    Error::io(format_args!("copy object {path} from {}", self.sources[i].path.display()), e)
+                    Error::io(format_args!("copy object {path} from {}", self.sources.get(i).path.display()), e)
                 })?;
                 if n != size {
                     return Err(Error::new(
@@ -370,13 +333,11 @@ impl ObjectStore {
     pub fn locate(&self, digest: &[u8; 32], size: u64) -> Option<PathBuf> {
         let key = CacheKey::new(digest_key(digest));
         let path = object_path(digest);
-        self.sources.iter().find_map(|src| {
-            if let Some(cache) = &src.cache {
-                if let Ok(None) = cache.lookup(&key) {
-                    return None;
-                }
+        self.sources.candidates(&key).into_iter().map(|i| self.sources.get(i)).find_map(|src| {
+            if !src.may_hold(&key) {
+                return None;
             }
-            let st = statat(&src.diff, path.as_str(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
+            let st = statat(src.diff().ok()?, path.as_str(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
             (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_size as u64 == size)
                 .then(|| src.path.join(&path))
         })
@@ -386,14 +347,14 @@ impl ObjectStore {
     /// bytes, and the chunk's offset in it (SPEC §8). Unverified: the caller checks the data.
     pub fn find_chunk(&self, chunk_digest: &[u8; 32], size: u64) -> Option<(File, u64)> {
         let key = CacheKey::new(digest_key(chunk_digest));
-        self.sources.iter().find_map(|src| {
-            let hit = src.cache.as_ref()?.lookup(&key).ok()??;
+        self.sources.candidates(&key).into_iter().map(|i| self.sources.get(i)).find_map(|src| {
+            let hit = src.cache()?.lookup(&key).ok()??;
             if hit.length != size {
                 return None;
             }
             let path = std::str::from_utf8(&hit.path).ok()?;
-            let fd =
-                openat(&src.diff, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()).ok()?;
+            let fd = openat(src.diff().ok()?, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
+                .ok()?;
             Some((File::from(fd), hit.offset))
         })
     }

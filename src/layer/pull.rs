@@ -120,6 +120,10 @@ pub struct PullOptions {
     pub annotations: Option<BTreeMap<String, String>>,
     /// Layer dirs whose objects may be reused.
     pub source_layers: Vec<PathBuf>,
+    /// A directory where an index across the source layers' caches is kept (created and rebuilt
+    /// as needed; see [`super::index`]), so that lookups cost the same with hundreds of source
+    /// layers as with a few. Without it, each source layer's cache is probed.
+    pub index_dir: Option<PathBuf>,
     /// Reuse by hardlink (else reflink, else copy).
     pub hardlinks: bool,
     pub verity: VerityPolicy,
@@ -142,6 +146,7 @@ impl Default for PullOptions {
         PullOptions {
             annotations: None,
             source_layers: Vec::new(),
+            index_dir: None,
             hardlinks: false,
             verity: VerityPolicy::IfAvailable,
             oci_whiteouts: true,
@@ -418,8 +423,12 @@ pub fn pull(
     let data_end = manifest.location.toc.offset.saturating_sub(8);
 
     // 2. The tree, and which contents are needed.
-    let mut store =
-        ObjectStore::new(&diff_path, &options.source_layers, options.hardlinks, Verity::new(options.verity))?;
+    let mut store = ObjectStore::new(
+        &diff_path,
+        super::sources::SourceLayers::open(&options.source_layers, options.index_dir.as_deref())?,
+        options.hardlinks,
+        Verity::new(options.verity),
+    )?;
     let mut builder = TreeBuilder::new(options.oci_whiteouts);
     let mut files: Vec<(crate::image::InodeId, [u8; 32])> = Vec::new();
     let mut content_of_name: HashMap<String, [u8; 32]> = HashMap::new();
