@@ -9,6 +9,7 @@
 #   (cold)  composefs-storage convert L2.zst            full stream, no other layer
 #   (pull0) convert --annotations L2.ann L2.zst         partial pull, no other layer
 #   (warm)  convert --annotations L2.ann --source-layer L1-dir --hardlinks L2.zst
+#   (warmi) the same with --insecure-skip-diff-id (no DiffID re-read of the whole layer)
 # Prints: the share of L2's blob the warm pull read (goal <= 15%), the bytes it wrote for content
 # L1 has (goal 0; new content is counted apart), and warm/cold time (goal <= 25%).
 #
@@ -116,7 +117,7 @@ run() { # name command -> "WALL CPU"; the command's stdout in $P/name.json
 }
 min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b < a) ? b : a }'; }
 
-COLD= PULL0= WARM= COLDC= PULL0C= WARMC=
+COLD= PULL0= WARM= WARMI= COLDC= PULL0C= WARMC= WARMIC=
 for i in $(seq "$RUNS"); do
     read -r w c < <(run cold "'$BIN' convert -q --verity off --json '$B2' '$P/cold-$i'")
     COLD=$(min "$COLD" "$w") COLDC=$(min "$COLDC" "$c")
@@ -125,6 +126,9 @@ for i in $(seq "$RUNS"); do
     read -r w c < <(run warm "'$BIN' convert -q --verity off --json --hardlinks --annotations '$B2.ann' \
         --source-layer '$P/l1' '$B2' '$P/warm-$i'")
     WARM=$(min "$WARM" "$w") WARMC=$(min "$WARMC" "$c")
+    read -r w c < <(run warmi "'$BIN' convert -q --verity off --json --hardlinks --insecure-skip-diff-id \
+        --annotations '$B2.ann' --source-layer '$P/l1' '$B2' '$P/warmi-$i'")
+    WARMI=$(min "$WARMI" "$w") WARMIC=$(min "$WARMIC" "$c")
 done
 
 j() { sed -n "s/.*\"$2\": \([0-9]*\).*/\1/p" "$P/$1.json" | head -1; }
@@ -142,8 +146,12 @@ printf '                                            wall      cpu (user+sys)\n'
 printf '(cold)  convert L2 (full stream)           %6.2f s  %6.2f s\n' "$COLD" "$COLDC"
 printf '(pull0) partial pull of L2, no L1          %6.2f s  %6.2f s\n' "$PULL0" "$PULL0C"
 printf '(warm)  partial pull of L2, L1 present     %6.2f s  %6.2f s\n' "$WARM" "$WARMC"
+printf '(warmi) the same, DiffID check skipped     %6.2f s  %6.2f s\n' "$WARMI" "$WARMIC"
 awk -v s="$SIZE" -v r="$READ" 'BEGIN { printf "L2 blob read by the warm pull: %d of %d bytes = %.1f%% (goal <= 15%%)\n", r, s, 100 * r / s }'
 echo "bytes written for content L1 has: $((WRITTEN - NEW)) (goal 0); new content written: $NEW; reused: $REUSED; hardlinked objects: $LINKED"
-awk -v w="$WARM" -v c="$COLD" -v p="$PULL0" -v wc="$WARMC" -v cc="$COLDC" -v pc="$PULL0C" 'BEGIN {
+awk -v w="$WARM" -v c="$COLD" -v p="$PULL0" -v wc="$WARMC" -v cc="$COLDC" -v pc="$PULL0C" \
+    -v wi="$WARMI" -v wic="$WARMIC" 'BEGIN {
     printf "warm/cold time = %.1f%% wall, %.1f%% cpu (goal <= 25%%); warm/pull0 = %.1f%% wall, %.1f%% cpu\n",
-        100 * w / c, 100 * wc / cc, 100 * w / p, 100 * wc / pc }'
+        100 * w / c, 100 * wc / cc, 100 * w / p, 100 * wc / pc
+    printf "warmi/cold time = %.1f%% wall, %.1f%% cpu (the DiffID check alone re-reads and hashes the whole layer)\n",
+        100 * wi / c, 100 * wic / cc }'

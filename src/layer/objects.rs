@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{linkat, mkdirat, openat, renameat, statat, unlinkat, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -16,6 +17,7 @@ use super::sources::SourceLayers;
 use super::tree_builder::object_path;
 use super::verity::Verity;
 use crate::chunked::cache::{digest_key, CacheKey};
+use crate::error::ResultExt;
 use crate::{Error, ErrorKind, Result};
 
 /// sha256 of empty content: every layer with an empty regular file has this object.
@@ -39,12 +41,102 @@ pub struct ObjectStats {
     pub dedup_hits: u64,
 }
 
+/// Takes objects from source layers into a staging `diff/`, by hardlink or by reflink/copy. Owns
+/// its handles, so a pull can link on one thread while it fetches on another.
+pub struct Linker {
+    diff: OwnedFd,
+    sources: Arc<SourceLayers>,
+    hardlinks: bool,
+}
+
+impl Linker {
+    fn try_clone(&self) -> Result<Linker> {
+        let diff = self.diff.try_clone().map_err(|e| Error::io("duplicate the objects dir fd", e))?;
+        Ok(Linker { diff, sources: self.sources.clone(), hardlinks: self.hardlinks })
+    }
+
+    /// Makes the `xx/` directory of `digest` (an existing one is fine).
+    pub fn ensure_prefix(&self, digest: &[u8; 32]) -> Result<()> {
+        let name = format!("{:02x}", digest[0]);
+        match mkdirat(&self.diff, name.as_str(), Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => Ok(()),
+            Err(e) => Err(Error::io(format_args!("mkdir objects dir {name}"), e.into())),
+        }
+    }
+
+    /// Takes an object from where [`ObjectStore::locate`] found it into `diff/` (its prefix
+    /// directory made first). False when it has gone from there meanwhile.
+    pub fn take_located(&self, at: &Located, size: u64) -> Result<bool> {
+        self.take(at.source, &at.object, size)
+    }
+
+    /// Takes `path` from source `i` (where [`ObjectStore::locate`] found it) into `diff/`.
+    /// False when it has gone from there meanwhile.
+    fn take(&self, i: usize, path: &str, size: u64) -> Result<bool> {
+        let src = self.sources.get(i);
+        let src_diff = src.diff()?;
+        if self.hardlinks {
+            match linkat(src_diff, path, &self.diff, path, AtFlags::empty()) {
+                Ok(()) => return Ok(true),
+                Err(Errno::NOENT) => return Ok(false),
+                // Another filesystem, link limits, protected hardlinks: copy instead.
+                Err(Errno::XDEV) | Err(Errno::MLINK) | Err(Errno::PERM) | Err(Errno::ACCESS) => {}
+                Err(e) => {
+                    return Err(Error::io(format_args!("hardlink object {path} from {}", src.path.display()), e.into()))
+                }
+            }
+        }
+        let src_fd = match openat(src_diff, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(Error::io(format_args!("open {}/{path}", src.path.display()), e.into())),
+        };
+        let dst_fd = create_object(&self.diff, path)?;
+        if rustix::fs::ioctl_ficlone(&dst_fd, &src_fd).is_err() {
+            let mut from = File::from(src_fd);
+            let mut to = File::from(dst_fd);
+            // std::io::copy uses copy_file_range between files, then read/write.
+            let n = std::io::copy(&mut from, &mut to)
+                .map_err(|e| Error::io(format_args!("copy object {path} from {}", src.path.display()), e))?;
+            if n != size {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("copy object {path}: source changed size while copying ({n} of {size} bytes)"),
+                ));
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Creates object `name` in `diff`: mode 0000 and O_EXCL, as containers/storage creates flat
+/// objects (§2.2).
+fn create_object(diff: &OwnedFd, name: &str) -> Result<OwnedFd> {
+    openat(
+        diff,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(format_args!("create object {name}"), e.into()))
+}
+
+/// Where [`ObjectStore::locate`] found an object.
+#[derive(Debug, Clone)]
+pub struct Located {
+    source: usize,
+    /// The object path (`ab/cdef…`).
+    object: String,
+    /// The object's path in that source layer.
+    pub path: PathBuf,
+}
+
 /// Writes objects into a staging `diff/` directory.
 pub struct ObjectStore {
     diff: OwnedFd,
     diff_path: PathBuf,
-    sources: SourceLayers,
-    hardlinks: bool,
+    sources: Arc<SourceLayers>,
+    linker: Linker,
     verity: Verity,
     prefixes: [bool; 256],
     /// Content sha256 → fs-verity digest (if any) of every object in this layer.
@@ -148,11 +240,17 @@ impl ObjectStore {
         let diff =
             openat(rustix::fs::CWD, diff_path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| Error::io(format_args!("open {}", diff_path.display()), e.into()))?;
+        let sources = Arc::new(sources);
+        let linker = Linker {
+            diff: diff.try_clone().map_err(|e| Error::io("duplicate the objects dir fd", e))?,
+            sources: sources.clone(),
+            hardlinks,
+        };
         Ok(ObjectStore {
             diff,
             diff_path: diff_path.to_path_buf(),
             sources,
-            hardlinks,
+            linker,
             verity,
             prefixes: [false; 256],
             objects: HashMap::new(),
@@ -245,14 +343,7 @@ impl ObjectStore {
     }
 
     fn create(&self, name: &str) -> Result<OwnedFd> {
-        // Mode 0000 and O_EXCL, as containers/storage creates flat objects (§2.2).
-        openat(
-            &self.diff,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::io(format_args!("create object {}/{name}", self.diff_path.display()), e.into()))
+        create_object(&self.diff, name).with_context(|| self.diff_path.display().to_string())
     }
 
     fn finish_object(&mut self, digest: &[u8; 32], path: &str, size: u64) -> Result<Option<[u8; 32]>> {
@@ -272,75 +363,74 @@ impl ObjectStore {
     fn try_reuse(&mut self, digest: &[u8; 32], path: &str, size: u64) -> Result<bool> {
         let key = CacheKey::new(digest_key(digest));
         for i in self.sources.candidates(&key) {
-            let src = self.sources.get(i);
-            if !src.may_hold(&key) {
-                continue; // The stat below confirms a hit.
+            if self.source_holds(i, &key, path, size)? && self.take_from(i, path, size)? {
+                return Ok(true);
             }
-            let src_diff = src.diff()?;
-            let st = match statat(src_diff, path, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,
-                Err(e) => return Err(Error::io(format_args!("stat {}/{path}", src.path.display()), e.into())),
-            };
-            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_size as u64 != size {
-                continue;
-            }
-            if self.hardlinks {
-                match linkat(src_diff, path, &self.diff, path, AtFlags::empty()) {
-                    Ok(()) => {
-                        self.count_reuse(size);
-                        return Ok(true);
-                    }
-                    // Another filesystem, link limits, protected hardlinks: copy instead.
-                    Err(Errno::XDEV) | Err(Errno::MLINK) | Err(Errno::PERM) | Err(Errno::ACCESS) => {}
-                    Err(e) => {
-                        return Err(Error::io(
-                            format_args!("hardlink object {path} from {}", src.path.display()),
-                            e.into(),
-                        ))
-                    }
-                }
-            }
-            let src_fd =
-                match openat(src_diff, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()) {
-                    Ok(fd) => fd,
-                    Err(Errno::NOENT) => continue,
-                    Err(e) => return Err(Error::io(format_args!("open {}/{path}", src.path.display()), e.into())),
-                };
-            let dst_fd = self.create(path)?;
-            if rustix::fs::ioctl_ficlone(&dst_fd, &src_fd).is_err() {
-                let mut from = File::from(src_fd);
-                let mut to = File::from(dst_fd);
-                // std::io::copy uses copy_file_range between files, then read/write.
-                let n = std::io::copy(&mut from, &mut to).map_err(|e| {
-                    Error::io(format_args!("copy object {path} from {}", self.sources.get(i).path.display()), e)
-                })?;
-                if n != size {
-                    return Err(Error::new(
-                        ErrorKind::Io,
-                        format!("copy object {path}: source changed size while copying ({n} of {size} bytes)"),
-                    ));
-                }
-            }
-            self.count_reuse(size);
-            return Ok(true);
         }
         Ok(false)
     }
 
-    /// The path of a source layer's object with content `digest` of `size` bytes, if one has it
-    /// (what [`Self::reuse`] would take, without taking it yet).
-    pub fn locate(&self, digest: &[u8; 32], size: u64) -> Option<PathBuf> {
+    /// Whether source `i` has the object `path` of `size` bytes (its cache, then a stat).
+    fn source_holds(&self, i: usize, key: &CacheKey, path: &str, size: u64) -> Result<bool> {
+        let src = self.sources.get(i);
+        if !src.may_hold(key) {
+            return Ok(false); // The stat below confirms a hit.
+        }
+        let st = match statat(src.diff()?, path, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(false),
+            Err(e) => return Err(Error::io(format_args!("stat {}/{path}", src.path.display()), e.into())),
+        };
+        Ok(FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_size as u64 == size)
+    }
+
+    /// Takes `path` (checked by [`Self::source_holds`]) from source `i`. False when it has gone
+    /// meanwhile.
+    fn take_from(&mut self, i: usize, path: &str, size: u64) -> Result<bool> {
+        let took = self.linker.take(i, path, size)?;
+        if took {
+            self.count_reuse(size);
+        }
+        Ok(took)
+    }
+
+    /// A [`Linker`] into this store's `diff/`, for another thread.
+    pub fn linker(&self) -> Result<Linker> {
+        self.linker.try_clone()
+    }
+
+    /// Records an object a [`Linker`] took into `diff/` (`path` = its object path).
+    pub fn adopt(&mut self, digest: &[u8; 32], size: u64) -> Result<Option<[u8; 32]>> {
+        self.count_reuse(size);
+        let p = self.ensure_prefix(digest).map(|_| object_path(digest))?;
+        self.finish_object(digest, &p, size)
+    }
+
+    /// A source layer holding the object with content `digest` of `size` bytes, if one has it
+    /// (what [`Self::reuse`] would take, without taking it yet): [`Self::reuse_located`] takes it.
+    pub fn locate(&self, digest: &[u8; 32], size: u64) -> Option<Located> {
         let key = CacheKey::new(digest_key(digest));
         let path = object_path(digest);
-        self.sources.candidates(&key).into_iter().map(|i| self.sources.get(i)).find_map(|src| {
-            if !src.may_hold(&key) {
-                return None;
-            }
-            let st = statat(src.diff().ok()?, path.as_str(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
-            (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_size as u64 == size)
-                .then(|| src.path.join(&path))
-        })
+        let source = self.sources.candidates(&key).into_iter().find(|&i| {
+            // An error here (a source dir that cannot be read) only means "not there".
+            self.source_holds(i, &key, &path, size).unwrap_or(false)
+        })?;
+        Some(Located { source, path: self.sources.get(source).path.join(&path), object: path })
+    }
+
+    /// [`Self::reuse`] of an object [`Self::locate`] found, without looking for it again; if it
+    /// has gone from that layer meanwhile, the other layers are asked as by [`Self::reuse`].
+    pub fn reuse_located(&mut self, digest: &[u8; 32], size: u64, at: &Located) -> Result<Option<Option<[u8; 32]>>> {
+        if let Some(v) = self.get(digest) {
+            self.stats.dedup_hits += 1;
+            return Ok(Some(v));
+        }
+        self.ensure_prefix(digest)?;
+        let path = object_path(digest);
+        if !self.take_from(at.source, &path, size)? && !self.try_reuse(digest, &path, size)? {
+            return Ok(None);
+        }
+        self.finish_object(digest, &path, size).map(Some)
     }
 
     /// A source layer file that its layers cache says holds a chunk with `chunk_digest` of `size`
@@ -362,5 +452,50 @@ impl ObjectStore {
     fn count_reuse(&mut self, size: u64) {
         self.stats.objects_reused += 1;
         self.stats.bytes_reused += size;
+    }
+}
+
+#[cfg(test)]
+mod located_tests {
+    use super::*;
+    use crate::layer::verity::VerityPolicy;
+    use sha2::{Digest, Sha256};
+
+    fn layer_with(dir: &Path, content: &[u8]) -> [u8; 32] {
+        let d: [u8; 32] = Sha256::digest(content).into();
+        let p = dir.join("diff").join(object_path(&d));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_located_object_that_goes_away_is_asked_for_again_or_reported_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let d = layer_with(&a, b"content");
+        layer_with(&b, b"content");
+        let dest = tmp.path().join("dest");
+        std::fs::create_dir_all(&dest).unwrap();
+        let sources = SourceLayers::open(&[a.clone(), b.clone()], None).unwrap();
+        let mut store = ObjectStore::new(&dest, sources, true, Verity::new(VerityPolicy::Off)).unwrap();
+        let at = store.locate(&d, 7).expect("in layer a");
+        assert_eq!(at.path, a.join("diff").join(object_path(&d)));
+        assert!(store.locate(&d, 8).is_none(), "a size mismatch is no hit");
+
+        // Gone from a after it was located: the linker says so, and reuse finds b's copy.
+        std::fs::remove_file(&at.path).unwrap();
+        let linker = store.linker().unwrap();
+        linker.ensure_prefix(&d).unwrap();
+        assert!(!linker.take_located(&at, 7).unwrap());
+        assert!(store.reuse_located(&d, 7, &at).unwrap().is_some());
+        assert_eq!(std::fs::read(dest.join(object_path(&d))).unwrap(), b"content");
+        assert_eq!((store.stats.objects, store.stats.objects_reused), (1, 1));
+
+        // Gone everywhere: nothing to reuse, the caller fetches it.
+        let e = layer_with(&a, b"other");
+        let at = store.locate(&e, 5).unwrap();
+        std::fs::remove_file(&at.path).unwrap();
+        assert!(store.reuse_located(&e, 5, &at).unwrap().is_none());
     }
 }

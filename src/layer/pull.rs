@@ -18,7 +18,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::convert::{write_blob, Progress, ProgressFn};
-use super::objects::{ObjectStats, ObjectStore, TempFactory, EMPTY_SHA256};
+use super::objects::{Linker, Located, ObjectStats, ObjectStore, TempFactory, EMPTY_SHA256};
 use super::staging::Staging;
 use super::tree_builder::{object_path, Added, TreeBuilder};
 use super::verity::{Verity, VerityPolicy};
@@ -494,13 +494,18 @@ pub fn pull(
     // 3. Find what exists (taken after the fetch: meanwhile the DiffID thread reads it where it
     // is); collect what must be fetched, in blob order.
     let mut missing: Vec<Missing> = Vec::new();
-    let mut reusable: Vec<([u8; 32], u64, ByteRange, String)> = Vec::new();
+    let mut reusable: Vec<([u8; 32], u64, ByteRange, String, Located)> = Vec::new();
+    let mut sources_found = Vec::new();
     for digest in wanted_order {
         let Some((size, range, name)) = wanted.remove(&digest) else { continue };
         match store.locate(&digest, size) {
-            Some(path) => {
-                ready.add_source(digest, path);
-                reusable.push((digest, size, range, name));
+            Some(at) => {
+                sources_found.push((digest, at.path.clone()));
+                // Batched: each notification is a futex wake of the DiffID thread.
+                if sources_found.len() == 256 {
+                    ready.add_sources(sources_found.drain(..));
+                }
+                reusable.push((digest, size, range, name, at));
             }
             None => {
                 let pieces = plan_pieces(&store, chunks_of.remove(&name).as_ref(), range, size);
@@ -508,6 +513,7 @@ pub fn pull(
             }
         }
     }
+    ready.add_sources(sources_found.drain(..));
     missing.sort_by_key(|m| m.range.offset);
     for w in missing.windows(2) {
         if w[1].range.offset < w[0].range.end() {
@@ -518,81 +524,112 @@ pub fn pull(
         }
     }
 
-    // 4. Fetch, decompress, verify, store. Files that need nothing from the blob first.
+    // 4. Fetch, decompress, verify, store (files that need nothing from the blob first), while
+    // another thread takes what source layers have.
     let mut temps = TempFactory::new(&diff_path)?;
     let mut chunk_bytes_reused = 0u64;
     let mut buf = vec![0u8; 256 << 10];
-    let mut parts: Vec<ByteRange> = Vec::new();
-    // For each part: its file, and whether it is that file's last part.
-    let mut part_owner: Vec<(usize, bool)> = Vec::new();
-    for (mi, m) in missing.iter().enumerate() {
-        let start = parts.len();
-        parts.extend(m.pieces.iter().filter_map(|p| if let Piece::Fetch(r) = p { Some(*r) } else { None }));
-        part_owner.extend((start..parts.len()).map(|i| (mi, i + 1 == parts.len())));
-        if start == parts.len() {
-            let mut b = Building::begin(&mut temps, m)?;
-            chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
-            b.commit(&mut store, &mut temps, m)?;
-            ready.add(m.digest);
-        }
-    }
-    let mut max_ranges = options.max_ranges.max(1);
-    let mut done_bytes = 0u64;
     let mut ranges_asked = 0u64;
-    let mut pending = plan(&parts, max_ranges);
-    let mut building: Option<(usize, Building)> = None;
-    while !pending.is_empty() {
-        let ranges: Vec<ByteRange> = pending.iter().map(|f| f.range).collect();
-        requests += 1;
-        let mut reader = match fetcher.fetch(&ranges) {
-            Err(e) if e.kind() == ErrorKind::LimitExceeded && max_ranges > 1 => {
-                max_ranges /= 2;
-                pending = plan(&parts, max_ranges);
-                continue;
-            }
-            r => r?,
-        };
-        ranges_asked += ranges.len() as u64;
-        for f in &pending {
-            let mut pos = f.range.offset;
-            for &i in &f.parts {
-                let (mi, last) = part_owner[i];
-                let m = &missing[mi];
-                let r = parts[i];
-                if building.as_ref().is_none_or(|(b, _)| *b != mi) {
-                    building = Some((mi, Building::begin(&mut temps, m)?));
-                }
-                let Some((_, b)) = building.as_mut() else {
-                    return Err(Error::new(ErrorKind::Internal, "no file in progress"));
-                };
-                chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
-                skip(&mut reader, r.offset - pos)?;
-                b.fetched_piece(&mut reader, r, m, &mut buf)?;
-                pos = r.end();
-                if last {
+    let linker = store.linker()?;
+    // Linking is mostly kernel time; it gets a thread when there is a core for it beside this
+    // one and the DiffID thread (else it would only slow the DiffID down, the longest task).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let link_thread = cores >= 2 + usize::from(diff_id_job.is_some());
+    let (linked, fetch) = std::thread::scope(|scope| {
+        let links = link_thread.then(|| {
+            std::thread::Builder::new()
+                .name("cfs-link".into())
+                .spawn_scoped(scope, || link_all(&linker, &reusable, &ready))
+                .map_err(|e| Error::io("spawn link thread", e))
+        });
+        let fetch = (|| -> Result<()> {
+            let mut parts: Vec<ByteRange> = Vec::new();
+            // For each part: its file, and whether it is that file's last part.
+            let mut part_owner: Vec<(usize, bool)> = Vec::new();
+            for (mi, m) in missing.iter().enumerate() {
+                let start = parts.len();
+                parts.extend(m.pieces.iter().filter_map(|p| if let Piece::Fetch(r) = p { Some(*r) } else { None }));
+                part_owner.extend((start..parts.len()).map(|i| (mi, i + 1 == parts.len())));
+                if start == parts.len() {
+                    let mut b = Building::begin(&mut temps, m)?;
                     chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
-                    if let Some((_, b)) = building.take() {
-                        b.commit(&mut store, &mut temps, m)?;
-                    }
+                    b.commit(&mut store, &mut temps, m)?;
                     ready.add(m.digest);
                 }
-                done_bytes += r.length;
-                if let Some(cb) = progress.as_mut() {
-                    if !cb(Progress { bytes: done_bytes, entries }) {
-                        return Err(Error::new(ErrorKind::Cancelled, "pull cancelled"));
-                    }
-                }
             }
-            skip(&mut reader, f.range.end() - pos)?;
-            fetched += f.range.length;
+            let mut max_ranges = options.max_ranges.max(1);
+            let mut done_bytes = 0u64;
+            let mut pending = plan(&parts, max_ranges);
+            let mut building: Option<(usize, Building)> = None;
+            while !pending.is_empty() {
+                let ranges: Vec<ByteRange> = pending.iter().map(|f| f.range).collect();
+                requests += 1;
+                let mut reader = match fetcher.fetch(&ranges) {
+                    Err(e) if e.kind() == ErrorKind::LimitExceeded && max_ranges > 1 => {
+                        max_ranges /= 2;
+                        pending = plan(&parts, max_ranges);
+                        continue;
+                    }
+                    r => r?,
+                };
+                ranges_asked += ranges.len() as u64;
+                for f in &pending {
+                    let mut pos = f.range.offset;
+                    for &i in &f.parts {
+                        let (mi, last) = part_owner[i];
+                        let m = &missing[mi];
+                        let r = parts[i];
+                        if building.as_ref().is_none_or(|(b, _)| *b != mi) {
+                            building = Some((mi, Building::begin(&mut temps, m)?));
+                        }
+                        let Some((_, b)) = building.as_mut() else {
+                            return Err(Error::new(ErrorKind::Internal, "no file in progress"));
+                        };
+                        chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
+                        skip(&mut reader, r.offset - pos)?;
+                        b.fetched_piece(&mut reader, r, m, &mut buf)?;
+                        pos = r.end();
+                        if last {
+                            chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
+                            if let Some((_, b)) = building.take() {
+                                b.commit(&mut store, &mut temps, m)?;
+                            }
+                            ready.add(m.digest);
+                        }
+                        done_bytes += r.length;
+                        if let Some(cb) = progress.as_mut() {
+                            if !cb(Progress { bytes: done_bytes, entries }) {
+                                return Err(Error::new(ErrorKind::Cancelled, "pull cancelled"));
+                            }
+                        }
+                    }
+                    skip(&mut reader, f.range.end() - pos)?;
+                    fetched += f.range.length;
+                }
+                pending.clear();
+            }
+            drop(building);
+            Ok(())
+        })();
+        let linked = match links {
+            Some(spawned) => {
+                spawned.and_then(|h| h.join().map_err(|_| Error::new(ErrorKind::Internal, "link thread panicked"))?)
+            }
+            None if fetch.is_ok() => link_all(&linker, &reusable, &ready),
+            None => Ok(Vec::new()),
+        };
+        (linked, fetch)
+    });
+    fetch?;
+    let linked = linked?;
+
+    // Record what the link thread took. One that went away since is asked for again, or fetched
+    // on its own.
+    for ((digest, size, range, name, _), took) in reusable.into_iter().zip(linked) {
+        if took {
+            store.adopt(&digest, size)?;
+            continue;
         }
-        pending.clear();
-    }
-
-    drop(building);
-
-    // Take the contents found in source layers. One that went away since is fetched on its own.
-    for (digest, size, range, name) in reusable {
         if store.reuse(&digest, size)?.is_none() {
             let m = Missing { digest, size, range, name, pieces: vec![Piece::Fetch(range)] };
             requests += 1;
@@ -670,6 +707,33 @@ pub fn pull(
         blob_verity,
         toc_json: manifest.toc_json,
     })
+}
+
+/// Takes each located content into the staging `diff/` (the link thread); whether each was taken.
+fn link_all(
+    linker: &Linker,
+    items: &[([u8; 32], u64, ByteRange, String, Located)],
+    ready: &Ready,
+) -> Result<Vec<bool>> {
+    let mut took = Vec::with_capacity(items.len());
+    let mut done = Vec::new();
+    let mut prefixes = [false; 256];
+    for (digest, size, _, _, at) in items {
+        if !std::mem::replace(&mut prefixes[digest[0] as usize], true) {
+            linker.ensure_prefix(digest)?;
+        }
+        let ok = linker.take_located(at, *size)?;
+        if ok {
+            done.push(*digest);
+            // Batched: each notification is a futex wake of the DiffID thread.
+            if done.len() == 256 {
+                ready.add_all(done.drain(..));
+            }
+        }
+        took.push(ok);
+    }
+    ready.add_all(done.drain(..));
+    Ok(took)
 }
 
 fn skip(reader: &mut dyn Read, n: u64) -> Result<()> {
@@ -797,6 +861,16 @@ struct Ready {
 }
 
 impl Ready {
+    /// These contents are in the staging `diff/`.
+    fn add_all(&self, digests: impl Iterator<Item = [u8; 32]>) {
+        if let Ok(mut s) = self.state.lock() {
+            for d in digests {
+                s.0.insert(d, None);
+            }
+        }
+        self.cv.notify_all();
+    }
+
     /// The content is in the staging `diff/`.
     fn add(&self, digest: [u8; 32]) {
         if let Ok(mut s) = self.state.lock() {
@@ -805,10 +879,12 @@ impl Ready {
         self.cv.notify_all();
     }
 
-    /// The content is at `path` in a source layer until it is taken.
-    fn add_source(&self, digest: [u8; 32], path: PathBuf) {
+    /// These contents are at these paths in source layers until they are taken.
+    fn add_sources(&self, found: impl Iterator<Item = ([u8; 32], PathBuf)>) {
         if let Ok(mut s) = self.state.lock() {
-            s.0.entry(digest).or_insert(Some(path));
+            for (digest, path) in found {
+                s.0.entry(digest).or_insert(Some(path));
+            }
         }
         self.cv.notify_all();
     }
