@@ -529,6 +529,7 @@ pub fn pull(
     let mut temps = TempFactory::new(&diff_path)?;
     let mut chunk_bytes_reused = 0u64;
     let mut buf = vec![0u8; 256 << 10];
+    let mut dctx = zstd::zstd_safe::DCtx::create();
     let mut ranges_asked = 0u64;
     let linker = store.linker()?;
     // Linking is mostly kernel time; it gets a thread when there is a core for it beside this
@@ -587,7 +588,7 @@ pub fn pull(
                         };
                         chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
                         skip(&mut reader, r.offset - pos)?;
-                        b.fetched_piece(&mut reader, r, m, &mut buf)?;
+                        b.fetched_piece(&mut reader, r, m, &mut buf, &mut dctx)?;
                         pos = r.end();
                         if last {
                             chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
@@ -636,7 +637,7 @@ pub fn pull(
             ranges_asked += 1;
             let mut reader = fetcher.fetch(&[range])?;
             let mut b = Building::begin(&mut temps, &m)?;
-            b.fetched_piece(&mut reader, range, &m, &mut buf)?;
+            b.fetched_piece(&mut reader, range, &m, &mut buf, &mut dctx)?;
             b.commit(&mut store, &mut temps, &m)?;
             fetched += range.length;
         }
@@ -807,11 +808,19 @@ impl Building {
     }
 
     /// Decompresses the next piece's frames (`range`, `range.length` bytes of `reader`).
-    fn fetched_piece(&mut self, reader: &mut dyn Read, range: ByteRange, m: &Missing, buf: &mut [u8]) -> Result<()> {
+    /// `dctx` is reused from file to file (creating one per file cost more than small files'
+    /// decompression).
+    fn fetched_piece(
+        &mut self,
+        reader: &mut dyn Read,
+        range: ByteRange,
+        m: &Missing,
+        buf: &mut [u8],
+        dctx: &mut zstd::zstd_safe::DCtx<'static>,
+    ) -> Result<()> {
         let ctx = || format!("file {:?}", m.name);
         let mut compressed = reader.take(range.length);
-        let mut decoder = zstd::stream::read::Decoder::new(&mut compressed)
-            .map_err(|e| Error::io(format!("{}: start decompression", ctx()), e))?;
+        let mut decoder = zstd::stream::read::Decoder::with_context(BufReader::new(&mut compressed), dctx);
         loop {
             let n = decoder.read(buf).map_err(|e| Error::format(format!("{}: bad zstd data: {e}", ctx())))?;
             if n == 0 {
