@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use base64::Engine as _;
+use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
 use super::convert::{write_blob, Progress, ProgressFn};
@@ -945,6 +946,8 @@ impl DiffIdJob {
     ) -> Result<DiffIdJob> {
         // A dup shares the file offset with the main thread's reads: read at our own offset.
         let split = PositionalReader { file: split.try_clone().map_err(|e| Error::io("reopen tar-split", e))?, pos: 0 };
+        // Objects are opened relative to `diff/` (a path walk of two names, not of the whole path).
+        let diff_fd = File::open(diff).map_err(|e| Error::io(format_args!("open {}", diff.display()), e))?;
         let diff = diff.to_path_buf();
         let r = ready.clone();
         let handle = std::thread::Builder::new()
@@ -967,8 +970,10 @@ impl DiffIdJob {
                             // Gone from the source layer: the pull fetches it instead.
                             r.wait(digest, true)?;
                         }
-                        let p = diff.join(object_path(digest));
-                        File::open(&p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))
+                        let p = object_path(digest);
+                        rustix::fs::openat(&diff_fd, p.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                            .map(File::from)
+                            .map_err(|e| Error::io(format_args!("open {}/{p}", diff.display()), e.into()))
                     },
                     &mut std::io::sink(),
                 )?;
