@@ -7,7 +7,8 @@
 # Runs scripts/bench-convert.sh (convert vs classic unpack and vs the decompress+hash floor),
 # scripts/bench-image.sh (image writer vs the composefs crate), scripts/bench-pull.sh (a
 # zstd:chunked layer L2 sharing 90% of its contents with L1, pulled with L1 present vs converted
-# cold) and scripts/bench-mount.sh (mount stacks, needs root + EROFS + overlayfs). All data is
+# cold), scripts/bench-index.sh (object lookups across 500 vs 5 source layers) and
+# scripts/bench-mount.sh (mount stacks, needs root + EROFS + overlayfs). All data is
 # made on this machine from its own files (the zstd:chunked blobs by `composefs-storage compress`).
 #
 # Time: about 5-10 minutes on 2 cores (most of it release builds the first time); --quick does
@@ -105,11 +106,28 @@ if env "${PULL_ENV[@]}" bash "$ROOT/scripts/bench-pull.sh" 2>&1 | tee "$LOGS/pul
     mb() { awk -v b="$1" 'BEGIN { printf "%.2f MB", b / 1e6 }'; }
     row "pull L2 with L1 present (wall)" "$(fmt "$WARM" s)" "cold convert of L2 $(fmt "$COLD" s)" "$(ratio "$WARM" "$COLD")" "goal <= 0.25x"
     row "pull L2 with L1 present (cpu: user+sys)" "$(fmt "$WARMC" s)" "cold convert of L2 $(fmt "$COLDC" s)" "$(ratio "$WARMC" "$COLDC")" ""
+    WARMI=$(grab "$LOGS/pull.log" '(warmi) the same, DiffID check skipped')
+    row "  same, DiffID check skipped (wall)" "$(fmt "$WARMI" s)" "cold convert of L2 $(fmt "$COLD" s)" "$(ratio "$WARMI" "$COLD")" "insecure option"
     row "pull L2 with L1 present: blob read" "$(mb "$READ")" "L2 blob $(mb "$SIZE")" "$(ratio "$READ" "$SIZE")" "goal <= 0.15x"
     row "pull L2 with L1 present: bytes written" "$(mb "$SAME") for L1's" "new content $(mb "$NEW")" "-" "goal 0 for L1's"
     row "cold pull of L2 vs cold convert (wall)" "$(fmt "$PULL0" s)" "cold convert of L2 $(fmt "$COLD" s)" "$(ratio "$PULL0" "$COLD")" ""
 else
     row "partial pull" "failed" "see $LOGS/pull.log" "-" ""
+fi
+
+# --- object index -------------------------------------------------------------------------
+note "object lookups across source layers (scripts/bench-index.sh)"
+if bash "$ROOT/scripts/bench-index.sh" 2>&1 | tee "$LOGS/index.log" >&2 && grep -q 'caches + index:' "$LOGS/index.log"; then
+    for label in "caches + index" "caches only" "no caches"; do
+        line=$(grep "^ *$label:" "$LOGS/index.log" | head -1)
+        T5=$(echo "$line" | sed -n 's/.* 5 layers \([0-9.]*\)s.*/\1/p')
+        T500=$(echo "$line" | sed -n 's/.* 500 layers \([0-9.]*\)s.*/\1/p')
+        goal=
+        [ "$label" = "caches + index" ] && goal="goal <= 1.1x"
+        row "object lookups 500 vs 5 layers, $label" "$(fmt "$T500" s)" "5 layers $(fmt "$T5" s)" "$(ratio "$T500" "$T5")" "$goal"
+    done
+else
+    row "object lookups" "failed" "see $LOGS/index.log" "-" ""
 fi
 
 # --- mount --------------------------------------------------------------------------------
