@@ -18,6 +18,7 @@ use composefs_storage::chunked::tarsplit::{self, TarSplitReader};
 use composefs_storage::chunked::{self, footer, read_manifest, ReadOptions, Toc};
 use composefs_storage::config::{self, check_host, Host, LoadOptions, KEYS};
 use composefs_storage::image::{self, dump, WriteOptions};
+use composefs_storage::layer::index::{CacheIdentity, MergedIndex};
 use composefs_storage::layer::pull::{self, BlobFetcher, PullOptions};
 use composefs_storage::layer::{self, ConvertOptions, VerityPolicy};
 use composefs_storage::source::tar::{TarLimits, TarReader};
@@ -27,6 +28,19 @@ use sha2::{Digest, Sha256};
 /// `chunked::footer::parse` on the last bytes of a blob.
 pub fn chunked_footer(data: &[u8]) {
     let _ = footer::parse(data);
+}
+
+/// `layer::index::MergedIndex::parse` of an object index file, then lookups of digests taken from
+/// the input (every 32 bytes after the header) and of fixed ones: never a panic or an
+/// out-of-range layer number.
+pub fn layer_index(data: &[u8]) {
+    let Some(ix) = MergedIndex::parse(data) else { return };
+    let mut layers = Vec::new();
+    for d in data.chunks_exact(32).take(512).chain([&[0u8; 32][..], &[0xffu8; 32][..], &[0x80u8; 4][..], &[][..]]) {
+        layers.clear();
+        ix.lookup(d, &mut layers);
+        assert!(layers.len() <= data.len() / 4, "more hits than entries");
+    }
 }
 
 /// `chunked::Toc::parse` on TOC JSON, then what reads a parsed TOC: mtimes and the composefs dump
@@ -100,6 +114,16 @@ fn cache_from_file(data: &[u8]) {
         }
     }
     let _ = cache.lookup(&[0u8; DIGEST_LEN].into());
+    // What the object index is built from, and the index built from it.
+    let digests = cache.object_digests();
+    assert!(digests.len() <= cache.len(), "object digests are a subset of the tags");
+    if let Ok(ix) = MergedIndex::build(&[(&cache, CacheIdentity([0; 5]))]) {
+        for d in digests.iter().take(256) {
+            let mut layers = Vec::new();
+            ix.lookup(d, &mut layers);
+            assert_eq!(layers, vec![0], "an index finds every digest it was built from");
+        }
+    }
     let _ = LayerCache::parse(&cache.to_bytes());
 }
 

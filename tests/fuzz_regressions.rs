@@ -18,7 +18,7 @@ type Harness = fn(&[u8]);
 #[test]
 fn recorded_inputs_do_not_crash() {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let targets: [(&str, Harness); 12] = [
+    let targets: [(&str, Harness); 13] = [
         ("chunked_footer", harness::chunked_footer),
         ("chunked_toc", harness::chunked_toc),
         ("chunked_tarsplit", harness::chunked_tarsplit),
@@ -31,6 +31,7 @@ fn recorded_inputs_do_not_crash() {
         ("source_stream", harness::source_stream),
         ("layer_convert", harness::layer_convert),
         ("layer_pull", harness::layer_pull),
+        ("layer_index", harness::layer_index),
     ];
     let mut ran = 0;
     for (name, run) in targets {

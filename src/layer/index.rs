@@ -38,7 +38,7 @@ const MAX_LAYERS: usize = u16::MAX as usize;
 
 /// What identifies the cache file an index covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CacheIdentity([u64; 5]);
+pub struct CacheIdentity(pub [u64; 5]);
 
 impl CacheIdentity {
     pub fn of(meta: &Metadata) -> CacheIdentity {
@@ -87,6 +87,11 @@ impl MergedIndex {
         // No MADV_RANDOM: fault-around maps neighbouring cached pages too, fewer faults.
         let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
         MergedIndex::from_bytes(IndexBytes::Mapped(map))
+    }
+
+    /// Parses index file bytes (a copy is kept); `None` when they are not a valid index.
+    pub fn parse(data: &[u8]) -> Option<MergedIndex> {
+        MergedIndex::from_bytes(IndexBytes::Owned(data.to_vec()))
     }
 
     fn from_bytes(data: IndexBytes) -> Option<MergedIndex> {
