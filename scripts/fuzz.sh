@@ -58,8 +58,12 @@ if [[ -d $fuzz_dir/seeds/$target ]]; then
 fi
 
 cd "$fuzz_dir"
+# Inputs up to 256 KiB, or the largest seed (an object index file is at least 256 KiB).
+max_len=262144
+largest=$(find "$seed_dir" -type f -printf '%s\n' | sort -n | tail -1)
+((${largest:-0} > max_len)) && max_len=$largest
 args=(-max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout="${FUZZ_TIMEOUT:-60}"
-    -max_len=262144 -print_final_stats=1 "$@")
+    -max_len="$max_len" -print_final_stats=1 "$@")
 if [[ -n ${FUZZ_PREBUILT:-} ]]; then
     # Already built by `cargo fuzz build -O` (the smoke run): skip cargo's own start-up.
     host=$(rustc "${toolchain[@]}" -vV | sed -n 's/^host: //p')
