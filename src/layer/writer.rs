@@ -13,10 +13,11 @@ use super::objects::{ObjectStore, TempObject};
 use crate::{Error, ErrorKind, Result};
 
 /// Bytes of content in one batch; a content at most this large is batched (see `Batch::fits`).
-pub const BATCH_BYTES: usize = 1 << 20;
+pub const BATCH_BYTES: usize = 256 << 10;
 /// Files in one batch at most, so that many empty or tiny files still reach the writer soon.
 const BATCH_FILES: usize = 256;
-/// Jobs in flight; each batch holds at most `BATCH_BYTES`, which bounds the memory to 16 MiB.
+/// Jobs in flight; each batch holds at most `BATCH_BYTES`, which bounds the memory to 4 MiB
+/// (1 MiB batches: peak RSS of a 195 MB layer's conversion ~10 MiB higher, and no faster).
 const QUEUE: usize = 16;
 
 /// Contents of several files, already hashed, back to back in one buffer.
