@@ -124,11 +124,13 @@ pub struct LayerCache {
     fnames: std::ops::Range<usize>,
 }
 
-enum Bytes {
+/// File bytes held in memory or mapped (also used by `layer::index`).
+pub(crate) enum Bytes {
     Owned(Vec<u8>),
-    /// A read-only shared map, as containers/storage maps the file. Caches are replaced by
-    /// rename, never rewritten in place (ours: `metadata::write_new` into a staging dir;
-    /// containers/storage: atomic big-data writes), so the mapped file does not shrink under us.
+    /// A read-only shared map, as containers/storage maps the file. Caches (and object indexes)
+    /// are replaced by rename, never rewritten in place (ours: `metadata::write_new` into a
+    /// staging dir, `MergedIndex::write`; containers/storage: atomic big-data writes), so the
+    /// mapped file does not shrink under us.
     Mapped(memmap2::Mmap),
 }
 

@@ -23,7 +23,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::chunked::cache::LayerCache;
+use crate::chunked::cache::{Bytes, LayerCache};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"CFSIDX01";
@@ -48,25 +48,9 @@ impl CacheIdentity {
 
 /// A mapped (or, when built here, in-memory) index file.
 pub struct MergedIndex {
-    data: IndexBytes,
+    data: Bytes,
     layers: Vec<CacheIdentity>,
     n_entries: usize,
-}
-
-enum IndexBytes {
-    Owned(Vec<u8>),
-    /// Read-only map of a file only ever replaced by rename (see [`MergedIndex::write`]).
-    Mapped(memmap2::Mmap),
-}
-
-impl std::ops::Deref for IndexBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            IndexBytes::Owned(v) => v,
-            IndexBytes::Mapped(m) => m,
-        }
-    }
 }
 
 fn u32_at(d: &[u8], at: usize) -> Option<u32> {
@@ -86,15 +70,15 @@ impl MergedIndex {
         // bounds-checked against the map's length.
         // No MADV_RANDOM: fault-around maps neighbouring cached pages too, fewer faults.
         let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        MergedIndex::from_bytes(IndexBytes::Mapped(map))
+        MergedIndex::from_bytes(Bytes::Mapped(map))
     }
 
     /// Parses index file bytes (a copy is kept); `None` when they are not a valid index.
     pub fn parse(data: &[u8]) -> Option<MergedIndex> {
-        MergedIndex::from_bytes(IndexBytes::Owned(data.to_vec()))
+        MergedIndex::from_bytes(Bytes::Owned(data.to_vec()))
     }
 
-    fn from_bytes(data: IndexBytes) -> Option<MergedIndex> {
+    fn from_bytes(data: Bytes) -> Option<MergedIndex> {
         if data.get(..8)? != MAGIC {
             return None;
         }
@@ -183,7 +167,7 @@ impl MergedIndex {
             out.extend_from_slice(&(at as u32).to_le_bytes());
         }
         entries.iter().for_each(|&e| out.extend_from_slice(&(e as u32).to_le_bytes()));
-        MergedIndex::from_bytes(IndexBytes::Owned(out))
+        MergedIndex::from_bytes(Bytes::Owned(out))
             .ok_or_else(|| Error::new(crate::ErrorKind::Internal, "a new object index does not parse"))
     }
 
@@ -263,21 +247,21 @@ mod tests {
         let ix = MergedIndex::build(&[(&a, CacheIdentity([0; 5]))]).unwrap();
         let good = ix.data.to_vec();
         for cut in [0, 7, 8, 23, 24, good.len() / 2, good.len() - 1] {
-            assert!(MergedIndex::from_bytes(IndexBytes::Owned(good[..cut].to_vec())).is_none(), "cut at {cut}");
+            assert!(MergedIndex::from_bytes(Bytes::Owned(good[..cut].to_vec())).is_none(), "cut at {cut}");
         }
         let mut bad_magic = good.clone();
         bad_magic[0] ^= 1;
-        assert!(MergedIndex::from_bytes(IndexBytes::Owned(bad_magic)).is_none());
+        assert!(MergedIndex::from_bytes(Bytes::Owned(bad_magic)).is_none());
         let mut huge = good.clone();
         huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(MergedIndex::from_bytes(IndexBytes::Owned(huge)).is_none());
+        assert!(MergedIndex::from_bytes(Bytes::Owned(huge)).is_none());
         // Bucket starts that point anywhere: lookups stay in bounds and find nothing wrong.
         let mut wild = good.clone();
         let buckets_at = HEADER + LAYER_RECORD;
         for i in (0..=BUCKETS).step_by(97) {
             wild[buckets_at + i * 4..buckets_at + i * 4 + 4].copy_from_slice(&(i as u32 * 7919).to_le_bytes());
         }
-        let ix = MergedIndex::from_bytes(IndexBytes::Owned(wild)).unwrap();
+        let ix = MergedIndex::from_bytes(Bytes::Owned(wild)).unwrap();
         let mut v = Vec::new();
         for i in 0..2000 {
             ix.lookup(&d(&i.to_string()), &mut v);

@@ -135,7 +135,7 @@ pub struct Located {
 pub struct ObjectStore {
     diff: OwnedFd,
     diff_path: PathBuf,
-    sources: Arc<SourceLayers>,
+    /// Takes objects from the source layers (which it holds).
     linker: Linker,
     verity: Verity,
     prefixes: [bool; 256],
@@ -240,16 +240,14 @@ impl ObjectStore {
         let diff =
             openat(rustix::fs::CWD, diff_path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| Error::io(format_args!("open {}", diff_path.display()), e.into()))?;
-        let sources = Arc::new(sources);
         let linker = Linker {
             diff: diff.try_clone().map_err(|e| Error::io("duplicate the objects dir fd", e))?,
-            sources: sources.clone(),
+            sources: Arc::new(sources),
             hardlinks,
         };
         Ok(ObjectStore {
             diff,
             diff_path: diff_path.to_path_buf(),
-            sources,
             linker,
             verity,
             prefixes: [false; 256],
@@ -362,7 +360,7 @@ impl ObjectStore {
     /// Takes `path` from a source layer, by hardlink or by reflink/copy. False when none has it.
     fn try_reuse(&mut self, digest: &[u8; 32], path: &str, size: u64) -> Result<bool> {
         let key = CacheKey::new(digest_key(digest));
-        for i in self.sources.candidates(&key) {
+        for i in self.linker.sources.candidates(&key) {
             if self.source_holds(i, &key, path, size)? && self.take_from(i, path, size)? {
                 return Ok(true);
             }
@@ -372,7 +370,7 @@ impl ObjectStore {
 
     /// Whether source `i` has the object `path` of `size` bytes (its cache, then a stat).
     fn source_holds(&self, i: usize, key: &CacheKey, path: &str, size: u64) -> Result<bool> {
-        let src = self.sources.get(i);
+        let src = self.linker.sources.get(i);
         if !src.may_hold(key) {
             return Ok(false); // The stat below confirms a hit.
         }
@@ -411,11 +409,11 @@ impl ObjectStore {
     pub fn locate(&self, digest: &[u8; 32], size: u64) -> Option<Located> {
         let key = CacheKey::new(digest_key(digest));
         let path = object_path(digest);
-        let source = self.sources.candidates(&key).into_iter().find(|&i| {
+        let source = self.linker.sources.candidates(&key).into_iter().find(|&i| {
             // An error here (a source dir that cannot be read) only means "not there".
             self.source_holds(i, &key, &path, size).unwrap_or(false)
         })?;
-        Some(Located { source, path: self.sources.get(source).path.join(&path), object: path })
+        Some(Located { source, path: self.linker.sources.get(source).path.join(&path), object: path })
     }
 
     /// [`Self::reuse`] of an object [`Self::locate`] found, without looking for it again; if it
@@ -437,7 +435,7 @@ impl ObjectStore {
     /// bytes, and the chunk's offset in it (SPEC §8). Unverified: the caller checks the data.
     pub fn find_chunk(&self, chunk_digest: &[u8; 32], size: u64) -> Option<(File, u64)> {
         let key = CacheKey::new(digest_key(chunk_digest));
-        self.sources.candidates(&key).into_iter().map(|i| self.sources.get(i)).find_map(|src| {
+        self.linker.sources.candidates(&key).into_iter().map(|i| self.linker.sources.get(i)).find_map(|src| {
             let hit = src.cache()?.lookup(&key).ok()??;
             if hit.length != size {
                 return None;

@@ -20,7 +20,6 @@ pub struct Source {
     cache_file: Option<(PathBuf, CacheIdentity)>,
     /// The cache, opened on first use: with an index, most layers are never asked.
     cache: std::sync::OnceLock<Option<LayerCache>>,
-    identity: Option<CacheIdentity>,
 }
 
 fn open_dir(path: &Path) -> std::result::Result<OwnedFd, rustix::io::Errno> {
@@ -28,6 +27,11 @@ fn open_dir(path: &Path) -> std::result::Result<OwnedFd, rustix::io::Errno> {
 }
 
 impl Source {
+    /// What identifies the layer's cache file (for the index), when it has one.
+    fn identity(&self) -> Option<CacheIdentity> {
+        self.cache_file.as_ref().map(|(_, id)| *id)
+    }
+
     /// The layer's `diff/` directory.
     pub fn diff(&self) -> Result<BorrowedFd<'_>> {
         match self.diff.get_or_init(|| open_dir(&self.path)) {
@@ -94,8 +98,7 @@ impl SourceLayers {
         for layer in layers {
             let path = layer.join("diff");
             let cache_file = find_cache(layer);
-            let identity = cache_file.as_ref().map(|(_, id)| *id);
-            let source = Source { path, diff: Default::default(), cache_file, cache: Default::default(), identity };
+            let source = Source { path, diff: Default::default(), cache_file, cache: Default::default() };
             // A layer without a cache is probed on every lookup: a missing one is an error now.
             // (One with a cache exists; its `diff/` is opened when first needed.)
             if source.cache_file.is_none() {
@@ -108,7 +111,7 @@ impl SourceLayers {
     }
 
     fn index(sources: &[Source], dir: &Path) -> Option<Indexed> {
-        let with_cache = sources.iter().filter(|s| s.identity.is_some()).count();
+        let with_cache = sources.iter().filter(|s| s.identity().is_some()).count();
         if with_cache <= MAX_UNINDEXED {
             return None; // Probing these few costs less than any index.
         }
@@ -118,7 +121,7 @@ impl SourceLayers {
                 index.layers().iter().enumerate().map(|(n, id)| (*id, n)).collect();
             let mut unindexed = Vec::new();
             for (i, s) in sources.iter().enumerate() {
-                match s.identity.and_then(|id| by_identity.get(&id)) {
+                match s.identity().and_then(|id| by_identity.get(&id)) {
                     Some(&n) if source_of[n] == usize::MAX => source_of[n] = i,
                     _ => unindexed.push(i),
                 }
@@ -126,13 +129,13 @@ impl SourceLayers {
             Indexed { index, source_of, unindexed }
         };
         if let Some(found) = MergedIndex::open(dir).map(map) {
-            let uncovered = found.unindexed.iter().filter(|&&i| sources[i].identity.is_some()).count();
+            let uncovered = found.unindexed.iter().filter(|&&i| sources[i].identity().is_some()).count();
             if uncovered <= MAX_UNINDEXED {
                 return Some(found);
             }
         }
         let caches: Vec<(&LayerCache, CacheIdentity)> =
-            sources.iter().filter_map(|s| Some((s.cache()?, s.identity?))).collect();
+            sources.iter().filter_map(|s| Some((s.cache()?, s.identity()?))).collect();
         let built = MergedIndex::build(&caches).ok()?;
         let _ = built.write(dir);
         Some(map(built))
