@@ -492,8 +492,8 @@ pub fn pull(
         _ => None,
     };
 
-    // 3. Find what exists (taken after the fetch: meanwhile the DiffID thread reads it where it
-    // is); collect what must be fetched, in blob order.
+    // 3. Find what exists (taken during or after the fetch: until then the DiffID thread reads
+    // it where it is); collect what must be fetched, in blob order.
     let mut missing: Vec<Missing> = Vec::new();
     let mut reusable: Vec<([u8; 32], u64, ByteRange, String, Located)> = Vec::new();
     let mut sources_found = Vec::new();
