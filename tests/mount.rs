@@ -10,11 +10,7 @@ use composefs_storage::ErrorKind;
 use mount_support::*;
 
 fn noparents_layer(root: &Path) -> Layer {
-    let tree = root.join("tree");
-    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
-    let image = corpus_image("noparents-ustar.cfs", root);
-    let dir = composefs_layer_dir(&root.join("layer"), &image, &tree);
-    Layer::from_layer_dir(&dir).unwrap()
+    Layer::from_layer_dir(&noparents_layer_dir(root, "layer").0).unwrap()
 }
 
 #[test]

@@ -18,10 +18,7 @@ fn cli_mounts_checks_digest_file_and_unmounts() {
     }
     let tmp = tempdir();
     let root = tmp.path();
-    let tree = root.join("tree");
-    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
-    let image = corpus_image("noparents-ustar.cfs", root);
-    let cfs = composefs_layer_dir(&root.join("cfs"), &image, &tree);
+    let (cfs, _, image) = noparents_layer_dir(root, "cfs");
     let classic = root.join("classic");
     fs::create_dir_all(classic.join("diff/etc")).unwrap();
     fs::write(classic.join("diff/etc/hostname"), b"box\n").unwrap();

@@ -15,10 +15,7 @@ fn parallel_mounts_do_not_interfere() {
     }
     let tmp = tempdir();
     let root = tmp.path().to_path_buf();
-    let tree = root.join("tree");
-    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
-    let image = corpus_image("noparents-ustar.cfs", &root);
-    let cfs = composefs_layer_dir(&root.join("cfs"), &image, &tree);
+    let (cfs, tree, image) = noparents_layer_dir(&root, "cfs");
     // A second composefs layer right under the first: every thread flattens the pair, racing to
     // build the same cached image on first use.
     let cfs2 = composefs_layer_dir(&root.join("cfs2"), &image, &tree);

@@ -24,10 +24,7 @@ fn c_api_mounts_verifies_and_unmounts() {
     }
     let tmp = tempdir();
     let root = tmp.path();
-    let tree = root.join("tree");
-    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
-    let image = corpus_image("noparents-ustar.cfs", root);
-    let cfs = composefs_layer_dir(&root.join("cfs"), &image, &tree);
+    let (cfs, _, _) = noparents_layer_dir(root, "cfs");
     let (mnt, upper, work) = (root.join("mnt"), root.join("upper"), root.join("work"));
     for d in [&mnt, &upper, &work] {
         fs::create_dir(d).unwrap();
@@ -113,10 +110,7 @@ fn c_api_cleanup_evicts_the_derived_image_cache() {
     }
     let tmp = tempdir();
     let root = tmp.path();
-    let tree = root.join("tree");
-    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
-    let image = corpus_image("noparents-ustar.cfs", root);
-    let cfs = composefs_layer_dir(&root.join("cfs"), &image, &tree);
+    let (cfs, _, _) = noparents_layer_dir(root, "cfs");
     let mnt = root.join("mnt");
     fs::create_dir(&mnt).unwrap();
     let cache = root.join("cache");

@@ -319,6 +319,17 @@ pub fn composefs_layer_dir(dir: &Path, image: &Path, objects_from: &Path) -> Pat
     dir.to_path_buf()
 }
 
+/// The corpus layer `noparents-ustar` as a composefs layer dir `root/name`, with its files
+/// extracted at `root/tree` (what a mount of it must show) and its image copied into `root`.
+/// Returns (layer dir, tree, image).
+pub fn noparents_layer_dir(root: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let tree = root.join("tree");
+    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
+    let image = corpus_image("noparents-ustar.cfs", root);
+    let dir = composefs_layer_dir(&root.join(name), &image, &tree);
+    (dir, tree, image)
+}
+
 pub fn name_bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
 }
@@ -337,10 +348,7 @@ pub fn legacy_run(data_only: bool) {
     assert!(composefs_storage::mount::restrict_features_for_tests(features));
     let tmp = tempdir();
     let root = tmp.path();
-    let tree = root.join("tree");
-    extract(&corpus_path().join("cstorage/noparents-ustar/noparents-ustar.tar"), &tree);
-    let image = corpus_image("noparents-ustar.cfs", root);
-    let cfs = composefs_layer_dir(&root.join("cfs"), &image, &tree);
+    let (cfs, tree, _) = noparents_layer_dir(root, "cfs");
     let classic = root.join("classic");
     fs::create_dir_all(classic.join("diff/etc")).unwrap();
     fs::write(classic.join("diff/etc/motd"), b"hi").unwrap();
