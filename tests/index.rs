@@ -105,6 +105,13 @@ fn an_index_dir_finds_the_same_objects_and_never_outranks_a_layers_own_cache() {
     assert_eq!(r.objects, plain.objects, "the index finds what probing every cache finds");
     assert_eq!(index_layers(&ix), 12, "built over every source with a cache");
 
+    // An index dir that cannot be made: no index (it would be rebuilt by every pull), probing.
+    let not_a_dir = tmp.path().join("file");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let o = ConvertOptions { index_dir: Some(not_a_dir.join("index")), ..opts(sources.clone()) };
+    let r = convert(input(), &tmp.path().join("no-index"), &o, None).unwrap();
+    assert_eq!(r.objects, plain.objects);
+
     // More than 8 new layers are not covered: the index is rebuilt to cover them.
     for i in 11..20 {
         let d = tmp.path().join(format!("decoy{i}"));

@@ -134,6 +134,11 @@ impl SourceLayers {
                 return Some(found);
             }
         }
+        // An index that cannot be saved would be rebuilt by every pull, costing more than the
+        // probes it saves: without a writable index dir, probe.
+        if std::fs::create_dir_all(dir).is_err() || rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_err() {
+            return None;
+        }
         let caches: Vec<(&LayerCache, CacheIdentity)> =
             sources.iter().filter_map(|s| Some((s.cache()?, s.identity()?))).collect();
         let built = MergedIndex::build(&caches).ok()?;
