@@ -403,7 +403,8 @@ cfs_status cfs_convert_result_toc_json(const cfs_convert_result *result,
 
 /**
  * The tar-split of the layer, gzip-compressed NDJSON (containers/storage's `<id>.tar-split.gz`).
- * The bytes are borrowed from the result and valid until it is freed.
+ * The bytes are borrowed from the result and valid until it is freed. (Made from the layer's
+ * zstd record on the first call, which may fail like any fallible call.)
  */
 cfs_status cfs_convert_result_tar_split(const cfs_convert_result *result,
                                         const uint8_t **data,

@@ -66,7 +66,7 @@ fn converted_corpus_layer_verifies_deeply() {
     assert_eq!(v["blob"]["keptDigestMatches"], true);
     let kept = std::fs::read_to_string(dir.join("composefs-data/composefs.blob.verity")).unwrap();
     assert_eq!(v["blob"]["fsVerity"], kept.trim());
-    for m in ["composefs.blob.verity", "toc.json", "tar-split.json.gz", "chunked-manifest-cache"] {
+    for m in ["composefs.blob.verity", "toc.json", "tar-split.json.zst", "chunked-manifest-cache"] {
         assert_eq!(v["metadata"][m], true, "{m}");
     }
     // Entries by type agree with the corpus dump (one line per path, root included).

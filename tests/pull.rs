@@ -309,6 +309,27 @@ fn converted_and_pulled_layers_export_their_original_tar() {
             assert_eq!(format!("sha256:{}", hex(&Sha256::digest(&tar))), summary["diffID"].as_str().unwrap());
             assert_eq!(size, tar.len() as u64);
         }
+        // Both keep the tar-split as zstd; the pull keeps the blob's own frame.
+        use composefs_storage::layer::metadata::{TAR_SPLIT, TAR_SPLIT_GZ};
+        let ndjson = zstd::decode_all(&std::fs::read(converted.join(TAR_SPLIT)).unwrap()[..]).unwrap();
+        assert_eq!(zstd::decode_all(&std::fs::read(pulled.join(TAR_SPLIT)).unwrap()[..]).unwrap(), ndjson);
+
+        // A layer made by an earlier version keeps it gzip-compressed under another name: still read.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &ndjson).unwrap();
+        std::fs::write(converted.join(TAR_SPLIT_GZ), gz.finish().unwrap()).unwrap();
+        std::fs::remove_file(converted.join(TAR_SPLIT)).unwrap();
+        let (diff_id, _) = export(&converted, &mut std::io::sink()).unwrap();
+        assert_eq!(format!("sha256:{}", hex(&diff_id)), summary["diffID"].as_str().unwrap(), "{case} (gzip record)");
+
+        // A damaged record is an error that names it; a missing one says what is missing.
+        std::fs::write(converted.join(TAR_SPLIT), b"not a tar-split").unwrap();
+        let e = export(&converted, &mut std::io::sink()).unwrap_err().to_string();
+        assert!(e.contains("tar-split.json.zst") && e.contains("neither zstd nor gzip"), "{e}");
+        std::fs::remove_file(converted.join(TAR_SPLIT)).unwrap();
+        std::fs::remove_file(converted.join(TAR_SPLIT_GZ)).unwrap();
+        let e = export(&converted, &mut std::io::sink()).unwrap_err().to_string();
+        assert!(e.contains("tar-split.json.zst is missing"), "{e}");
     }
 }
 

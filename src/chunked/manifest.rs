@@ -90,6 +90,9 @@ pub struct Manifest {
     /// The decompressed tar-split NDJSON in an anonymous temporary file, positioned at 0; `None`
     /// for legacy layers without one.
     pub tar_split: Option<File>,
+    /// The tar-split as the blob carries it (zstd, authenticated by its digest and decoded once
+    /// above): a layer keeps it as it is.
+    pub tar_split_zst: Option<Vec<u8>>,
 }
 
 /// Options for [`read_manifest`].
@@ -230,13 +233,14 @@ pub fn read_manifest(
             verify_digest(&compressed, digest, "tar-split")?;
             let mut file = decompress_to_tmpfile(&compressed, pos.uncompressed_length, options)?;
             ensure_toc_matches_tar_split(&toc, &mut file)?;
-            Some(file)
+            Some((file, compressed))
         }
         // Legacy layers have none; a tar-split without a digest in the TOC cannot be
         // authenticated and is ignored. Whoever needs the DiffID refuses such layers.
         None => None,
     };
-    Ok(Manifest { location, toc_json, toc, tar_split })
+    let (tar_split, tar_split_zst) = tar_split.unzip();
+    Ok(Manifest { location, toc_json, toc, tar_split, tar_split_zst })
 }
 
 fn verify_digest(data: &[u8], expected: &str, what: &str) -> Result<()> {

@@ -110,7 +110,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         std::fs::write(p, &result.toc_json).map_err(|e| Error::io(format_args!("write {}", p.display()), e))?;
     }
     if let Some(p) = &args.tar_split {
-        std::fs::write(p, &result.tar_split_gz).map_err(|e| Error::io(format_args!("write {}", p.display()), e))?;
+        std::fs::write(p, result.tar_split_gz()?).map_err(|e| Error::io(format_args!("write {}", p.display()), e))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result.to_json()).unwrap_or_default());

@@ -338,8 +338,10 @@ fn inspect_composefs(args: &Args) -> Result<Inspection> {
     }
 
     let meta: serde_json::Map<String, Value> =
-        [metadata::BLOB_DIGEST, metadata::TOC, metadata::TAR_SPLIT, metadata::CACHE]
+        [metadata::BLOB_DIGEST, metadata::TOC, metadata::TAR_SPLIT, metadata::TAR_SPLIT_GZ, metadata::CACHE]
             .iter()
+            // The gzip tar-split of earlier versions is listed only where a layer has it.
+            .filter(|name| **name != metadata::TAR_SPLIT_GZ || dir.join(name).is_file())
             .map(|name| {
                 let short = name.rsplit('/').next().unwrap_or(name).to_string();
                 (short, json!(dir.join(name).is_file()))

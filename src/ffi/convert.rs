@@ -353,13 +353,13 @@ fn bytes_getter(
     result: *const cfs_convert_result,
     data: *mut *const u8,
     len: *mut usize,
-    pick: impl Fn(&ConvertResult) -> &[u8],
+    pick: impl Fn(&ConvertResult) -> crate::Result<&[u8]>,
 ) -> crate::Result<()> {
     check_out(data, "data")?;
     check_out(len, "len")?;
     // SAFETY: NULL or a live handle, by contract.
     let r = unsafe { super::handles::try_handle(result, "result") }?;
-    let b = pick(&r.result);
+    let b = pick(&r.result)?;
     // SAFETY: both checked non-NULL.
     unsafe {
         write_out(data, b.as_ptr(), "data")?;
@@ -376,11 +376,12 @@ pub extern "C" fn cfs_convert_result_toc_json(
     len: *mut usize,
     err: *mut *mut cfs_error,
 ) -> cfs_status {
-    ffi_call!(err, { bytes_getter(result, data, len, |r| &r.toc_json) })
+    ffi_call!(err, { bytes_getter(result, data, len, |r| Ok(&r.toc_json)) })
 }
 
 /// The tar-split of the layer, gzip-compressed NDJSON (containers/storage's `<id>.tar-split.gz`).
-/// The bytes are borrowed from the result and valid until it is freed.
+/// The bytes are borrowed from the result and valid until it is freed. (Made from the layer's
+/// zstd record on the first call, which may fail like any fallible call.)
 #[no_mangle]
 pub extern "C" fn cfs_convert_result_tar_split(
     result: *const cfs_convert_result,
@@ -388,5 +389,5 @@ pub extern "C" fn cfs_convert_result_tar_split(
     len: *mut usize,
     err: *mut *mut cfs_error,
 ) -> cfs_status {
-    ffi_call!(err, { bytes_getter(result, data, len, |r| &r.tar_split_gz) })
+    ffi_call!(err, { bytes_getter(result, data, len, |r| r.tar_split_gz()) })
 }

@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use super::metadata::RecordsWriter;
@@ -163,7 +162,10 @@ fn scan_inner(
     let mut file_objects: Vec<(crate::image::InodeId, [u8; 32])> = Vec::new();
     let mut builder = TreeBuilder::new(options.oci_whiteouts);
     let mut toc = TocWriter::new();
-    let mut tar_split = TarSplitWriter::new(GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    // zstd level 1: the tar-split is ~8% of the tar, and gzip took ~0.1 s per 200 MB layer on
+    // this (the parsing) thread; zstd takes a tenth of that and is smaller.
+    let encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).map_err(|e| Error::io("compress tar-split", e))?;
+    let mut tar_split = TarSplitWriter::new(encoder);
     let mut uids = BTreeSet::new();
     let mut gids = BTreeSet::new();
 
@@ -297,11 +299,11 @@ fn scan_inner(
     tar.clear_raw();
     tar.read_trailer(1 << 20, |chunk| tar_split.segment(chunk))?;
     let stream_digests = tar.into_inner().finish()?;
-    let (gz, tar_split_sha, tar_split_size) = tar_split.finish();
-    let tar_split_gz = gz.finish().map_err(|e| Error::io("compress tar-split", e))?;
+    let (encoder, tar_split_sha, tar_split_size) = tar_split.finish();
+    let tar_split_zst = encoder.finish().map_err(|e| Error::io("compress tar-split", e))?;
     let toc_json = toc.finish(&tar_split_sha);
     let records = match write_records {
-        true => Some(RecordsWriter::spawn(staging, toc_json.clone(), tar_split_gz.clone())?),
+        true => Some(RecordsWriter::spawn(staging, toc_json.clone(), tar_split_zst.clone())?),
         false => None,
     };
 
@@ -326,7 +328,8 @@ fn scan_inner(
         verity_digests: store.verity_digests(),
         blob_verity: None,
         toc_json,
-        tar_split_gz,
+        tar_split_zst,
+        tar_split_gz: Default::default(),
         tar_split_size,
     };
     Ok((tree, result, records))

@@ -50,7 +50,7 @@
 //! removed again if a later one fails.
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -316,16 +316,35 @@ impl Plan {
                 .to_bytes(),
             Err(e) => return Err(Error::io(format_args!("read {}", at(metadata::CACHE)), e)),
         };
-        let (tar_split_gz, diff_size) = match std::fs::read(layer_dir.join(metadata::TAR_SPLIT)) {
-            Ok(ts) => {
-                let gz = flate2::bufread::MultiGzDecoder::new(&ts[..]);
-                let size = tar_size(BufReader::new(gz)).map_err(|e| e.context(at(metadata::TAR_SPLIT)))?;
-                (Some(ts), Some(size))
+        // containers/storage keeps the tar-split gzip-compressed; the layer's record is zstd
+        // (or gzip, from earlier versions): recompressed while its tar size is summed.
+        let (tar_split_gz, diff_size) = match metadata::open_tar_split(layer_dir)? {
+            Some((path, ndjson)) => {
+                let mut tee = GzipTee {
+                    inner: ndjson,
+                    gz: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+                };
+                let size = tar_size(BufReader::new(&mut tee)).map_err(|e| e.context(path.display()))?;
+                let gz = tee.gz.finish().map_err(|e| Error::io("recompress tar-split as gzip", e))?;
+                (Some(gz), Some(size))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
-            Err(e) => return Err(Error::io(format_args!("read {}", at(metadata::TAR_SPLIT)), e)),
+            None => (None, None),
         };
         Ok(Plan { toc_json, cache, tar_split_gz, diff_size })
+    }
+}
+
+/// A reader that also gzips every byte it yields.
+struct GzipTee<R> {
+    inner: R,
+    gz: flate2::write::GzEncoder<Vec<u8>>,
+}
+
+impl<R: Read> Read for GzipTee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.gz.write_all(&buf[..n])?;
+        Ok(n)
     }
 }
 

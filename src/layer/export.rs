@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 
 use super::metadata;
@@ -24,9 +24,16 @@ pub fn export(layer_dir: &Path, out: &mut impl Write) -> Result<([u8; 32], u64)>
             object_path(&e.digest).map_err(|err| err.context(format!("TOC entry {:?}", e.name)))?,
         );
     }
-    let split_path = layer_dir.join(metadata::TAR_SPLIT);
-    let split = File::open(&split_path).map_err(|e| Error::io(format_args!("open {}", split_path.display()), e))?;
-    let split = BufReader::new(flate2::read::GzDecoder::new(BufReader::new(split)));
+    let Some((split_path, split)) = metadata::open_tar_split(layer_dir)? else {
+        return Err(Error::new(
+            crate::ErrorKind::NotFound,
+            format!(
+                "{}/{} is missing (a layer converted or pulled by composefs-storage has it)",
+                layer_dir.display(),
+                metadata::TAR_SPLIT
+            ),
+        ));
+    };
     let diff = layer_dir.join("diff");
     let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
     let r = reassemble(
@@ -40,7 +47,12 @@ pub fn export(layer_dir: &Path, out: &mut impl Write) -> Result<([u8; 32], u64)>
             File::open(&p).map_err(|e| Error::io(format_args!("open object {} for {name:?}", p.display()), e))
         },
         &mut w,
-    )?;
+    )
+    .map_err(|e| match e.kind() {
+        // A damaged record (bad compression or NDJSON): name it.
+        crate::ErrorKind::Format => e.context(split_path.display().to_string()),
+        _ => e,
+    })?;
     w.flush().map_err(|e| Error::io("write tar stream", e))?;
     Ok(r)
 }

@@ -3,16 +3,26 @@
 //! the blob's fs-verity digest (checked before mounting), the TOC and the tar-split (to export
 //! the layer byte for byte), and the layers cache (to dedup against it).
 
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
+
+/// The first bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// Lowercase hex fs-verity digest of `composefs.blob`, newline-terminated.
 pub const BLOB_DIGEST: &str = "composefs-data/composefs.blob.verity";
 /// The layer's TOC JSON (`zstd-chunked-manifest`).
 pub const TOC: &str = "composefs-data/toc.json";
-/// The layer's tar-split, gzip-compressed NDJSON (`<id>.tar-split.gz`).
-pub const TAR_SPLIT: &str = "composefs-data/tar-split.json.gz";
+/// The layer's tar-split, zstd-compressed NDJSON: as the zstd:chunked blob carries it, so a pull
+/// keeps the blob's authenticated frame as it is, and a conversion compresses it at a fraction of
+/// gzip's cost. containers/storage's gzip form (`<id>.tar-split.gz`) is made from it on request
+/// ([`gzip_tar_split`]).
+pub const TAR_SPLIT: &str = "composefs-data/tar-split.json.zst";
+/// Where layers made by earlier versions keep the tar-split, gzip-compressed; still read.
+pub const TAR_SPLIT_GZ: &str = "composefs-data/tar-split.json.gz";
 /// The layers cache v3 of the layer (`chunked-manifest-cache`).
 pub const CACHE: &str = "composefs-data/chunked-manifest-cache";
 /// The file name containers/storage gives the `chunked-manifest-cache` big data of a layer in
@@ -33,6 +43,46 @@ pub(crate) fn write_new(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
     f.write_all(data).map_err(|e| Error::io(format_args!("write {}", p.display()), e))
 }
 
+/// Decompresses a tar-split record by its magic bytes: zstd, or gzip (containers/storage's form,
+/// and this library's before the zstd record).
+pub fn tar_split_reader<'a, R: BufRead + Send + 'a>(mut r: R) -> Result<Box<dyn BufRead + Send + 'a>> {
+    let head = r.fill_buf().map_err(|e| Error::io("read tar-split", e))?;
+    if head.starts_with(&ZSTD_MAGIC) {
+        let dec = zstd::stream::read::Decoder::with_buffer(r).map_err(|e| Error::io("decompress tar-split", e))?;
+        Ok(Box::new(BufReader::with_capacity(256 << 10, dec)))
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(BufReader::with_capacity(256 << 10, flate2::bufread::MultiGzDecoder::new(r))))
+    } else {
+        Err(Error::format("tar-split is neither zstd nor gzip data"))
+    }
+}
+
+/// Opens the tar-split of a layer this library made (either record), decompressed; `None` when
+/// it has none. Errors name the file.
+pub fn open_tar_split(layer_dir: &Path) -> Result<Option<(PathBuf, Box<dyn BufRead + Send>)>> {
+    for name in [TAR_SPLIT, TAR_SPLIT_GZ] {
+        let p = layer_dir.join(name);
+        match File::open(&p) {
+            Ok(f) => {
+                let r = tar_split_reader(BufReader::with_capacity(64 << 10, f))
+                    .map_err(|e| e.context(p.display().to_string()))?;
+                return Ok(Some((p, r)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format_args!("open {}", p.display()), e)),
+        }
+    }
+    Ok(None)
+}
+
+/// containers/storage's form of a tar-split (`<id>.tar-split.gz`): the NDJSON `ndjson` yields,
+/// gzip-compressed.
+pub fn gzip_tar_split(mut ndjson: impl Read) -> Result<Vec<u8>> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::copy(&mut ndjson, &mut gz).map_err(|e| Error::io("recompress tar-split as gzip", e))?;
+    gz.finish().map_err(|e| Error::io("recompress tar-split as gzip", e))
+}
+
 /// Reads `layer_dir/name`, naming what is missing when it is not there.
 pub fn read(layer_dir: &Path, name: &str) -> Result<Vec<u8>> {
     let p = layer_dir.join(name);
@@ -47,10 +97,10 @@ pub(crate) fn write_all(
     blob_digest: &[u8; 32],
     toc_json: &[u8],
     toc: Option<&crate::chunked::Toc>,
-    tar_split_gz: Option<&[u8]>,
+    tar_split_zst: Option<&[u8]>,
 ) -> Result<()> {
     write_blob_digest(staging, blob_digest)?;
-    write_records(staging, toc_json, toc, tar_split_gz)
+    write_records(staging, toc_json, toc, tar_split_zst)
 }
 
 /// Writes the blob's fs-verity digest (known only once the blob is written).
@@ -65,10 +115,10 @@ pub(crate) fn write_records(
     staging: &Path,
     toc_json: &[u8],
     toc: Option<&crate::chunked::Toc>,
-    tar_split_gz: Option<&[u8]>,
+    tar_split_zst: Option<&[u8]>,
 ) -> Result<()> {
     write_new(staging, TOC, toc_json)?;
-    if let Some(ts) = tar_split_gz {
+    if let Some(ts) = tar_split_zst {
         write_new(staging, TAR_SPLIT, ts)?;
     }
     // The dedup index is best effort: a TOC that cannot be indexed still makes a valid layer.
@@ -91,11 +141,11 @@ pub(crate) fn write_records(
 pub(crate) struct RecordsWriter(Option<std::thread::JoinHandle<Result<()>>>);
 
 impl RecordsWriter {
-    pub(crate) fn spawn(staging: &Path, toc_json: Vec<u8>, tar_split_gz: Vec<u8>) -> Result<RecordsWriter> {
+    pub(crate) fn spawn(staging: &Path, toc_json: Vec<u8>, tar_split_zst: Vec<u8>) -> Result<RecordsWriter> {
         let staging = staging.to_path_buf();
         let h = std::thread::Builder::new()
             .name("cfs-metadata".into())
-            .spawn(move || write_records(&staging, &toc_json, None, Some(&tar_split_gz)))
+            .spawn(move || write_records(&staging, &toc_json, None, Some(&tar_split_zst)))
             .map_err(|e| Error::io("spawn metadata writer thread", e))?;
         Ok(RecordsWriter(Some(h)))
     }

@@ -470,23 +470,6 @@ pub fn pull(
 
     // The DiffID is computed on another thread while objects arrive (SPEC §8: it re-reads the
     // whole layer, the largest cost of a pull that reuses most contents).
-    // The gzip tar-split the layer keeps is made meanwhile too.
-    let tar_split_gz = match (&manifest.tar_split, options.write_metadata) {
-        (Some(split), true) => {
-            let mut split =
-                PositionalReader { file: split.try_clone().map_err(|e| Error::io("reopen tar-split", e))?, pos: 0 };
-            let job = std::thread::Builder::new()
-                .name("cfs-tarsplit-gz".into())
-                .spawn(move || -> Result<Vec<u8>> {
-                    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                    std::io::copy(&mut split, &mut gz).map_err(|e| Error::io("compress tar-split", e))?;
-                    gz.finish().map_err(|e| Error::io("compress tar-split", e))
-                })
-                .map_err(|e| Error::io("spawn tar-split thread", e))?;
-            Some(job)
-        }
-        _ => None,
-    };
     let diff_id_job = match (&manifest.tar_split, options.insecure_skip_diff_id) {
         (Some(split), false) => Some(DiffIdJob::spawn(split, &diff_path, content_of_name, ready.clone())?),
         _ => None,
@@ -655,16 +638,13 @@ pub fn pull(
     let blob_verity = Some(blob_digest);
 
     if options.write_metadata {
-        let tar_split_gz = match tar_split_gz {
-            Some(job) => job.join().map_err(|_| Error::new(ErrorKind::Internal, "tar-split thread panicked"))??,
-            None => Vec::new(),
-        };
+        // The tar-split frame of the blob, kept as it is (authenticated and decoded already).
         super::metadata::write_all(
             &staging.path,
             &blob_digest,
             &manifest.toc_json,
             Some(&manifest.toc),
-            manifest.tar_split.is_some().then_some(&tar_split_gz[..]),
+            manifest.tar_split_zst.as_deref(),
         )?;
     }
     // 6. The DiffID, from the tar-split and the objects now on disk.

@@ -37,8 +37,12 @@ pub struct ConvertResult {
     pub blob_verity: Option<[u8; 32]>,
     /// TOC JSON (the `zstd-chunked-manifest` big data).
     pub toc_json: Vec<u8>,
-    /// tar-split NDJSON, gzip-compressed (`<id>.tar-split.gz`).
-    pub tar_split_gz: Vec<u8>,
+    /// tar-split NDJSON, zstd-compressed (as the layer keeps it; see [`Self::tar_split_gz`] for
+    /// containers/storage's gzip form).
+    pub tar_split_zst: Vec<u8>,
+    /// The gzip form, made on first request: most callers never ask, and gzip costs several
+    /// times what zstd does.
+    pub(crate) tar_split_gz: std::sync::OnceLock<Vec<u8>>,
     /// Size of the uncompressed tar-split NDJSON.
     pub tar_split_size: u64,
 }
@@ -48,6 +52,17 @@ fn sha(d: &[u8; 32]) -> String {
 }
 
 impl ConvertResult {
+    /// tar-split NDJSON, gzip-compressed, as containers/storage stores it for a layer
+    /// (`<id>.tar-split.gz`). Made from [`Self::tar_split_zst`] on the first call, then kept.
+    pub fn tar_split_gz(&self) -> crate::Result<&[u8]> {
+        if let Some(gz) = self.tar_split_gz.get() {
+            return Ok(gz);
+        }
+        let ndjson = super::metadata::tar_split_reader(&self.tar_split_zst[..])?;
+        let gz = super::metadata::gzip_tar_split(ndjson)?;
+        Ok(self.tar_split_gz.get_or_init(|| gz))
+    }
+
     /// A JSON summary (without the TOC and tar-split bodies, which are described by digest and size).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -71,7 +86,7 @@ impl ConvertResult {
             "tocDigest": sha(&Sha256::digest(&self.toc_json).into()),
             "tocSize": self.toc_json.len(),
             "tarSplitSize": self.tar_split_size,
-            "tarSplitGzSize": self.tar_split_gz.len(),
+            "tarSplitZstdSize": self.tar_split_zst.len(),
         })
     }
 }

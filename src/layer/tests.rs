@@ -272,10 +272,16 @@ fn toc_and_tar_split_match_cstorage_formats() {
     let Some(dir) = corpus() else { return };
     let (_, result, _tmp) = scan_case("noparents-ustar", true).unwrap();
     // tar-split: same lines as c/storage's (it is independent of the compressor).
-    let mut ndjson = Vec::new();
-    flate2::read::GzDecoder::new(&result.tar_split_gz[..]).read_to_end(&mut ndjson).unwrap();
+    // The layer keeps it as zstd; containers/storage's gzip form holds the same NDJSON.
+    let ndjson = zstd::decode_all(&result.tar_split_zst[..]).unwrap();
     let want = std::fs::read(dir.join("noparents-ustar/noparents-ustar.tarsplit.ndjson")).unwrap();
     assert_eq!(String::from_utf8_lossy(&ndjson), String::from_utf8_lossy(&want));
+    let gz = result.tar_split_gz().unwrap();
+    assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+    let mut from_gz = Vec::new();
+    flate2::read::GzDecoder::new(gz).read_to_end(&mut from_gz).unwrap();
+    assert_eq!(from_gz, ndjson);
+    assert!(std::ptr::eq(gz, result.tar_split_gz().unwrap()), "made once, then kept");
 
     // TOC: same entries as c/storage's except the blob offsets (ours are tar offsets, as
     // c/storage's convert path records them) and the tar-split digest.
@@ -345,8 +351,7 @@ fn tar_split_matches_cstorage_on_pax_and_gnu() {
     let Some(dir) = corpus() else { return };
     for case in ["handmade-pax", "etc-doc-gnu", "empty"] {
         let (_, result, _tmp) = scan_case(case, true).unwrap();
-        let mut ours = Vec::new();
-        flate2::read::GzDecoder::new(&result.tar_split_gz[..]).read_to_end(&mut ours).unwrap();
+        let ours = zstd::decode_all(&result.tar_split_zst[..]).unwrap();
         let plain = dir.join(case).join(format!("{case}.tarsplit.ndjson"));
         let want = if plain.exists() {
             std::fs::read(plain).unwrap()
@@ -370,8 +375,7 @@ fn non_utf8_names_and_duplicate_paths_from_the_corpus() {
     // shows U+FFFD, both exactly as c/storage's compressor wrote them.
     let (tree, result, _tmp) = scan_case("nonutf8-pax", true).unwrap();
     assert!(tree.resolve(b"/latin1-\xe9\xff\xfe").is_some());
-    let mut ours = Vec::new();
-    flate2::read::GzDecoder::new(&result.tar_split_gz[..]).read_to_end(&mut ours).unwrap();
+    let ours = zstd::decode_all(&result.tar_split_zst[..]).unwrap();
     let want = std::fs::read(dir.join("nonutf8-pax/nonutf8-pax.tarsplit.UNVALIDATED.ndjson")).unwrap();
     assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&want));
     let toc: serde_json::Value = serde_json::from_slice(&result.toc_json).unwrap();
