@@ -127,8 +127,13 @@ pub struct Located {
     source: usize,
     /// The object path (`ab/cdef…`).
     object: String,
-    /// The object's path in that source layer.
-    pub path: PathBuf,
+}
+
+impl Located {
+    /// The position of the source layer that holds it (in [`SourceLayers`]).
+    pub fn source(&self) -> usize {
+        self.source
+    }
 }
 
 /// Writes objects into a staging `diff/` directory.
@@ -392,6 +397,11 @@ impl ObjectStore {
         Ok(took)
     }
 
+    /// The source layers, for another thread (to read located objects where they are).
+    pub fn sources(&self) -> Arc<SourceLayers> {
+        self.linker.sources.clone()
+    }
+
     /// A [`Linker`] into this store's `diff/`, for another thread.
     pub fn linker(&self) -> Result<Linker> {
         self.linker.try_clone()
@@ -413,7 +423,7 @@ impl ObjectStore {
             // An error here (a source dir that cannot be read) only means "not there".
             self.source_holds(i, &key, &path, size).unwrap_or(false)
         })?;
-        Some(Located { source, path: self.linker.sources.get(source).path.join(&path), object: path })
+        Some(Located { source, object: path })
     }
 
     /// [`Self::reuse`] of an object [`Self::locate`] found, without looking for it again; if it
@@ -478,11 +488,12 @@ mod located_tests {
         let sources = SourceLayers::open(&[a.clone(), b.clone()], None).unwrap();
         let mut store = ObjectStore::new(&dest, sources, true, Verity::new(VerityPolicy::Off)).unwrap();
         let at = store.locate(&d, 7).expect("in layer a");
-        assert_eq!(at.path, a.join("diff").join(object_path(&d)));
+        assert_eq!(at.source(), 0);
+        let located_path = a.join("diff").join(object_path(&d));
         assert!(store.locate(&d, 8).is_none(), "a size mismatch is no hit");
 
         // Gone from a after it was located: the linker says so, and reuse finds b's copy.
-        std::fs::remove_file(&at.path).unwrap();
+        std::fs::remove_file(located_path).unwrap();
         let linker = store.linker().unwrap();
         linker.ensure_prefix(&d).unwrap();
         assert!(!linker.take_located(&at, 7).unwrap());
@@ -493,7 +504,7 @@ mod located_tests {
         // Gone everywhere: nothing to reuse, the caller fetches it.
         let e = layer_with(&a, b"other");
         let at = store.locate(&e, 5).unwrap();
-        std::fs::remove_file(&at.path).unwrap();
+        std::fs::remove_file(a.join("diff").join(object_path(&e))).unwrap();
         assert!(store.reuse_located(&e, 5, &at).unwrap().is_none());
     }
 }

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::convert::{write_blob, Progress, ProgressFn};
 use super::objects::{Linker, Located, ObjectStats, ObjectStore, TempFactory, EMPTY_SHA256};
+use super::sources::SourceLayers;
 use super::staging::Staging;
 use super::tree_builder::{object_path, Added, TreeBuilder};
 use super::verity::{Verity, VerityPolicy};
@@ -471,7 +472,9 @@ pub fn pull(
     // The DiffID is computed on another thread while objects arrive (SPEC §8: it re-reads the
     // whole layer, the largest cost of a pull that reuses most contents).
     let diff_id_job = match (&manifest.tar_split, options.insecure_skip_diff_id) {
-        (Some(split), false) => Some(DiffIdJob::spawn(split, &diff_path, content_of_name, ready.clone())?),
+        (Some(split), false) => {
+            Some(DiffIdJob::spawn(split, &diff_path, store.sources(), content_of_name, ready.clone())?)
+        }
         _ => None,
     };
 
@@ -484,7 +487,7 @@ pub fn pull(
         let Some((size, range, name)) = wanted.remove(&digest) else { continue };
         match store.locate(&digest, size) {
             Some(at) => {
-                sources_found.push((digest, at.path.clone()));
+                sources_found.push((digest, at.source()));
                 // Batched: each notification is a futex wake of the DiffID thread.
                 if sources_found.len() == 256 {
                     ready.add_sources(sources_found.drain(..));
@@ -839,10 +842,10 @@ impl Building {
     }
 }
 
-type ReadFrom = HashMap<[u8; 32], Option<PathBuf>>;
+type ReadFrom = HashMap<[u8; 32], Option<usize>>;
 
 /// Where the DiffID thread, which trails the pull, can read each content so far: in the staging
-/// `diff/` (`None`), or for now in the source layer object that will be taken (`Some`).
+/// `diff/` (`None`), or for now in the source layer (by position) it will be taken from (`Some`).
 #[derive(Default)]
 struct Ready {
     /// Where each content can be read, and whether nothing more will arrive.
@@ -869,11 +872,11 @@ impl Ready {
         self.cv.notify_all();
     }
 
-    /// These contents are at these paths in source layers until they are taken.
-    fn add_sources(&self, found: impl Iterator<Item = ([u8; 32], PathBuf)>) {
+    /// These contents are in these source layers until they are taken.
+    fn add_sources(&self, found: impl Iterator<Item = ([u8; 32], usize)>) {
         if let Ok(mut s) = self.state.lock() {
-            for (digest, path) in found {
-                s.0.entry(digest).or_insert(Some(path));
+            for (digest, source) in found {
+                s.0.entry(digest).or_insert(Some(source));
             }
         }
         self.cv.notify_all();
@@ -888,14 +891,14 @@ impl Ready {
     }
 
     /// Waits until `digest` can be read (in the staging `diff/` only, if `staged`); returns the
-    /// source path to read it from, if any.
-    fn wait(&self, digest: &[u8; 32], staged: bool) -> Result<Option<PathBuf>> {
+    /// source layer to read it from, if any.
+    fn wait(&self, digest: &[u8; 32], staged: bool) -> Result<Option<usize>> {
         let poisoned = || Error::new(ErrorKind::Internal, "DiffID thread: lock poisoned");
         let mut s = self.state.lock().map_err(|_| poisoned())?;
         loop {
             match s.0.get(digest) {
                 Some(None) => return Ok(None),
-                Some(Some(p)) if !staged => return Ok(Some(p.clone())),
+                Some(Some(source)) if !staged => return Ok(Some(*source)),
                 _ => {}
             }
             if s.1 {
@@ -921,6 +924,7 @@ impl DiffIdJob {
     fn spawn(
         split: &File,
         diff: &Path,
+        sources: Arc<SourceLayers>,
         content_of_name: HashMap<String, [u8; 32]>,
         ready: Arc<Ready>,
     ) -> Result<DiffIdJob> {
@@ -943,14 +947,15 @@ impl DiffIdJob {
                                 "tar-split has content for {name:?}, which is no regular file in the TOC"
                             ))
                         })?;
-                        if let Some(src) = r.wait(digest, false)? {
-                            if let Ok(f) = File::open(&src) {
+                        let p = object_path(digest);
+                        if let Some(source) = r.wait(digest, false)? {
+                            // Relative to the source's open `diff/`: two names to walk, not a path.
+                            if let Ok(Some(f)) = sources.get(source).open_object(&p) {
                                 return Ok(f);
                             }
                             // Gone from the source layer: the pull fetches it instead.
                             r.wait(digest, true)?;
                         }
-                        let p = object_path(digest);
                         rustix::fs::openat(&diff_fd, p.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
                             .map(File::from)
                             .map_err(|e| Error::io(format_args!("open {}/{p}", diff.display()), e.into()))

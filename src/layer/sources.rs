@@ -46,6 +46,16 @@ impl Source {
         self.cache.get_or_init(|| LayerCache::open(&self.cache_file.as_ref()?.0).ok().flatten()).as_ref()
     }
 
+    /// Opens object `object` (`ab/cdef…`) for reading, relative to `diff/`; `None` when it is
+    /// not there (any more).
+    pub fn open_object(&self, object: &str) -> Result<Option<std::fs::File>> {
+        match openat(self.diff()?, object, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => Ok(Some(fd.into())),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io(format_args!("open {}/{object}", self.path.display()), e.into())),
+        }
+    }
+
     /// False when the layer's cache says it certainly does not hold `key`. A cache can be stale or
     /// corrupt: only a clean miss counts, a hit is confirmed by the caller.
     pub fn may_hold(&self, key: &CacheKey) -> bool {
