@@ -121,6 +121,18 @@ fn create_object(diff: &OwnedFd, name: &str) -> Result<OwnedFd> {
     .map_err(|e| Error::io(format_args!("create object {name}"), e.into()))
 }
 
+/// Names an object in errors; formatted only when one is reported (a conversion stores thousands).
+struct ObjectName<'a> {
+    diff: &'a Path,
+    path: &'a str,
+}
+
+impl std::fmt::Display for ObjectName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "object {}/{}", self.diff.display(), self.path)
+    }
+}
+
 /// Where [`ObjectStore::locate`] found an object.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -354,7 +366,7 @@ impl ObjectStore {
         let v = if size == 0 {
             None
         } else {
-            let what = format_args!("object {}/{path}", self.diff_path.display()).to_string();
+            let what = ObjectName { diff: &self.diff_path, path };
             self.verity.apply(self.diff.as_fd(), path, &what)?
         };
         self.objects.insert(*digest, v);
