@@ -117,7 +117,7 @@ fn cache_from_file(data: &[u8]) {
     // What the object index is built from, and the index built from it.
     let digests = cache.object_digests();
     assert!(digests.len() <= cache.len(), "object digests are a subset of the tags");
-    if let Ok(ix) = MergedIndex::build(&[(&cache, CacheIdentity([0; 5]))]) {
+    if let Ok(ix) = MergedIndex::build(&[(&cache, CacheIdentity([0; 5]), std::path::Path::new("/cache"))]) {
         for d in digests.iter().take(256) {
             let mut layers = Vec::new();
             ix.lookup(d, &mut layers);

@@ -77,7 +77,7 @@ fn decoy_layer(dir: &std::path::Path, seed: usize, n: usize) {
 
 fn index_layers(ix: &std::path::Path) -> u32 {
     let data = std::fs::read(ix.join(composefs_storage::layer::index::FILE_NAME)).unwrap();
-    assert_eq!(&data[..8], b"CFSIDX01");
+    assert_eq!(&data[..8], b"CFSIDX02");
     u32::from_le_bytes(data[8..12].try_into().unwrap())
 }
 
@@ -122,7 +122,7 @@ fn an_index_dir_finds_the_same_objects_and_never_outranks_a_layers_own_cache() {
     assert_eq!(index_layers(&ix), 21);
 
     // A damaged index is rebuilt, never followed.
-    std::fs::write(ix.join(composefs_storage::layer::index::FILE_NAME), b"CFSIDX01 garbage").unwrap();
+    std::fs::write(ix.join(composefs_storage::layer::index::FILE_NAME), b"CFSIDX02 garbage").unwrap();
     assert_eq!(with_index("c", &sources).objects.bytes_written, 0);
     assert_eq!(index_layers(&ix), 21);
 
@@ -132,5 +132,56 @@ fn an_index_dir_finds_the_same_objects_and_never_outranks_a_layers_own_cache() {
     std::fs::write(real.join(CACHE), LayerCache::build(&other, true).unwrap().to_bytes()).unwrap();
     let r = with_index("d", &sources);
     assert_eq!(r.objects.objects_reused, 0, "the stale index entry was not trusted");
-    assert_eq!(index_layers(&ix), 21, "one uncovered layer does not rebuild the index");
+    // Found stale (when it first named that layer), the index is removed: the next run rebuilds it
+    // from the cache as it is now.
+    let index_file = ix.join(composefs_storage::layer::index::FILE_NAME);
+    assert!(!index_file.exists(), "a stale index is removed");
+    let r = with_index("e", &sources);
+    assert_eq!(r.objects.objects_reused, 0);
+    assert_eq!(index_layers(&ix), 21, "rebuilt");
+    let rebuilt = std::fs::metadata(&index_file).unwrap();
+
+    // The real layer gets a cache naming objects the index does not know (a new file). The index
+    // never names the layer for them, so this run writes them; but it checks a few layers it mapped
+    // by path and did not ask (all 21 here), finds the change and is removed: the next run rebuilds
+    // it and reuses them.
+    std::fs::remove_file(real.join(CACHE)).unwrap();
+    std::fs::copy(tmp.path().join("a").join(CACHE), real.join(CACHE)).unwrap();
+    let r = with_index("f", &sources);
+    assert!(r.objects.bytes_written > 0, "a changed cache the index does not name is noticed after the run");
+    assert!(!index_file.exists());
+    assert_eq!(with_index("g", &sources).objects.bytes_written, 0);
+    let again = std::fs::metadata(&index_file).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(again.ino(), rebuilt.ino(), "rebuilt once more");
+}
+
+/// Layers that moved (a store renamed) are matched to the index by their caches' identity, without
+/// a rebuild; layers under the paths the index names are mapped without a stat.
+#[test]
+fn moved_layers_keep_their_index_entries() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("store/real");
+    std::fs::create_dir(tmp.path().join("store")).unwrap();
+    convert(input(), &real, &opts(vec![]), None).unwrap();
+    let mut sources: Vec<PathBuf> = (0..11)
+        .map(|i| {
+            let d = tmp.path().join(format!("store/decoy{i}"));
+            decoy_layer(&d, i, 50);
+            d
+        })
+        .collect();
+    sources.push(real.clone());
+    let ix = tmp.path().join("index");
+    let o = |sources: &[PathBuf]| ConvertOptions { index_dir: Some(ix.clone()), ..opts(sources.to_vec()) };
+    assert_eq!(convert(input(), &tmp.path().join("a"), &o(&sources), None).unwrap().objects.bytes_written, 0);
+    let index_file = ix.join(composefs_storage::layer::index::FILE_NAME);
+    let built = std::fs::metadata(&index_file).unwrap().ino();
+
+    std::fs::rename(tmp.path().join("store"), tmp.path().join("moved")).unwrap();
+    let moved: Vec<PathBuf> = sources.iter().map(|p| tmp.path().join("moved").join(p.file_name().unwrap())).collect();
+    let r = convert(input(), &tmp.path().join("b"), &o(&moved), None).unwrap();
+    assert_eq!(r.objects.bytes_written, 0);
+    assert_eq!(std::fs::metadata(&index_file).unwrap().ino(), built, "kept: every moved layer matched");
 }

@@ -2,8 +2,11 @@
 //! digest: each layer's lookaside cache answers for it (a bloom filter and a sorted table), and
 //! with an index directory a [`MergedIndex`] answers for most of them at once.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use rustix::fs::{openat, Mode, OFlags};
 
@@ -15,11 +18,13 @@ pub struct Source {
     /// The layer's `diff/`.
     pub path: PathBuf,
     /// `diff/`, opened on first use (with an index, most layers are never asked).
-    diff: std::sync::OnceLock<std::result::Result<OwnedFd, rustix::io::Errno>>,
-    /// The layer's lookaside cache file (SPEC §7.1), when it has one, and its identity.
+    diff: OnceLock<std::result::Result<OwnedFd, rustix::io::Errno>>,
+    /// The layer's lookaside cache file (SPEC §7.1), when it has one, and its identity: from a
+    /// stat, or as the index recorded it for that path (checked when the cache is opened).
     cache_file: Option<(PathBuf, CacheIdentity)>,
-    /// The cache, opened on first use: with an index, most layers are never asked.
-    cache: std::sync::OnceLock<Option<LayerCache>>,
+    /// The cache and the identity of the file read, opened on first use: with an index, most
+    /// layers are never asked.
+    cache: OnceLock<Option<(LayerCache, CacheIdentity)>>,
 }
 
 fn open_dir(path: &Path) -> std::result::Result<OwnedFd, rustix::io::Errno> {
@@ -30,6 +35,17 @@ impl Source {
     /// What identifies the layer's cache file (for the index), when it has one.
     fn identity(&self) -> Option<CacheIdentity> {
         self.cache_file.as_ref().map(|(_, id)| *id)
+    }
+
+    /// Whether the cache file read is the one recorded in `cache_file` (always true once the
+    /// identity came from a stat, unless the file changed since).
+    fn cache_is_as_recorded(&self) -> bool {
+        self.cache.get_or_init(|| self.load_cache()).as_ref().map(|(_, id)| *id) == self.identity()
+    }
+
+    fn load_cache(&self) -> Option<(LayerCache, CacheIdentity)> {
+        let (c, meta) = LayerCache::open_file(&self.cache_file.as_ref()?.0).ok().flatten()?;
+        Some((c, CacheIdentity::of(&meta)))
     }
 
     /// The layer's `diff/` directory.
@@ -43,7 +59,7 @@ impl Source {
     /// The layer's cache: a bloom filter and a sorted table that answer "not here" without a
     /// syscall. `None` when the layer has none (or it is unreadable, or of another version).
     pub fn cache(&self) -> Option<&LayerCache> {
-        self.cache.get_or_init(|| LayerCache::open(&self.cache_file.as_ref()?.0).ok().flatten()).as_ref()
+        self.cache.get_or_init(|| self.load_cache()).as_ref().map(|(c, _)| c)
     }
 
     /// Opens object `object` (`ab/cdef…`) for reading, relative to `diff/`; `None` when it is
@@ -66,10 +82,17 @@ impl Source {
 /// The index and how its layer numbers map to sources.
 struct Indexed {
     index: MergedIndex,
+    dir: PathBuf,
     /// Source position of each index layer number (`usize::MAX`: not a source now).
     source_of: Vec<usize>,
     /// Sources the index does not cover, in order (probed one by one).
     unindexed: Vec<usize>,
+    /// Whether each source's cache is still checked against the index (mapped by path only).
+    unchecked: Vec<AtomicBool>,
+    /// Sources the index names but whose cache changed since it was built: probed like
+    /// `unindexed` for the rest of the run, and the index is removed on drop (rebuilt next time).
+    stale: Mutex<Vec<usize>>,
+    any_stale: AtomicBool,
 }
 
 /// Source layers, in the caller's order (the first that holds a digest gives it).
@@ -78,25 +101,31 @@ pub struct SourceLayers {
     indexed: Option<Indexed>,
 }
 
-/// Finds `layer/composefs-data/chunked-manifest-cache`; without one, the layer is probed with a
-/// stat instead.
-///
-/// A layer of a containers/storage store (`<graphroot>/overlay/<id>`) has its cache in the layer
-/// store instead: `<graphroot>/overlay-layers/<id>/` + the big-data name of
-/// `chunked-manifest-cache` (SPEC §2.3), which is read the same way.
-fn find_cache(layer: &Path) -> Option<(PathBuf, CacheIdentity)> {
-    let open = |p: PathBuf| {
-        let m = std::fs::metadata(&p).ok()?;
-        Some((p, CacheIdentity::of(&m)))
-    };
-    open(layer.join(super::metadata::CACHE)).or_else(|| {
+/// Where a layer's cache may be: `layer/composefs-data/chunked-manifest-cache`, else, for a layer
+/// of a containers/storage store (`<graphroot>/overlay/<id>`), the layer store's big data
+/// `<graphroot>/overlay-layers/<id>/` + the file name of `chunked-manifest-cache` (SPEC §2.3).
+fn cache_paths(layer: &Path) -> (PathBuf, Option<PathBuf>) {
+    let own = layer.join(super::metadata::CACHE);
+    let cstorage = (|| {
         let id = layer.file_name()?;
         let driver_home = layer.parent()?;
         if driver_home.file_name()? != "overlay" {
             return None;
         }
-        open(driver_home.parent()?.join("overlay-layers").join(id).join(super::metadata::CSTORAGE_CACHE_KEY_FILE))
-    })
+        Some(driver_home.parent()?.join("overlay-layers").join(id).join(super::metadata::CSTORAGE_CACHE_KEY_FILE))
+    })();
+    (own, cstorage)
+}
+
+/// Finds the layer's cache file (see [`cache_paths`]) and its identity; without one, the layer is
+/// probed with a stat instead.
+fn find_cache(layer: &Path) -> Option<(PathBuf, CacheIdentity)> {
+    let open = |p: PathBuf| {
+        let m = std::fs::metadata(&p).ok()?;
+        Some((p, CacheIdentity::of(&m)))
+    };
+    let (own, cstorage) = cache_paths(layer);
+    open(own).or_else(|| open(cstorage?))
 }
 
 impl SourceLayers {
@@ -104,41 +133,78 @@ impl SourceLayers {
     /// it covers, and rebuilt (best effort: an index that cannot be written is only slower) when
     /// more than [`MAX_UNINDEXED`] layers with caches are not covered.
     pub fn open(layers: &[PathBuf], index_dir: Option<&Path>) -> Result<SourceLayers> {
+        let index = index_dir.and_then(MergedIndex::open);
+        // Cache paths the index knows: a source there is mapped without a syscall, and its
+        // cache's identity is checked when the index first names it.
+        let by_path: HashMap<&Path, usize> = match &index {
+            Some(ix) => (0..ix.layers().len()).filter_map(|n| Some((ix.layer_path(n)?, n))).collect(),
+            None => HashMap::new(),
+        };
         let mut sources = Vec::with_capacity(layers.len());
+        let mut known = Vec::with_capacity(layers.len());
         for layer in layers {
-            let path = layer.join("diff");
-            let cache_file = find_cache(layer);
-            let source = Source { path, diff: Default::default(), cache_file, cache: Default::default() };
+            let (own, cstorage) = cache_paths(layer);
+            let hit = [Some(own), cstorage].into_iter().flatten().find_map(|p| {
+                let n = *by_path.get(p.as_path())?;
+                Some((p, n))
+            });
+            let (cache_file, n) = match (hit, &index) {
+                (Some((p, n)), Some(ix)) => (Some((p, ix.layers()[n])), Some(n)),
+                _ => (find_cache(layer), None),
+            };
+            let source =
+                Source { path: layer.join("diff"), diff: Default::default(), cache_file, cache: Default::default() };
             // A layer without a cache is probed on every lookup: a missing one is an error now.
             // (One with a cache exists; its `diff/` is opened when first needed.)
             if source.cache_file.is_none() {
                 source.diff()?;
             }
             sources.push(source);
+            known.push(n);
         }
-        let indexed = index_dir.and_then(|dir| Self::index(&sources, dir));
+        let indexed = index_dir.and_then(|dir| Self::index(&sources, &known, index, dir));
         Ok(SourceLayers { sources, indexed })
     }
 
-    fn index(sources: &[Source], dir: &Path) -> Option<Indexed> {
+    /// The index over `sources`: the one read (`known` = the index layer each source's cache path
+    /// matched), or a new one when it covers too few of them.
+    fn index(sources: &[Source], known: &[Option<usize>], read: Option<MergedIndex>, dir: &Path) -> Option<Indexed> {
         let with_cache = sources.iter().filter(|s| s.identity().is_some()).count();
         if with_cache <= MAX_UNINDEXED {
             return None; // Probing these few costs less than any index.
         }
-        let map = |index: MergedIndex| {
+        let map = |index: MergedIndex, known: &[Option<usize>]| {
             let mut source_of = vec![usize::MAX; index.layers().len()];
-            let by_identity: std::collections::HashMap<CacheIdentity, usize> =
+            let mut unchecked: Vec<AtomicBool> = Vec::with_capacity(sources.len());
+            // By path first (unchecked yet), then the rest by identity (checked by their stat).
+            for (i, n) in known.iter().enumerate() {
+                // (A rebuilt index covers at most its layer limit: numbers past it are no layer.)
+                let by_path = n.filter(|&n| source_of.get(n) == Some(&usize::MAX)).inspect(|&n| source_of[n] = i);
+                unchecked.push(AtomicBool::new(by_path.is_some()));
+            }
+            let by_identity: HashMap<CacheIdentity, usize> =
                 index.layers().iter().enumerate().map(|(n, id)| (*id, n)).collect();
             let mut unindexed = Vec::new();
             for (i, s) in sources.iter().enumerate() {
+                if unchecked[i].load(Ordering::Relaxed) {
+                    continue;
+                }
                 match s.identity().and_then(|id| by_identity.get(&id)) {
                     Some(&n) if source_of[n] == usize::MAX => source_of[n] = i,
                     _ => unindexed.push(i),
                 }
             }
-            Indexed { index, source_of, unindexed }
+            Indexed {
+                index,
+                dir: dir.to_path_buf(),
+                source_of,
+                unindexed,
+                unchecked,
+                stale: Mutex::new(Vec::new()),
+                any_stale: AtomicBool::new(false),
+            }
         };
-        if let Some(found) = MergedIndex::open(dir).map(map) {
+        if let Some(found) = read.map(|ix| map(ix, known)) {
             let uncovered = found.unindexed.iter().filter(|&&i| sources[i].identity().is_some()).count();
             if uncovered <= MAX_UNINDEXED {
                 return Some(found);
@@ -149,11 +215,33 @@ impl SourceLayers {
         if std::fs::create_dir_all(dir).is_err() || rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_err() {
             return None;
         }
-        let caches: Vec<(&LayerCache, CacheIdentity)> =
-            sources.iter().filter_map(|s| Some((s.cache()?, s.identity()?))).collect();
+        // Built from the caches as read now (their identities as opened, not as recorded).
+        let caches: Vec<(&LayerCache, CacheIdentity, &Path)> = sources
+            .iter()
+            .filter_map(|s| {
+                let (cache, id) = s.cache.get_or_init(|| s.load_cache()).as_ref()?;
+                Some((cache, *id, s.cache_file.as_ref()?.0.as_path()))
+            })
+            .collect();
         let built = MergedIndex::build(&caches).ok()?;
         let _ = built.write(dir);
-        Some(map(built))
+        let known: Vec<Option<usize>> = {
+            let mut n = 0;
+            sources
+                .iter()
+                .map(|s| {
+                    let has = s.cache.get().is_some_and(|c| c.is_some()) && s.cache_file.is_some();
+                    has.then(|| {
+                        n += 1;
+                        n - 1
+                    })
+                })
+                .collect()
+        };
+        let ix = map(built, &known);
+        // Built from what was just read: nothing to check.
+        ix.unchecked.iter().for_each(|u| u.store(false, Ordering::Relaxed));
+        Some(ix)
     }
 
     pub fn len(&self) -> usize {
@@ -178,10 +266,62 @@ impl SourceLayers {
         let mut out: Vec<usize> = layers
             .into_iter()
             .filter_map(|n| ix.source_of.get(n as usize).copied().filter(|&i| i != usize::MAX))
+            .filter(|&i| self.check_indexed(ix, i))
             .collect();
         out.extend_from_slice(&ix.unindexed);
+        if ix.any_stale.load(Ordering::Acquire) {
+            out.extend(ix.stale.lock().unwrap_or_else(|p| p.into_inner()).iter());
+        }
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// Whether the index may answer for source `i`: on the first question, its cache is opened
+    /// and must be the file the index was built from; if not, the source is probed through its
+    /// own cache from then on, like one the index does not cover.
+    fn check_indexed(&self, ix: &Indexed, i: usize) -> bool {
+        if !ix.unchecked[i].load(Ordering::Acquire) {
+            return !ix.any_stale.load(Ordering::Acquire)
+                || !ix.stale.lock().unwrap_or_else(|p| p.into_inner()).contains(&i);
+        }
+        let ok = self.sources[i].cache_is_as_recorded();
+        if !ok {
+            ix.stale.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+            ix.any_stale.store(true, Ordering::Release);
+        }
+        ix.unchecked[i].store(false, Ordering::Release);
+        ok
+    }
+}
+
+/// Layers mapped to the index by path whose caches a run stats at its end when the index never
+/// named them: a cache replaced by one naming objects the index does not know is then noticed
+/// within (layers / this) runs, at a cost that does not grow with the store.
+const CHECKS_PER_RUN: usize = 16;
+
+impl Drop for SourceLayers {
+    fn drop(&mut self) {
+        let Some(ix) = &self.indexed else { return };
+        if !ix.any_stale.load(Ordering::Acquire) {
+            // A different window of layers each run (any varying start does).
+            let n = self.sources.len();
+            let start = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() as usize ^ std::process::id() as usize);
+            let changed = (0..n)
+                .map(|k| (start + k) % n)
+                .filter(|&i| ix.unchecked[i].load(Ordering::Acquire))
+                .take(CHECKS_PER_RUN)
+                .any(|i| {
+                    let s = &self.sources[i];
+                    let now = s.cache_file.as_ref().and_then(|(p, _)| std::fs::metadata(p).ok());
+                    now.map(|m| CacheIdentity::of(&m)) != s.identity()
+                });
+            if !changed {
+                return;
+            }
+        }
+        ix.index.remove_if_current(&ix.dir);
     }
 }
