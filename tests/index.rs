@@ -75,6 +75,21 @@ fn decoy_layer(dir: &std::path::Path, seed: usize, n: usize) {
     std::fs::write(dir.join(CACHE), LayerCache::build(&toc, true).unwrap().to_bytes()).unwrap();
 }
 
+/// In `dir`: 11 decoy layers and `real` (the corpus layer converted); the sources in that order.
+fn real_after_decoys(dir: &std::path::Path) -> (PathBuf, Vec<PathBuf>) {
+    let real = dir.join("real");
+    convert(input(), &real, &opts(vec![]), None).unwrap();
+    let mut sources: Vec<PathBuf> = (0..11)
+        .map(|i| {
+            let d = dir.join(format!("decoy{i}"));
+            decoy_layer(&d, i, 50);
+            d
+        })
+        .collect();
+    sources.push(real.clone());
+    (real, sources)
+}
+
 fn index_layers(ix: &std::path::Path) -> u32 {
     let data = std::fs::read(ix.join(composefs_storage::layer::index::FILE_NAME)).unwrap();
     assert_eq!(&data[..8], b"CFSIDX02");
@@ -84,16 +99,7 @@ fn index_layers(ix: &std::path::Path) -> u32 {
 #[test]
 fn an_index_dir_finds_the_same_objects_and_never_outranks_a_layers_own_cache() {
     let tmp = tempfile::tempdir().unwrap();
-    let real = tmp.path().join("real");
-    convert(input(), &real, &opts(vec![]), None).unwrap();
-    let mut sources: Vec<PathBuf> = (0..11)
-        .map(|i| {
-            let d = tmp.path().join(format!("decoy{i}"));
-            decoy_layer(&d, i, 50);
-            d
-        })
-        .collect();
-    sources.push(real.clone());
+    let (real, mut sources) = real_after_decoys(tmp.path());
     let ix = tmp.path().join("index");
     let with_index = |name: &str, sources: &[PathBuf]| {
         let o = ConvertOptions { index_dir: Some(ix.clone()), ..opts(sources.to_vec()) };
@@ -163,17 +169,8 @@ fn an_index_dir_finds_the_same_objects_and_never_outranks_a_layers_own_cache() {
 fn moved_layers_keep_their_index_entries() {
     use std::os::unix::fs::MetadataExt;
     let tmp = tempfile::tempdir().unwrap();
-    let real = tmp.path().join("store/real");
     std::fs::create_dir(tmp.path().join("store")).unwrap();
-    convert(input(), &real, &opts(vec![]), None).unwrap();
-    let mut sources: Vec<PathBuf> = (0..11)
-        .map(|i| {
-            let d = tmp.path().join(format!("store/decoy{i}"));
-            decoy_layer(&d, i, 50);
-            d
-        })
-        .collect();
-    sources.push(real.clone());
+    let (_, sources) = real_after_decoys(&tmp.path().join("store"));
     let ix = tmp.path().join("index");
     let o = |sources: &[PathBuf]| ConvertOptions { index_dir: Some(ix.clone()), ..opts(sources.to_vec()) };
     assert_eq!(convert(input(), &tmp.path().join("a"), &o(&sources), None).unwrap().objects.bytes_written, 0);
