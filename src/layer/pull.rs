@@ -730,20 +730,34 @@ fn skip(reader: &mut dyn Read, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// A missing file being assembled into a temporary object from its pieces, in order.
+/// A missing file being assembled from its pieces, in order.
 struct Building {
-    tmp: super::objects::TempObject,
+    into: Assembly,
     hasher: Sha256,
     total: u64,
     /// The next piece to take.
     next: usize,
 }
 
+/// Where a file is assembled: small ones in memory, so the verified object is created under its
+/// final name at once (as a conversion does), large ones in a temporary object renamed when verified.
+enum Assembly {
+    Memory(Vec<u8>),
+    Temp(super::objects::TempObject),
+}
+
+/// Files up to this size are assembled in memory (one at a time).
+const IN_MEMORY: u64 = 256 << 10;
+
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 impl Building {
-    fn begin(temps: &mut TempFactory, _m: &Missing) -> Result<Building> {
-        Ok(Building { tmp: temps.begin()?, hasher: Sha256::new(), total: 0, next: 0 })
+    fn begin(temps: &mut TempFactory, m: &Missing) -> Result<Building> {
+        let into = match m.size <= IN_MEMORY {
+            true => Assembly::Memory(Vec::with_capacity(m.size as usize)),
+            false => Assembly::Temp(temps.begin()?),
+        };
+        Ok(Building { into, hasher: Sha256::new(), total: 0, next: 0 })
     }
 
     fn append(&mut self, data: &[u8], m: &Missing) -> Result<()> {
@@ -752,7 +766,13 @@ impl Building {
             return Err(Error::format(format!("file {:?}: its data is longer than its {} bytes", m.name, m.size)));
         }
         self.hasher.update(data);
-        self.tmp.write_all(data)
+        match &mut self.into {
+            Assembly::Memory(v) => {
+                v.extend_from_slice(data);
+                Ok(())
+            }
+            Assembly::Temp(tmp) => tmp.write_all(data),
+        }
     }
 
     /// Takes the local and hole pieces up to the next fetched one; returns the bytes copied.
@@ -824,7 +844,9 @@ impl Building {
     fn commit(self, store: &mut ObjectStore, temps: &mut TempFactory, m: &Missing) -> Result<()> {
         let digest: [u8; 32] = self.hasher.finalize().into();
         if self.total != m.size || digest != m.digest {
-            temps.abort(self.tmp);
+            if let Assembly::Temp(tmp) = self.into {
+                temps.abort(tmp);
+            }
             return Err(Error::new(
                 ErrorKind::Verification,
                 format!(
@@ -837,7 +859,10 @@ impl Building {
                 ),
             ));
         }
-        store.commit_temp(self.tmp, &digest, m.size)?;
+        match self.into {
+            Assembly::Memory(data) => store.put_bytes(&digest, &data)?,
+            Assembly::Temp(tmp) => store.commit_temp(tmp, &digest, m.size)?,
+        };
         Ok(())
     }
 }
