@@ -30,11 +30,15 @@ pub fn chunked_footer(data: &[u8]) {
     let _ = footer::parse(data);
 }
 
-/// `layer::index::MergedIndex::parse` of an object index file, then lookups of digests taken from
-/// the input (every 32 bytes after the header) and of fixed ones: never a panic or an
-/// out-of-range layer number.
+/// `layer::index::MergedIndex::parse` of an object index file, its layers' cache paths, then
+/// lookups of digests taken from the input (every 32 bytes after the header) and of fixed ones:
+/// never a panic or an out-of-range layer number.
 pub fn layer_index(data: &[u8]) {
     let Some(ix) = MergedIndex::parse(data) else { return };
+    // Every layer has its cache path (the path table was checked whole at parse).
+    for n in 0..ix.layers().len() {
+        assert!(ix.layer_path(n).is_some(), "layer {n} without a path");
+    }
     let mut layers = Vec::new();
     for d in data.chunks_exact(32).take(512).chain([&[0u8; 32][..], &[0xffu8; 32][..], &[0x80u8; 4][..], &[][..]]) {
         layers.clear();
