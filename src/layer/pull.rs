@@ -24,6 +24,7 @@ use super::sources::SourceLayers;
 use super::staging::Staging;
 use super::tree_builder::{object_path, Added, TreeBuilder};
 use super::verity::{Verity, VerityPolicy};
+use super::writer::ObjectWriter;
 use crate::chunked::ranges::{plan, ByteRange, MAX_RANGES};
 use crate::chunked::tarsplit::reassemble;
 use crate::chunked::toc::{
@@ -523,6 +524,18 @@ pub fn pull(
     // one and the DiffID thread (else it would only slow the DiffID down, the longest task).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let link_thread = cores >= 2 + usize::from(diff_id_job.is_some());
+    // When the fetch is most of the work, fetched objects are created and written on a thread of
+    // their own (as in a conversion: a cold pull 0.67 -> 0.56 s), which announces them to the
+    // DiffID thread once they are in place. When most content is reused, that third thread
+    // only competes with the DiffID thread (a warm pull 5% slower): they are written here.
+    let fetched_bytes: u64 = missing.iter().map(|m| m.size).sum();
+    let reused_bytes: u64 = reusable.iter().map(|r| r.1).sum();
+    let mut writer = if fetched_bytes >= reused_bytes {
+        let announce = ready.clone();
+        Objects::Threaded(ObjectWriter::spawn_with_hook(store, Some(Box::new(move |stored| announce.add_all(stored))))?)
+    } else {
+        Objects::Inline(Box::new(store), ready.clone())
+    };
     let (linked, fetch) = std::thread::scope(|scope| {
         let links = link_thread.then(|| {
             std::thread::Builder::new()
@@ -541,8 +554,7 @@ pub fn pull(
                 if start == parts.len() {
                     let mut b = Building::begin(&mut temps, m)?;
                     chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
-                    b.commit(&mut store, &mut temps, m)?;
-                    ready.add(m.digest);
+                    writer.take(b.verify(&mut temps, m)?, m)?;
                 }
             }
             let mut max_ranges = options.max_ranges.max(1);
@@ -580,9 +592,8 @@ pub fn pull(
                         if last {
                             chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
                             if let Some((_, b)) = building.take() {
-                                b.commit(&mut store, &mut temps, m)?;
+                                writer.take(b.verify(&mut temps, m)?, m)?;
                             }
-                            ready.add(m.digest);
                         }
                         done_bytes += r.length;
                         if let Some(cb) = progress.as_mut() {
@@ -594,9 +605,13 @@ pub fn pull(
                     skip(&mut reader, f.range.end() - pos)?;
                     fetched += f.range.length;
                 }
+                // What this request brought goes out now: the DiffID thread may be waiting for it
+                // (and the hardlinks, taken next on this thread, take a while).
+                writer.flush()?;
                 pending.clear();
             }
             drop(building);
+            writer.flush()?;
             Ok(())
         })();
         let linked = match links {
@@ -609,6 +624,7 @@ pub fn pull(
         (linked, fetch)
     });
     fetch?;
+    let mut store = writer.finish()?;
     let linked = linked?;
 
     // Record what the link thread took. One that went away since is asked for again, or fetched
@@ -625,7 +641,7 @@ pub fn pull(
             let mut reader = fetcher.fetch(&[range])?;
             let mut b = Building::begin(&mut temps, &m)?;
             b.fetched_piece(&mut reader, range, &m, &mut buf, &mut dctx)?;
-            b.commit(&mut store, &mut temps, &m)?;
+            b.verify(&mut temps, &m)?.store(&mut store, &m)?;
             fetched += range.length;
         }
         ready.add(digest);
@@ -839,9 +855,8 @@ impl Building {
         Ok(())
     }
 
-    /// Checks size and sha256 against the TOC and stores the object: nothing unverified ever
-    /// gets an object name.
-    fn commit(self, store: &mut ObjectStore, temps: &mut TempFactory, m: &Missing) -> Result<()> {
+    /// Checks size and sha256 against the TOC: nothing unverified ever gets an object name.
+    fn verify(self, temps: &mut TempFactory, m: &Missing) -> Result<Verified> {
         let digest: [u8; 32] = self.hasher.finalize().into();
         if self.total != m.size || digest != m.digest {
             if let Assembly::Temp(tmp) = self.into {
@@ -859,11 +874,64 @@ impl Building {
                 ),
             ));
         }
+        Ok(Verified { digest, into: self.into })
+    }
+}
+
+/// A file assembled and checked against the TOC, to become an object.
+struct Verified {
+    digest: [u8; 32],
+    into: Assembly,
+}
+
+impl Verified {
+    /// Stores it now.
+    fn store(self, store: &mut ObjectStore, m: &Missing) -> Result<()> {
         match self.into {
-            Assembly::Memory(data) => store.put_bytes(&digest, &data)?,
-            Assembly::Temp(tmp) => store.commit_temp(tmp, &digest, m.size)?,
+            Assembly::Memory(data) => store.put_bytes(&self.digest, &data)?,
+            Assembly::Temp(tmp) => store.commit_temp(tmp, &self.digest, m.size)?,
         };
         Ok(())
+    }
+}
+
+/// Where fetched objects go during the fetch: stored on this thread (and announced to the DiffID
+/// thread), or handed to a writer thread (which announces them once stored).
+enum Objects {
+    Inline(Box<ObjectStore>, Arc<Ready>),
+    Threaded(ObjectWriter),
+}
+
+impl Objects {
+    fn take(&mut self, v: Verified, m: &Missing) -> Result<()> {
+        match self {
+            Objects::Inline(store, ready) => {
+                let digest = v.digest;
+                v.store(store, m)?;
+                ready.add(digest);
+                Ok(())
+            }
+            Objects::Threaded(writer) => match v.into {
+                Assembly::Memory(data) => writer.put_bytes(v.digest, &data, m.name.clone()),
+                Assembly::Temp(tmp) => writer.commit_temp(tmp, v.digest, m.size, m.name.clone()),
+            },
+        }
+    }
+
+    /// Sends what the writer thread has not been given yet.
+    fn flush(&mut self) -> Result<()> {
+        match self {
+            Objects::Inline(..) => Ok(()),
+            Objects::Threaded(writer) => writer.flush(),
+        }
+    }
+
+    /// The store, once every object is in place.
+    fn finish(self) -> Result<ObjectStore> {
+        match self {
+            Objects::Inline(store, _) => Ok(*store),
+            Objects::Threaded(writer) => writer.finish(),
+        }
     }
 }
 

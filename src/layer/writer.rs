@@ -69,8 +69,17 @@ pub struct ObjectWriter {
     abort: Arc<AtomicBool>,
 }
 
+/// Told, on the writer thread, the digests of objects just stored (a pull's DiffID thread may
+/// read them from then on).
+pub type StoredHook = Box<dyn FnMut(&mut dyn Iterator<Item = [u8; 32]>) + Send>;
+
 impl ObjectWriter {
-    pub fn spawn(mut store: ObjectStore) -> Result<ObjectWriter> {
+    pub fn spawn(store: ObjectStore) -> Result<ObjectWriter> {
+        ObjectWriter::spawn_with_hook(store, None)
+    }
+
+    /// [`Self::spawn`], with `stored` called after each job's objects are in place.
+    pub fn spawn_with_hook(mut store: ObjectStore, mut stored: Option<StoredHook>) -> Result<ObjectWriter> {
         let (tx, rx) = sync_channel::<Job>(QUEUE);
         let (recycle, recycled) = sync_channel::<Batch>(QUEUE + 1);
         let abort = Arc::new(AtomicBool::new(false));
@@ -89,11 +98,17 @@ impl ObjectWriter {
                                 store.put_bytes(digest, &batch.data[start..*end]).map_err(|e| e.context(entry))?;
                                 start = *end;
                             }
+                            if let Some(hook) = stored.as_mut() {
+                                hook(&mut batch.items.iter().map(|(d, _, _)| *d));
+                            }
                             batch.clear();
                             let _ = recycle.try_send(batch);
                         }
                         Job::Temp { tmp, digest, size, entry } => {
                             store.commit_temp(tmp, &digest, size).map_err(|e| e.context(&entry))?;
+                            if let Some(hook) = stored.as_mut() {
+                                hook(&mut std::iter::once(digest));
+                            }
                         }
                     }
                 }
@@ -118,7 +133,7 @@ impl ObjectWriter {
     }
 
     /// Sends the batch being filled, and takes an emptied one (or a new one) to fill next.
-    fn flush(&mut self) -> Result<()> {
+    pub fn flush(&mut self) -> Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
