@@ -93,6 +93,15 @@ static void test_invalid_utf8_text(void)
         CHECK_FAILED(cfs_convert_result_get_u64(res, BAD, &u, &err), err, CFS_STATUS_INVALID_ARGUMENT);
         err = NULL;
         CHECK_OK(cfs_convert_result_get_u64(res, "entries", &u, &err), err);
+        /* The gzip tar-split is made on the first call and kept: the same bytes every time. */
+        const uint8_t *ts = NULL, *again = NULL;
+        size_t ts_len = 0, again_len = 0;
+        err = NULL;
+        CHECK_OK(cfs_convert_result_tar_split(res, &ts, &ts_len, &err), err);
+        err = NULL;
+        CHECK_OK(cfs_convert_result_tar_split(res, &again, &again_len, &err), err);
+        CHECK(ts != NULL && ts_len > 2 && ts[0] == 0x1f && ts[1] == 0x8b);
+        CHECK(again == ts && again_len == ts_len);
     }
     cfs_convert_result_free(res);
     cfs_convert_options_free(copts);
