@@ -50,7 +50,7 @@
 //! removed again if a later one fails.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -320,31 +320,13 @@ impl Plan {
         // (or gzip, from earlier versions): recompressed while its tar size is summed.
         let (tar_split_gz, diff_size) = match metadata::open_tar_split(layer_dir)? {
             Some((path, ndjson)) => {
-                let mut tee = GzipTee {
-                    inner: ndjson,
-                    gz: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
-                };
+                let mut tee = metadata::GzipTee::new(ndjson);
                 let size = tar_size(BufReader::new(&mut tee)).map_err(|e| e.context(path.display()))?;
-                let gz = tee.gz.finish().map_err(|e| Error::io("recompress tar-split as gzip", e))?;
-                (Some(gz), Some(size))
+                (Some(tee.finish()?), Some(size))
             }
             None => (None, None),
         };
         Ok(Plan { toc_json, cache, tar_split_gz, diff_size })
-    }
-}
-
-/// A reader that also gzips every byte it yields.
-struct GzipTee<R> {
-    inner: R,
-    gz: flate2::write::GzEncoder<Vec<u8>>,
-}
-
-impl<R: Read> Read for GzipTee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.gz.write_all(&buf[..n])?;
-        Ok(n)
     }
 }
 

@@ -77,10 +77,36 @@ pub fn open_tar_split(layer_dir: &Path) -> Result<Option<(PathBuf, Box<dyn BufRe
 
 /// containers/storage's form of a tar-split (`<id>.tar-split.gz`): the NDJSON `ndjson` yields,
 /// gzip-compressed.
-pub fn gzip_tar_split(mut ndjson: impl Read) -> Result<Vec<u8>> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::copy(&mut ndjson, &mut gz).map_err(|e| Error::io("recompress tar-split as gzip", e))?;
-    gz.finish().map_err(|e| Error::io("recompress tar-split as gzip", e))
+pub fn gzip_tar_split(ndjson: impl Read) -> Result<Vec<u8>> {
+    let mut tee = GzipTee::new(ndjson);
+    std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| Error::io("read tar-split", e))?;
+    tee.finish()
+}
+
+/// A reader that gzips every byte it yields (containers/storage's tar-split form), for callers
+/// that read the NDJSON anyway.
+pub struct GzipTee<R> {
+    inner: R,
+    gz: flate2::write::GzEncoder<Vec<u8>>,
+}
+
+impl<R: Read> GzipTee<R> {
+    pub fn new(inner: R) -> GzipTee<R> {
+        GzipTee { inner, gz: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()) }
+    }
+
+    /// The gzip stream of everything read so far.
+    pub fn finish(self) -> Result<Vec<u8>> {
+        self.gz.finish().map_err(|e| Error::io("recompress tar-split as gzip", e))
+    }
+}
+
+impl<R: Read> Read for GzipTee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        std::io::Write::write_all(&mut self.gz, &buf[..n])?;
+        Ok(n)
+    }
 }
 
 /// Reads `layer_dir/name`, naming what is missing when it is not there.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use rustix::fs::{openat, Mode, OFlags};
@@ -87,13 +87,20 @@ struct Indexed {
     source_of: Vec<usize>,
     /// Sources the index does not cover, in order (probed one by one).
     unindexed: Vec<usize>,
-    /// Whether each source's cache is still checked against the index (mapped by path only).
-    unchecked: Vec<AtomicBool>,
-    /// Sources the index names but whose cache changed since it was built: probed like
-    /// `unindexed` for the rest of the run, and the index is removed on drop (rebuilt next time).
+    /// Per source: [`TRUSTED`], [`UNCHECKED`] (mapped by path, its cache not yet compared with the
+    /// index) or [`STALE`].
+    state: Vec<AtomicU8>,
+    /// The [`STALE`] sources: the index names them but their caches changed since it was built.
+    /// They are probed like `unindexed` for the rest of the run, and the index is removed on drop
+    /// (rebuilt next time).
     stale: Mutex<Vec<usize>>,
     any_stale: AtomicBool,
 }
+
+/// Source states in [`Indexed::state`].
+const TRUSTED: u8 = 0;
+const UNCHECKED: u8 = 1;
+const STALE: u8 = 2;
 
 /// Source layers, in the caller's order (the first that holds a digest gives it).
 pub struct SourceLayers {
@@ -173,20 +180,21 @@ impl SourceLayers {
         if with_cache <= MAX_UNINDEXED {
             return None; // Probing these few costs less than any index.
         }
-        let map = |index: MergedIndex, known: &[Option<usize>]| {
+        // `known`: the index layer of each source's cache, by path; `checked`: whether those
+        // caches are the files the index was built from (true for an index built just now).
+        let map = |index: MergedIndex, known: &[Option<usize>], checked: bool| {
             let mut source_of = vec![usize::MAX; index.layers().len()];
-            let mut unchecked: Vec<AtomicBool> = Vec::with_capacity(sources.len());
-            // By path first (unchecked yet), then the rest by identity (checked by their stat).
+            let mut state: Vec<AtomicU8> = Vec::with_capacity(sources.len());
+            // By path first, then the rest by identity (checked by their stat).
             for (i, n) in known.iter().enumerate() {
-                // (A rebuilt index covers at most its layer limit: numbers past it are no layer.)
-                let by_path = n.filter(|&n| source_of.get(n) == Some(&usize::MAX)).inspect(|&n| source_of[n] = i);
-                unchecked.push(AtomicBool::new(by_path.is_some()));
+                let by_path = n.filter(|&n| source_of[n] == usize::MAX).inspect(|&n| source_of[n] = i);
+                state.push(AtomicU8::new(if by_path.is_some() && !checked { UNCHECKED } else { TRUSTED }));
             }
             let by_identity: HashMap<CacheIdentity, usize> =
                 index.layers().iter().enumerate().map(|(n, id)| (*id, n)).collect();
             let mut unindexed = Vec::new();
             for (i, s) in sources.iter().enumerate() {
-                if unchecked[i].load(Ordering::Relaxed) {
+                if known[i].is_some_and(|n| source_of[n] == i) {
                     continue;
                 }
                 match s.identity().and_then(|id| by_identity.get(&id)) {
@@ -199,12 +207,12 @@ impl SourceLayers {
                 dir: dir.to_path_buf(),
                 source_of,
                 unindexed,
-                unchecked,
+                state,
                 stale: Mutex::new(Vec::new()),
                 any_stale: AtomicBool::new(false),
             }
         };
-        if let Some(found) = read.map(|ix| map(ix, known)) {
+        if let Some(found) = read.map(|ix| map(ix, known, false)) {
             let uncovered = found.unindexed.iter().filter(|&&i| sources[i].identity().is_some()).count();
             if uncovered <= MAX_UNINDEXED {
                 return Some(found);
@@ -215,33 +223,21 @@ impl SourceLayers {
         if std::fs::create_dir_all(dir).is_err() || rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_err() {
             return None;
         }
-        // Built from the caches as read now (their identities as opened, not as recorded).
-        let caches: Vec<(&LayerCache, CacheIdentity, &Path)> = sources
-            .iter()
-            .filter_map(|s| {
-                let (cache, id) = s.cache.get_or_init(|| s.load_cache()).as_ref()?;
-                Some((cache, *id, s.cache_file.as_ref()?.0.as_path()))
-            })
-            .collect();
+        // Built from the caches as read now (their identities as opened, not as recorded); layer
+        // number = position among the sources that have one.
+        let mut caches: Vec<(&LayerCache, CacheIdentity, &Path)> = Vec::new();
+        let mut known = vec![None; sources.len()];
+        for (i, s) in sources.iter().enumerate() {
+            if let (Some((cache, id)), Some((path, _))) = (s.cache.get_or_init(|| s.load_cache()), &s.cache_file) {
+                known[i] = Some(caches.len());
+                caches.push((cache, *id, path.as_path()));
+            }
+        }
+        // (It covers at most its layer limit: numbers past it are no layer.)
         let built = MergedIndex::build(&caches).ok()?;
+        known.iter_mut().for_each(|n| *n = n.filter(|&n| n < built.layers().len()));
         let _ = built.write(dir);
-        let known: Vec<Option<usize>> = {
-            let mut n = 0;
-            sources
-                .iter()
-                .map(|s| {
-                    let has = s.cache.get().is_some_and(|c| c.is_some()) && s.cache_file.is_some();
-                    has.then(|| {
-                        n += 1;
-                        n - 1
-                    })
-                })
-                .collect()
-        };
-        let ix = map(built, &known);
-        // Built from what was just read: nothing to check.
-        ix.unchecked.iter().for_each(|u| u.store(false, Ordering::Relaxed));
-        Some(ix)
+        Some(map(built, &known, true))
     }
 
     pub fn len(&self) -> usize {
@@ -281,17 +277,19 @@ impl SourceLayers {
     /// and must be the file the index was built from; if not, the source is probed through its
     /// own cache from then on, like one the index does not cover.
     fn check_indexed(&self, ix: &Indexed, i: usize) -> bool {
-        if !ix.unchecked[i].load(Ordering::Acquire) {
-            return !ix.any_stale.load(Ordering::Acquire)
-                || !ix.stale.lock().unwrap_or_else(|p| p.into_inner()).contains(&i);
+        match ix.state[i].load(Ordering::Acquire) {
+            TRUSTED => true,
+            STALE => false,
+            _ => {
+                let ok = self.sources[i].cache_is_as_recorded();
+                ix.state[i].store(if ok { TRUSTED } else { STALE }, Ordering::Release);
+                if !ok {
+                    ix.stale.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+                    ix.any_stale.store(true, Ordering::Release);
+                }
+                ok
+            }
         }
-        let ok = self.sources[i].cache_is_as_recorded();
-        if !ok {
-            ix.stale.lock().unwrap_or_else(|p| p.into_inner()).push(i);
-            ix.any_stale.store(true, Ordering::Release);
-        }
-        ix.unchecked[i].store(false, Ordering::Release);
-        ok
     }
 }
 
@@ -311,7 +309,7 @@ impl Drop for SourceLayers {
                 .map_or(0, |d| d.subsec_nanos() as usize ^ std::process::id() as usize);
             let changed = (0..n)
                 .map(|k| (start + k) % n)
-                .filter(|&i| ix.unchecked[i].load(Ordering::Acquire))
+                .filter(|&i| ix.state[i].load(Ordering::Acquire) == UNCHECKED)
                 .take(CHECKS_PER_RUN)
                 .any(|i| {
                     let s = &self.sources[i];
