@@ -3,6 +3,10 @@
 //!
 //! Fixes when one of these fails: `make header` (regenerate include/composefs-storage.h),
 //! `make symbols` (regenerate src/ffi/exported-symbols.txt), then commit the result.
+//!
+//! The header is generated here by cbindgen's library (a dev-dependency pinned to the version of the
+//! CLI that scripts/gen-header.sh runs), so `cargo test` needs no cbindgen binary; the two give the
+//! same bytes (test-all.sh's header-check step runs the CLI).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -103,9 +107,45 @@ fn exported_symbols(so: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// The pinned cbindgen: Cargo.toml's `cbindgen = "=…"` dev-dependency, and CBINDGEN_VERSION in
+/// scripts/lib.sh for the CLI (`cbindgen_pins_agree` keeps them in step).
+const CBINDGEN_VERSION: &str = "0.29.2";
+
+/// What `scripts/gen-header.sh` writes: `cbindgen --config cbindgen.toml src/ffi/mod.rs` (only src/ffi
+/// is the C ABI), then its `sed` of the @...@ placeholders (the first of each on a line).
+fn generated_header() -> String {
+    let config = cbindgen::Config::from_file(repo().join("cbindgen.toml")).expect("reading cbindgen.toml");
+    let bindings = cbindgen::Builder::new()
+        .with_config(config)
+        .with_src(repo().join("src/ffi/mod.rs"))
+        .generate()
+        .unwrap_or_else(|e| panic!("cbindgen could not generate the header from src/ffi: {e}"));
+    let mut raw = Vec::new();
+    bindings.write(&mut raw);
+    let raw = String::from_utf8(raw).expect("cbindgen output is UTF-8");
+    let substitutions = [
+        ("@VERSION_MAJOR@", env!("CARGO_PKG_VERSION_MAJOR")),
+        ("@VERSION_MINOR@", env!("CARGO_PKG_VERSION_MINOR")),
+        ("@VERSION_PATCH@", env!("CARGO_PKG_VERSION_PATCH")),
+        ("@VERSION@", env!("CARGO_PKG_VERSION")),
+        ("@CBINDGEN_VERSION@", CBINDGEN_VERSION),
+    ];
+    raw.split_inclusive('\n')
+        .map(|line| substitutions.iter().fold(line.to_string(), |l, (from, to)| l.replacen(from, to, 1)))
+        .collect()
+}
+
+/// Fails when the committed header is not what cbindgen generates from src/ffi now. With
+/// `CFS_BLESS_HEADER=1` (`make header`) it writes the generated header instead.
 #[test]
 fn header_is_up_to_date() {
-    let fresh = output(Command::new(repo().join("scripts/gen-header.sh")).arg("-"));
+    let fresh = generated_header();
+    let path = repo().join("include/composefs-storage.h");
+    if std::env::var_os("CFS_BLESS_HEADER").is_some_and(|v| v == "1") {
+        std::fs::write(&path, &fresh).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        eprintln!("wrote {}", path.display());
+        return;
+    }
     let committed = committed_header();
     if fresh != committed {
         let first = fresh.lines().zip(committed.lines()).position(|(a, b)| a != b);
@@ -115,6 +155,21 @@ fn header_is_up_to_date() {
             first.map_or_else(|| "end".to_string(), |i| (i + 1).to_string())
         );
     }
+}
+
+/// The cbindgen this test links and the CLI the scripts install are the same version.
+#[test]
+fn cbindgen_pins_agree() {
+    let manifest = read(&repo().join("Cargo.toml"));
+    assert!(
+        manifest.lines().any(|l| l.starts_with("cbindgen = ") && l.contains(&format!("\"={CBINDGEN_VERSION}\""))),
+        "Cargo.toml's cbindgen dev-dependency is not pinned to ={CBINDGEN_VERSION}"
+    );
+    let lib_sh = read(&repo().join("scripts/lib.sh"));
+    assert!(
+        lib_sh.lines().any(|l| l.split_whitespace().next() == Some(&format!("CBINDGEN_VERSION={CBINDGEN_VERSION}"))),
+        "scripts/lib.sh's CBINDGEN_VERSION is not {CBINDGEN_VERSION}"
+    );
 }
 
 #[test]
