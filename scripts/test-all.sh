@@ -3,10 +3,14 @@
 #   Rust (cargo test), header and symbol checks, a staged `make install` with pkg-config checks,
 #   the C tests (dynamic, static, valgrind, AddressSanitizer), the Go tests (dynamic, static, race)
 #   and a fuzz smoke run.
-# Usage: scripts/test-all.sh     (the same as `make check`; .ci/run installs what it needs)
+# First installs what is missing (scripts/setup.sh: apt packages, and pinned cbindgen, cargo-fuzz and
+# Go in .tools/); it stops before any test when something cannot be installed.
+# Usage: scripts/test-all.sh     (the same as `make check`, and what .ci/run runs)
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+
+"$ROOT/scripts/setup.sh" || exit 1
 
 stage="$ROOT/build/stage"
 prefix=/usr/local
