@@ -238,6 +238,87 @@ fn a_layer_without_a_cache_gets_one_built_from_its_toc() {
     assert_eq!(std::fs::read(graphroot.join("overlay-layers").join(ID).join(CACHE_FILE)).unwrap(), own);
 }
 
+/// Another process holding a lock the way containers/storage's `pkg/lockfile` does: a child (fork,
+/// no exec: no helper program is needed) that takes an fcntl write lock on the whole of a file
+/// (`F_SETLKW`), says so on a pipe, and keeps it until `release` closes the other pipe.
+struct LockHolder {
+    pid: libc::pid_t,
+    release: Option<std::os::fd::OwnedFd>,
+}
+
+impl LockHolder {
+    fn hold(path: &Path) -> LockHolder {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        // Everything the child uses is made before the fork: after it, the child of this
+        // multithreaded process only makes async-signal-safe calls and never allocates.
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: flock is plain data; all zeros and then the fields set is a valid request.
+        let mut whole: libc::flock = unsafe { std::mem::zeroed() };
+        whole.l_type = libc::F_WRLCK as _;
+        whole.l_whence = libc::SEEK_SET as _;
+        let (mut ready, mut release) = ([0; 2], [0; 2]);
+        // SAFETY: pipe2 writes two new descriptors into each array.
+        unsafe {
+            assert_eq!(libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            assert_eq!(libc::pipe2(release.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        }
+        let (keep_lo, keep_hi) = (ready[1].min(release[0]) as libc::c_uint, ready[1].max(release[0]) as libc::c_uint);
+        // SAFETY: see above; the child ends with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: the child: async-signal-safe calls on data made before the fork. First it
+            // closes what it inherited (other tests' pipes and lock files) but its two pipe ends.
+            unsafe {
+                for (lo, hi) in [(3, keep_lo.wrapping_sub(1)), (keep_lo + 1, keep_hi - 1), (keep_hi + 1, !0)] {
+                    if lo <= hi && lo >= 3 {
+                        libc::syscall(libc::SYS_close_range, lo, hi, 0);
+                    }
+                }
+                let fd = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CREAT, 0o644);
+                let locked = fd >= 0 && libc::fcntl(fd, libc::F_SETLKW, &whole) == 0;
+                let word: &[u8; 1] = if locked { b"L" } else { b"E" };
+                libc::write(ready[1], word.as_ptr().cast(), 1);
+                let mut byte = 0u8;
+                libc::read(release[0], (&raw mut byte).cast(), 1); // until the test closes its end
+                libc::_exit(0);
+            }
+        }
+        // SAFETY: the parent's ends, owned here from now on; the child's ends closed.
+        let (ready_r, release_w) = unsafe {
+            libc::close(ready[1]);
+            libc::close(release[0]);
+            (std::fs::File::from_raw_fd(ready[0]), OwnedFd::from_raw_fd(release[1]))
+        };
+        let mut word = [0u8; 1];
+        (&ready_r).read_exact(&mut word).expect("the lock holder said nothing");
+        assert_eq!(&word, b"L", "the lock holder could not take the lock");
+        LockHolder { pid, release: Some(release_w) }
+    }
+
+    /// Lets the lock go: the child exits, which releases its lock; waits for it.
+    fn release(&mut self) {
+        if self.release.take().is_some() {
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            assert_eq!(unsafe { libc::waitpid(self.pid, &mut status, 0) }, self.pid);
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "lock holder: {status:#x}");
+        }
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.release();
+        } else if self.release.take().is_some() {
+            // SAFETY: reaps our own child (it exits once its pipe is closed).
+            unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        }
+    }
+}
+
 /// While another process holds containers/storage's layer store lock (an fcntl write lock, as
 /// `pkg/lockfile` takes it), nothing is published; once it lets go, everything is.
 #[test]
@@ -245,31 +326,14 @@ fn waits_for_the_layer_store_lock() {
     let (_tmp, graphroot, layer) = store_with_layer();
     let store = graphroot.join("overlay-layers");
     std::fs::create_dir(&store).unwrap();
-    let lock = store.join("layers.lock");
-    let holder = Command::new("python3")
-        .args([
-            "-c",
-            "import fcntl,sys\nf=open(sys.argv[1],'a+')\nfcntl.lockf(f,fcntl.LOCK_EX)\nprint('locked',flush=True)\nsys.stdin.read()",
-        ])
-        .arg(&lock)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn();
-    let Ok(mut holder) = holder else {
-        eprintln!("skipping: python3 is not available to hold an fcntl lock");
-        return;
-    };
-    let mut line = [0u8; 7];
-    holder.stdout.take().unwrap().read_exact(&mut line).unwrap();
-    assert_eq!(&line, b"locked\n");
+    let mut holder = LockHolder::hold(&store.join("layers.lock"));
 
     let (l, g) = (layer.clone(), graphroot.clone());
     let t = std::thread::spawn(move || publish_layer_metadata(&l, &g, ID, &PublishOptions::default()));
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(!store.join(ID).join(TOC_FILE).exists(), "published while the lock was held elsewhere");
     assert!(!t.is_finished());
-    drop(holder.stdin.take()); // the holder exits, which releases its lock
-    holder.wait().unwrap();
+    holder.release();
     t.join().unwrap().unwrap();
     assert!(store.join(ID).join(TOC_FILE).exists());
 }
