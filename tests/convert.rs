@@ -169,6 +169,9 @@ fn whiteouts_are_real_overlay_whiteouts_in_the_blob() {
     let dir = tmp.path().join("layer");
     convert(open(&c.join("cstorage/handmade-pax/handmade-pax.tar.zst")), &dir, &opts(), None).unwrap();
     let blob = std::fs::read(dir.join("composefs-data/composefs.blob")).unwrap();
+    // Not mkcomposefs's image (that one is checked in image_corpus), so read by the oracle here.
+    let report = support::oracle::check_image(&blob, "handmade-pax with OCI whiteouts");
+    assert!(report.exemptions.contains_key(&support::oracle::Exemption::FsckNativeWhiteout));
     let tree = composefs_storage::image::read_image(&blob[..]).unwrap();
     let wh = tree.resolve(b"/wh-parent/foo").expect("whiteout");
     assert_eq!(tree.inode(wh).kind, composefs_storage::image::InodeKind::OverlayWhiteout);

@@ -66,6 +66,7 @@ fn composefs_assets_match_mkcomposefs() {
         }
         match result {
             Ok(img) => {
+                support::oracle::check_image(&img, asset);
                 let got = hex(&Sha256::digest(&img));
                 if got == expected {
                     matched += 1;
@@ -96,6 +97,7 @@ fn cstorage_images_match_mkcomposefs() {
                 continue;
             }
         };
+        support::oracle::check_image(&img, dump_path);
         let got = hex(&Sha256::digest(&img));
         if got != expected || img.len().to_string() != size {
             failures.push(format!("{dump_path}: sha256 {got} ({} bytes), expected {expected} ({size})", img.len()));

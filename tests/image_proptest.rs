@@ -1,7 +1,10 @@
 //! Property tests: random trees through the EROFS writer and reader.
 //! - write -> read -> write gives the same bytes;
 //! - the tree read back names the same paths with the same kinds, metadata and xattrs;
+//! - composefs-rs reads the image as this library does (tests/support/oracle.rs);
 //! - for trees a dump can express, dump -> parse -> write gives the same image too.
+
+mod support;
 
 use std::collections::BTreeMap;
 
@@ -237,6 +240,9 @@ proptest! {
         let o = WriteOptions { min_version: min, max_version: 1, root_whiteout_stubs: stubs };
         let img = image(&t, &o);
         let back = read_image(&img).unwrap();
+        if let Err(e) = support::oracle::compare(&img, &back) {
+            prop_assert!(false, "composefs-rs reads the image differently:\n{}", e);
+        }
         prop_assert!(image(&back, &o) == img);
         prop_assert_eq!(summary(&back, stubs), summary(&t, stubs));
         if !has_extensions(&t) {

@@ -28,4 +28,5 @@ pub fn cstorage() -> PathBuf {
 }
 
 pub mod hygiene;
+pub mod oracle;
 pub mod tar;
