@@ -99,6 +99,55 @@ func WriteImageFromTOC(imagePath string, toc []byte, verityDigests map[string]st
 	return digest, nil
 }
 
+// WriteLayerBlobFromTOC writes the composefs blob a containers/storage layer needs to imagePath
+// (which must not exist: ErrAlreadyExists) and returns its fs-verity digest: as WriteImageFromTOC,
+// but with the layer's OCI whiteouts (".wh.NAME", ".wh..wh..opq") as real overlay whiteouts and
+// opaque directories, and without the 256 root whiteout stubs when one of lowerLayers (the layer
+// dirs below this layer, top first: with composefs-data/ a composefs layer, else a classic one
+// with its tree in diff/) has a top-level entry with a two-hex-digit name such as "/db", which a
+// stub would hide. A layer with neither gets the bytes WriteImageFromTOC writes.
+func WriteLayerBlobFromTOC(imagePath string, toc []byte, verityDigests map[string]string, lowerLayers []string) (Digest, error) {
+	var digest Digest
+	args, err := newTocArgs(toc, verityDigests)
+	if err != nil {
+		return digest, err
+	}
+	defer args.close()
+	cpath, err := cStringArg(imagePath, "image path")
+	if err != nil {
+		return digest, err
+	}
+	defer freeCString(cpath)
+	n := len(lowerLayers)
+	var lowers **C.char
+	if n > 0 {
+		// C memory: Go memory passed to C must not hold Go pointers.
+		ptrSize := C.size_t(unsafe.Sizeof((*C.char)(nil)))
+		s := unsafe.Slice((**C.char)(C.calloc(C.size_t(n), ptrSize)), n)
+		defer func() {
+			for i := range s {
+				C.free(unsafe.Pointer(s[i]))
+			}
+			C.free(unsafe.Pointer(&s[0]))
+		}()
+		for i, l := range lowerLayers {
+			if s[i], err = cStringArg(l, "lower layer dir"); err != nil {
+				return digest, err
+			}
+		}
+		lowers = &s[0]
+	}
+	buf := (*C.uint8_t)(C.malloc(32))
+	defer C.free(unsafe.Pointer(buf))
+	var cerr *C.cfs_error
+	status := C.cfs_toc_write_layer_blob(args.toc, args.n, args.verity, lowers, C.size_t(n), cpath, buf, &cerr)
+	if err := takeError(status, cerr); err != nil {
+		return digest, err
+	}
+	copy(digest[:], unsafe.Slice((*byte)(unsafe.Pointer(buf)), 32))
+	return digest, nil
+}
+
 // ReadTOC reads, authenticates and decodes the TOC of the zstd:chunked blob at blobPath. With the
 // layer's OCI annotations, the TOC digest there authenticates it; with nil annotations the TOC is
 // located through the blob's footer and not authenticated. It returns the decompressed TOC JSON
