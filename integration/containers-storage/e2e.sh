@@ -145,6 +145,50 @@ for fmt in tar tar.gz tar.zst chunked; do
     record "$fmt: delete leaves no mount, loop device or layer" "$([ -z "$left" ] && echo 1 || echo 0)" "$(echo $left)"
 done
 
+# --- A realistic layer (a Debian rootfs, make-rootfs.sh) and a layer over it, when given.
+for fmt in tar.zst chunked; do
+    [ -f "$inputs/rootfs.$fmt" ] || continue
+    new_store "rootfs-$fmt"
+    if ! apply rootfs "" "$inputs/rootfs.$fmt" >/dev/null || ! apply rootfs-upper rootfs "$inputs/rootfs-upper.$fmt" >/dev/null; then
+        record "rootfs $fmt: base + upper applied through the differ" 0 "$(tail -n 1 "$log")"
+        continue
+    fi
+    record "rootfs $fmt: base + upper applied through the differ" 1 ""
+    for l in rootfs rootfs-upper; do layer_fingerprint "$l" >"$work/fingerprint-$fmt-$l"; done
+    ok=1 detail=""
+    "$cs" diff -f "$work/d.tar" rootfs 2>>"$log" && [ "$(sha "$work/d.tar")" = "$(cat "$inputs/rootfs.diffid")" ] || { ok=0; detail+="base; "; }
+    "$cs" diff -f "$work/d.tar" rootfs-upper 2>>"$log" && [ "$(sha "$work/d.tar")" = "$(sha "$inputs/rootfs-upper.tar")" ] || { ok=0; detail+="upper; "; }
+    rm -f "$work/d.tar"
+    record "rootfs $fmt: diff of each layer is its DiffID" "$ok" "$detail"
+    "$cs" create-image --name base rootfs >/dev/null 2>>"$log"
+    "$cs" create-image --name img rootfs-upper >/dev/null 2>>"$log"
+    if m=$("$cs" mount -r base 2>>"$log") && [ -d "$m" ]; then
+        out=$(python3 "$(dirname "$0")/check-tree.py" "$inputs/rootfs.tar" "$m" 2>&1)
+        rc=$?
+        record "rootfs $fmt: mounted tree equals the tar" "$([ $rc = 0 ] && echo 1 || echo 0)" "$(echo $out | cut -c1-200)"
+        "$cs" unmount base >/dev/null 2>>"$log"
+    else
+        record "rootfs $fmt: mounted tree equals the tar" 0 "$(tail -n 1 "$log")"
+    fi
+    if m=$("$cs" mount -r img 2>>"$log") && [ -d "$m" ]; then
+        ok=1 detail=""
+        [ -e "$m/usr/share/doc" ] && { ok=0; detail+="/usr/share/doc still there; "; }
+        [ -n "$(ls -A "$m/var/cache")" ] && { ok=0; detail+="/var/cache not empty; "; }
+        [ -e "$m/usr/share/.wh.doc" ] && { ok=0; detail+=".wh.doc visible; "; }
+        record "rootfs $fmt: upper's whiteout and opaque dir applied (SPEC 10.1)" "$ok" "$detail"
+        ok=1
+        grep -q composefs-storage "$m/etc/os-release" && cmp -s "$m/usr/local/bin/bash-copy" "$m/usr/bin/bash" && [ -x "$m/usr/bin/dpkg" ] || ok=0
+        record "rootfs $fmt: files of both layers read back" "$ok" ""
+        "$cs" unmount img >/dev/null 2>>"$log"
+    else
+        record "rootfs $fmt: upper's whiteout and opaque dir applied (SPEC 10.1)" 0 "$(tail -n 1 "$log")"
+    fi
+    "$cs" delete-image img >/dev/null 2>>"$log"
+    "$cs" delete-image base >/dev/null 2>>"$log"
+    left="$(leftovers; ls "$store/graph/overlay" | grep -v -x -e l -e staging -e tempdirs | sed 's/^/layer dir /')"
+    record "rootfs $fmt: delete leaves no mount, loop device or layer" "$([ -z "$left" ] && echo 1 || echo 0)" "$(echo $left)"
+done
+
 # --- The shared corpus: each layer through the differ, its diff is its DiffID.
 new_store corpus
 for input in "$inputs"/corpus-*; do

@@ -11,6 +11,7 @@ whiteouts whose lowers have no top-level two-hex-digit name), or an object set t
 Usage: report.py SCRATCH
 """
 import os
+import re
 import sys
 
 scratch = sys.argv[1]
@@ -55,6 +56,30 @@ for t in both_fail:
 for t in stock_only:
     print(f"  fails on stock only: {t}")
 count(not regressions and bool(go["stock"]) and bool(go["patched"]))
+
+# --- bats
+def tap(path):
+    out = {}
+    for l in read_lines(path):
+        m = re.match(r"(not ok|ok) (\d+) (.*?)( # skip.*)?$", l)
+        if m:
+            out[m.group(3)] = "skip" if m.group(4) else ("pass" if m.group(1) == "ok" else "fail")
+    return out
+
+
+bats = {b: tap(os.path.join(scratch, f"bats-{b}.tap")) for b in ("stock", "patched")}
+print()
+print("c/storage's bats suite (storage/tests, STORAGE_OPTION=overlay.use_composefs=true)")
+print(f"  {'':10} {'pass':>6} {'fail':>6} {'skip':>6}")
+for build in ("stock", "patched"):
+    vals = list(bats[build].values())
+    print(f"  {build:10} {vals.count('pass'):6} {vals.count('fail'):6} {vals.count('skip'):6}")
+bats_regressions = sorted(t for t, r in bats["stock"].items() if r == "pass" and bats["patched"].get(t) != "pass")
+for t in bats_regressions:
+    print(f"  REGRESSION: {t} passes on stock, {bats['patched'].get(t, 'missing')} patched")
+for t in sorted(t for t, r in bats["stock"].items() if r == "fail"):
+    print(f"  fails on stock: {t} (patched: {bats['patched'].get(t, 'missing')})")
+count(not bats_regressions and bool(bats["stock"]) and bool(bats["patched"]))
 
 # --- End to end
 e2e = {}

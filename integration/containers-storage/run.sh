@@ -6,7 +6,8 @@
 # patched (patches/*.patch, build tag libcomposefs_storage, this library found by pkg-config from
 # a staged `make install`), then for both:
 #   - c/storage's own Go tests (drivers/overlay, pkg/chunked, and the rest of storage/ with
-#     --full), counts printed, and every test that passes on stock must pass patched;
+#     --full) and its bats suite (storage/tests, with overlay.use_composefs=true), counts
+#     printed; every test that passes on stock must pass patched;
 #   - the end-to-end run of e2e.sh: layers through the differ (tar, tar.gz, tar.zst with
 #     convert_images, zstd:chunked), stacked with whiteouts and a lower /db, mounted as an image
 #     and as a container, diffed (= DiffID), deleted (nothing left), the shared corpus, bad input;
@@ -36,7 +37,7 @@ scratch="$(cd "$scratch" && pwd)"
 step() { echo; echo "==== $*"; }
 
 step "tools"
-ensure_packages meson ninja-build libssl-dev pkg-config zstd gzip python3 gcc util-linux patch
+ensure_packages meson ninja-build libssl-dev pkg-config zstd gzip python3 gcc util-linux patch bats debootstrap
 go="$(ensure_go)"
 echo "using $("$go" version)"
 
@@ -111,6 +112,17 @@ gotests() {
 gotests stock "$stock_tags" "$mkcomposefs_dir:"
 gotests patched "$patched_tags" ""
 
+step "c/storage's bats suite (storage/tests) with overlay.use_composefs=true"
+# bats NAME PATHPREFIX: TAP output in bats-NAME.tap.
+run_bats() {
+    local name="$1" pathprefix="$2"
+    (cd "$scratch/$name/storage" && PATH="$pathprefix$PATH" STORAGE_BINARY="$scratch/bin-$name/containers-storage" \
+        STORAGE_DRIVER=overlay STORAGE_OPTION=overlay.use_composefs=true bats --tap tests >"$scratch/bats-$name.tap" 2>&1) || true
+    echo "$name: $(grep -c '^ok ' "$scratch/bats-$name.tap") ok ($(grep -c '^ok .*# skip' "$scratch/bats-$name.tap") skipped), $(grep -c '^not ok ' "$scratch/bats-$name.tap") not ok"
+}
+run_bats stock "$mkcomposefs_dir:"
+run_bats patched ""
+
 step "end to end"
 inputs="$scratch/inputs"
 rm -rf "$inputs" && mkdir -p "$inputs"
@@ -121,6 +133,14 @@ for l in base upper; do
     # zstd:chunked as containers/storage's own compressor writes it.
     "$scratch/bin-stock/cfs-pull" compress "$inputs/$l.tar" "$inputs/$l.chunked" "$inputs/$l.chunked.json"
 done
+# The realistic layer: a Debian rootfs (cached in the scratch dir across runs).
+"$here/make-rootfs.sh" "$scratch/rootfs"
+for l in rootfs rootfs-upper; do
+    ln -sf "$scratch/rootfs/$l.tar" "$inputs/$l.tar"
+    zstd -q -3 -T0 -c "$scratch/rootfs/$l.tar" >"$inputs/$l.tar.zst"
+    "$scratch/bin-stock/cfs-pull" compress "$inputs/$l.tar" "$inputs/$l.chunked" "$inputs/$l.chunked.json"
+done
+sha256sum "$inputs/rootfs.tar" | cut -d' ' -f1 >"$inputs/rootfs.diffid"
 corpus="$ROOT/../shared/corpus"
 [ -d "$corpus" ] || corpus="$ROOT/../../shared/corpus"
 for c in handmade-pax handmade-archive etc-doc-gnu noparents-ustar empty; do
