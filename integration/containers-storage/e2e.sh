@@ -64,11 +64,12 @@ leftovers() {
     find "$store/graph/overlay/staging" -mindepth 1 -maxdepth 1 2>/dev/null | sed 's/^/staging /'
 }
 
-# layer_fingerprint ID: the blob sha256 and the object listing digest of a composefs layer.
+# layer_fingerprint ID: the blob sha256 of a composefs layer, then its objects ("xx/yyy... SIZE").
 layer_fingerprint() {
     local dir="$store/graph/overlay/$1"
     [ -f "$dir/composefs-data/composefs.blob" ] || { echo "not-composefs"; return; }
-    echo "blob=$(sha "$dir/composefs-data/composefs.blob") objects=$(cd "$dir/diff" && find . -type f -printf '%P %s\n' | LC_ALL=C sort | sha256sum | cut -c1-16)"
+    echo "blob=$(sha "$dir/composefs-data/composefs.blob")"
+    (cd "$dir/diff" && find . -type f -printf '%P %s\n' | LC_ALL=C sort)
 }
 
 # check_view ROOT WHAT: the merged view of base + upper.
