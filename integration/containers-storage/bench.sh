@@ -25,23 +25,8 @@ results="$work/results.tsv"
 rm -rf "$work" && mkdir -p "$work"
 : >"$results"
 
-# store NAME: a fresh store and its storage.conf, exported.
-store() {
-    local s="$work/$1"
-    grep -F " $s/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l
-    rm -rf "$s" && mkdir -p "$s"
-    cat >"$s/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-graphroot = "$s/graph"
-runroot = "$s/run"
-[storage.options]
-pull_options = {enable_partial_images = "true", use_hard_links = "false", convert_images = "true"}
-[storage.options.overlay]
-use_composefs = "true"
-EOF
-    export CONTAINERS_STORAGE_CONF="$s/storage.conf"
-}
+. "$here/store.sh"
+store() { new_store_at "$work/$1"; }
 
 # timed CASE BUILD CMD...: one timed run (after sync), appended to the results.
 timed() {

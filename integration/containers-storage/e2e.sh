@@ -24,25 +24,10 @@ record() { # record CHECK OK DETAIL
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
-new_store() { # new_store NAME: a fresh graphroot/runroot and its storage.conf (exported)
+. "$(dirname "$0")/store.sh"
+new_store() { # new_store NAME: a fresh store under the work dir (sets $store)
     store="$work/$1"
-    # Mounts a killed earlier run left there (the driver's bind mount of its home, at least).
-    grep -F " $store/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l
-    rm -rf "$store"
-    mkdir -p "$store"
-    cat >"$store/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-graphroot = "$store/graph"
-runroot = "$store/run"
-
-[storage.options]
-pull_options = {enable_partial_images = "true", use_hard_links = "false", convert_images = "true"}
-
-[storage.options.overlay]
-use_composefs = "true"
-EOF
-    export CONTAINERS_STORAGE_CONF="$store/storage.conf"
+    new_store_at "$store"
 }
 
 # apply ID PARENT INPUT [EXTRA...]: a layer through the differ; prints its ID or fails.

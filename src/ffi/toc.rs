@@ -78,13 +78,7 @@ pub extern "C" fn cfs_toc_write_image(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: forwarded contract.
-        let (toc, verity) = unsafe { inputs(toc, toc_len, verity_json) }?;
-        // SAFETY: NULL or a C string, by contract.
-        let path = unsafe { try_path(image_path, "image_path") }?;
-        let digest = write_toc_blob(&toc, &verity, &TocBlobOptions::default(), path)?;
-        // SAFETY: NULL or valid for 32 bytes by contract.
-        unsafe { write_digest(digest_out, &digest) };
-        Ok(())
+        unsafe { write_blob(toc, toc_len, verity_json, image_path, digest_out, TocBlobOptions::default()) }
     })
 }
 
@@ -108,10 +102,6 @@ pub extern "C" fn cfs_toc_write_layer_blob(
     err: *mut *mut cfs_error,
 ) -> cfs_status {
     ffi_call!(err, {
-        // SAFETY: forwarded contract.
-        let (toc, verity) = unsafe { inputs(toc, toc_len, verity_json) }?;
-        // SAFETY: NULL or a C string, by contract.
-        let path = unsafe { try_path(image_path, "image_path") }?;
         if lower_layers.is_null() && n_lowers > 0 {
             return Err(super::util::null_argument("lower_layers"));
         }
@@ -120,22 +110,35 @@ pub extern "C" fn cfs_toc_write_layer_blob(
             // SAFETY: `lower_layers` has `n_lowers` entries by contract.
             lowers.push(unsafe { try_path(*lower_layers.add(i), "lower_layers[i]") }?.to_path_buf());
         }
-        let digest = write_toc_blob(&toc, &verity, &TocBlobOptions::for_layer(lowers), path)?;
-        // SAFETY: NULL or valid for 32 bytes by contract.
-        unsafe { write_digest(digest_out, &digest) };
-        Ok(())
+        // SAFETY: forwarded contract.
+        unsafe { write_blob(toc, toc_len, verity_json, image_path, digest_out, TocBlobOptions::for_layer(lowers)) }
     })
 }
 
-/// Copies a digest to `out` unless it is NULL.
+/// The body of the two blob writers: the TOC and verity map, the blob at `image_path`, its
+/// digest to `digest_out` unless that is NULL.
 ///
 /// # Safety
-/// `out` is NULL or valid for 32 bytes.
-unsafe fn write_digest(out: *mut u8, digest: &[u8; 32]) {
-    if !out.is_null() {
+/// As `cfs_toc_write_image`: `toc` valid for `toc_len` bytes, the strings NULL or C strings,
+/// `digest_out` NULL or valid for 32 bytes.
+unsafe fn write_blob(
+    toc: *const u8,
+    toc_len: usize,
+    verity_json: *const c_char,
+    image_path: *const c_char,
+    digest_out: *mut u8,
+    options: TocBlobOptions,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let (toc, verity) = unsafe { inputs(toc, toc_len, verity_json) }?;
+    // SAFETY: NULL or a C string, by contract.
+    let path = unsafe { try_path(image_path, "image_path") }?;
+    let digest = write_toc_blob(&toc, &verity, &options, path)?;
+    if !digest_out.is_null() {
         // SAFETY: non-NULL and valid for 32 bytes by contract.
-        unsafe { std::ptr::copy_nonoverlapping(digest.as_ptr(), out, 32) };
+        unsafe { std::ptr::copy_nonoverlapping(digest.as_ptr(), digest_out, 32) };
     }
+    Ok(())
 }
 
 /// Reads, authenticates and decodes the TOC of the zstd:chunked blob at `blob_path`.
