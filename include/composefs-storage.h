@@ -581,6 +581,29 @@ cfs_status cfs_mount_stack(const cfs_mount_options *opts,
                            cfs_error **err);
 
 /**
+ * Mounts one composefs blob as a detached read-only EROFS (from the file where the kernel can,
+ * else through a loop device freed with the mount) and writes the mount's fd (close-on-exec,
+ * owned by the caller) to `*fd_out`: attach it with `move_mount`, pass it to overlayfs, or read
+ * through `/proc/self/fd/N/…`; closing it unmounts. `expected_digest` is NULL or the blob's
+ * fs-verity digest (64 hex digits), checked on the open file before mounting
+ * (`CFS_STATUS_VERIFICATION` on a mismatch). A file without the composefs header magic is
+ * `CFS_STATUS_FORMAT`.
+ */
+cfs_status cfs_mount_blob_open(const char *blob_path,
+                               const char *expected_digest,
+                               int32_t *fd_out,
+                               cfs_error **err);
+
+/**
+ * `cfs_mount_blob_open`, attached at `mountpoint` (an existing directory). Unmount it with
+ * `umount2(mountpoint, MNT_DETACH)`; on failure nothing stays mounted.
+ */
+cfs_status cfs_mount_blob(const char *blob_path,
+                          const char *expected_digest,
+                          const char *mountpoint,
+                          cfs_error **err);
+
+/**
  * Unmounts a stack mounted with `cfs_mount_stack`. Refuses (`CFS_STATUS_INVALID_ARGUMENT`) a
  * path that is not an overlay mountpoint.
  */
@@ -714,6 +737,25 @@ cfs_status cfs_toc_write_image(const uint8_t *toc,
                                const char *image_path,
                                uint8_t *digest_out,
                                cfs_error **err);
+
+/**
+ * Writes the composefs blob a containers/storage layer needs, from its TOC, to `image_path`
+ * (which must not exist): as `cfs_toc_write_image`, but with the layer's OCI whiteouts as real
+ * overlay whiteouts and opaque directories (SPEC §10.1), and without the root whiteout stubs
+ * when one of the `n_lowers` layer dirs in `lower_layers` (the layers below, top first; NULL when
+ * `n_lowers` is 0) has a top-level entry with a two-hex-digit name (SPEC §10.2). A layer with
+ * neither gets the same bytes as from `cfs_toc_write_image`. A lower layer dir with
+ * `composefs-data/` is read through its blob, any other through its `diff/` tree.
+ * `digest_out` (may be NULL) receives the blob's 32-byte fs-verity digest.
+ */
+cfs_status cfs_toc_write_layer_blob(const uint8_t *toc,
+                                    size_t toc_len,
+                                    const char *verity_json,
+                                    const char *const *lower_layers,
+                                    size_t n_lowers,
+                                    const char *image_path,
+                                    uint8_t *digest_out,
+                                    cfs_error **err);
 
 /**
  * Reads, authenticates and decodes the TOC of the zstd:chunked blob at `blob_path`.

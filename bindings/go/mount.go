@@ -7,6 +7,7 @@ package composefs
 import "C"
 
 import (
+	"os"
 	"strconv"
 	"unsafe"
 )
@@ -215,4 +216,56 @@ func BlobDigest(blobPath string) (string, error) {
 		return "", err
 	}
 	return takeString(out), nil
+}
+
+// OpenBlobMount mounts one composefs blob as a detached read-only EROFS (from the file where the
+// kernel can, else through a loop device freed with the mount) and returns the mount's fd as a
+// file: read through "/proc/self/fd/<fd>/<path>", attach it with move_mount, or give it to
+// overlayfs; closing it unmounts. expectedDigest is "" or the blob's fs-verity digest (64 hex
+// digits), checked on the open file before mounting (ErrVerification on a mismatch). A file that
+// is not a composefs image is an ErrFormat. This is for callers that compose the overlay
+// themselves; MountStack does the whole stack.
+func OpenBlobMount(blobPath, expectedDigest string) (*os.File, error) {
+	cpath, err := cStringArg(blobPath, "blob path")
+	if err != nil {
+		return nil, err
+	}
+	defer freeCString(cpath)
+	var cdigest *C.char
+	if expectedDigest != "" {
+		if cdigest, err = cStringArg(expectedDigest, "expected digest"); err != nil {
+			return nil, err
+		}
+		defer freeCString(cdigest)
+	}
+	var fd C.int32_t
+	var cerr *C.cfs_error
+	if err := takeError(C.cfs_mount_blob_open(cpath, cdigest, &fd, &cerr), cerr); err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), blobPath), nil
+}
+
+// MountBlob is OpenBlobMount, attached at mountpoint (an existing directory); unmount it with
+// umount2(mountpoint, MNT_DETACH). On failure nothing stays mounted.
+func MountBlob(blobPath, expectedDigest, mountpoint string) error {
+	cpath, err := cStringArg(blobPath, "blob path")
+	if err != nil {
+		return err
+	}
+	defer freeCString(cpath)
+	cmount, err := cStringArg(mountpoint, "mountpoint")
+	if err != nil {
+		return err
+	}
+	defer freeCString(cmount)
+	var cdigest *C.char
+	if expectedDigest != "" {
+		if cdigest, err = cStringArg(expectedDigest, "expected digest"); err != nil {
+			return err
+		}
+		defer freeCString(cdigest)
+	}
+	var cerr *C.cfs_error
+	return takeError(C.cfs_mount_blob(cpath, cdigest, cmount, &cerr), cerr)
 }

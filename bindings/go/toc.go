@@ -78,6 +78,14 @@ func GenerateDump(w io.Writer, toc []byte, verityDigests map[string]string) erro
 // `mkcomposefs --from-file -` on the dump of the same TOC and verity map, and returns the
 // image's fs-verity digest.
 func WriteImageFromTOC(imagePath string, toc []byte, verityDigests map[string]string) (Digest, error) {
+	return writeTOCBlob(imagePath, toc, verityDigests, func(args *tocArgs, path *C.char, digest *C.uint8_t, cerr **C.cfs_error) C.cfs_status {
+		return C.cfs_toc_write_image(args.toc, args.n, args.verity, path, digest, cerr)
+	})
+}
+
+// writeTOCBlob runs one of the C blob writers with the TOC, verity map and path in C memory.
+func writeTOCBlob(imagePath string, toc []byte, verityDigests map[string]string,
+	write func(args *tocArgs, path *C.char, digest *C.uint8_t, cerr **C.cfs_error) C.cfs_status) (Digest, error) {
 	var digest Digest
 	args, err := newTocArgs(toc, verityDigests)
 	if err != nil {
@@ -92,11 +100,44 @@ func WriteImageFromTOC(imagePath string, toc []byte, verityDigests map[string]st
 	buf := (*C.uint8_t)(C.malloc(32))
 	defer C.free(unsafe.Pointer(buf))
 	var cerr *C.cfs_error
-	if err := takeError(C.cfs_toc_write_image(args.toc, args.n, args.verity, cpath, buf, &cerr), cerr); err != nil {
+	if err := takeError(write(args, cpath, buf, &cerr), cerr); err != nil {
 		return digest, err
 	}
 	copy(digest[:], unsafe.Slice((*byte)(unsafe.Pointer(buf)), 32))
 	return digest, nil
+}
+
+// WriteLayerBlobFromTOC writes the composefs blob a containers/storage layer needs to imagePath
+// (which must not exist: ErrAlreadyExists) and returns its fs-verity digest: as WriteImageFromTOC,
+// but with the layer's OCI whiteouts (".wh.NAME", ".wh..wh..opq") as real overlay whiteouts and
+// opaque directories, and without the 256 root whiteout stubs when one of lowerLayers (the layer
+// dirs below this layer, top first: with composefs-data/ a composefs layer, else a classic one
+// with its tree in diff/) has a top-level entry with a two-hex-digit name such as "/db", which a
+// stub would hide. A layer with neither gets the bytes WriteImageFromTOC writes.
+func WriteLayerBlobFromTOC(imagePath string, toc []byte, verityDigests map[string]string, lowerLayers []string) (Digest, error) {
+	n := len(lowerLayers)
+	var lowers **C.char
+	if n > 0 {
+		// C memory: Go memory passed to C must not hold Go pointers.
+		ptrSize := C.size_t(unsafe.Sizeof((*C.char)(nil)))
+		s := unsafe.Slice((**C.char)(C.calloc(C.size_t(n), ptrSize)), n)
+		defer func() {
+			for i := range s {
+				C.free(unsafe.Pointer(s[i]))
+			}
+			C.free(unsafe.Pointer(&s[0]))
+		}()
+		for i, l := range lowerLayers {
+			var err error
+			if s[i], err = cStringArg(l, "lower layer dir"); err != nil {
+				return Digest{}, err
+			}
+		}
+		lowers = &s[0]
+	}
+	return writeTOCBlob(imagePath, toc, verityDigests, func(args *tocArgs, path *C.char, digest *C.uint8_t, cerr **C.cfs_error) C.cfs_status {
+		return C.cfs_toc_write_layer_blob(args.toc, args.n, args.verity, lowers, C.size_t(n), path, digest, cerr)
+	})
 }
 
 // ReadTOC reads, authenticates and decodes the TOC of the zstd:chunked blob at blobPath. With the

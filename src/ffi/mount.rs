@@ -1,5 +1,6 @@
 //! C API for mounting stacks: `cfs_mount_options_*`, `cfs_mount_stack`, `cfs_mount_unmount`,
-//! `cfs_mount_cleanup`.
+//! `cfs_mount_cleanup`; and single blobs for callers that compose the overlay themselves:
+//! `cfs_mount_blob_open`, `cfs_mount_blob`.
 
 use std::ffi::c_char;
 use std::path::PathBuf;
@@ -183,6 +184,65 @@ fn build_options(o: &cfs_mount_options) -> Result<MountOptions> {
         _ => return Err(Error::invalid_argument("mount options: \"upper\" and \"work\" must be set together")),
     };
     Ok(options)
+}
+
+/// The expected digest argument of the blob calls: NULL, or 64 hex digits.
+///
+/// # Safety
+/// `hex` is NULL or a C string.
+unsafe fn expected_digest(hex: *const c_char) -> Result<Option<[u8; 32]>> {
+    if hex.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-NULL, NUL-terminated by contract.
+    let s = unsafe { try_str(hex, "expected_digest") }?;
+    mount::parse_digest(s).map(Some)
+}
+
+/// Mounts one composefs blob as a detached read-only EROFS (from the file where the kernel can,
+/// else through a loop device freed with the mount) and writes the mount's fd (close-on-exec,
+/// owned by the caller) to `*fd_out`: attach it with `move_mount`, pass it to overlayfs, or read
+/// through `/proc/self/fd/N/…`; closing it unmounts. `expected_digest` is NULL or the blob's
+/// fs-verity digest (64 hex digits), checked on the open file before mounting
+/// (`CFS_STATUS_VERIFICATION` on a mismatch). A file without the composefs header magic is
+/// `CFS_STATUS_FORMAT`.
+#[no_mangle]
+pub extern "C" fn cfs_mount_blob_open(
+    blob_path: *const c_char,
+    expected_digest: *const c_char,
+    fd_out: *mut i32,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        check_out(fd_out, "fd_out")?;
+        // SAFETY: NULL or a C string, by contract.
+        let blob = unsafe { try_path(blob_path, "blob_path") }?;
+        // SAFETY: NULL or a C string, by contract.
+        let expected = unsafe { self::expected_digest(expected_digest) }?;
+        let fd = mount::open_blob_mount(blob, expected.as_ref(), ErofsBacking::Auto)?;
+        // SAFETY: checked non-NULL above; the caller passes a writable int.
+        unsafe { write_out(fd_out, std::os::fd::IntoRawFd::into_raw_fd(fd), "fd_out") }
+    })
+}
+
+/// `cfs_mount_blob_open`, attached at `mountpoint` (an existing directory). Unmount it with
+/// `umount2(mountpoint, MNT_DETACH)`; on failure nothing stays mounted.
+#[no_mangle]
+pub extern "C" fn cfs_mount_blob(
+    blob_path: *const c_char,
+    expected_digest: *const c_char,
+    mountpoint: *const c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a C string, by contract.
+        let blob = unsafe { try_path(blob_path, "blob_path") }?;
+        // SAFETY: NULL or a C string, by contract.
+        let target = unsafe { try_path(mountpoint, "mountpoint") }?;
+        // SAFETY: NULL or a C string, by contract.
+        let expected = unsafe { self::expected_digest(expected_digest) }?;
+        mount::mount_blob(blob, expected.as_ref(), ErofsBacking::Auto, target)
+    })
 }
 
 /// Unmounts a stack mounted with `cfs_mount_stack`. Refuses (`CFS_STATUS_INVALID_ARGUMENT`) a

@@ -13,8 +13,8 @@ use super::error::cfs_error;
 use super::util::{check_out, into_c_string, try_path, try_str, write_out};
 use crate::chunked::dump::generate_dump;
 use crate::chunked::{read_manifest, ReadOptions, Toc};
-use crate::image::{dump, write_image_file, WriteOptions};
-use crate::{Error, ErrorKind, Result};
+use crate::layer::toc_blob::{write_toc_blob, TocBlobOptions};
+use crate::{Error, Result};
 
 /// The TOC bytes and the optional verity map (JSON object: object path → hex digest).
 ///
@@ -78,22 +78,67 @@ pub extern "C" fn cfs_toc_write_image(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: forwarded contract.
-        let (toc, verity) = unsafe { inputs(toc, toc_len, verity_json) }?;
-        // SAFETY: NULL or a C string, by contract.
-        let path = unsafe { try_path(image_path, "image_path") }?;
-        if std::fs::symlink_metadata(path).is_ok() {
-            return Err(Error::new(ErrorKind::AlreadyExists, format!("{} already exists", path.display())));
-        }
-        let mut text = Vec::new();
-        generate_dump(&toc, &verity, &mut text)?;
-        let tree = dump::parse(&text[..], false).map_err(|e| e.context("the TOC's dump"))?;
-        let digest = write_image_file(&tree, &WriteOptions::default(), path)?;
-        if !digest_out.is_null() {
-            // SAFETY: non-NULL and valid for 32 bytes by contract.
-            unsafe { std::ptr::copy_nonoverlapping(digest.as_ptr(), digest_out, 32) };
-        }
-        Ok(())
+        unsafe { write_blob(toc, toc_len, verity_json, image_path, digest_out, TocBlobOptions::default()) }
     })
+}
+
+/// Writes the composefs blob a containers/storage layer needs, from its TOC, to `image_path`
+/// (which must not exist): as `cfs_toc_write_image`, but with the layer's OCI whiteouts as real
+/// overlay whiteouts and opaque directories (SPEC §10.1), and without the root whiteout stubs
+/// when one of the `n_lowers` layer dirs in `lower_layers` (the layers below, top first; NULL when
+/// `n_lowers` is 0) has a top-level entry with a two-hex-digit name (SPEC §10.2). A layer with
+/// neither gets the same bytes as from `cfs_toc_write_image`. A lower layer dir with
+/// `composefs-data/` is read through its blob, any other through its `diff/` tree.
+/// `digest_out` (may be NULL) receives the blob's 32-byte fs-verity digest.
+#[no_mangle]
+pub extern "C" fn cfs_toc_write_layer_blob(
+    toc: *const u8,
+    toc_len: usize,
+    verity_json: *const c_char,
+    lower_layers: *const *const c_char,
+    n_lowers: usize,
+    image_path: *const c_char,
+    digest_out: *mut u8,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        if lower_layers.is_null() && n_lowers > 0 {
+            return Err(super::util::null_argument("lower_layers"));
+        }
+        let mut lowers = Vec::with_capacity(n_lowers);
+        for i in 0..n_lowers {
+            // SAFETY: `lower_layers` has `n_lowers` entries by contract.
+            lowers.push(unsafe { try_path(*lower_layers.add(i), "lower_layers[i]") }?.to_path_buf());
+        }
+        // SAFETY: forwarded contract.
+        unsafe { write_blob(toc, toc_len, verity_json, image_path, digest_out, TocBlobOptions::for_layer(lowers)) }
+    })
+}
+
+/// The body of the two blob writers: the TOC and verity map, the blob at `image_path`, its
+/// digest to `digest_out` unless that is NULL.
+///
+/// # Safety
+/// As `cfs_toc_write_image`: `toc` valid for `toc_len` bytes, the strings NULL or C strings,
+/// `digest_out` NULL or valid for 32 bytes.
+unsafe fn write_blob(
+    toc: *const u8,
+    toc_len: usize,
+    verity_json: *const c_char,
+    image_path: *const c_char,
+    digest_out: *mut u8,
+    options: TocBlobOptions,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let (toc, verity) = unsafe { inputs(toc, toc_len, verity_json) }?;
+    // SAFETY: NULL or a C string, by contract.
+    let path = unsafe { try_path(image_path, "image_path") }?;
+    let digest = write_toc_blob(&toc, &verity, &options, path)?;
+    if !digest_out.is_null() {
+        // SAFETY: non-NULL and valid for 32 bytes by contract.
+        unsafe { std::ptr::copy_nonoverlapping(digest.as_ptr(), digest_out, 32) };
+    }
+    Ok(())
 }
 
 /// Reads, authenticates and decodes the TOC of the zstd:chunked blob at `blob_path`.

@@ -13,6 +13,7 @@ pub mod result;
 pub mod sources;
 pub mod staging;
 pub mod toc;
+pub mod toc_blob;
 pub mod tree_builder;
 pub mod verity;
 mod writer;

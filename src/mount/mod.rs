@@ -28,6 +28,7 @@
 //! the EROFS mounts of derived images are remembered (`reuse.rs`), so a repeated mount of a
 //! cached stack costs about what a classic stack does (SPEC §11).
 
+mod blob;
 mod cache;
 mod erofs;
 mod flatten;
@@ -42,6 +43,7 @@ mod verity;
 
 use std::path::{Path, PathBuf};
 
+pub use blob::{mount_blob, open_blob_mount};
 pub use cache::{cleanup, CacheLimits, CleanupReport, CACHE_DIR_ENV};
 pub use erofs::ErofsBacking;
 pub use probe::{kernel_features, restrict_features_for_tests, KernelFeatures};

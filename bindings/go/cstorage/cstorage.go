@@ -11,8 +11,10 @@
 //   - GenerateDump replaces pkg/chunked/dump.GenerateDump: the composefs dump of a TOC,
 //     byte-identical to it (with each line's xattrs sorted: upstream writes them in Go map
 //     order).
-//   - MountComposefsBlob replaces overlay's mountComposefsBlob (see its doc for the one
-//     difference).
+//   - GenerateLayerBlob replaces it where the caller passes the layer's lowers, with the
+//     whiteout and root-stub defects of that pipeline fixed (SPEC §10.1, §10.2).
+//   - MountComposefsBlob and OpenComposefsMount replace overlay's mountComposefsBlob and
+//     openComposefsMount (the blob's EROFS, attached or detached; loop device fallback).
 //   - EnableVerity and MeasureVerity replace pkg/fsverity.EnableVerity and
 //     pkg/fsverity.MeasureVerity.
 //   - BlobAtFetcher adapts pkg/chunked's ImageSourceSeekable.GetBlobAt for composefs.PullLayer,
@@ -33,6 +35,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	composefs "github.com/composefs-storage/composefs-storage/bindings/go"
 )
@@ -66,28 +69,47 @@ func ComposefsBlobPath(dataDir string) string {
 	return filepath.Join(dataDir, "composefs.blob")
 }
 
-// MountComposefsBlob mounts the composefs layer whose composefs-data directory is dataDir
-// (<layer>/composefs-data, as containers/storage's getComposefsData gives it) read-only at
-// mountPoint.
+// MountComposefsBlob mounts the composefs blob of the layer whose composefs-data directory is
+// dataDir (<layer>/composefs-data, as containers/storage's getComposefsData gives it) read-only as
+// EROFS at mountPoint: from the file on kernels >= 6.12, else through a loop device that is freed
+// with the mount. The caller adds the layer's diff directory as a data-only lower ("::diff") of
+// its overlay, as containers/storage does, and unmounts with Unmount (or MNT_DETACH once the
+// overlay holds the layer). A blob without the composefs header magic is refused (ErrFormat;
+// containers/storage mounts any file).
 //
-// Replaces containers/storage's overlay mountComposefsBlob. The difference: containers/storage
-// mounts the bare EROFS blob there and then adds the layer's diff directory as a data-only
-// lower ("::diff") of the final overlay; this mounts the complete layer (the blob with its
-// objects from the diff directory next to dataDir), so the caller uses mountPoint as an
-// ordinary lower directory and drops the data-only lower. Unmount it with Unmount.
+// Replaces containers/storage's overlay mountComposefsBlob (same signature and result).
 func MountComposefsBlob(dataDir, mountPoint string) error {
-	dataDir = filepath.Clean(dataDir)
-	if filepath.Base(dataDir) != "composefs-data" {
-		return &composefs.Error{Status: composefs.StatusInvalidArgument,
-			Message: "cstorage: " + quote(dataDir) + " is not a layer's composefs-data directory"}
-	}
-	layerDir := filepath.Dir(dataDir)
-	return composefs.MountStack([]composefs.Layer{{Dir: layerDir}}, mountPoint, nil)
+	return composefs.MountBlob(ComposefsBlobPath(dataDir), "", mountPoint)
 }
 
-// Unmount unmounts a mount made by MountComposefsBlob.
+// OpenComposefsMount mounts the blob of dataDir as MountComposefsBlob does, but detached: it
+// returns the fd of a mount attached nowhere, for reading the layer's metadata through
+// "/proc/self/fd/<fd>/<path>" (containers/storage's DiffGetter reads redirects that way).
+// Closing the fd unmounts it.
+//
+// Replaces containers/storage's overlay openComposefsMount (same signature and result).
+func OpenComposefsMount(dataDir string) (int, error) {
+	f, err := composefs.OpenBlobMount(ComposefsBlobPath(dataDir), "")
+	if err != nil {
+		return -1, err
+	}
+	// The caller owns the fd from here: detach it from the *os.File without closing it.
+	fd, err := syscall.Dup(int(f.Fd()))
+	f.Close()
+	if err != nil {
+		return -1, fmt.Errorf("cstorage: dup of the EROFS mount fd: %w", err)
+	}
+	syscall.CloseOnExec(fd)
+	return fd, nil
+}
+
+// Unmount unmounts a blob mounted with MountComposefsBlob (lazily, as containers/storage
+// unmounts its EROFS mounts).
 func Unmount(mountPoint string) error {
-	return composefs.Unmount(mountPoint)
+	if err := syscall.Unmount(mountPoint, syscall.MNT_DETACH); err != nil {
+		return &os.PathError{Op: "umount", Path: mountPoint, Err: err}
+	}
+	return nil
 }
 
 // tocJSON gives the TOC JSON of what containers/storage passes around: the decoded TOC (its
@@ -136,6 +158,32 @@ func GenerateDump(tocI any, verityDigests map[string]string) (io.Reader, error) 
 // Replaces containers/storage's overlay generateComposeFsBlob (same signature): no
 // mkcomposefs binary needed.
 func GenerateComposefsBlob(verityDigests map[string]string, toc any, composefsDir string) error {
+	return writeBlob(toc, composefsDir, func(blob string, tocBytes []byte) error {
+		_, err := composefs.WriteImageFromTOC(blob, tocBytes, verityDigests)
+		return err
+	})
+}
+
+// GenerateLayerBlob writes the composefs blob of a layer's TOC to <composefsDir>/composefs.blob
+// as GenerateComposefsBlob does, with the two defects of containers/storage's pipeline fixed
+// (see composefs.WriteLayerBlobFromTOC): the layer's OCI whiteouts become real overlay whiteouts
+// and opaque directories, so deletions hide what lower layers have; and the root whiteout stubs
+// are left out when a layer of lowerLayerDirs (the layer dirs <graphroot>/overlay/<id> below
+// this layer, top first) has a top-level entry such as "/db" that a stub would hide. For a layer
+// with neither the blob is byte-identical to GenerateComposefsBlob's.
+//
+// Replaces containers/storage's overlay generateComposeFsBlob, given the layer's lowers.
+func GenerateLayerBlob(verityDigests map[string]string, toc any, composefsDir string, lowerLayerDirs []string) error {
+	return writeBlob(toc, composefsDir, func(blob string, tocBytes []byte) error {
+		_, err := composefs.WriteLayerBlobFromTOC(blob, tocBytes, verityDigests, lowerLayerDirs)
+		return err
+	})
+}
+
+// writeBlob makes composefsDir (0700), writes the blob with write, then enables fs-verity on it
+// where the filesystem supports it (best effort, as containers/storage, which only logs a
+// failure).
+func writeBlob(toc any, composefsDir string, write func(blob string, toc []byte) error) error {
 	tocBytes, err := tocJSON(toc)
 	if err != nil {
 		return err
@@ -144,7 +192,7 @@ func GenerateComposefsBlob(verityDigests map[string]string, toc any, composefsDi
 		return err
 	}
 	blob := ComposefsBlobPath(composefsDir)
-	if _, err := composefs.WriteImageFromTOC(blob, tocBytes, verityDigests); err != nil {
+	if err := write(blob, tocBytes); err != nil {
 		return err
 	}
 	if f, err := os.Open(blob); err == nil {

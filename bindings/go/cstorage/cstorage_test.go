@@ -110,15 +110,19 @@ func needMount(t testing.TB) {
 }
 
 func TestMountComposefsBlob(t *testing.T) {
-	mustInvalid := func(err error, what string) {
-		t.Helper()
-		if !errors.Is(err, composefs.ErrInvalidArgument) {
-			t.Errorf("%s: %v, want ErrInvalidArgument", what, err)
-		}
-	}
 	tmp := t.TempDir()
-	mustInvalid(MountComposefsBlob(tmp, tmp), "not a composefs-data dir")
-	mustInvalid(Unmount(tmp), "Unmount(not mounted)")
+	if err := MountComposefsBlob(tmp, tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("no blob in %s: %v, want os.ErrNotExist", tmp, err)
+	}
+	if err := Unmount(tmp); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("Unmount(not mounted): %v, want EINVAL", err)
+	}
+	bad := filepath.Join(tmp, "bad", "composefs-data")
+	os.MkdirAll(bad, 0o700)
+	os.WriteFile(ComposefsBlobPath(bad), make([]byte, 4096), 0o644)
+	if _, err := OpenComposefsMount(bad); !errors.Is(err, composefs.ErrFormat) {
+		t.Errorf("a blob without the composefs magic: %v, want ErrFormat", err)
+	}
 
 	needMount(t)
 	layer := filepath.Join(tmp, "layer")
@@ -128,6 +132,27 @@ func TestMountComposefsBlob(t *testing.T) {
 		t.Fatal(err)
 	}
 	res.Close()
+	dataDir := filepath.Join(layer, "composefs-data")
+	// What containers/storage reads from the bare EROFS: the size, and the redirect to the object
+	// that its overlay finds in the layer's diff dir (a data-only lower).
+	check := func(root string) {
+		t.Helper()
+		st, err := os.Stat(filepath.Join(root, "opt/z/f2"))
+		if err != nil || st.Size() != 2 {
+			t.Errorf("stat opt/z/f2 in the EROFS: %v, %v", st, err)
+			return
+		}
+		buf := make([]byte, 256)
+		n, err := syscall.Getxattr(filepath.Join(root, "opt/z/f2"), "trusted.overlay.redirect", buf)
+		if err != nil {
+			t.Errorf("redirect of opt/z/f2: %v", err)
+			return
+		}
+		obj := filepath.Join(layer, "diff", string(buf[:n]))
+		if b, err := os.ReadFile(obj); err != nil || len(b) != 2 {
+			t.Errorf("the redirect %q names no 2-byte object: %v", buf[:n], err)
+		}
+	}
 	var wg sync.WaitGroup
 	for g := 0; g < 4; g++ {
 		wg.Add(1)
@@ -135,20 +160,24 @@ func TestMountComposefsBlob(t *testing.T) {
 			defer wg.Done()
 			mnt := filepath.Join(tmp, "mnt", string(rune('a'+g)))
 			os.MkdirAll(mnt, 0o755)
-			if err := MountComposefsBlob(filepath.Join(layer, "composefs-data"), mnt); err != nil {
+			if err := MountComposefsBlob(dataDir, mnt); err != nil {
 				t.Error(err)
 				return
 			}
-			b, err := os.ReadFile(filepath.Join(mnt, "opt/z/f2"))
-			if err != nil || len(b) != 2 {
-				t.Errorf("reading the mounted file: %q, %v", b, err)
-			}
+			check(mnt)
 			if err := Unmount(mnt); err != nil {
 				t.Error(err)
 			}
 		}(g)
 	}
 	wg.Wait()
+	// Detached, read through /proc/self/fd as containers/storage's DiffGetter does.
+	fd, err := OpenComposefsMount(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(fmt.Sprintf("/proc/self/fd/%d", fd))
+	syscall.Close(fd)
 	info, _ := os.ReadFile("/proc/self/mountinfo")
 	if strings.Contains(string(info), tmp) {
 		t.Errorf("still mounted under %s", tmp)
@@ -258,6 +287,66 @@ func TestGenerateComposefsBlob(t *testing.T) {
 	}
 	if _, err := os.Stat(ComposefsBlobPath(filepath.Join(tmp, "bad"))); err == nil {
 		t.Error("a blob was left for a bad TOC")
+	}
+}
+
+// The layer blob: the tar conversion's blob for a layer with whiteouts (both fix SPEC §10.1),
+// the stock blob for one without, and no root stubs over a lower with a top-level "/db".
+func TestGenerateLayerBlob(t *testing.T) {
+	tmp := t.TempDir()
+	sum := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := sha256.Sum256(b)
+		return hex.EncodeToString(s[:])
+	}
+	for _, name := range []string{"handmade-pax", "noparents-ustar"} {
+		toc := readCorpus(t, "cstorage/"+name+"/"+name+".toc.raw.json")
+		layerData := filepath.Join(tmp, name, "composefs-data")
+		if err := GenerateLayerBlob(nil, toc, layerData, nil); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		stockData := filepath.Join(tmp, name+"-stock", "composefs-data")
+		if err := GenerateComposefsBlob(nil, toc, stockData); err != nil {
+			t.Fatal(err)
+		}
+		converted := filepath.Join(tmp, name+"-converted")
+		input := filepath.Join(corpusDir(t), "cstorage", name, name+".tar")
+		if name == "handmade-pax" {
+			input += ".zst"
+		}
+		res, err := composefs.ConvertLayerFile(context.Background(), input, converted, &composefs.ConvertOptions{Verity: composefs.VerityOff})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Close()
+		got, stock, conv := sum(ComposefsBlobPath(layerData)), sum(ComposefsBlobPath(stockData)), sum(filepath.Join(converted, "composefs-data", "composefs.blob"))
+		if got != conv {
+			t.Errorf("%s: layer blob %s, the tar conversion's %s", name, got, conv)
+		}
+		if (got == stock) != (name == "noparents-ustar") {
+			t.Errorf("%s: layer blob %s, stock blob %s (equal only without whiteouts)", name, got, stock)
+		}
+	}
+	// Over a classic lower with /db the stubs go.
+	lower := filepath.Join(tmp, "lower-db")
+	os.MkdirAll(filepath.Join(lower, "diff", "db"), 0o755)
+	toc := readCorpus(t, "cstorage/noparents-ustar/noparents-ustar.toc.raw.json")
+	over := filepath.Join(tmp, "over-db", "composefs-data")
+	if err := GenerateLayerBlob(nil, toc, over, []string{lower}); err != nil {
+		t.Fatal(err)
+	}
+	var d strings.Builder
+	if err := composefs.ImageFileToDump(&d, ComposefsBlobPath(over)); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(d.String(), "/db ") || sum(ComposefsBlobPath(over)) == sum(ComposefsBlobPath(filepath.Join(tmp, "noparents-ustar", "composefs-data"))) {
+		t.Errorf("stubs kept over a lower with /db")
+	}
+	if err := GenerateLayerBlob(nil, toc, filepath.Join(tmp, "x", "composefs-data"), []string{filepath.Join(tmp, "missing")}); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("a missing lower: %v", err)
 	}
 }
 

@@ -5,5 +5,5 @@ pub mod format;
 pub mod reader;
 pub mod writer;
 
-pub use reader::read_image;
+pub use reader::{read_image, read_root_names};
 pub use writer::{select_version, write_image, WriteOptions};

@@ -19,6 +19,26 @@ pub fn read_image(data: &[u8]) -> Result<Tree> {
     Reader::new(data)?.read_tree()
 }
 
+/// The names in an image's root directory, without `.`, `..` and the root whiteout stubs: what
+/// the image adds at the top of an overlay stack. Reads the root directory only.
+pub fn read_root_names(data: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let r = Reader::new(data)?;
+    let root_raw = r.inode(r.root_nid)?;
+    if root_raw.mode as u32 & libc::S_IFMT != libc::S_IFDIR {
+        return Err(corrupt("root inode is not a directory"));
+    }
+    let root = r.node(&root_raw, None, b"")?.ok_or_else(|| corrupt("root"))?;
+    let mut names = Vec::new();
+    for (name, nid) in r.dirents(&root_raw)? {
+        // Only a char device can be a stub: look at the inodes of the names a stub could have.
+        let stub_like = name.len() == 2 && r.node(&r.inode(nid)?, Some(&root.meta), &name)?.is_none();
+        if !stub_like {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
 fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::format(format!("corrupt composefs image: {what}"))
 }

@@ -1,0 +1,168 @@
+//! The composefs blob of a layer that containers/storage staged from a TOC (its
+//! `generateComposeFsBlob`: `dump.GenerateDump` piped into `mkcomposefs --from-file -`), either
+//! byte for byte as that pipeline writes it, or as the layer needs it in c/storage's single-level
+//! overlay stack (SPEC §9.2), with two defects of the stock pipeline fixed:
+//!
+//! - SPEC §10.1: OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`) stay plain empty files in the stock
+//!   blob, so deletions in the layer never hide anything below it. Here they become real overlay
+//!   whiteouts and opaque markers, as [`crate::layer::convert`] makes them from a tar.
+//! - SPEC §10.2: the 256 root whiteout stubs `00`..`ff` hide a lower layer's top-level entry of a
+//!   two-hex-digit name (`/db`). A layer's lowers never change once it exists, so the blob leaves
+//!   the stubs out exactly when one of its lower layers has such an entry. (The stubs matter only
+//!   on kernels without data-only overlay lowers, < 6.5, where they hide the object dirs' `xx/`.)
+//!
+//! A layer with neither whiteouts nor such a lower gets the same bytes as the stock blob.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::chunked::dump::generate_dump;
+use crate::chunked::Toc;
+use crate::image::{dump, read_root_names, write_image_file, DirEntry, Inode, InodeKind, Metadata, Tree};
+use crate::{Error, Result};
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_NAME: &[u8] = b".wh..wh..opq";
+/// AUFS metadata names (`.wh..wh.plnk`, ...): meaningless in an overlay layer.
+const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
+
+/// How [`write_toc_blob`] writes the blob.
+#[derive(Debug, Clone, Default)]
+pub struct TocBlobOptions {
+    /// Turn OCI whiteouts into overlay whiteouts and opaque directories (SPEC §10.1). `false`
+    /// writes them as the stock pipeline does: plain empty files.
+    pub oci_whiteouts: bool,
+    /// The layer directories below this layer, top first (`<graphroot>/overlay/<id>`): a
+    /// composefs layer has `composefs-data/composefs.blob`, a classic layer its tree in `diff/`.
+    /// When one has a top-level entry with a two-hex-digit name, the root stubs are left out
+    /// (SPEC §10.2). Empty: the stubs are written, as mkcomposefs does.
+    pub lower_layers: Vec<PathBuf>,
+}
+
+impl TocBlobOptions {
+    /// The blob a composefs layer needs in containers/storage's stack: whiteouts converted, and
+    /// stubs only where no lower layer's top-level name collides with them.
+    pub fn for_layer(lower_layers: Vec<PathBuf>) -> TocBlobOptions {
+        TocBlobOptions { oci_whiteouts: true, lower_layers }
+    }
+}
+
+/// The image tree of a TOC: the tree of containers/storage's dump of it (`verity` maps object
+/// paths `ab/cdef…` to fs-verity hex digests), with OCI whiteouts converted if asked.
+pub fn toc_tree(toc: &Toc, verity: &HashMap<String, String>, oci_whiteouts: bool) -> Result<Tree> {
+    let mut text = Vec::new();
+    generate_dump(toc, verity, &mut text)?;
+    let mut tree = dump::parse(&text[..], false).map_err(|e| e.context("the TOC's dump"))?;
+    if oci_whiteouts {
+        convert_oci_whiteouts(&mut tree)?;
+    }
+    Ok(tree)
+}
+
+/// Writes the composefs blob of a TOC to `path` (which must not exist: the file is created
+/// exclusively, synced and renamed into place by the image writer) and returns its fs-verity
+/// digest, computed while writing.
+pub fn write_toc_blob(
+    toc: &Toc,
+    verity: &HashMap<String, String>,
+    options: &TocBlobOptions,
+    path: &Path,
+) -> Result<[u8; 32]> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(Error::new(crate::ErrorKind::AlreadyExists, format!("{} already exists", path.display())));
+    }
+    let tree = toc_tree(toc, verity, options.oci_whiteouts)?;
+    let mut write = crate::image::WriteOptions::default();
+    if lowers_have_hex_names(&options.lower_layers)? {
+        write.root_whiteout_stubs = false;
+    }
+    write_image_file(&tree, &write, path)
+}
+
+/// Whether a name is one a root stub would hide: two lowercase hex digits (SPEC §5.3).
+fn is_stub_name(name: &[u8]) -> bool {
+    name.len() == 2 && name.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+/// Whether any of `layers` has a real top-level entry that a root stub would hide.
+fn lowers_have_hex_names(layers: &[PathBuf]) -> Result<bool> {
+    for layer in layers {
+        let blob = layer.join(crate::mount::BLOB_PATH);
+        let names = match std::fs::File::open(&blob) {
+            Ok(f) => {
+                // SAFETY: a read-only private mapping of a blob that containers/storage writes
+                // once and never changes; the reader checks every offset against its length.
+                let map = unsafe { memmap2::Mmap::map(&f) }
+                    .map_err(|e| Error::io(format!("map lower layer blob {}", blob.display()), e))?;
+                read_root_names(&map).map_err(|e| e.context(format!("lower layer blob {}", blob.display())))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !layer.join("composefs-data").exists() => {
+                let diff = layer.join("diff");
+                std::fs::read_dir(&diff)
+                    .and_then(|it| it.map(|e| e.map(|e| e.file_name().as_bytes().to_vec())).collect())
+                    .map_err(|e| Error::io(format!("read lower layer {}", diff.display()), e))?
+            }
+            Err(e) => return Err(Error::io(format!("open lower layer blob {}", blob.display()), e)),
+        };
+        if names.iter().any(|n| is_stub_name(n)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Turns the OCI whiteouts a dump keeps as plain files into overlay whiteouts and opaque
+/// directories, as [`crate::layer::tree_builder`] does while reading a tar: `.wh.NAME` hides NAME
+/// below (unless this layer has NAME itself), `.wh..wh..opq` makes its directory opaque, other
+/// AUFS metadata is dropped.
+pub fn convert_oci_whiteouts(tree: &mut Tree) -> Result<()> {
+    let dirs: Vec<usize> = std::iter::once(crate::image::ROOT)
+        .chain(tree.walk().filter(|(_, e)| !e.hardlink && tree.inode(e.inode).as_dir().is_some()).map(|(_, e)| e.inode))
+        .collect();
+    for dir in dirs {
+        let Some(d) = tree.inode(dir).as_dir() else { continue };
+        let marked: Vec<(Vec<u8>, DirEntry)> = d
+            .entries
+            .range(WHITEOUT_PREFIX.to_vec()..)
+            .take_while(|(n, _)| n.starts_with(WHITEOUT_PREFIX))
+            .map(|(n, e)| (n.clone(), *e))
+            .collect();
+        for (name, entry) in marked {
+            let inode = tree.inode(entry.inode);
+            let path = || String::from_utf8_lossy(&name).into_owned();
+            if !matches!(inode.kind, InodeKind::File(_)) {
+                return Err(Error::format(format!("whiteout {:?} is not a regular file", path())));
+            }
+            if !entry.hardlink && inode.nlink > 1 {
+                return Err(Error::format(format!("whiteout {:?} has other hardlinked names", path())));
+            }
+            let meta = Metadata { permissions: 0, xattrs: Default::default(), ..inode.meta.clone() };
+            if let Some(d) = tree.inode_mut(dir).as_dir_mut() {
+                d.entries.remove(&name);
+            }
+            if entry.hardlink {
+                let target = tree.inode_mut(entry.inode);
+                target.nlink = target.nlink.saturating_sub(1);
+            }
+            if name == OPAQUE_NAME {
+                if let Some(d) = tree.inode_mut(dir).as_dir_mut() {
+                    d.overlay_opaque = true;
+                }
+            } else if !name.starts_with(AUFS_META_PREFIX) {
+                let target = name[WHITEOUT_PREFIX.len()..].to_vec();
+                if target.is_empty() {
+                    return Err(Error::format(format!("whiteout {:?} without a name", path())));
+                }
+                // A whiteout hides lower layers only: it never removes this layer's own entry.
+                if tree.lookup(dir, &target).is_none() {
+                    let id = tree.push(Inode { meta, kind: InodeKind::OverlayWhiteout, nlink: 1 });
+                    tree.link(dir, target, DirEntry { inode: id, hardlink: false });
+                }
+            }
+        }
+    }
+    // Whiteout files named once are now unreachable: drop them.
+    *tree = tree.normalized();
+    Ok(())
+}
