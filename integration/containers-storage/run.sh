@@ -18,11 +18,11 @@
 # Usage: integration/containers-storage/run.sh [--full]
 #   --full  also runs `go test ./storage/...` (all of c/storage's Go tests that run here).
 # Env: CFS_INTEGRATION_DIR (scratch dir, default build/integration/containers-storage).
-# Needs root (mounts); installs missing apt packages. Works offline but for apt.
+# Needs root (mounts); installs what is missing through scripts/setup.sh (apt packages, Go), and
+# debootstrap fetches the rootfs from the machine's Debian mirror; all else works offline.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../../scripts/lib.sh"
-. "$here/../common.sh"
 full=0
 [ "${1:-}" = --full ] && full=1
 
@@ -37,8 +37,8 @@ scratch="$(cd "$scratch" && pwd)"
 step() { echo; echo "==== $*"; }
 
 step "tools"
-ensure_packages meson ninja-build libssl-dev pkg-config zstd gzip python3 gcc util-linux patch bats debootstrap
-go="$(ensure_go)"
+"$ROOT/scripts/setup.sh" apt go
+go="$(find_go)"
 echo "using $("$go" version)"
 
 step "this library: staged make install"
