@@ -18,19 +18,6 @@ fn oracle(data: &[u8]) -> String {
     compute_verity::<Sha256HashValue>(data).to_hex()
 }
 
-/// `len` bytes from a xorshift generator seeded with `seed`.
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// This library's digest of `data` fed in pieces of the given sizes (cycled).
 fn streamed(data: &[u8], pieces: &[usize]) -> String {
     let mut h = FsVerityHasher::new();
@@ -75,7 +62,7 @@ fn digest_equals_composefs_rs_at_block_and_tree_edges() {
     let sizes =
         [0, 1, 31, 32, 4095, B, B + 1, 2 * B, 127 * B + 1, 128 * B - 1, 128 * B, 128 * B + 1, 2 * 1024 * 1024 + 1];
     for size in sizes {
-        for (fill, data) in [("zeros", vec![0; size]), ("random", content(size as u64, size))] {
+        for (fill, data) in [("zeros", vec![0; size]), ("random", support::noise(size, size as u64))] {
             let want = oracle(&data);
             assert_eq!(to_hex(&digest_bytes(&data)), want, "{size} bytes of {fill}");
             assert_eq!(streamed(&data, &[4093, 1, 8192]), want, "{size} bytes of {fill}, streamed");
@@ -96,7 +83,7 @@ proptest! {
         size in prop_oneof![0usize..9000, 0usize..1_100_000],
         pieces in proptest::collection::vec(1usize..70_000, 1..6),
     ) {
-        let data = content(seed, size);
+        let data = support::noise(size, seed);
         let want = oracle(&data);
         prop_assert_eq!(to_hex(&digest_bytes(&data)), want.clone());
         prop_assert_eq!(streamed(&data, &pieces), want);

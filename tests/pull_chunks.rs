@@ -2,6 +2,9 @@
 //! chunks found (and verified) in a source layer, `zeros` chunks become holes, and only the other
 //! chunks are fetched. Both blobs come from our zstd:chunked writer.
 
+mod support;
+use support::noise;
+
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
@@ -34,18 +37,6 @@ fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
     }
     out.resize(out.len() + 1024, 0);
     out
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn write_blob(tar: &[u8], path: &Path) -> CompressResult {

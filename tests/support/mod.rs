@@ -27,6 +27,20 @@ pub fn cstorage() -> PathBuf {
     corpus().expect("the test corpus (../shared/corpus or $CFS_CORPUS)").join("cstorage")
 }
 
+/// `len` pseudo-random bytes from a xorshift generator seeded with `seed` (any seed, 0 included):
+/// test content that does not compress and is the same on every run.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 pub mod hygiene;
 pub mod oracle;
 pub mod tar;
