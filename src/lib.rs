@@ -17,3 +17,25 @@ pub use error::{Error, ErrorKind, Result};
 
 /// The crate version, as in Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where the unit tests find the shared test corpus (the integration tests' `tests/support`
+/// looks the same way): `$CFS_CORPUS`, else `../shared/corpus` beside the checkout (CI's layout),
+/// else one level further up (a worktree in a sibling folder). `None` after saying so; under CI a
+/// missing corpus fails the test instead of skipping it.
+#[cfg(test)]
+pub(crate) fn test_corpus() -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let found = [
+        std::env::var_os("CFS_CORPUS").map(std::path::PathBuf::from),
+        Some(root.join("../shared/corpus")),
+        Some(root.join("../../shared/corpus")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.join("README.md").exists());
+    if found.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "the test corpus is missing (../shared/corpus or $CFS_CORPUS)");
+        eprintln!("skipping: corpus not found (set CFS_CORPUS)");
+    }
+    found
+}

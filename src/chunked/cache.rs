@@ -560,8 +560,8 @@ mod tests {
     use super::*;
 
     fn corpus_toc(case: &str) -> Toc {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(format!("../shared/corpus/cstorage/{case}/{case}.toc.raw.json"));
+        let corpus = crate::test_corpus().expect("the test corpus (../shared/corpus or $CFS_CORPUS)");
+        let p = corpus.join(format!("cstorage/{case}/{case}.toc.raw.json"));
         Toc::parse(&std::fs::read(p).unwrap()).unwrap()
     }
 

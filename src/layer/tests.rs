@@ -11,9 +11,7 @@ use crate::image::{FileContent, InodeId, InodeKind, Tree};
 use crate::source::hex;
 
 pub(crate) fn corpus() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/cstorage");
-    let p = if p.exists() { p } else { PathBuf::from("/work/shared/corpus/cstorage") };
-    p.exists().then_some(p)
+    crate::test_corpus().map(|c| c.join("cstorage"))
 }
 
 fn esc(out: &mut String, bytes: &[u8], equal: bool, lone_dash: bool) {
