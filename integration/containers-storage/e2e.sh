@@ -25,9 +25,17 @@ record() { # record CHECK OK DETAIL
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 . "$(dirname "$0")/store.sh"
-new_store() { # new_store NAME: a fresh store under the work dir (sets $store)
+new_store() { # new_store NAME: a fresh store under the work dir (sets $store), the last one shut down
+    close_store
     store="$work/$1"
     new_store_at "$store"
+}
+
+# close_store: shuts the current store down, which releases the overlay driver's bind mount of its
+# home (the only mount a store keeps when nothing is mounted in it).
+close_store() {
+    [ -n "${store:-}" ] && "$cs" shutdown >/dev/null 2>&1
+    return 0
 }
 
 # apply ID PARENT INPUT [EXTRA...]: a layer through the differ; prints its ID or fails.
@@ -228,4 +236,7 @@ head -c 600000 "$inputs/base.tar" >"$work/truncated.tar"
 bad_case "a truncated tar" "$work/truncated.tar"
 # A layer whose DiffID is not the one expected.
 bad_case "a layer with a lying DiffID" "$inputs/upper.tar.zst" --diff-id "sha256:$(printf '0%.0s' {1..64})"
+close_store
+left=$({ grep -F " $work/" /proc/self/mountinfo || true; } | awk '{print $5}')
+record "end: nothing of the run left mounted" "$([ -z "$left" ] && echo 1 || echo 0)" "$(echo $left)"
 exit 0
