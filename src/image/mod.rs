@@ -24,7 +24,7 @@ pub mod fsverity;
 pub mod output;
 pub mod tree;
 
-pub use erofs::{read_image, read_root_names, select_version, write_image, WriteOptions};
+pub use erofs::{is_root_stub_name, read_image, read_root_names, select_version, write_image, WriteOptions};
 pub use fsverity::{digest_reader, FsVerityHasher};
 pub use output::{write_image_file, write_image_with_digest, VerityWriter};
 pub use tree::{DirEntry, Directory, File, FileContent, Inode, InodeId, InodeKind, Metadata, Mtime, Tree, ROOT};

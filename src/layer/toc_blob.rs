@@ -17,15 +17,12 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::tree_builder::{apply_oci_whiteout, WHITEOUT_PREFIX};
 use crate::chunked::dump::generate_dump;
 use crate::chunked::Toc;
-use crate::image::{dump, read_root_names, write_image_file, DirEntry, Inode, InodeKind, Metadata, Tree};
+use crate::image::{dump, is_root_stub_name, read_root_names, write_image_file, DirEntry, InodeKind, Tree};
+use crate::mount::Layer;
 use crate::{Error, Result};
-
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const OPAQUE_NAME: &[u8] = b".wh..wh..opq";
-/// AUFS metadata names (`.wh..wh.plnk`, ...): meaningless in an overlay layer.
-const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 
 /// How [`write_toc_blob`] writes the blob.
 #[derive(Debug, Clone, Default)]
@@ -80,32 +77,24 @@ pub fn write_toc_blob(
     write_image_file(&tree, &write, path)
 }
 
-/// Whether a name is one a root stub would hide: two lowercase hex digits (SPEC §5.3).
-fn is_stub_name(name: &[u8]) -> bool {
-    name.len() == 2 && name.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-}
-
 /// Whether any of `layers` has a real top-level entry that a root stub would hide.
 fn lowers_have_hex_names(layers: &[PathBuf]) -> Result<bool> {
     for layer in layers {
-        let blob = layer.join(crate::mount::BLOB_PATH);
-        let names = match std::fs::File::open(&blob) {
-            Ok(f) => {
+        let names = match Layer::from_layer_dir(layer)? {
+            Layer::Composefs { blob, .. } => {
+                let f = std::fs::File::open(&blob)
+                    .map_err(|e| Error::io(format!("open lower layer blob {}", blob.display()), e))?;
                 // SAFETY: a read-only private mapping of a blob that containers/storage writes
                 // once and never changes; the reader checks every offset against its length.
                 let map = unsafe { memmap2::Mmap::map(&f) }
                     .map_err(|e| Error::io(format!("map lower layer blob {}", blob.display()), e))?;
                 read_root_names(&map).map_err(|e| e.context(format!("lower layer blob {}", blob.display())))?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !layer.join("composefs-data").exists() => {
-                let diff = layer.join("diff");
-                std::fs::read_dir(&diff)
-                    .and_then(|it| it.map(|e| e.map(|e| e.file_name().as_bytes().to_vec())).collect())
-                    .map_err(|e| Error::io(format!("read lower layer {}", diff.display()), e))?
-            }
-            Err(e) => return Err(Error::io(format!("open lower layer blob {}", blob.display()), e)),
+            Layer::Classic { tree } => std::fs::read_dir(&tree)
+                .and_then(|it| it.map(|e| e.map(|e| e.file_name().as_bytes().to_vec())).collect())
+                .map_err(|e| Error::io(format!("read lower layer {}", tree.display()), e))?,
         };
-        if names.iter().any(|n| is_stub_name(n)) {
+        if names.iter().any(|n| is_root_stub_name(n)) {
             return Ok(true);
         }
     }
@@ -137,7 +126,7 @@ pub fn convert_oci_whiteouts(tree: &mut Tree) -> Result<()> {
             if !entry.hardlink && inode.nlink > 1 {
                 return Err(Error::format(format!("whiteout {:?} has other hardlinked names", path())));
             }
-            let meta = Metadata { permissions: 0, xattrs: Default::default(), ..inode.meta.clone() };
+            let meta = inode.meta.clone();
             if let Some(d) = tree.inode_mut(dir).as_dir_mut() {
                 d.entries.remove(&name);
             }
@@ -145,21 +134,7 @@ pub fn convert_oci_whiteouts(tree: &mut Tree) -> Result<()> {
                 let target = tree.inode_mut(entry.inode);
                 target.nlink = target.nlink.saturating_sub(1);
             }
-            if name == OPAQUE_NAME {
-                if let Some(d) = tree.inode_mut(dir).as_dir_mut() {
-                    d.overlay_opaque = true;
-                }
-            } else if !name.starts_with(AUFS_META_PREFIX) {
-                let target = name[WHITEOUT_PREFIX.len()..].to_vec();
-                if target.is_empty() {
-                    return Err(Error::format(format!("whiteout {:?} without a name", path())));
-                }
-                // A whiteout hides lower layers only: it never removes this layer's own entry.
-                if tree.lookup(dir, &target).is_none() {
-                    let id = tree.push(Inode { meta, kind: InodeKind::OverlayWhiteout, nlink: 1 });
-                    tree.link(dir, target, DirEntry { inode: id, hardlink: false });
-                }
-            }
+            apply_oci_whiteout(tree, dir, &name, &meta).map_err(|e| e.context(format!("{:?}", path())))?;
         }
     }
     // Whiteout files named once are now unreachable: drop them.

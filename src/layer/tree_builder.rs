@@ -11,8 +11,34 @@ use crate::image::{DirEntry, Directory, File, FileContent, Inode, InodeId, Inode
 use crate::source::tar::{EntryType, Header};
 use crate::{Error, Result};
 
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// Names that mark OCI whiteouts (`.wh.NAME`) and the opaque marker (`.wh..wh..opq`).
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_NAME: &[u8] = b".wh..wh..opq";
+/// Other AUFS metadata (`.wh..wh.plnk`, ...): meaningless in an overlay layer, dropped.
+const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
+
+/// Applies the OCI whiteout entry `name` (it starts with [`WHITEOUT_PREFIX`]) of directory `dir`
+/// as overlay sees it: `.wh..wh..opq` makes `dir` opaque, other AUFS metadata is dropped, and
+/// `.wh.NAME` adds a real overlay whiteout NAME (with `meta`'s owner and mtime) unless `dir` has
+/// NAME itself (a whiteout hides lower layers only, never the layer's own entry).
+pub(crate) fn apply_oci_whiteout(tree: &mut Tree, dir: InodeId, name: &[u8], meta: &Metadata) -> Result<()> {
+    if name == OPAQUE_NAME {
+        if let Some(d) = tree.inode_mut(dir).as_dir_mut() {
+            d.overlay_opaque = true;
+        }
+    } else if !name.starts_with(AUFS_META_PREFIX) {
+        let target = &name[WHITEOUT_PREFIX.len()..];
+        if target.is_empty() {
+            return Err(Error::format("whiteout without a name"));
+        }
+        if tree.lookup(dir, target).is_none() {
+            let meta = Metadata { permissions: 0, xattrs: Default::default(), ..meta.clone() };
+            let id = tree.push(Inode { meta, kind: InodeKind::OverlayWhiteout, nlink: 1 });
+            tree.link(dir, target.to_vec(), DirEntry { inode: id, hardlink: false });
+        }
+    }
+    Ok(())
+}
 /// Longest name of one path component (EROFS and Linux `NAME_MAX`).
 pub const MAX_COMPONENT: usize = 255;
 
@@ -116,24 +142,7 @@ impl TreeBuilder {
         let parent = self.ensure_dirs(parents).map_err(|e| e.context(ctx()))?;
 
         if self.oci_whiteouts && name.starts_with(WHITEOUT_PREFIX) {
-            if name == OPAQUE_NAME {
-                if let Some(d) = self.tree.inode_mut(parent).as_dir_mut() {
-                    d.overlay_opaque = true;
-                }
-            } else if name.starts_with(b".wh..wh.") {
-                // Other AUFS metadata (`.wh..wh.plnk`, ...): meaningless here, dropped.
-            } else {
-                let target = &name[WHITEOUT_PREFIX.len()..];
-                if target.is_empty() {
-                    return Err(Error::format(format!("{}: whiteout without a name", ctx())));
-                }
-                // A whiteout hides lower layers only: it never removes this layer's own entry.
-                if self.tree.lookup(parent, target).is_none() {
-                    let meta = Metadata { permissions: 0, xattrs: Default::default(), ..meta };
-                    let id = self.tree.push(Inode { meta, kind: InodeKind::OverlayWhiteout, nlink: 1 });
-                    self.tree.link(parent, target.to_vec(), DirEntry { inode: id, hardlink: false });
-                }
-            }
+            apply_oci_whiteout(&mut self.tree, parent, name, &meta).map_err(|e| e.context(ctx()))?;
             return Ok(Added::Nothing);
         }
 

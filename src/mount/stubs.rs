@@ -36,11 +36,7 @@ pub(crate) struct RootNames {
 
 fn two_hex(name: &[u8]) -> Option<[u8; 2]> {
     match name {
-        [a, b]
-            if a.is_ascii_hexdigit() && b.is_ascii_hexdigit() && !a.is_ascii_uppercase() && !b.is_ascii_uppercase() =>
-        {
-            Some([*a, *b])
-        }
+        [a, b] if crate::image::is_root_stub_name(name) => Some([*a, *b]),
         _ => None,
     }
 }

@@ -6,4 +6,4 @@ pub mod reader;
 pub mod writer;
 
 pub use reader::{read_image, read_root_names};
-pub use writer::{select_version, write_image, WriteOptions};
+pub use writer::{is_root_stub_name, select_version, write_image, WriteOptions};

@@ -31,7 +31,8 @@ pub fn read_root_names(data: &[u8]) -> Result<Vec<Vec<u8>>> {
     let mut names = Vec::new();
     for (name, nid) in r.dirents(&root_raw)? {
         // Only a char device can be a stub: look at the inodes of the names a stub could have.
-        let stub_like = name.len() == 2 && r.node(&r.inode(nid)?, Some(&root.meta), &name)?.is_none();
+        let stub_like =
+            super::writer::is_root_stub_name(&name) && r.node(&r.inode(nid)?, Some(&root.meta), &name)?.is_none();
         if !stub_like {
             names.push(name);
         }
@@ -349,8 +350,7 @@ impl<'a> Reader<'a> {
             }
             libc::S_IFCHR if raw.i_u == 0 => {
                 let stub = root.is_some_and(|r| r.uid == meta.uid && r.gid == meta.gid && r.mtime == meta.mtime)
-                    && name.len() == 2
-                    && name.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+                    && super::writer::is_root_stub_name(name)
                     && meta.permissions == 0o644;
                 if stub {
                     return Ok(None);

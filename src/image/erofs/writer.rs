@@ -72,6 +72,12 @@ pub fn write_image(tree: &Tree, options: &WriteOptions, out: &mut impl Write) ->
     w.w.flush().map_err(|e| Error::io("writing composefs image", e))
 }
 
+/// Whether `name` is one of the root stub names `00`..`ff` (two lowercase hex digits): a name
+/// the stubs of an mkcomposefs image would hide in the layers below it (SPEC §5.3, §10.2).
+pub fn is_root_stub_name(name: &[u8]) -> bool {
+    matches!(name, [a, b] if [a, b].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)))
+}
+
 /// The root stub names `00`..`ff`.
 static STUB_NAMES: [[u8; 2]; 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
