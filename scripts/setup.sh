@@ -22,6 +22,9 @@ APT_PACKAGES+=(libssl-dev)
 # containers/storage, patch applies the adapter, bats runs c/storage's own suite, debootstrap
 # makes the realistic layer.
 APT_PACKAGES+=(meson ninja-build patch bats debootstrap)
+# More packages to require, for scripts/test-setup.sh (which asks for one that does not exist).
+read -r -a extra <<<"${CFS_SETUP_EXTRA_PACKAGES:-}"
+APT_PACKAGES+=("${extra[@]}")
 
 logs="$ROOT/build/logs"
 log=""  # the last install's log, as the messages name it

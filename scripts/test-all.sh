@@ -79,6 +79,8 @@ check_pkg_config() {
     echo "pkg-config: 1 passed, 0 failed"
 }
 
+# The installer's own bad-input path (a package that cannot be installed).
+step setup-errors scripts/test-setup.sh
 step rust-tests cargo test --no-fail-fast
 step header-check scripts/check-header.sh
 if step stage-install stage_install; then
