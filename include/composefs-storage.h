@@ -90,6 +90,11 @@ typedef enum {
 } cfs_status;
 
 /**
+ * The TOC and tar-split of a zstd:chunked blob, read and checked before a pull (opaque).
+ */
+typedef struct cfs_chunked_manifest cfs_chunked_manifest;
+
+/**
  * The effective containers-storage.conf settings. Opaque; free with `cfs_config_free`.
  */
 typedef struct cfs_config cfs_config;
@@ -319,6 +324,15 @@ cfs_status cfs_convert_options_set_keep_whiteout_files(cfs_convert_options *opti
                                                        cfs_error **err);
 
 /**
+ * Keep the blob digest, TOC, tar-split and layers cache in the layer's `composefs-data/`
+ * (`true`, default), or not (`false`: containers/storage keeps them in its layer store, and
+ * takes them from the result: `cfs_convert_result_toc_json`, `cfs_convert_result_write_tar_split`).
+ */
+cfs_status cfs_convert_options_set_write_metadata(cfs_convert_options *options,
+                                                  bool write_metadata,
+                                                  cfs_error **err);
+
+/**
  * Most tar entries accepted in one layer (default 4 000 000); 0 is invalid.
  */
 cfs_status cfs_convert_options_set_max_entries(cfs_convert_options *options,
@@ -410,6 +424,14 @@ cfs_status cfs_convert_result_tar_split(const cfs_convert_result *result,
                                         const uint8_t **data,
                                         size_t *len,
                                         cfs_error **err);
+
+/**
+ * Writes the layer's tar-split NDJSON, uncompressed, to `fd` (borrowed; written from its current
+ * offset): what containers/storage keeps in an unnamed file until it stores the layer.
+ */
+cfs_status cfs_convert_result_write_tar_split(const cfs_convert_result *result,
+                                              int32_t fd,
+                                              cfs_error **err);
 
 /**
  * Writes the TOC, layer data, layers cache and tar-split of `layer_dir` (a layer directory made
@@ -713,6 +735,69 @@ cfs_status cfs_pull_result_toc_json(const cfs_pull_result *result,
                                     const uint8_t **data,
                                     size_t *len,
                                     cfs_error **err);
+
+/**
+ * Fetches (through `begin`/`read`, as `cfs_layer_pull`), authenticates and decodes the TOC and
+ * tar-split of a zstd:chunked blob of `blob_size` bytes, and checks that they describe the same
+ * entries with the same metadata: the first step of a pull, for a caller that needs the manifest
+ * before it pulls (containers/storage's `NewDiffer`). `annotations_json` is the layer's OCI
+ * annotations (a JSON object; NULL locates the TOC through the blob's footer, unauthenticated).
+ * The decoded tar-split is kept in an unnamed file in `tmp_dir` (NULL: the system's temporary
+ * directory). On success `*out` receives a handle to free with `cfs_chunked_manifest_free`; pass
+ * it to the pull with `cfs_pull_options_set_manifest`.
+ */
+cfs_status cfs_chunked_manifest_read(uint64_t blob_size,
+                                     cfs_fetch_begin_fn begin,
+                                     cfs_fetch_read_fn read,
+                                     void *userdata,
+                                     const char *annotations_json,
+                                     const char *tmp_dir,
+                                     cfs_chunked_manifest **out,
+                                     cfs_error **err);
+
+/**
+ * Frees a manifest (a pull it was given to keeps its own reference). Free of NULL is a no-op.
+ */
+void cfs_chunked_manifest_free(cfs_chunked_manifest *manifest);
+
+/**
+ * The decompressed TOC JSON (what containers/storage stores as `zstd-chunked-manifest`), valid
+ * until the manifest is freed.
+ */
+cfs_status cfs_chunked_manifest_toc_json(const cfs_chunked_manifest *manifest,
+                                         const uint8_t **data,
+                                         size_t *len,
+                                         cfs_error **err);
+
+/**
+ * What was read, as JSON: `tocDigest` (`sha256:` of the compressed TOC), `tocAuthenticated`
+ * (whether the annotations gave that digest), `tocOffset` (of the TOC frame in the blob),
+ * `tarSize` (of the layer's tar, from the tar-split; null without one). Free with
+ * `cfs_string_free`.
+ */
+cfs_status cfs_chunked_manifest_to_json(const cfs_chunked_manifest *manifest,
+                                        char **out,
+                                        cfs_error **err);
+
+/**
+ * A new file descriptor (close-on-exec, owned by the caller) of the decoded tar-split NDJSON,
+ * for the caller to keep (containers/storage stores it with the layer). The library reads its
+ * copy with positional reads, so the caller may seek and read at any time. A blob without an
+ * authenticated tar-split gives `CFS_STATUS_NOT_FOUND`.
+ */
+cfs_status cfs_chunked_manifest_tar_split_fd(const cfs_chunked_manifest *manifest,
+                                             int32_t *fd_out,
+                                             cfs_error **err);
+
+/**
+ * Makes the pull use `manifest` (read from the same blob with `cfs_chunked_manifest_read`)
+ * instead of fetching and checking the TOC and tar-split again; the `annotations` option is then
+ * not looked at. The options keep their own reference: the manifest may be freed afterwards.
+ * NULL clears it.
+ */
+cfs_status cfs_pull_options_set_manifest(cfs_pull_options *options,
+                                         const cfs_chunked_manifest *manifest,
+                                         cfs_error **err);
 
 /**
  * Writes the composefs dump of a TOC (the decompressed TOC JSON, `toc_len` bytes) to `dump_fd`,

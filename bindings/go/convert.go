@@ -62,6 +62,10 @@ type ConvertOptions struct {
 	KeepWhiteoutFiles bool
 	// MaxEntries is the most tar entries accepted in one layer; 0 means the default (4 000 000).
 	MaxEntries uint64
+	// NoMetadata leaves out the blob digest, TOC, tar-split and layers cache files in
+	// composefs-data/ (containers/storage keeps them in its layer store); the result still has
+	// the TOC and tar-split (TOC, WriteTarSplit).
+	NoMetadata bool
 	// Progress, when set, is called after every tar entry (and every 16 MiB within a large file),
 	// on the goroutine that called ConvertLayer.
 	Progress func(Progress)
@@ -159,6 +163,10 @@ func (o *ConvertOptions) toC(handle cgo.Handle) (*C.cfs_convert_options, error) 
 		if err := takeError(C.cfs_convert_options_set_max_entries(c, C.uint64_t(o.MaxEntries), &cerr), cerr); err != nil {
 			return fail(err)
 		}
+	}
+	cerr = nil
+	if err := takeError(C.cfs_convert_options_set_write_metadata(c, C.bool(!o.NoMetadata), &cerr), cerr); err != nil {
+		return fail(err)
 	}
 	return c, nil
 }
@@ -424,4 +432,15 @@ func (r *ConvertResult) TarSplit() ([]byte, error) {
 	return r.bytesField(func(c *C.cfs_convert_result, data **C.uint8_t, n *C.size_t, cerr **C.cfs_error) C.cfs_status {
 		return C.cfs_convert_result_tar_split(c, data, n, cerr)
 	})
+}
+
+// WriteTarSplit writes the layer's tar-split NDJSON, uncompressed, to f from its current offset:
+// what containers/storage keeps in an unnamed file until it stores the layer.
+func (r *ConvertResult) WriteTarSplit(f *os.File) error {
+	err := r.with(func(c *C.cfs_convert_result) error {
+		var cerr *C.cfs_error
+		return takeError(C.cfs_convert_result_write_tar_split(c, C.int32_t(f.Fd()), &cerr), cerr)
+	})
+	runtime.KeepAlive(f)
+	return err
 }

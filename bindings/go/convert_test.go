@@ -3,6 +3,7 @@ package composefs
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -435,5 +436,65 @@ func TestConvertConcurrent(t *testing.T) {
 	wg.Wait()
 	if failures.Load() == 0 && len(dirEntries(t, tmp)) != 16 {
 		t.Errorf("layers: %v", dirEntries(t, tmp))
+	}
+}
+
+// Without metadata files the layer dir holds objects and the blob only, and the result still
+// gives the TOC and the tar-split (uncompressed, as containers/storage keeps it until it stores
+// the layer): the same bytes as the gzip form, adding up to the tar's size.
+func TestConvertLayerNoMetadata(t *testing.T) {
+	c := corpusLayer(t, "handmade-pax")
+	dir := filepath.Join(t.TempDir(), "layer")
+	res, err := ConvertLayerFile(context.Background(), c.path(".tar.zst"), dir, &ConvertOptions{Verity: VerityOff, NoMetadata: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	if got := dirEntries(t, filepath.Join(dir, "composefs-data")); fmt.Sprint(got) != "[composefs.blob]" {
+		t.Errorf("composefs-data holds %v", got)
+	}
+	toc, err := res.TOC()
+	var parsed struct {
+		Entries []struct {
+			Name string `json:"name"`
+		} `json:"entries"`
+	}
+	if err != nil || json.Unmarshal(toc, &parsed) != nil || len(parsed.Entries) == 0 {
+		t.Errorf("TOC() = %.100q (%v)", toc, err)
+	}
+	f, err := os.CreateTemp(t.TempDir(), "tar-split")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("x"); err != nil { // written from the current offset
+		t.Fatal(err)
+	}
+	if err := res.WriteTarSplit(f); err != nil {
+		t.Fatal(err)
+	}
+	written, _ := os.ReadFile(f.Name())
+	gz, err := res.TarSplit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(zr)
+	if err != nil || !bytes.Equal(written, append([]byte("x"), plain...)) {
+		t.Fatalf("WriteTarSplit wrote %d bytes, the gzip form holds %d (%v)", len(written)-1, len(plain), err)
+	}
+	if _, err := f.Seek(1, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	size, _ := res.Uint64("uncompressed_size")
+	if got := tarSizeOf(t, f); uint64(got) != size {
+		t.Errorf("the tar-split adds up to %d bytes, the tar has %d", got, size)
+	}
+	res.Close()
+	if err := res.WriteTarSplit(f); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("WriteTarSplit after Close: %v", err)
 	}
 }

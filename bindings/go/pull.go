@@ -166,6 +166,10 @@ type PullOptions struct {
 	MaxRanges int
 	// NoMetadata leaves out the TOC, tar-split and blob digest files in composefs-data/.
 	NoMetadata bool
+	// Manifest, when set, is the blob's manifest read with ReadChunkedManifest: the pull takes
+	// the TOC and tar-split from it instead of fetching and checking them again, and Annotations
+	// is not looked at.
+	Manifest *ChunkedManifest
 	// Progress, when set, is called with the file bytes fetched and TOC entries done, on the
 	// goroutine that called PullLayer.
 	Progress func(Progress)
@@ -216,6 +220,16 @@ func (o *PullOptions) toC(handle cgo.Handle) (*C.cfs_pull_options, error) {
 	if o.MaxRanges != 0 {
 		kvs = append(kvs, [2]string{"max_ranges", strconv.Itoa(o.MaxRanges)})
 	}
+	if o.Manifest != nil {
+		// The options take their own reference: the manifest may be closed after the pull.
+		err := o.Manifest.with(func(m *C.cfs_chunked_manifest) error {
+			var cerr *C.cfs_error
+			return takeError(C.cfs_pull_options_set_manifest(c, m, &cerr), cerr)
+		})
+		if err != nil {
+			return fail(err)
+		}
+	}
 	for _, kv := range kvs {
 		ckey, err := cStringArg(kv[0], "pull option name")
 		if err != nil {
@@ -244,6 +258,19 @@ type pullState struct {
 	cur      io.Reader
 	pending  error // an error the current reader returned with data, reported on the next read
 	fetchErr error // the first error of the fetcher or a reader, returned by PullLayer
+	refused  error // the last ErrTooManyRanges of the fetcher, returned if the library gives up
+}
+
+// wrap adds to the library's error what the fetcher said: its failure, or its last refusal of
+// too many ranges when the library gave up asking with fewer (a LIMIT_EXCEEDED error).
+func (st *pullState) wrap(err error) error {
+	switch {
+	case st.fetchErr != nil:
+		return fmt.Errorf("%w: %w", err, st.fetchErr)
+	case st.refused != nil && errors.Is(err, ErrLimitExceeded):
+		return fmt.Errorf("%w: %w", err, st.refused)
+	}
+	return err
 }
 
 // begin starts a fetch and returns a cfs_status.
@@ -261,6 +288,7 @@ func (st *pullState) begin(chunks []Chunk) (status C.cfs_status) {
 	r, err := st.fetch(st.ctx, chunks)
 	if err != nil {
 		if errors.Is(err, ErrTooManyRanges) {
+			st.refused = err
 			return C.CFS_STATUS_LIMIT_EXCEEDED
 		}
 		st.fail(fmt.Errorf("fetching %d ranges: %w", len(chunks), err))
@@ -368,10 +396,8 @@ func PullLayer(ctx context.Context, fetch Fetcher, blobSize uint64, layerDir str
 		return newPullResult(out), nil
 	case ctx.Err() != nil:
 		return nil, cancelledError(ctx, "pull")
-	case st.fetchErr != nil:
-		return nil, fmt.Errorf("%w: %w", err, st.fetchErr)
 	}
-	return nil, err
+	return nil, st.wrap(err)
 }
 
 // PullLayerFile is PullLayer for a blob that is a file on disk.

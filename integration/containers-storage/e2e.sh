@@ -11,6 +11,7 @@ set -uo pipefail
 
 label="$1" cs="$2" pull="$3" work="$4" inputs="$5" results="$6"
 : >"$results"
+: >"${results%.tsv}-classes.tsv"
 log="$work/e2e.log"
 mkdir -p "$work"
 : >"$log"
@@ -213,7 +214,9 @@ bad_case() { # bad_case CHECK INPUT [EXTRA...]
         record "bad input: $what is refused" 0 "it was accepted"
         return
     fi
-    err=$(tail -n 1 "$log" | cut -c1-140)
+    # The error, and its class (the step that failed, fallback or not) compared with stock's.
+    err=$(grep -v '^error class: ' "$log" | tail -n 1 | cut -c1-140)
+    printf '%s\t%s\n' "$what" "$(grep '^error class: ' "$log" | tail -n 1 | cut -d' ' -f3-)" >>"${results%.tsv}-classes.tsv"
     local after left
     after=$("$cs" layers 2>/dev/null | sort)
     left=$(leftovers)
@@ -230,6 +233,34 @@ pos=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["io.github
 IFS=: read -r off len _ <<<"$pos"
 printf '\xff\xff\xff\xff' | dd of="$work/bad-toc.chunked" bs=1 seek=$((off + len / 2)) conv=notrunc status=none
 bad_case "a zstd:chunked blob with a damaged TOC" "$work/bad-toc.chunked"
+# A zstd:chunked blob whose TOC lies about a file's mode (setuid), re-signed: the annotations
+# authenticate the lying TOC, which no longer matches the tar-split's own headers.
+python3 - "$inputs/upper.chunked" "$work/lying-toc.chunked" <<'PY'
+import hashlib, json, struct, subprocess, sys
+src, dst = sys.argv[1], sys.argv[2]
+blob = open(src, "rb").read()
+ann = json.load(open(src + ".json"))
+key_pos, key_sum = "io.github.containers.zstd-chunked.manifest-position", "io.github.containers.zstd-chunked.manifest-checksum"
+key_split = "io.github.containers.zstd-chunked.tarsplit-position"
+off, length, _, kind = map(int, ann[key_pos].split(":"))
+toc = json.loads(subprocess.run(["zstd", "-dc"], input=blob[off:off + length], capture_output=True, check=True).stdout)
+victim = next(e for e in toc["entries"] if e["type"] == "reg" and e.get("size", 0) > 0)
+victim["mode"] = 0o4755
+raw = json.dumps(toc, separators=(",", ":")).encode()
+frame = subprocess.run(["zstd", "-c", "-q"], input=raw, capture_output=True, check=True).stdout
+s_off, s_len, s_ulen = map(int, ann[key_split].split(":"))
+split = blob[s_off:s_off + s_len]
+skippable = lambda n: struct.pack("<II", 0x184D2A50, n)
+out = blob[:off - 8] + skippable(len(frame)) + frame
+new_split_off = len(out) + 8
+out += skippable(len(split)) + split
+open(dst, "wb").write(out)
+ann[key_pos] = f"{off}:{len(frame)}:{len(raw)}:{kind}"
+ann[key_sum] = "sha256:" + hashlib.sha256(frame).hexdigest()
+ann[key_split] = f"{new_split_off}:{s_len}:{s_ulen}"
+json.dump(ann, open(dst + ".json", "w"))
+PY
+bad_case "a zstd:chunked TOC that lies about a file's mode (re-signed)" "$work/lying-toc.chunked"
 # A tar cut short, in the middle of a file's data (tar pads to 10 KiB records: a cut near the end
 # could leave every entry whole).
 head -c 600000 "$inputs/base.tar" >"$work/truncated.tar"

@@ -112,6 +112,21 @@ if not order:
     print("  error: no end-to-end results")
     count(False)
 
+# --- Bad input: the same error class as stock (the step that failed, and whether containers/image
+# may fall back to an ordinary download: errors.As ErrFallbackToOrdinaryLayerDownload).
+classes = {}
+for build in ("stock", "patched"):
+    classes[build] = dict((l.split("\t") + [""])[:2] for l in read_lines(os.path.join(scratch, f"e2e-{build}-classes.tsv")))
+print()
+print("Bad input: error class (failed step, fallback to an ordinary download or not), stock vs patched")
+for what in classes["stock"]:
+    s, p = classes["stock"][what] or "none", classes["patched"].get(what) or "none"
+    print(f"  {what:{width}}  {s:34}  {p}  {'same' if s == p else 'DIFFERENT'}")
+    count(s == p and s != "none")
+if not classes["stock"]:
+    print("  error: no bad-input classes recorded")
+    count(False)
+
 # --- Layer dirs
 print()
 print("Layer dirs, patched vs stock (blob sha256, object set)")

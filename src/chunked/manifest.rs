@@ -2,16 +2,16 @@
 //! (SPEC §3.3–§3.6.5): what containers/storage's `readZstdChunkedManifest` does, plus the footer
 //! and the legacy format it no longer recognises.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
 use sha2::{Digest, Sha256};
 
+use super::consistency::check_toc_matches_tar_split;
 use super::footer::{self, Format, Position, SKIPPABLE_MAGIC};
-use super::tarsplit::{TarSplitEntry, TarSplitReader};
-use super::toc::{sha256_hex, Toc, TYPE_CHUNK};
+use super::toc::{sha256_hex, Toc};
 use crate::{Error, ErrorKind, Result};
 
 /// Largest TOC accepted, compressed or not (`maxTocSize`, 150 MiB).
@@ -93,6 +93,8 @@ pub struct Manifest {
     /// The tar-split as the blob carries it (zstd, authenticated by its digest and decoded once
     /// above): a layer keeps it as it is.
     pub tar_split_zst: Option<Vec<u8>>,
+    /// The size of the layer's tar, from the tar-split (`tarSizeFromTarSplit`).
+    pub tar_size: Option<u64>,
 }
 
 /// Options for [`read_manifest`].
@@ -232,15 +234,16 @@ pub fn read_manifest(
             blob.read_exact_at(pos.offset, &mut compressed)?;
             verify_digest(&compressed, digest, "tar-split")?;
             let mut file = decompress_to_tmpfile(&compressed, pos.uncompressed_length, options)?;
-            ensure_toc_matches_tar_split(&toc, &mut file)?;
-            Some((file, compressed))
+            let tar_size = check_toc_matches_tar_split(&toc, &mut file)?;
+            Some(((file, tar_size), compressed))
         }
         // Legacy layers have none; a tar-split without a digest in the TOC cannot be
         // authenticated and is ignored. Whoever needs the DiffID refuses such layers.
         None => None,
     };
     let (tar_split, tar_split_zst) = tar_split.unzip();
-    Ok(Manifest { location, toc_json, toc, tar_split, tar_split_zst })
+    let (tar_split, tar_size) = tar_split.unzip();
+    Ok(Manifest { location, toc_json, toc, tar_split, tar_split_zst, tar_size })
 }
 
 fn verify_digest(data: &[u8], expected: &str, what: &str) -> Result<()> {
@@ -293,44 +296,4 @@ fn decompress_to_tmpfile(compressed: &[u8], expected_len: u64, options: &ReadOpt
     file.flush().map_err(|e| Error::io("write tar-split", e))?;
     file.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
     Ok(file)
-}
-
-/// The TOC's non-chunk entries and the tar-split's file entries must name exactly the same paths,
-/// each once, with the same sizes (`ensureTOCMatchesTarSplit`).
-fn ensure_toc_matches_tar_split(toc: &Toc, tar_split: &mut File) -> Result<()> {
-    let mut pending: HashMap<&[u8], i64> = HashMap::with_capacity(toc.entries.len());
-    for e in toc.entries.iter().filter(|e| e.entry_type != TYPE_CHUNK) {
-        if pending.insert(e.name.as_bytes(), e.size).is_some() {
-            return Err(Error::format(format!("TOC contains duplicate entries for path {:?}", e.name)));
-        }
-    }
-    let mut reader = TarSplitReader::new(BufReader::new(&mut *tar_split));
-    while let Some(entry) = reader.next_entry()? {
-        if let TarSplitEntry::File { name, size, .. } = entry {
-            let inconsistent = |what: String| Error::format(format!("tar-split and TOC data is inconsistent: {what}"));
-            match pending.remove(name.as_slice()) {
-                None => {
-                    return Err(inconsistent(format!(
-                        "tar-split contains an entry for {:?} missing in TOC",
-                        String::from_utf8_lossy(&name)
-                    )))
-                }
-                Some(toc_size) if toc_size != size as i64 && toc_size != 0 => {
-                    return Err(inconsistent(format!(
-                        "size of {:?} is {toc_size} in the TOC but {size} in tar-split",
-                        String::from_utf8_lossy(&name)
-                    )))
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    if let Some(name) = pending.keys().next() {
-        return Err(Error::format(format!(
-            "tar-split and TOC data is inconsistent: TOC contains entries not present in tar-split, incl. {:?}",
-            String::from_utf8_lossy(name)
-        )));
-    }
-    tar_split.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
-    Ok(())
 }

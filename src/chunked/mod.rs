@@ -1,6 +1,7 @@
 //! zstd:chunked layers (SPEC §3.3–§3.6): footer, TOC, tar-split, and reading them from a blob.
 
 pub mod cache;
+pub mod consistency;
 pub mod dump;
 pub mod footer;
 pub mod manifest;

@@ -9,7 +9,10 @@ use std::fmt;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use base64::Engine as _;
+
 use crate::image::Mtime;
+use crate::source::tar::{EntryType, Header};
 use crate::{Error, Result};
 
 /// Entry types a TOC may hold.
@@ -82,6 +85,55 @@ impl Toc {
 }
 
 impl TocEntry {
+    /// The tar header the entry stands for (`minimal.FileMetadata` back to `tar.Header`): what a
+    /// pull builds the layer's tree from, once the TOC is checked against the tar-split's own
+    /// headers ([`super::consistency`]). `index` is the entry's place in the layer.
+    pub fn header(&self, index: u64) -> Result<Header> {
+        let time = |t: &Option<String>| -> Result<Option<Mtime>> { t.as_deref().map(parse_rfc3339).transpose() };
+        let mut xattrs = BTreeMap::new();
+        for (k, v) in &self.xattrs {
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map_err(|err| Error::format(format!("TOC entry {:?}: xattr {k:?} is not base64: {err}", self.name)))?;
+            xattrs.insert(k.as_bytes().to_vec(), value);
+        }
+        Ok(Header {
+            name: self.name.as_bytes().to_vec(),
+            link_name: self.link_name.as_bytes().to_vec(),
+            entry_type: self.tar_type()?,
+            mode: self.mode,
+            uid: self.int(self.uid, "uid")?,
+            gid: self.int(self.gid, "gid")?,
+            size: self.int(self.size, "size")?,
+            mtime: time(&self.modtime)?.unwrap_or_default(),
+            atime: time(&self.accesstime)?,
+            ctime: time(&self.changetime)?,
+            dev_major: self.int(self.dev_major, "devMajor")?,
+            dev_minor: self.int(self.dev_minor, "devMinor")?,
+            xattrs,
+            data_offset: 0,
+            index,
+        })
+    }
+
+    /// The tar entry type of a non-chunk entry.
+    pub fn tar_type(&self) -> Result<EntryType> {
+        Ok(match self.entry_type.as_str() {
+            TYPE_REG => EntryType::Regular,
+            TYPE_HARDLINK => EntryType::Hardlink,
+            TYPE_SYMLINK => EntryType::Symlink,
+            TYPE_CHAR => EntryType::Char,
+            TYPE_BLOCK => EntryType::Block,
+            TYPE_DIR => EntryType::Directory,
+            TYPE_FIFO => EntryType::Fifo,
+            t => return Err(Error::format(format!("TOC entry {:?}: unknown type {t:?}", self.name))),
+        })
+    }
+
+    fn int<T: TryFrom<i64>>(&self, v: i64, what: &str) -> Result<T> {
+        T::try_from(v).map_err(|_| Error::format(format!("TOC entry {:?}: {what} {v} out of range", self.name)))
+    }
+
     /// The modification time, if any (SPEC §3.6.2: RFC 3339 with nanoseconds).
     pub fn mtime(&self) -> Result<Option<Mtime>> {
         self.modtime

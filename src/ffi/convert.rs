@@ -150,6 +150,22 @@ pub extern "C" fn cfs_convert_options_set_keep_whiteout_files(
     })
 }
 
+/// Keep the blob digest, TOC, tar-split and layers cache in the layer's `composefs-data/`
+/// (`true`, default), or not (`false`: containers/storage keeps them in its layer store, and
+/// takes them from the result: `cfs_convert_result_toc_json`, `cfs_convert_result_write_tar_split`).
+#[no_mangle]
+pub extern "C" fn cfs_convert_options_set_write_metadata(
+    options: *mut cfs_convert_options,
+    write_metadata: bool,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle, by contract.
+        unsafe { super::handles::try_handle_mut(options, "options") }?.options.write_metadata = write_metadata;
+        Ok(())
+    })
+}
+
 /// Most tar entries accepted in one layer (default 4 000 000); 0 is invalid.
 #[no_mangle]
 pub extern "C" fn cfs_convert_options_set_max_entries(
@@ -390,4 +406,22 @@ pub extern "C" fn cfs_convert_result_tar_split(
     err: *mut *mut cfs_error,
 ) -> cfs_status {
     ffi_call!(err, { bytes_getter(result, data, len, |r| r.tar_split_gz()) })
+}
+
+/// Writes the layer's tar-split NDJSON, uncompressed, to `fd` (borrowed; written from its current
+/// offset): what containers/storage keeps in an unnamed file until it stores the layer.
+#[no_mangle]
+pub extern "C" fn cfs_convert_result_write_tar_split(
+    result: *const cfs_convert_result,
+    fd: i32,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle, by contract.
+        let r = unsafe { super::handles::try_handle(result, "result") }?;
+        // SAFETY: the caller keeps fd open for the call.
+        let mut file = unsafe { super::util::borrow_fd(fd, "fd") }?;
+        r.result.write_tar_split(&mut *file)?;
+        Ok(())
+    })
 }

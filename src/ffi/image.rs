@@ -9,8 +9,6 @@
 use std::ffi::c_char;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
-use std::mem::ManuallyDrop;
-use std::os::fd::FromRawFd;
 
 use super::error::{cfs_error, cfs_status};
 use super::util::{check_out, try_path};
@@ -116,18 +114,6 @@ fn either_path_or_fd(path: *const c_char, fd: i32, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// A borrowed fd as a `File` that is never closed.
-///
-/// # Safety
-/// `fd` must stay open for as long as the returned value is used.
-unsafe fn borrow_fd(fd: i32, what: &str) -> Result<ManuallyDrop<File>> {
-    if fd < 0 {
-        return Err(Error::invalid_argument(format!("{what}: {fd} is not a file descriptor")));
-    }
-    // SAFETY: the caller keeps `fd` open; ManuallyDrop keeps us from closing it.
-    Ok(ManuallyDrop::new(unsafe { File::from_raw_fd(fd) }))
-}
-
 /// Writes the composefs EROFS image of a composefs dump, byte-identical to mkcomposefs 1.0.8.
 ///
 /// The dump is read from `dump_path` when it is not NULL, else from `dump_fd`. The image is
@@ -157,7 +143,7 @@ pub extern "C" fn cfs_image_write_from_dump(
         };
         let tree = if dump_path.is_null() {
             // SAFETY: the caller keeps dump_fd open during the call.
-            let f = unsafe { borrow_fd(dump_fd, "dump") }?;
+            let f = unsafe { super::util::borrow_fd(dump_fd, "dump") }?;
             dump::parse(BufReader::with_capacity(256 << 10, &*f), o.strict)?
         } else {
             // SAFETY: a NUL-terminated string by contract.
@@ -167,7 +153,7 @@ pub extern "C" fn cfs_image_write_from_dump(
         };
         let digest = if image_path.is_null() {
             // SAFETY: the caller keeps image_fd open during the call.
-            let f = unsafe { borrow_fd(image_fd, "image") }?;
+            let f = unsafe { super::util::borrow_fd(image_fd, "image") }?;
             let mut w = &*f;
             let d = image::write_image_with_digest(&tree, &o.write, &mut w)?;
             w.flush().map_err(|e| Error::io("write image", e))?;
@@ -199,7 +185,7 @@ pub extern "C" fn cfs_image_to_dump(
         let mut data = Vec::new();
         if image_path.is_null() {
             // SAFETY: the caller keeps image_fd open during the call.
-            let f = unsafe { borrow_fd(image_fd, "image") }?;
+            let f = unsafe { super::util::borrow_fd(image_fd, "image") }?;
             (&*f).read_to_end(&mut data).map_err(|e| Error::io("read image", e))?;
         } else {
             // SAFETY: a NUL-terminated string by contract.
@@ -208,7 +194,7 @@ pub extern "C" fn cfs_image_to_dump(
         }
         let tree = image::read_image(&data)?;
         // SAFETY: the caller keeps dump_fd open during the call.
-        let out = unsafe { borrow_fd(dump_fd, "dump output") }?;
+        let out = unsafe { super::util::borrow_fd(dump_fd, "dump output") }?;
         dump::write(&tree, &mut &*out)
     })
 }
@@ -220,7 +206,7 @@ pub extern "C" fn cfs_fsverity_digest_fd(fd: i32, out: *mut u8, err: *mut *mut c
     ffi_call!(err, {
         check_out(out, "out")?;
         // SAFETY: the caller keeps fd open during the call.
-        let f = unsafe { borrow_fd(fd, "fd") }?;
+        let f = unsafe { super::util::borrow_fd(fd, "fd") }?;
         let digest = image::digest_reader(&*f)?;
         // SAFETY: out is non-NULL (checked) and points to 32 writable bytes by contract.
         unsafe { std::ptr::copy_nonoverlapping(digest.as_ptr(), out, 32) };

@@ -9,7 +9,8 @@ use super::convert::cfs_progress_fn;
 use super::error::cfs_error;
 use super::util::{check_out, into_c_string, try_path, try_str, write_out};
 use crate::chunked::ranges::ByteRange;
-use crate::layer::pull::{pull, BlobFetcher, FileFetcher, PullOptions, PullResult};
+use crate::chunked::Manifest;
+use crate::layer::pull::{pull, read_manifest_from, BlobFetcher, FileFetcher, PullOptions, PullResult};
 use crate::layer::VerityPolicy;
 use crate::{Error, ErrorKind, Result};
 
@@ -42,6 +43,11 @@ pub struct cfs_pull_options {
 /// The result of a pull (opaque).
 pub struct cfs_pull_result {
     result: PullResult,
+}
+
+/// The TOC and tar-split of a zstd:chunked blob, read and checked before a pull (opaque).
+pub struct cfs_chunked_manifest {
+    manifest: std::sync::Arc<Manifest>,
 }
 
 /// Creates pull options with the defaults (annotations none: the TOC is found through the blob
@@ -327,5 +333,155 @@ pub extern "C" fn cfs_pull_result_toc_json(
             write_out(data, r.result.toc_json.as_ptr(), "data")?;
             write_out(len, r.result.toc_json.len(), "len")
         }
+    })
+}
+
+/// Fetches (through `begin`/`read`, as `cfs_layer_pull`), authenticates and decodes the TOC and
+/// tar-split of a zstd:chunked blob of `blob_size` bytes, and checks that they describe the same
+/// entries with the same metadata: the first step of a pull, for a caller that needs the manifest
+/// before it pulls (containers/storage's `NewDiffer`). `annotations_json` is the layer's OCI
+/// annotations (a JSON object; NULL locates the TOC through the blob's footer, unauthenticated).
+/// The decoded tar-split is kept in an unnamed file in `tmp_dir` (NULL: the system's temporary
+/// directory). On success `*out` receives a handle to free with `cfs_chunked_manifest_free`; pass
+/// it to the pull with `cfs_pull_options_set_manifest`.
+#[no_mangle]
+pub extern "C" fn cfs_chunked_manifest_read(
+    blob_size: u64,
+    begin: cfs_fetch_begin_fn,
+    read: cfs_fetch_read_fn,
+    userdata: *mut c_void,
+    annotations_json: *const c_char,
+    tmp_dir: *const c_char,
+    out: *mut *mut cfs_chunked_manifest,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        check_out(out, "out")?;
+        let begin = begin.ok_or_else(|| super::util::null_argument("begin"))?;
+        let read = read.ok_or_else(|| super::util::null_argument("read"))?;
+        let annotations: Option<std::collections::BTreeMap<String, String>> =
+            if annotations_json.is_null() {
+                None
+            } else {
+                // SAFETY: a C string, by contract.
+                let v = unsafe { try_str(annotations_json, "annotations_json") }?;
+                Some(serde_json::from_str(v).map_err(|e| {
+                    Error::invalid_argument(format!("annotations_json: not a JSON object of strings: {e}"))
+                })?)
+            };
+        // SAFETY: NULL or a C string, by contract.
+        let tmp = if tmp_dir.is_null() { None } else { Some(unsafe { try_path(tmp_dir, "tmp_dir") }?) };
+        let mut f = CallbackFetcher { size: blob_size, begin, read, userdata };
+        let manifest = read_manifest_from(&mut f, annotations.as_ref(), tmp)?;
+        let h = Box::new(cfs_chunked_manifest { manifest: std::sync::Arc::new(manifest) });
+        // SAFETY: checked non-NULL; ownership passes to the caller.
+        unsafe { write_out(out, super::handles::register(h), "out") }
+    })
+}
+
+/// Frees a manifest (a pull it was given to keeps its own reference). Free of NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn cfs_chunked_manifest_free(manifest: *mut cfs_chunked_manifest) {
+    ffi_infallible!((), {
+        if !manifest.is_null() {
+            // SAFETY: a pointer from cfs_chunked_manifest_read, freed once by contract.
+            unsafe { super::handles::release(manifest) };
+        }
+    })
+}
+
+/// The decompressed TOC JSON (what containers/storage stores as `zstd-chunked-manifest`), valid
+/// until the manifest is freed.
+#[no_mangle]
+pub extern "C" fn cfs_chunked_manifest_toc_json(
+    manifest: *const cfs_chunked_manifest,
+    data: *mut *const u8,
+    len: *mut usize,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        check_out(data, "data")?;
+        check_out(len, "len")?;
+        // SAFETY: NULL or a live handle, by contract.
+        let m = unsafe { super::handles::try_handle(manifest, "manifest") }?;
+        // SAFETY: both checked non-NULL.
+        unsafe {
+            write_out(data, m.manifest.toc_json.as_ptr(), "data")?;
+            write_out(len, m.manifest.toc_json.len(), "len")
+        }
+    })
+}
+
+/// What was read, as JSON: `tocDigest` (`sha256:` of the compressed TOC), `tocAuthenticated`
+/// (whether the annotations gave that digest), `tocOffset` (of the TOC frame in the blob),
+/// `tarSize` (of the layer's tar, from the tar-split; null without one). Free with
+/// `cfs_string_free`.
+#[no_mangle]
+pub extern "C" fn cfs_chunked_manifest_to_json(
+    manifest: *const cfs_chunked_manifest,
+    out: *mut *mut c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        check_out(out, "out")?;
+        // SAFETY: NULL or a live handle, by contract.
+        let m = unsafe { super::handles::try_handle(manifest, "manifest") }?;
+        let l = &m.manifest.location;
+        let json = serde_json::json!({
+            "tocDigest": l.toc_digest,
+            "tocAuthenticated": l.authenticated,
+            "tocOffset": l.toc.offset,
+            "tarSize": m.manifest.tar_size,
+        });
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(out, into_c_string(json.to_string()), "out") }
+    })
+}
+
+/// A new file descriptor (close-on-exec, owned by the caller) of the decoded tar-split NDJSON,
+/// for the caller to keep (containers/storage stores it with the layer). The library reads its
+/// copy with positional reads, so the caller may seek and read at any time. A blob without an
+/// authenticated tar-split gives `CFS_STATUS_NOT_FOUND`.
+#[no_mangle]
+pub extern "C" fn cfs_chunked_manifest_tar_split_fd(
+    manifest: *const cfs_chunked_manifest,
+    fd_out: *mut i32,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        check_out(fd_out, "fd_out")?;
+        // SAFETY: NULL or a live handle, by contract.
+        let m = unsafe { super::handles::try_handle(manifest, "manifest") }?;
+        let file = m
+            .manifest
+            .tar_split
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "the layer has no (authenticated) tar-split"))?;
+        let dup = file.try_clone().map_err(|e| Error::io("duplicate the tar-split fd", e))?;
+        // SAFETY: checked non-NULL; the fd passes to the caller.
+        unsafe { write_out(fd_out, std::os::fd::IntoRawFd::into_raw_fd(dup), "fd_out") }
+    })
+}
+
+/// Makes the pull use `manifest` (read from the same blob with `cfs_chunked_manifest_read`)
+/// instead of fetching and checking the TOC and tar-split again; the `annotations` option is then
+/// not looked at. The options keep their own reference: the manifest may be freed afterwards.
+/// NULL clears it.
+#[no_mangle]
+pub extern "C" fn cfs_pull_options_set_manifest(
+    options: *mut cfs_pull_options,
+    manifest: *const cfs_chunked_manifest,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle, by contract.
+        let o = unsafe { super::handles::try_handle_mut(options, "options") }?;
+        o.options.manifest = if manifest.is_null() {
+            None
+        } else {
+            // SAFETY: a live handle, by contract.
+            Some(unsafe { super::handles::try_handle(manifest, "manifest") }?.manifest.clone())
+        };
+        Ok(())
     })
 }

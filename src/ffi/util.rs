@@ -1,6 +1,9 @@
 //! Pointer conversions shared by every export: one place for the NULL checks and casts.
 
 use std::ffi::{c_char, CStr, OsStr};
+use std::fs::File;
+use std::mem::ManuallyDrop;
+use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -102,4 +105,16 @@ pub extern "C" fn cfs_string_free(s: *mut c_char) {
             drop(unsafe { std::ffi::CString::from_raw(s) });
         }
     })
+}
+
+/// A borrowed fd as a `File` that is never closed.
+///
+/// # Safety
+/// `fd` must stay open for as long as the returned value is used.
+pub(crate) unsafe fn borrow_fd(fd: i32, what: &str) -> Result<ManuallyDrop<File>> {
+    if fd < 0 {
+        return Err(Error::invalid_argument(format!("{what}: {fd} is not a file descriptor")));
+    }
+    // SAFETY: the caller keeps `fd` open; ManuallyDrop keeps us from closing it.
+    Ok(ManuallyDrop::new(unsafe { File::from_raw_fd(fd) }))
 }

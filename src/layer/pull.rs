@@ -14,7 +14,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use base64::Engine as _;
 use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
@@ -27,13 +26,8 @@ use super::verity::{Verity, VerityPolicy};
 use super::writer::ObjectWriter;
 use crate::chunked::ranges::{plan, ByteRange, MAX_RANGES};
 use crate::chunked::tarsplit::reassemble;
-use crate::chunked::toc::{
-    parse_rfc3339, TocEntry, TYPE_BLOCK, TYPE_CHAR, TYPE_CHUNK, TYPE_DIR, TYPE_FIFO, TYPE_HARDLINK, TYPE_REG,
-    TYPE_SYMLINK,
-};
-use crate::chunked::{read_manifest, BlobSource, ReadOptions};
-use crate::image::Mtime;
-use crate::source::tar::{EntryType, Header};
+use crate::chunked::toc::{TocEntry, TYPE_CHUNK, TYPE_REG};
+use crate::chunked::{read_manifest, BlobSource, Manifest, ReadOptions};
 use crate::{Error, ErrorKind, Result};
 
 /// Where the bytes of a blob come from: a registry (ranged requests) or a local file.
@@ -142,6 +136,10 @@ pub struct PullOptions {
     /// Keep the blob digest, TOC, tar-split and layers cache in `composefs-data/`
     /// ([`super::metadata`]).
     pub write_metadata: bool,
+    /// The blob's manifest, already read with [`read_manifest_from`] (as containers/storage's
+    /// `NewDiffer` reads it before the pull): the pull takes its TOC and tar-split from here
+    /// instead of fetching and checking them again, and `annotations` is not looked at.
+    pub manifest: Option<Arc<Manifest>>,
 }
 
 impl Default for PullOptions {
@@ -157,6 +155,7 @@ impl Default for PullOptions {
             expected_diff_id: None,
             max_ranges: MAX_RANGES,
             write_metadata: true,
+            manifest: None,
         }
     }
 }
@@ -337,52 +336,6 @@ fn local_chunk_matches(file: &File, offset: u64, size: u64, digest: &[u8; 32]) -
     <[u8; 32]>::from(hasher.finalize()) == *digest
 }
 
-fn entry_type(e: &TocEntry) -> Result<EntryType> {
-    Ok(match e.entry_type.as_str() {
-        TYPE_REG => EntryType::Regular,
-        TYPE_HARDLINK => EntryType::Hardlink,
-        TYPE_SYMLINK => EntryType::Symlink,
-        TYPE_CHAR => EntryType::Char,
-        TYPE_BLOCK => EntryType::Block,
-        TYPE_DIR => EntryType::Directory,
-        TYPE_FIFO => EntryType::Fifo,
-        t => return Err(Error::format(format!("TOC entry {:?}: unknown type {t:?}", e.name))),
-    })
-}
-
-fn int<T: TryFrom<i64>>(v: i64, what: &str, e: &TocEntry) -> Result<T> {
-    T::try_from(v).map_err(|_| Error::format(format!("TOC entry {:?}: {what} {v} out of range", e.name)))
-}
-
-/// The tar header a TOC entry stands for (the TOC was checked against the tar-split's headers).
-fn header_of(e: &TocEntry, index: u64) -> Result<Header> {
-    let time = |t: &Option<String>| -> Result<Option<Mtime>> { t.as_deref().map(parse_rfc3339).transpose() };
-    let mut xattrs = BTreeMap::new();
-    for (k, v) in &e.xattrs {
-        let value = base64::engine::general_purpose::STANDARD
-            .decode(v)
-            .map_err(|err| Error::format(format!("TOC entry {:?}: xattr {k:?} is not base64: {err}", e.name)))?;
-        xattrs.insert(k.as_bytes().to_vec(), value);
-    }
-    Ok(Header {
-        name: e.name.as_bytes().to_vec(),
-        link_name: e.link_name.as_bytes().to_vec(),
-        entry_type: entry_type(e)?,
-        mode: e.mode,
-        uid: int(e.uid, "uid", e)?,
-        gid: int(e.gid, "gid", e)?,
-        size: int(e.size, "size", e)?,
-        mtime: time(&e.modtime)?.unwrap_or_default(),
-        atime: time(&e.accesstime)?,
-        ctime: time(&e.changetime)?,
-        dev_major: int(e.dev_major, "devMajor", e)?,
-        dev_minor: int(e.dev_minor, "devMinor", e)?,
-        xattrs,
-        data_offset: 0,
-        index,
-    })
-}
-
 fn digest_bytes(digest: &str, name: &str) -> Result<[u8; 32]> {
     let hex = crate::chunked::toc::sha256_hex(digest).map_err(|e| e.context(format!("TOC entry {name:?}")))?;
     let mut out = [0u8; 32];
@@ -411,11 +364,18 @@ pub fn pull(
     }
 
     // 1. The TOC and tar-split, authenticated and cross-checked.
-    let source = FetcherSource { fetcher: std::cell::RefCell::new(&mut *fetcher), fetched: Default::default() };
-    let manifest =
-        read_manifest(&source, options.annotations.as_ref(), &ReadOptions { tmp_dir: Some(staging.path.clone()) })?;
-    let mut fetched = source.fetched.get();
-    let mut requests = 2u64;
+    let (manifest, mut fetched, mut requests) = match &options.manifest {
+        Some(m) => (m.clone(), 0, 0),
+        None => {
+            let source = FetcherSource { fetcher: std::cell::RefCell::new(&mut *fetcher), fetched: Default::default() };
+            let m = read_manifest(
+                &source,
+                options.annotations.as_ref(),
+                &ReadOptions { tmp_dir: Some(staging.path.clone()) },
+            )?;
+            (Arc::new(m), source.fetched.get(), 2u64)
+        }
+    };
     if manifest.tar_split.is_none() && !options.insecure_skip_diff_id {
         return Err(Error::unsupported(
             "the layer has no tar-split, so its DiffID cannot be verified; a partial pull needs \
@@ -443,7 +403,7 @@ pub fn pull(
     let mut entries = 0u64;
     let mut chunks_of = chunks_by_name(&manifest.toc.entries);
     for e in manifest.toc.entries.iter().filter(|e| e.entry_type != TYPE_CHUNK) {
-        let h = header_of(e, entries)?;
+        let h = e.header(entries)?;
         entries += 1;
         uids.insert(h.uid);
         gids.insert(h.gid);
@@ -706,8 +666,22 @@ pub fn pull(
         gids: gids.into_iter().collect(),
         verity_digests,
         blob_verity,
-        toc_json: manifest.toc_json,
+        toc_json: Arc::try_unwrap(manifest).map_or_else(|m| m.toc_json.clone(), |m| m.toc_json),
     })
+}
+
+/// Fetches, authenticates and decodes the TOC and tar-split of a zstd:chunked blob, and checks
+/// that they describe the same entries ([`read_manifest`]): the first step of [`pull`], for a
+/// caller that needs the manifest before it decides to pull (containers/storage's `NewDiffer`),
+/// then passes it in [`PullOptions::manifest`]. The decoded tar-split is kept in an unnamed file
+/// in `tmp_dir` (default: the system's temporary directory).
+pub fn read_manifest_from(
+    fetcher: &mut dyn BlobFetcher,
+    annotations: Option<&BTreeMap<String, String>>,
+    tmp_dir: Option<&Path>,
+) -> Result<Manifest> {
+    let source = FetcherSource { fetcher: std::cell::RefCell::new(fetcher), fetched: Default::default() };
+    read_manifest(&source, annotations, &ReadOptions { tmp_dir: tmp_dir.map(Path::to_path_buf) })
 }
 
 /// Takes each located content into the staging `diff/` (the link thread); whether each was taken.

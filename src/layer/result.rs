@@ -63,6 +63,15 @@ impl ConvertResult {
         Ok(self.tar_split_gz.get_or_init(|| gz))
     }
 
+    /// Writes the tar-split NDJSON, uncompressed, to `out` (containers/storage keeps it in an
+    /// unnamed file until it stores the layer).
+    pub fn write_tar_split(&self, out: &mut dyn std::io::Write) -> crate::Result<u64> {
+        let mut ndjson = super::metadata::tar_split_reader(&self.tar_split_zst[..])?;
+        let n = std::io::copy(&mut ndjson, out).map_err(|e| crate::Error::io("write the tar-split", e))?;
+        out.flush().map_err(|e| crate::Error::io("write the tar-split", e))?;
+        Ok(n)
+    }
+
     /// A JSON summary (without the TOC and tar-split bodies, which are described by digest and size).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({

@@ -14,7 +14,7 @@ use std::io::{self, BufRead, Read};
 use crate::image::Mtime;
 use crate::{Error, Result};
 
-const BLOCK: usize = 512;
+pub const BLOCK: usize = 512;
 
 /// Limits that bound the memory one entry's metadata can take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,11 +8,12 @@
 // It is copied into storage/cmd/cfs-pull of the tree under test and built with it, so the same
 // source drives stock and patched containers/storage.
 //
-//	cfs-pull apply [--parent ID] [--annotations FILE] [--diff-id DIGEST] [--times] LAYER_ID BLOB
+//	cfs-pull apply [--parent ID] [--annotations FILE] [--digest DIGEST] [--diff-id DIGEST] [--times] LAYER_ID BLOB
 //	cfs-pull compress LAYER.tar BLOB ANNOTATIONS.json
 //
 // apply prints the new layer's ID; with --times it prints the phases' wall times (seconds) as JSON
-// on stderr. --diff-id is checked against the uncompressed digest the differ computed, as
+// on stderr. --digest gives the blob's digest, as an image manifest does (without it the blob is
+// hashed first, which benchmarks leave out: a pull knows the digest). --diff-id is checked against the uncompressed digest the differ computed, as
 // containers/image checks a layer's DiffID: a mismatch fails, and nothing is left in the store.
 // compress writes a zstd:chunked blob with containers/storage's own compressor (default level)
 // and its annotations as a JSON object.
@@ -21,6 +22,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -55,15 +57,29 @@ func die(format string, args ...any) {
 	os.Exit(1)
 }
 
+// failed reports err of the step that failed and its class as containers/image tells errors
+// apart (whether it may fall back to an ordinary download), on a last line of its own, "error
+// class: STEP, fallback|no fallback", which the harness compares between builds.
+func failed(step string, err error) {
+	var fallback chunked.ErrFallbackToOrdinaryLayerDownload
+	class := "no fallback"
+	if errors.As(err, &fallback) {
+		class = "fallback"
+	}
+	fmt.Fprintf(os.Stderr, "cfs-pull: %s: %v\nerror class: %s, %s\n", step, err, step, class)
+	os.Exit(1)
+}
+
 func apply(args []string) {
 	fs := flag.NewFlagSet("apply", flag.ExitOnError)
 	parent := fs.String("parent", "", "parent layer ID")
 	annotationsFile := fs.String("annotations", "", "the layer's OCI annotations (JSON object)")
+	blobDigestFlag := fs.String("digest", "", "the blob's digest (sha256:...), as the manifest gives it")
 	diffID := fs.String("diff-id", "", "expected DiffID (sha256:...)")
 	times := fs.Bool("times", false, "print the phases' wall times on stderr")
 	fs.Parse(args)
 	if fs.NArg() != 2 {
-		die("usage: apply [--parent ID] [--annotations FILE] [--diff-id DIGEST] [--times] LAYER_ID BLOB")
+		die("usage: apply [--parent ID] [--annotations FILE] [--digest DIGEST] [--diff-id DIGEST] [--times] LAYER_ID BLOB")
 	}
 	id, blobPath := fs.Arg(0), fs.Arg(1)
 	annotations := map[string]string{}
@@ -81,9 +97,13 @@ func apply(args []string) {
 		die("%v", err)
 	}
 	defer f.Close()
-	blobDigest, err := digest.Canonical.FromReader(f)
-	if err != nil {
-		die("%s: %v", blobPath, err)
+	blobDigest := digest.Digest(*blobDigestFlag)
+	if blobDigest == "" {
+		if blobDigest, err = digest.Canonical.FromReader(f); err != nil {
+			die("%s: %v", blobPath, err)
+		}
+	} else if err := blobDigest.Validate(); err != nil {
+		die("--digest: %v", err)
 	}
 	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
@@ -103,20 +123,20 @@ func apply(args []string) {
 	t0 := time.Now()
 	differ, err := chunked.NewDiffer(context.Background(), store, blobDigest, size, annotations, fileSource{f})
 	if err != nil {
-		die("NewDiffer: %v", err)
+		failed("NewDiffer", err)
 	}
 	t1 := time.Now()
 	var opts graphdriver.ApplyDiffWithDifferOpts
 	out, err := store.PrepareStagedLayer(&opts, differ)
 	if err != nil {
-		die("PrepareStagedLayer: %v", err)
+		failed("PrepareStagedLayer", err)
 	}
 	t2 := time.Now()
 	if *diffID != "" && out.UncompressedDigest != digest.Digest(*diffID) {
 		if err := store.CleanupStagedLayer(out); err != nil {
 			fmt.Fprintf(os.Stderr, "cfs-pull: cleanup of the staged layer: %v\n", err)
 		}
-		die("DiffID mismatch: the layer is %s, expected %s", out.UncompressedDigest, *diffID)
+		failed("DiffID check", fmt.Errorf("DiffID mismatch: the layer is %s, expected %s", out.UncompressedDigest, *diffID))
 	}
 	layer, err := store.ApplyStagedLayer(storage.ApplyStagedLayerOptions{
 		ID: id, ParentLayer: *parent, DiffOutput: out, DiffOptions: &opts,
@@ -125,7 +145,7 @@ func apply(args []string) {
 		if err := store.CleanupStagedLayer(out); err != nil {
 			fmt.Fprintf(os.Stderr, "cfs-pull: cleanup of the staged layer: %v\n", err)
 		}
-		die("ApplyStagedLayer: %v", err)
+		failed("ApplyStagedLayer", err)
 	}
 	t3 := time.Now()
 	fmt.Println(layer.ID)
