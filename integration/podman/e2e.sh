@@ -37,10 +37,11 @@ for ref in base derived variant; do
 done
 pm rmi -a -f >/dev/null 2>&1 || true
 
-# --- Bad input, uploaded through the registry API (registry-put.py): a small layer of the
-# containers/storage harness (upper.tar: a whiteout, an opaque dir, a few files).
+# --- Bad input, uploaded through the registry API (registry-put.py): the small layer run.sh wrote
+# into $scratch/inputs (upper.tar of the containers/storage harness: a whiteout, an opaque dir, a
+# few files).
 cs_inputs="$(cd "$here/../containers-storage" && pwd)"
-csin="$scratch/../containers-storage/inputs"
+csin="$scratch/inputs"
 upper_diff_id="sha256:$(sha256sum <"$csin/upper.tar" | cut -d' ' -f1)"
 gz=application/vnd.oci.image.layer.v1.tar+gzip zst=application/vnd.oci.image.layer.v1.tar+zstd
 put() { python3 "$here/registry-put.py" "$registry" "$@" >/dev/null || { echo "error: registry-put.py $1 failed" >&2; exit 1; }; }

@@ -50,6 +50,13 @@ step "images (OCI layout: base, derived with a whiteout and an opaque dir, varia
 rootfs="$ROOT/build/integration/containers-storage/rootfs"
 "$ROOT/integration/containers-storage/make-rootfs.sh" "$rootfs"
 python3 "$here/make-images.py" "$rootfs" "$scratch/oci"
+# The bad-input cases' layer (e2e.sh): the containers/storage harness's small upper layer, as
+# gzip and as zstd:chunked (the library's compressor writes what containers/storage's does).
+inputs="$scratch/inputs"
+rm -rf "$inputs" && mkdir -p "$inputs"
+python3 "$ROOT/integration/containers-storage/make-layers.py" "$inputs" >/dev/null
+gzip -n -6 -c "$inputs/upper.tar" >"$inputs/upper.tar.gz"
+"$ROOT/target/release/composefs-storage" compress --annotations-out "$inputs/upper.chunked.json" "$inputs/upper.tar" "$inputs/upper.chunked" >/dev/null
 
 step "end to end"
 export LD_LIBRARY_PATH="$libdir"
