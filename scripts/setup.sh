@@ -22,6 +22,10 @@ APT_PACKAGES+=(libssl-dev)
 # containers/storage, patch applies the adapter, bats runs c/storage's own suite, debootstrap
 # makes the realistic layer.
 APT_PACKAGES+=(meson ninja-build patch bats debootstrap)
+# integration/podman/run.sh: podman's build dependencies (../shared/peers/README.md), its runtime
+# (runc, conmon, netavark), the local registry, and curl for the registry's API.
+APT_PACKAGES+=(libseccomp-dev libgpgme-dev libsystemd-dev libapparmor-dev libbtrfs-dev libsubid-dev libsqlite3-dev)
+APT_PACKAGES+=(runc conmon netavark docker-registry curl)
 # More packages to require, for scripts/test-setup.sh (which asks for one that does not exist).
 read -r -a extra <<<"${CFS_SETUP_EXTRA_PACKAGES:-}"
 APT_PACKAGES+=("${extra[@]}")

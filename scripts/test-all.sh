@@ -3,7 +3,8 @@
 #   Rust (cargo test), header and symbol checks, a staged `make install` with pkg-config checks,
 #   the C tests (dynamic, static, valgrind, AddressSanitizer), the Go tests (dynamic, static, race),
 #   containers/storage built stock and patched with its own tests and an end-to-end run
-#   (integration/containers-storage/run.sh), and a fuzz smoke run.
+#   (integration/containers-storage/run.sh), podman built stock and patched, end to end through a
+#   local registry (integration/podman/run.sh), and a fuzz smoke run.
 # First installs what is missing (scripts/setup.sh: apt packages, and pinned cbindgen, cargo-fuzz and
 # Go in .tools/); it stops before any test when something cannot be installed.
 # Usage: scripts/test-all.sh     (the same as `make check`, and what .ci/run runs)
@@ -101,6 +102,10 @@ fi
 
 # containers/storage built stock and patched (integration/containers-storage), side by side.
 step containers-storage integration/containers-storage/run.sh
+
+# podman built stock and patched (integration/podman): pull, run, mount, partial pull, save/load,
+# rmi and bad input through a local registry, side by side.
+step podman integration/podman/run.sh
 
 # A minute of fuzzing over every cargo-fuzz target, from their seeds (not a campaign: scripts/fuzz.sh).
 step fuzz-smoke scripts/fuzz-smoke.sh

@@ -55,12 +55,13 @@ store() {
     pm pull -q "$registry/tiny:gzip" >/dev/null
 }
 
-# timed CASE BUILD CMD...: one timed step (after sync), appended to the results.
+# timed CASE BUILD PODMAN_ARGS...: one timed podman command (after sync), appended to the results.
 timed() {
     local case="$1" build="$2"
     shift 2
+    pm_argv "$@"
     sync
-    /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$@" >/dev/null 2>>"$work/log" ||
+    /usr/bin/time -f '%e %U %S %M' -o "$work/time" "${PM_ARGV[@]}" >/dev/null 2>>"$work/log" ||
         { echo "error: $case ($build) failed:"; tail -n 3 "$work/log"; exit 1; }
     read -r wall user sys rss <"$work/time"
     printf '%s\t%s\t%s\t%s\t%s\n' "$case" "$build" "$wall" "$(awk "BEGIN{print $user + $sys}")" "$rss" >>"$results"
@@ -70,16 +71,16 @@ for i in $(seq "$runs"); do
     echo "run $i/$runs"
     for build in stock patched; do
         store "$i-$build" "$build"
-        timed "pull base zstd:chunked (cold)" "$build" pm pull -q "$registry/base:zstd"
-        timed "pull variant (partial)" "$build" pm pull -q "$registry/variant:zstd"
-        timed "run --rm base true" "$build" pm run --rm --net=none "$registry/base:zstd" true
-        timed "save base" "$build" pm save -q -o "$work/$i-$build.tar" "$registry/base:zstd"
+        timed "pull base zstd:chunked (cold)" "$build" pull -q "$registry/base:zstd"
+        timed "pull variant (partial)" "$build" pull -q "$registry/variant:zstd"
+        timed "run --rm base true" "$build" run --rm --net=none "$registry/base:zstd" true
+        timed "save base" "$build" save -q -o "$work/$i-$build.tar" "$registry/base:zstd"
         store "$i-$build-gzip" "$build"
-        timed "pull base gzip (cold)" "$build" pm pull -q "$registry/base:gzip"
+        timed "pull base gzip (cold)" "$build" pull -q "$registry/base:gzip"
     done
     store "$i-classic" stock classic
     pm pull -q "$registry/base:zstd" >/dev/null
-    timed "run --rm base true" "stock, classic overlay" pm run --rm --net=none "$registry/base:zstd" true
+    timed "run --rm base true" "stock, classic overlay" run --rm --net=none "$registry/base:zstd" true
 done
 
 python3 - "$results" <<'EOF'

@@ -54,14 +54,20 @@ CONF
     if [ "$build" = stock ]; then PODMAN_PATH="$scratch/composefs/build/tools:$sys_path"; else PODMAN_PATH="$sys_path"; fi
 }
 
-# pm ARGS...: this build's podman on this store (the signature policy given where podman takes it).
-pm() {
+# pm_argv ARGS...: sets PM_ARGV to the command line of this build's podman on this store (the
+# signature policy given where podman takes it), for callers that exec it (/usr/bin/time).
+pm_argv() {
     local cmd="$1"
     shift
-    case "$cmd" in
-    pull | push | load) PATH="$PODMAN_PATH" "$PODMAN_BIN" "$cmd" --signature-policy "$PODMAN_POLICY" "$@" ;;
-    *) PATH="$PODMAN_PATH" "$PODMAN_BIN" "$cmd" "$@" ;;
-    esac
+    PM_ARGV=(env PATH="$PODMAN_PATH" "$PODMAN_BIN" "$cmd")
+    case "$cmd" in pull | push | load) PM_ARGV+=(--signature-policy "$PODMAN_POLICY") ;; esac
+    PM_ARGV+=("$@")
+}
+
+# pm ARGS...: runs it.
+pm() {
+    pm_argv "$@"
+    "${PM_ARGV[@]}"
 }
 
 # registry_start DIR: Debian's docker-registry on 127.0.0.1:5000 with its storage and access log
