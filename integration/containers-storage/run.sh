@@ -23,6 +23,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../../scripts/lib.sh"
+. "$here/../lib.sh"
 full=0
 [ "${1:-}" = --full ] && full=1
 
@@ -42,29 +43,13 @@ go="$(find_go)"
 echo "using $("$go" version)"
 
 step "this library: staged make install"
-stage="$ROOT/build/stage" prefix=/usr/local
-make -C "$ROOT" --no-print-directory build >/dev/null
-make -C "$ROOT" --no-print-directory install DESTDIR="$stage" PREFIX="$prefix" >/dev/null
-libdir="$stage$prefix/lib"
-export PKG_CONFIG_PATH="$libdir/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$stage"
-echo "pkg-config --libs composefs-storage: $(pkg-config --libs composefs-storage)"
+stage_library
 
 step "mkcomposefs 1.0.8 (stock containers/storage execs it)"
-cfs_src="$scratch/composefs"
-if ! [ -x "$cfs_src/build/tools/mkcomposefs" ]; then
-    rm -rf "$cfs_src" && mkdir -p "$cfs_src"
-    zstd -dc "$peers/composefs-1.0.8.tar.zst" | tar -x -C "$cfs_src" --strip-components=1
-    # Not against the staged library's pkg-config settings: meson would look for libcrypto there.
-    (unset PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR && cd "$cfs_src" && meson setup build -Dman=disabled -Dfuse=disabled && ninja -C build) >"$scratch/composefs-build.log" 2>&1 ||
-        { tail -n 20 "$scratch/composefs-build.log"; echo "error: building mkcomposefs failed" >&2; exit 1; }
-fi
-mkcomposefs_dir="$cfs_src/build/tools"
-echo "$mkcomposefs_dir/mkcomposefs"
+build_mkcomposefs
 
-# Go: offline, from the snapshot's vendor/; a build cache of our own, keyed on the staged library
-# (the cache does not look at C headers and libraries outside the module).
+# Go: offline, from the snapshot's vendor/, with a build cache of our own.
 export GOFLAGS=-mod=vendor GOPROXY=off GOTOOLCHAIN=local GOCACHE="$scratch/gocache" CGO_ENABLED=1
-export CGO_CFLAGS="-O2 -g -DCFS_STAGE_DIGEST=$(cat "$stage$prefix/include/composefs-storage.h" "$libdir"/libcomposefs_storage.* | sha256sum | cut -c1-16)"
 
 # tree NAME: a fresh container-libs tree with cfs-pull in it.
 tree() {

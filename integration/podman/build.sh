@@ -2,10 +2,10 @@
 # Builds podman twice from the snapshot in ../shared/peers, offline: stock, and with the
 # containers/storage adapter (integration/containers-storage/patches) applied to its vendored
 # go.podman.io/storage and linked to this library through pkg-config (a staged `make install`).
-# Also builds mkcomposefs 1.0.8, which stock needs on PATH. Sourced by run.sh, which sets
-# $scratch, $go and the staged library's pkg-config environment.
+# Sourced by run.sh, which sets $scratch, $go and the staged library's environment (stage_library)
+# and builds mkcomposefs for stock.
 #
-# Outputs: $scratch/bin-stock/podman, $scratch/bin-patched/podman, $scratch/composefs/build/tools.
+# Outputs: $scratch/bin-stock/podman, $scratch/bin-patched/podman.
 
 podman_tags="http2legacy grpcnotrace apparmor libsqlite3 systemd libsubid seccomp exclude_graphdriver_btrfs containers_image_openpgp"
 binding_module="github.com/composefs-storage/composefs-storage/bindings/go"
@@ -37,17 +37,6 @@ build_podman() {
         { tail -n 30 "$scratch/build-$name.log"; echo "error: building $name podman failed" >&2; exit 1; }
     ls -l "$scratch/bin-$name/podman"
 }
-
-step "mkcomposefs 1.0.8 (stock containers/storage execs it)"
-cfs_src="$scratch/composefs"
-if ! [ -x "$cfs_src/build/tools/mkcomposefs" ]; then
-    rm -rf "$cfs_src" && mkdir -p "$cfs_src"
-    zstd -dc "$peers/composefs-1.0.8.tar.zst" | tar -x -C "$cfs_src" --strip-components=1
-    (unset PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR && cd "$cfs_src" && meson setup build -Dman=disabled -Dfuse=disabled && ninja -C build) >"$scratch/composefs-build.log" 2>&1 ||
-        { tail -n 20 "$scratch/composefs-build.log"; echo "error: building mkcomposefs failed" >&2; exit 1; }
-fi
-mkcomposefs_dir="$cfs_src/build/tools"
-echo "$mkcomposefs_dir/mkcomposefs"
 
 step "stock podman"
 podman_tree stock

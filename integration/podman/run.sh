@@ -18,6 +18,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../../scripts/lib.sh"
+. "$here/../lib.sh"
 
 peers="$ROOT/../shared/peers"
 [ -d "$peers" ] || peers="$ROOT/../../shared/peers"
@@ -36,13 +37,11 @@ go="$(find_go)"
 echo "using $("$go" version)"
 
 step "this library: staged make install"
-stage="$ROOT/build/stage" prefix=/usr/local
-make -C "$ROOT" --no-print-directory build >/dev/null
-make -C "$ROOT" --no-print-directory install DESTDIR="$stage" PREFIX="$prefix" >/dev/null
-libdir="$stage$prefix/lib"
-export PKG_CONFIG_PATH="$libdir/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$stage"
+stage_library
 export GOPROXY=off GOTOOLCHAIN=local GOCACHE="$scratch/gocache" CGO_ENABLED=1
-export CGO_CFLAGS="-O2 -g -DCFS_STAGE_DIGEST=$(cat "$stage$prefix/include/composefs-storage.h" "$libdir"/libcomposefs_storage.* | sha256sum | cut -c1-16)"
+
+step "mkcomposefs 1.0.8 (stock podman execs it)"
+build_mkcomposefs
 
 . "$here/build.sh"
 
