@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use composefs_storage::chunked::writer::{compress, CompressOptions, CompressResult};
-use composefs_storage::layer::pull::{pull, FileFetcher, PullOptions, PullResult};
+use composefs_storage::layer::pull::{pull, read_manifest_from, FileFetcher, PullOptions, PullResult};
 use composefs_storage::layer::{convert, ConvertOptions, VerityPolicy};
 use sha2::{Digest, Sha256};
 
@@ -75,6 +75,7 @@ fn listing(layer: &Path) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
 
 #[test]
 fn shared_chunks_are_copied_from_the_source_layer_and_zero_runs_are_holes() {
+    let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let tmp = tempfile::tempdir().unwrap();
     // X: 2 MiB of noise with 256 KiB of zeros in the middle; Y: a new prefix, then X.
     let mut x = noise(1 << 20, 1);
@@ -128,4 +129,76 @@ fn shared_chunks_are_copied_from_the_source_layer_and_zero_runs_are_holes() {
     assert!(p3.chunk_bytes_reused < p2.chunk_bytes_reused);
     assert!(p3.blob_bytes_fetched > p2.blob_bytes_fetched);
     assert!(listing(&l3) == listing(&conv), "a bad local chunk must not end up in the layer");
+}
+
+/// A cold pull's files are decompressed and verified by a pool of threads (small files gathered
+/// into jobs, large ones streamed to one thread, zero runs written as holes): whatever the number
+/// of threads, the layer is the one converting the tar gives, and a damaged frame of a small or a
+/// large file is refused, naming the file, with nothing left behind.
+#[test]
+fn cold_pulls_on_several_threads_equal_conversion_and_refuse_damaged_frames() {
+    let _serial = support::hygiene::lock();
+    let tmp = tempfile::tempdir().unwrap();
+    // A large file with a zero run (streamed, with a hole), a large one without, and 600 small
+    // ones of varied sizes (several jobs), some identical.
+    let mut big = noise(700 << 10, 11);
+    big.extend_from_slice(&vec![0u8; 256 << 10]);
+    big.extend_from_slice(&noise(600 << 10, 12));
+    let plain = noise(300 << 10, 13);
+    let small: Vec<(String, Vec<u8>)> =
+        (0..600).map(|i| (format!("s/f{i:03}"), noise(1 + (i * 397) % 9000, 100 + (i % 500) as u64))).collect();
+    let mut files: Vec<(&str, &[u8])> = vec![("big", &big), ("plain", &plain)];
+    files.extend(small.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+    let tar = tar(&files);
+    let blob = tmp.path().join("blob.zst");
+    let r = write_blob(&tar, &blob);
+    let conv = tmp.path().join("converted");
+    let conv_opts = ConvertOptions { verity: VerityPolicy::Off, ..Default::default() };
+    convert(Box::new(std::io::Cursor::new(tar.clone())), &conv, &conv_opts, None).unwrap();
+
+    let opts = |threads| PullOptions {
+        annotations: Some(r.annotations.clone()),
+        verity: VerityPolicy::Off,
+        decompress_threads: threads,
+        ..Default::default()
+    };
+    for threads in [1, 2, 5] {
+        let dest = tmp.path().join(format!("t{threads}"));
+        let mut fetcher = FileFetcher::new(File::open(&blob).unwrap()).unwrap();
+        let p = pull(&mut fetcher, &dest, &opts(threads), None).unwrap_or_else(|e| panic!("{threads} threads: {e}"));
+        assert_eq!(p.diff_id, Some(r.diff_id), "{threads} threads");
+        assert!(listing(&dest) == listing(&conv), "{threads} threads: pulled and converted layers differ");
+        let meta = std::fs::metadata(object(&dest, &big)).unwrap();
+        assert!(meta.blocks() * 512 <= meta.len() - (192 << 10), "{} blocks for {} bytes", meta.blocks(), meta.len());
+        std::fs::remove_dir_all(&dest).unwrap();
+    }
+
+    // Where each file's frames start.
+    let mut fetcher = FileFetcher::new(File::open(&blob).unwrap()).unwrap();
+    let manifest = read_manifest_from(&mut fetcher, Some(&r.annotations), None).unwrap();
+    let offset = |name: &str| manifest.toc.entries.iter().find(|e| e.name == name).unwrap().offset as u64;
+    for (name, threads) in [("big", 2), ("plain", 1), ("s/f321", 2), ("s/f007", 5)] {
+        let damaged = tmp.path().join("damaged.zst");
+        std::fs::copy(&blob, &damaged).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&damaged).unwrap();
+        // Past the frame header, in the compressed data.
+        let at = offset(name) + 12;
+        let mut b = [0u8];
+        File::open(&blob).unwrap().read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+        drop(f);
+        let work = tmp.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let e = support::hygiene::check_err(&work, name, || {
+            let mut fetcher = FileFetcher::new(File::open(&damaged).unwrap())?;
+            pull(&mut fetcher, &work.join("l"), &opts(threads), None)
+        });
+        assert!(e.to_string().contains(&format!("{name:?}")), "{name}: {e}");
+        assert!(
+            matches!(e.kind(), composefs_storage::ErrorKind::Verification | composefs_storage::ErrorKind::Format),
+            "{name}: {e}"
+        );
+        assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "{name}: something left in the work dir");
+        std::fs::remove_dir(&work).unwrap();
+    }
 }

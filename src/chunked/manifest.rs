@@ -85,7 +85,7 @@ pub struct Manifest {
     pub location: Location,
     /// The decompressed TOC JSON, byte for byte (what containers/storage stores as
     /// `zstd-chunked-manifest`).
-    pub toc_json: Vec<u8>,
+    pub toc_json: std::sync::Arc<[u8]>,
     pub toc: Toc,
     /// The decompressed tar-split NDJSON in an anonymous temporary file, positioned at 0; `None`
     /// for legacy layers without one.
@@ -243,7 +243,7 @@ pub fn read_manifest(
     };
     let (tar_split, tar_split_zst) = tar_split.unzip();
     let (tar_split, tar_size) = tar_split.unzip();
-    Ok(Manifest { location, toc_json, toc, tar_split, tar_split_zst, tar_size })
+    Ok(Manifest { location, toc_json: toc_json.into(), toc, tar_split, tar_split_zst, tar_size })
 }
 
 fn verify_digest(data: &[u8], expected: &str, what: &str) -> Result<()> {

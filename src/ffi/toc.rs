@@ -171,7 +171,7 @@ pub extern "C" fn cfs_toc_read(
             };
         let blob = std::fs::File::open(p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))?;
         let m = read_manifest(&blob, annotations.as_ref(), &ReadOptions::default())?;
-        let json = String::from_utf8(m.toc_json).map_err(|_| Error::format("the TOC is not UTF-8"))?;
+        let json = String::from_utf8(m.toc_json.to_vec()).map_err(|_| Error::format("the TOC is not UTF-8"))?;
         // SAFETY: both checked non-NULL.
         unsafe {
             write_out(toc_json_out, into_c_string(json), "toc_json_out")?;

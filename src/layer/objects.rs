@@ -177,21 +177,29 @@ const HOLE_BLOCK: u64 = 4096;
 pub struct TempFactory {
     diff: OwnedFd,
     diff_path: PathBuf,
+    /// Names are `{prefix}{seq}`: one prefix per factory that shares the directory.
+    prefix: String,
     seq: u64,
 }
 
 impl TempFactory {
     pub fn new(diff_path: &Path) -> Result<TempFactory> {
+        TempFactory::with_prefix(diff_path, ".tmp-")
+    }
+
+    /// A factory whose names cannot collide with those of others with other prefixes (each
+    /// starting with `.tmp-`).
+    pub fn with_prefix(diff_path: &Path, prefix: &str) -> Result<TempFactory> {
         let diff =
             openat(rustix::fs::CWD, diff_path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| Error::io(format_args!("open {}", diff_path.display()), e.into()))?;
-        Ok(TempFactory { diff, diff_path: diff_path.to_path_buf(), seq: 0 })
+        Ok(TempFactory { diff, diff_path: diff_path.to_path_buf(), prefix: prefix.to_string(), seq: 0 })
     }
 
     /// A new, empty temporary object file (mode 0000).
     pub fn begin(&mut self) -> Result<TempObject> {
         self.seq += 1;
-        let name = format!(".tmp-{}", self.seq);
+        let name = format!("{}{}", self.prefix, self.seq);
         let fd = openat(
             &self.diff,
             name.as_str(),

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::objects::{ObjectStore, TempObject};
@@ -60,13 +60,20 @@ pub enum Job {
 
 /// The object store running on a writer thread.
 pub struct ObjectWriter {
-    tx: Option<SyncSender<Job>>,
-    /// Emptied batches coming back from the writer, to be filled again.
-    recycled: Receiver<Batch>,
-    /// The batch being filled.
-    batch: Batch,
+    /// This thread's way in.
+    sink: ObjectSink,
     handle: Option<JoinHandle<Result<ObjectStore>>>,
     abort: Arc<AtomicBool>,
+}
+
+/// A way to queue objects for the writer thread, with a batch of its own: one per producing
+/// thread (the pull's decompressing threads each have one).
+pub struct ObjectSink {
+    tx: Option<SyncSender<Job>>,
+    /// Emptied batches coming back from the writer, to be filled again (shared by all sinks).
+    recycled: Arc<Mutex<Receiver<Batch>>>,
+    /// The batch being filled.
+    batch: Batch,
 }
 
 /// Told, on the writer thread, the digests of objects just stored (a pull's DiffID thread may
@@ -81,7 +88,8 @@ impl ObjectWriter {
     /// [`Self::spawn`], with `stored` called after each job's objects are in place.
     pub fn spawn_with_hook(mut store: ObjectStore, mut stored: Option<StoredHook>) -> Result<ObjectWriter> {
         let (tx, rx) = sync_channel::<Job>(QUEUE);
-        let (recycle, recycled) = sync_channel::<Batch>(QUEUE + 1);
+        // Room for every batch in circulation, a few sinks' included (see `ObjectWriter::sink`).
+        let (recycle, recycled) = sync_channel::<Batch>(QUEUE + 8);
         let abort = Arc::new(AtomicBool::new(false));
         let stop = abort.clone();
         let handle = std::thread::Builder::new()
@@ -115,10 +123,77 @@ impl ObjectWriter {
                 Ok(store)
             })
             .map_err(|e| Error::io("spawn object writer thread", e))?;
-        Ok(ObjectWriter { tx: Some(tx), recycled, batch: Batch::default(), handle: Some(handle), abort })
+        let sink = ObjectSink { tx: Some(tx), recycled: Arc::new(Mutex::new(recycled)), batch: Batch::default() };
+        Ok(ObjectWriter { sink, handle: Some(handle), abort })
+    }
+
+    /// Another sink into this writer, for another producing thread. Every sink must be flushed
+    /// and dropped before [`Self::finish`].
+    pub fn sink(&self) -> ObjectSink {
+        ObjectSink { tx: self.sink.tx.clone(), recycled: self.sink.recycled.clone(), batch: Batch::default() }
     }
 
     /// Queues a small content (at most [`BATCH_BYTES`]) already hashed as `digest`.
+    pub fn put_bytes(&mut self, digest: [u8; 32], data: &[u8], entry: String) -> Result<()> {
+        let sent = self.sink.put_bytes(digest, data, entry);
+        self.sent(sent)
+    }
+
+    /// Queues a finished temporary object.
+    pub fn commit_temp(&mut self, tmp: TempObject, digest: [u8; 32], size: u64, entry: String) -> Result<()> {
+        let sent = self.sink.commit_temp(tmp, digest, size, entry);
+        self.sent(sent)
+    }
+
+    /// Sends the batch being filled.
+    pub fn flush(&mut self) -> Result<()> {
+        let sent = self.sink.flush();
+        self.sent(sent)
+    }
+
+    /// A failed send means the writer has stopped: its own error says why.
+    fn sent(&mut self, sent: Result<()>) -> Result<()> {
+        if sent.is_ok() {
+            return Ok(());
+        }
+        self.sink.tx = None;
+        match self.join() {
+            Err(e) => Err(e),
+            Ok(_) => Err(Error::new(ErrorKind::Internal, "object writer stopped early")),
+        }
+    }
+
+    /// Waits for every queued write and returns the store.
+    pub fn finish(mut self) -> Result<ObjectStore> {
+        self.flush()?;
+        self.sink.tx = None;
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<ObjectStore> {
+        match self.handle.take() {
+            Some(h) => {
+                h.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Internal, "object writer thread panicked")))
+            }
+            None => Err(Error::new(ErrorKind::Internal, "object writer already joined")),
+        }
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        // On error paths: stop early, and wait so nothing writes into a directory being removed.
+        self.abort.store(true, Ordering::Relaxed);
+        self.sink.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl ObjectSink {
+    /// Queues a small content (at most [`BATCH_BYTES`], or more when the batch is empty) already
+    /// hashed as `digest`.
     pub fn put_bytes(&mut self, digest: [u8; 32], data: &[u8], entry: String) -> Result<()> {
         if !self.batch.fits(data.len()) {
             self.flush()?;
@@ -137,52 +212,19 @@ impl ObjectWriter {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let next = self.recycled.try_recv().unwrap_or_default();
+        let next = self.recycled.lock().ok().and_then(|r| r.try_recv().ok()).unwrap_or_default();
         let full = std::mem::replace(&mut self.batch, next);
         self.send(Job::Batch(full))
     }
 
-    /// Queues a job; fails with the writer's own error if it has stopped.
+    /// Queues a job; fails if the writer has stopped (its owner learns why from the writer).
     fn send(&mut self, job: Job) -> Result<()> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(job).is_ok(),
-            None => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            self.tx = None;
-            match self.join() {
-                Err(e) => Err(e),
-                Ok(_) => Err(Error::new(ErrorKind::Internal, "object writer stopped early")),
+        match self.tx.as_ref().map(|tx| tx.send(job)) {
+            Some(Ok(())) => Ok(()),
+            _ => {
+                self.tx = None;
+                Err(Error::new(ErrorKind::Internal, "object writer stopped"))
             }
-        }
-    }
-
-    /// Waits for every queued write and returns the store.
-    pub fn finish(mut self) -> Result<ObjectStore> {
-        self.flush()?;
-        self.tx = None;
-        self.join()
-    }
-
-    fn join(&mut self) -> Result<ObjectStore> {
-        match self.handle.take() {
-            Some(h) => {
-                h.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Internal, "object writer thread panicked")))
-            }
-            None => Err(Error::new(ErrorKind::Internal, "object writer already joined")),
-        }
-    }
-}
-
-impl Drop for ObjectWriter {
-    fn drop(&mut self) {
-        // On error paths: stop early, and wait so nothing writes into a directory being removed.
-        self.abort.store(true, Ordering::Relaxed);
-        self.tx = None;
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
         }
     }
 }
