@@ -76,7 +76,7 @@ path_of() { [ "$1" = stock ] && echo "$scratch/composefs/build/tools:$sys_path" 
 
 for i in $(seq "$runs"); do
     echo "run $i/$runs"
-    timed floor - sh -c "zstd -dc '$inputs/rootfs.tar.zst' | sha256sum"
+    timed "floor (zstd -dc rootfs.tar.zst | sha256sum)" - sh -c "zstd -dc '$inputs/rootfs.tar.zst' | sha256sum"
     for build in stock patched; do
         pull="$scratch/bin-$build/cfs-pull" cs="$scratch/bin-$build/containers-storage"
         export PATH="$(path_of "$build")"
@@ -106,24 +106,4 @@ for i in $(seq "$runs"); do
     done
 done
 
-python3 - "$results" <<'EOF'
-import statistics, sys
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-cases = []
-for r in rows:
-    if r[0] not in cases:
-        cases.append(r[0])
-def stats(case, build, col):
-    v = [float(r[col]) for r in rows if r[0] == case and r[1] == build]
-    return statistics.median(v), min(v), max(v)
-floor = stats("floor", "-", 2)[0]
-print(f"floor (zstd -dc rootfs.tar.zst | sha256sum): {floor:.2f} s")
-print(f"{'case':22} {'stock wall s':>18} {'patched wall s':>18} {'stock/patched':>13} {'cpu s stock':>11} {'cpu s patched':>13} {'RSS MiB s/p':>12}")
-for c in cases:
-    if c == "floor":
-        continue
-    s, p = stats(c, "stock", 2), stats(c, "patched", 2)
-    sc, pc = stats(c, "stock", 3)[0], stats(c, "patched", 3)[0]
-    sr, pr = stats(c, "stock", 4)[0] / 1024, stats(c, "patched", 4)[0] / 1024
-    print(f"{c:22} {s[0]:6.2f} ({s[1]:.2f}-{s[2]:.2f}) {p[0]:6.2f} ({p[1]:.2f}-{p[2]:.2f}) {s[0] / p[0]:12.2f}x {sc:11.2f} {pc:13.2f} {sr:5.0f}/{pr:<5.0f}")
-EOF
+python3 "$here/../bench-table.py" "$results"

@@ -83,23 +83,4 @@ for i in $(seq "$runs"); do
     timed "run --rm base true" "stock, classic overlay" run --rm --net=none "$registry/base:zstd" true
 done
 
-python3 - "$results" <<'EOF'
-import statistics, sys
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-cases = []
-for r in rows:
-    if r[0] not in cases:
-        cases.append(r[0])
-def stats(case, build, col):
-    v = [float(r[col]) for r in rows if r[0] == case and r[1] == build]
-    return (statistics.median(v), min(v), max(v)) if v else None
-print(f"{'step':30} {'stock wall s':>18} {'patched wall s':>18} {'stock/patched':>13} {'cpu s s/p':>11} {'RSS MiB s/p':>12}")
-for c in cases:
-    s, p = stats(c, "stock", 2), stats(c, "patched", 2)
-    sc, pc = stats(c, "stock", 3)[0], stats(c, "patched", 3)[0]
-    sr, pr = stats(c, "stock", 4)[0] / 1024, stats(c, "patched", 4)[0] / 1024
-    print(f"{c:30} {s[0]:6.2f} ({s[1]:.2f}-{s[2]:.2f}) {p[0]:6.2f} ({p[1]:.2f}-{p[2]:.2f}) {s[0] / p[0]:12.2f}x {sc:5.2f}/{pc:<5.2f} {sr:5.0f}/{pr:<5.0f}")
-    k = stats(c, "stock, classic overlay", 2)
-    if k:
-        print(f"{'  stock, classic overlay':30} {k[0]:6.2f} ({k[1]:.2f}-{k[2]:.2f}) {'':18} {k[0] / p[0]:12.2f}x  (classic / patched)")
-EOF
+python3 "$here/../bench-table.py" "$results" step

@@ -621,7 +621,14 @@ pub fn pull(
         };
         (linked, fetch)
     });
-    fetch?;
+    if let Err(e) = fetch {
+        // A decompressing thread that found the writer gone says only that: the writer's own
+        // error is the one to report.
+        if e.kind() == ErrorKind::Internal {
+            writer.finish()?;
+        }
+        return Err(e);
+    }
     let mut store = writer.finish()?;
     let linked = linked?;
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Prints the stock-vs-patched table of a bench.sh run (integration/containers-storage and
+integration/podman): from a TSV of case, build, wall s, user+sys s, max RSS KiB, one row per
+timed run, in the order run.
+
+Per case: median (min-max) wall time of each build; the ratio of the medians; the ratio pair by
+pair (run i of stock over run i of patched, which ran next to each other), median (min-max),
+which is what shows through a noisy machine; CPU and RSS medians. A "floor" case (build "-") is
+printed first; any other build (e.g. "stock, classic overlay") gets a row under its case with its
+ratio to patched.
+"""
+import statistics
+import sys
+
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
+label = sys.argv[2] if len(sys.argv) > 2 else "case"
+cases, extra = [], []
+for r in rows:
+    if r[0] not in cases:
+        cases.append(r[0])
+    if r[1] not in ("stock", "patched", "-") and (r[0], r[1]) not in extra:
+        extra.append((r[0], r[1]))
+
+
+def values(case, build, col):
+    return [float(r[col]) for r in rows if r[0] == case and r[1] == build]
+
+
+def spread(v):
+    return f"{statistics.median(v):6.2f} ({min(v):.2f}-{max(v):.2f})"
+
+
+for c in cases:
+    if values(c, "-", 2):
+        print(f"{c}: {statistics.median(values(c, '-', 2)):.2f} s")
+print(f"{label:30} {'stock wall s':>18} {'patched wall s':>18} {'ratio':>7} {'pairs':>18} {'cpu s s/p':>11} {'RSS MiB s/p':>12}")
+for c in cases:
+    s, p = values(c, "stock", 2), values(c, "patched", 2)
+    if not s or not p:
+        continue
+    pairs = [a / b for a, b in zip(s, p)]
+    cpu = f"{statistics.median(values(c, 'stock', 3)):5.2f}/{statistics.median(values(c, 'patched', 3)):<5.2f}"
+    rss = f"{statistics.median(values(c, 'stock', 4)) / 1024:5.0f}/{statistics.median(values(c, 'patched', 4)) / 1024:<5.0f}"
+    ratio = statistics.median(s) / statistics.median(p)
+    pr = f"{statistics.median(pairs):5.2f}x ({min(pairs):.2f}-{max(pairs):.2f})"
+    print(f"{c:30} {spread(s)} {spread(p)} {ratio:6.2f}x {pr:>18} {cpu} {rss}")
+    for case, build in extra:
+        if case == c:
+            k = values(case, build, 2)
+            print(f"{'  ' + build:30} {spread(k)} {'':18} {statistics.median(k) / statistics.median(p):6.2f}x  ({build} / patched)")
