@@ -239,3 +239,57 @@ fn duplicate_paths_fail_as_containers_storage_fails() {
     .unwrap_err();
     assert!(e.to_string().contains("duplicates of file paths not supported"), "{e}");
 }
+
+/// Frames are compressed on several threads and written in order: the blob is the same bytes
+/// whatever the number of threads, including a frame too large to hold for a worker (a 4.5 MiB
+/// file the rollsum never splits, compressed as it comes after the frames before it), and a
+/// truncated input fails the same way with every thread count.
+#[test]
+fn the_blob_is_the_same_whatever_the_number_of_threads() {
+    // (Debug builds hash and roll a few MB/s: the inputs are small but for the one large frame.)
+    let mut inputs: Vec<(String, Vec<u8>)> =
+        ["handmade-pax", "noparents-ustar"].iter().map(|c| (c.to_string(), tar_bytes(c))).collect();
+    let mut b = support::tar::TarBuilder::new();
+    b.dir("d/");
+    b.file("d/unsplit", &vec![0u8; 9 << 19]);
+    for i in 0..200 {
+        b.file(&format!("d/f{i}"), &support::noise(1 + (i * 7919) % 5_000, i as u64));
+    }
+    b.file("d/noise", &support::noise(300 << 10, 99));
+    b.file("d/after", b"the last file");
+    inputs.push(("synthetic".to_string(), b.finish()));
+    let blob_of = |tar: &[u8], threads: usize| {
+        let mut out = Vec::new();
+        let options = CompressOptions { level: 3, threads, ..Default::default() };
+        compress(Box::new(std::io::Cursor::new(tar.to_vec())), &mut out, &options).map(|r| (out, r))
+    };
+    for (name, tar) in &inputs {
+        let (one, r1) = blob_of(tar, 1).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(zstd::stream::decode_all(&one[..]).unwrap(), *tar, "{name}: the blob is not the tar");
+        for threads in [2, 7] {
+            let (many, r) = blob_of(tar, threads).unwrap_or_else(|e| panic!("{name}, {threads} threads: {e}"));
+            assert!(many == one, "{name}: {threads} threads wrote another blob");
+            assert_eq!((r.blob_digest, r.annotations.clone()), (r1.blob_digest, r1.annotations.clone()), "{name}");
+        }
+    }
+    // The synthetic layer's TOC offsets point at its frames: a pull checks every file.
+    let (name, tar) = inputs.last().unwrap();
+    let (blob, r) = blob_of(tar, 8).unwrap();
+    let unsplit = {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("blob");
+        std::fs::write(&path, &blob).unwrap();
+        let m = read_manifest(&File::open(&path).unwrap(), Some(&r.annotations), &ReadOptions::default()).unwrap();
+        let mut fetcher = FileFetcher::new(File::open(&path).unwrap()).unwrap();
+        let options =
+            PullOptions { annotations: Some(r.annotations.clone()), verity: VerityPolicy::Off, ..Default::default() };
+        let p = pull(&mut fetcher, &tmp.path().join("l"), &options, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(p.diff_id, Some(r.diff_id));
+        m.toc.entries.into_iter().find(|e| e.name == "d/unsplit").unwrap()
+    };
+    assert!(unsplit.chunk_size == 0 && unsplit.end_offset - unsplit.offset > 0, "d/unsplit is one frame");
+
+    let truncated = &tar[..tar.len() / 2];
+    let errors: Vec<String> = [1, 7].iter().map(|&t| blob_of(truncated, t).unwrap_err().to_string()).collect();
+    assert!(errors.iter().all(|e| *e == errors[0]), "{errors:?}");
+}

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod consistency;
 pub mod dump;
 pub mod footer;
+mod frames;
 pub mod manifest;
 pub mod ranges;
 pub mod rollsum;

@@ -14,10 +14,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
-use sha2::{Digest, Sha256};
-use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
-
-use super::footer::{FOOTER_SIZE, MAGIC_CURRENT, MANIFEST_TYPE_CRFS, SKIPPABLE_MAGIC};
+use super::footer::{FOOTER_SIZE, MAGIC_CURRENT, MANIFEST_TYPE_CRFS};
+use super::frames::Frames;
 use super::manifest::{ANNOTATION_TAR_SPLIT_POSITION, ANNOTATION_TOC_CHECKSUM, ANNOTATION_TOC_POSITION, MAX_TOC_SIZE};
 use super::rollsum::RollSum;
 use crate::layer::toc::{push_entry_head, push_json_str, push_num as num, TarSplitWriter};
@@ -25,6 +23,7 @@ use crate::source::crc64::Crc64;
 use crate::source::tar::{EntryType, Header, TarLimits, TarReader};
 use crate::source::{hex, Compression, LayerStream};
 use crate::{Error, Result};
+use sha2::{Digest, Sha256};
 
 /// Runs of at least this many zero bytes become `zeros` chunks (`holesThreshold`).
 pub const HOLES_THRESHOLD: u64 = 1024;
@@ -39,11 +38,13 @@ pub struct CompressOptions {
     pub tar: TarLimits,
     /// Most tar entries in one layer.
     pub max_entries: u64,
+    /// Threads compressing frames (0: one per CPU). The blob is the same whatever the number.
+    pub threads: usize,
 }
 
 impl Default for CompressOptions {
     fn default() -> Self {
-        CompressOptions { level: DEFAULT_LEVEL, tar: TarLimits::default(), max_entries: 4_000_000 }
+        CompressOptions { level: DEFAULT_LEVEL, tar: TarLimits::default(), max_entries: 4_000_000, threads: 0 }
     }
 }
 
@@ -83,104 +84,13 @@ impl CompressResult {
     }
 }
 
-/// The output: zstd frames opened and closed on demand, counted and hashed as they go out.
-struct Frames<'w> {
-    out: &'w mut dyn Write,
-    written: u64,
-    hasher: Sha256,
-    enc: zstd::stream::raw::Encoder<'static>,
-    buf: Vec<u8>,
-    /// A frame has been started (bytes fed since the last close).
-    open: bool,
-}
-
-const OUT_BUF: usize = 1 << 20;
-const MIN_SPARE: usize = 64 << 10;
-
-impl<'w> Frames<'w> {
-    fn new(out: &'w mut dyn Write, level: i32) -> Result<Frames<'w>> {
-        let enc = zstd::stream::raw::Encoder::new(level).map_err(|e| Error::io("create zstd encoder", e))?;
-        Ok(Frames { out, written: 0, hasher: Sha256::new(), enc, buf: Vec::with_capacity(OUT_BUF), open: false })
-    }
-
-    /// Blob offset of the next byte written (exact only between frames).
-    fn pos(&self) -> u64 {
-        self.written + self.buf.len() as u64
-    }
-
-    fn emit(&mut self) -> Result<()> {
-        self.out.write_all(&self.buf).map_err(|e| Error::io("write zstd:chunked blob", e))?;
-        self.hasher.update(&self.buf);
-        self.written += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
-
-    fn make_room(&mut self) -> Result<()> {
-        if self.buf.capacity() - self.buf.len() < MIN_SPARE {
-            self.emit()?;
-        }
-        Ok(())
-    }
-
-    /// Compresses `data` into the current frame (starting one if needed).
-    fn write(&mut self, data: &[u8]) -> Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.open = true;
-        let mut input = InBuffer::around(data);
-        while input.pos() < data.len() {
-            self.make_room()?;
-            let len = self.buf.len();
-            let mut output = OutBuffer::around_pos(&mut self.buf, len);
-            self.enc.run(&mut input, &mut output).map_err(|e| Error::io("zstd compression", e))?;
-        }
-        Ok(())
-    }
-
-    /// Ends the current frame, if one is open.
-    fn close(&mut self) -> Result<()> {
-        if !self.open {
-            return Ok(());
-        }
-        loop {
-            self.make_room()?;
-            let len = self.buf.len();
-            let mut output = OutBuffer::around_pos(&mut self.buf, len);
-            let left = self.enc.finish(&mut output, true).map_err(|e| Error::io("zstd compression", e))?;
-            if left == 0 {
-                break;
-            }
-        }
-        self.enc.reinit().map_err(|e| Error::io("zstd compression", e))?;
-        self.open = false;
-        Ok(())
-    }
-
-    /// Appends a skippable frame holding `payload`; returns the payload's offset.
-    fn skippable(&mut self, payload: &[u8]) -> Result<u64> {
-        debug_assert!(!self.open);
-        let len = u32::try_from(payload.len())
-            .map_err(|_| Error::limit(format!("skippable frame of {} bytes is over 4 GiB", payload.len())))?;
-        self.buf.extend_from_slice(&SKIPPABLE_MAGIC);
-        self.buf.extend_from_slice(&len.to_le_bytes());
-        self.emit()?;
-        let offset = self.written;
-        self.out.write_all(payload).map_err(|e| Error::io("write zstd:chunked blob", e))?;
-        self.hasher.update(payload);
-        self.written += payload.len() as u64;
-        Ok(offset)
-    }
-}
-
 /// One chunk of a file's payload: a frame of the blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Chunk {
     /// Offset in the file.
     chunk_offset: u64,
-    /// Blob offset of its frame.
-    offset: u64,
+    /// Its frame ([`Frames::next_frame`]).
+    frame: u64,
     size: u64,
     digest: [u8; 32],
     zeros: bool,
@@ -198,7 +108,7 @@ struct FileChunker {
     chunk_start: u64,
     /// Payload bytes emitted so far.
     done: u64,
-    /// Blob offset of the first payload frame, once there is payload.
+    /// The first payload frame ([`Frames::next_frame`]), once there is payload.
     start: Option<u64>,
     chunks: Vec<Chunk>,
 }
@@ -228,10 +138,10 @@ impl FileChunker {
         if self.start.is_none() {
             // The payload starts a new frame: end the one holding the headers.
             frames.close()?;
-            self.start = Some(frames.pos());
+            self.start = Some(frames.next_frame());
         }
         if self.chunk_len == 0 {
-            self.chunk_start = frames.pos();
+            self.chunk_start = frames.next_frame();
         }
         frames.write(bytes)?;
         self.file_hash.update(bytes);
@@ -266,7 +176,7 @@ impl FileChunker {
         }
         self.chunks.push(Chunk {
             chunk_offset: self.done - self.chunk_len,
-            offset: self.chunk_start,
+            frame: self.chunk_start,
             size: self.chunk_len,
             digest: self.chunk_hash.finalize_reset().into(),
             zeros,
@@ -340,27 +250,63 @@ fn chunk_fields(o: &mut Vec<u8>, c: &Chunk) {
     }
 }
 
+/// The TOC JSON being written. Blob offsets are frame indices until every frame is written
+/// (frames are compressed on several threads): each is a hole in `text`, filled by [`Self::resolve`].
+struct TocText {
+    text: Vec<u8>,
+    /// Where each offset goes in `text`, and its frame.
+    offsets: Vec<(usize, u64)>,
+}
+
+impl TocText {
+    /// Appends `"key":` and a hole for the offset of `frame` (never 0: a payload frame follows
+    /// at least one frame of tar headers, so the field is always present).
+    fn offset(&mut self, key: &str, frame: u64) {
+        self.text.extend_from_slice(format!(",\"{key}\":").as_bytes());
+        self.offsets.push((self.text.len(), frame));
+    }
+
+    /// An upper bound of the final length (20 digits per offset).
+    fn len_bound(&self) -> u64 {
+        self.text.len() as u64 + 20 * self.offsets.len() as u64
+    }
+
+    /// The JSON, with each frame's blob offset in its hole.
+    fn resolve(self, offset_of: impl Fn(u64) -> u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.text.len() + 10 * self.offsets.len());
+        let mut at = 0;
+        for (pos, frame) in self.offsets {
+            out.extend_from_slice(&self.text[at..pos]);
+            out.extend_from_slice(offset_of(frame).to_string().as_bytes());
+            at = pos;
+        }
+        out.extend_from_slice(&self.text[at..]);
+        out
+    }
+}
+
 /// Appends the TOC entries of one tar entry (`minimal.FileMetadata`, fields in Go's order), and
-/// one `chunk` entry per further chunk when the payload has more than one.
-fn push_entries(o: &mut Vec<u8>, h: &Header, f: &FileChunker, end_offset: u64) {
-    push_entry_head(o, h);
+/// one `chunk` entry per further chunk when the payload has more than one. `end` is the frame
+/// after the payload.
+fn push_entries(toc: &mut TocText, h: &Header, f: &FileChunker, end: u64) {
+    push_entry_head(&mut toc.text, h);
     if let Some(start) = f.start {
         let digest: [u8; 32] = f.file_hash.clone().finalize().into();
-        o.extend_from_slice(format!(",\"digest\":\"sha256:{}\"", hex(&digest)).as_bytes());
-        num(o, "offset", start as i128);
-        num(o, "endOffset", end_offset as i128);
+        toc.text.extend_from_slice(format!(",\"digest\":\"sha256:{}\"", hex(&digest)).as_bytes());
+        toc.offset("offset", start);
+        toc.offset("endOffset", end);
         if f.chunks.len() > 1 {
-            chunk_fields(o, &f.chunks[0]);
+            chunk_fields(&mut toc.text, &f.chunks[0]);
         }
     }
-    o.push(b'}');
+    toc.text.push(b'}');
     if f.chunks.len() > 1 {
         for c in &f.chunks[1..] {
-            o.extend_from_slice(b",{\"type\":\"chunk\",\"name\":");
-            push_json_str(o, &h.name);
-            num(o, "offset", c.offset as i128);
-            chunk_fields(o, c);
-            o.push(b'}');
+            toc.text.extend_from_slice(b",{\"type\":\"chunk\",\"name\":");
+            push_json_str(&mut toc.text, &h.name);
+            toc.offset("offset", c.frame);
+            chunk_fields(&mut toc.text, c);
+            toc.text.push(b'}');
         }
     }
 }
@@ -376,11 +322,15 @@ pub fn compress(
     if !(1..=22).contains(&level) {
         return Err(Error::invalid_argument(format!("zstd level {level} is not in 1..=22")));
     }
-    let mut frames = Frames::new(out, level)?;
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut frames = Frames::new(out, level, threads)?;
     let split_enc = zstd::stream::write::Encoder::new(Vec::new(), level)
         .map_err(|e| Error::io("create zstd encoder for the tar-split", e))?;
     let mut tar_split = TarSplitWriter::new(split_enc);
-    let mut toc: Vec<u8> = b"{\"version\":1,\"entries\":".to_vec();
+    let mut toc = TocText { text: b"{\"version\":1,\"entries\":".to_vec(), offsets: Vec::new() };
     let mut toc_entries = 0u64;
     let mut chunk_entries = 0u64;
     let mut names: HashSet<Vec<u8>> = HashSet::new();
@@ -425,16 +375,16 @@ pub fn compress(
         chunker.finish(&mut frames)?;
         // The next headers start a new frame after a payload.
         frames.close()?;
-        let end_offset = frames.pos();
+        let end = frames.next_frame();
         tar_split.file(&h.name, h.size, (h.size > 0).then_some(&crc))?;
 
-        toc.push(if toc_entries == 0 { b'[' } else { b',' });
-        push_entries(&mut toc, &h, &chunker, end_offset);
+        toc.text.push(if toc_entries == 0 { b'[' } else { b',' });
+        push_entries(&mut toc, &h, &chunker, end);
         toc_entries += 1;
         if chunker.chunks.len() > 1 {
             chunk_entries += chunker.chunks.len() as u64 - 1;
         }
-        if toc.len() as u64 > MAX_TOC_SIZE {
+        if toc.len_bound() > MAX_TOC_SIZE {
             return Err(Error::limit(format!(
                 "{}: the layer's TOC exceeds {MAX_TOC_SIZE} bytes (containers/storage's limit)",
                 ctx()
@@ -450,16 +400,18 @@ pub fn compress(
         frames.write(chunk)
     })?;
     frames.close()?;
+    frames.finish_frames()?;
     let digests = tar.into_inner().finish()?;
 
     let (split_enc, _, split_size) = tar_split.finish();
     let split_compressed = split_enc.finish().map_err(|e| Error::io("compress tar-split", e))?;
     let split_digest = hex(&Sha256::digest(&split_compressed));
     if toc_entries == 0 {
-        toc.extend_from_slice(b"null");
+        toc.text.extend_from_slice(b"null");
     } else {
-        toc.push(b']');
+        toc.text.push(b']');
     }
+    let mut toc = toc.resolve(|frame| frames.offset(frame));
     toc.extend_from_slice(format!(",\"tarSplitDigest\":\"sha256:{split_digest}\"}}").as_bytes());
     let toc_compressed = zstd::bulk::compress(&toc, level).map_err(|e| Error::io("compress TOC", e))?;
     let toc_digest = format!("sha256:{}", hex(&Sha256::digest(&toc_compressed)));

@@ -24,6 +24,9 @@ pub struct Args {
     /// zstd level of every frame (containers/storage uses 10).
     #[arg(long, default_value_t = DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
+    /// Threads compressing frames (0: one per CPU); the blob is the same whatever the number.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Print the result (annotations, digests, sizes) as JSON (on stderr when OUTPUT is `-`).
     #[arg(long)]
     json: bool,
@@ -42,7 +45,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .map_err(|e| Error::io(format_args!("open {}", args.input.display()), e))?,
         )
     };
-    let options = CompressOptions { level: args.level, ..Default::default() };
+    let options = CompressOptions { level: args.level, threads: args.threads, ..Default::default() };
     let to_stdout = args.output.as_os_str() == "-";
     let result = if to_stdout {
         let stdout = std::io::stdout();
