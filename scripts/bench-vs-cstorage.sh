@@ -30,18 +30,8 @@ ours="$ROOT/target/release/composefs-storage"
 out="$ROOT/build/bench-vs-cstorage"
 work="$out/work" image="$out/fs.img" results="$out/results.tsv"
 mkdir -p "$out"
-cleanup() {
-    { grep -F " $work/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | xargs -r -n1 umount -l
-    if mountpoint -q "$work"; then umount "$work"; fi
-    losetup -j "$image" -O NAME -n 2>/dev/null | xargs -r -n1 losetup -d
-    rm -f "$image"
-}
-cleanup
-trap cleanup EXIT
-truncate -s "$((10 + 6 * pairs))G" "$image"
-mkfs.ext4 -q -F "$image"
-mkdir -p "$work"
-mount "$(losetup -f --show --direct-io=on "$image")" "$work"
+trap 'fresh_fs_unmount "$image" "$work"' EXIT
+fresh_fs_mount "$image" "$work" "$((10 + 6 * pairs))"
 : >"$results"
 
 # The dump of /usr (134k entries here), made once by mkcomposefs and kept.

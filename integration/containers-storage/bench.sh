@@ -33,19 +33,9 @@ sys_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 work="$scratch/bench"
 results="$scratch/bench-results.tsv"
 image="$scratch/bench-fs.img"
-cleanup() {
-    { grep -F " $work/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | xargs -r -n1 umount -l
-    if mountpoint -q "$work"; then umount "$work"; fi
-    losetup -j "$image" -O NAME -n 2>/dev/null | xargs -r -n1 losetup -d
-    rm -f "$image"
-}
-cleanup
-trap cleanup EXIT
+trap 'fresh_fs_unmount "$image" "$work"' EXIT
 # Sized for RUNS runs of both builds (about 2.5 GB each run), sparse.
-truncate -s "$((8 + 3 * runs))G" "$image"
-mkfs.ext4 -q -F "$image"
-mkdir -p "$work"
-mount "$(losetup -f --show --direct-io=on "$image")" "$work"
+fresh_fs_mount "$image" "$work" "$((8 + 3 * runs))"
 : >"$results"
 
 . "$here/store.sh"
