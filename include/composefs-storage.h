@@ -349,7 +349,8 @@ cfs_status cfs_convert_options_set_progress(cfs_convert_options *options,
                                             cfs_error **err);
 
 /**
- * Converts the layer blob read from `fd` (tar, gzip or zstd; a pipe works) into the new
+ * Converts the layer blob read from `fd` (tar, gzip or zstd; a pipe works; eStargz found by its
+ * footer when `fd` is a regular file) into the new
  * directory `layer_dir`, which must not exist. `fd` is borrowed: it is duplicated, read to
  * its end, and not closed. `options` may be NULL for the defaults. On success `*out` receives
  * a result to free with `cfs_convert_result_free`.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the project and prints a summary; exits non-zero if any step failed.
-#   Rust (cargo test), header and symbol checks, a staged `make install` with pkg-config checks,
+#   eStargz test blobs from the real encoder (scripts/gen-estargz.sh), Rust (cargo test), header and symbol checks, a staged `make install` with pkg-config checks,
 #   the C tests (dynamic, static, valgrind, AddressSanitizer), the Go tests (dynamic, static, race),
 #   containers/storage built stock and patched with its own tests and an end-to-end run
 #   (integration/containers-storage/run.sh), podman built stock and patched, end to end through a
@@ -82,6 +82,9 @@ check_pkg_config() {
 
 # The installer's own bad-input path (a package that cannot be installed).
 step setup-errors scripts/test-setup.sh
+# eStargz blobs made by the real encoder, for the Rust and Go tests (tests/estargz.rs).
+export CFS_ESTARGZ_DIR="$ROOT/build/estargz"
+step estargz-blobs scripts/gen-estargz.sh "$CFS_ESTARGZ_DIR"
 step rust-tests cargo test --no-fail-fast
 step header-check scripts/check-header.sh
 if step stage-install stage_install; then

@@ -35,6 +35,8 @@ pub enum Format {
     Current,
     /// 40-byte footer, `io.containers.*` annotations, no tar-split (SPEC §3.5).
     Legacy,
+    /// An eStargz blob (gzip; SPEC §3.8): no tar-split.
+    Estargz,
 }
 
 /// What a footer says.

@@ -27,7 +27,7 @@ pub const ANNOTATION_TOC_POSITION: &str = "io.github.containers.zstd-chunked.man
 pub const ANNOTATION_TAR_SPLIT_POSITION: &str = "io.github.containers.zstd-chunked.tarsplit-position";
 pub const LEGACY_ANNOTATION_TOC_CHECKSUM: &str = "io.containers.zstd-chunked.manifest-checksum";
 pub const LEGACY_ANNOTATION_TOC_POSITION: &str = "io.containers.zstd-chunked.manifest-position";
-pub const ESTARGZ_ANNOTATION_TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
+pub const ESTARGZ_ANNOTATION_TOC_DIGEST: &str = super::estargz::ANNOTATION_TOC_DIGEST;
 
 /// Random access to a blob: a file on disk, a buffer, or (for partial pulls) a ranged fetcher.
 pub trait BlobSource {
@@ -79,7 +79,7 @@ pub struct Location {
     pub tar_split: Option<Position>,
 }
 
-/// A decoded, verified zstd:chunked manifest.
+/// A decoded, verified zstd:chunked (or eStargz) manifest.
 #[derive(Debug)]
 pub struct Manifest {
     pub location: Location,
@@ -97,6 +97,17 @@ pub struct Manifest {
     pub tar_size: Option<u64>,
 }
 
+impl Manifest {
+    /// Where file data ends in the blob: at the TOC's skippable-frame header, or (eStargz) at
+    /// the TOC's gzip member.
+    pub fn data_end(&self) -> u64 {
+        match self.location.format {
+            Format::Estargz => self.location.toc.offset,
+            Format::Current | Format::Legacy => self.location.toc.offset.saturating_sub(8),
+        }
+    }
+}
+
 /// Options for [`read_manifest`].
 #[derive(Debug, Clone, Default)]
 pub struct ReadOptions {
@@ -105,10 +116,33 @@ pub struct ReadOptions {
 }
 
 /// Finds where the TOC is: from the layer's annotations when given, else from the blob's footer.
+/// An eStargz blob's TOC is read and authenticated to be located (its digest is the JSON's).
 pub fn locate(blob: &(impl BlobSource + ?Sized), annotations: Option<&BTreeMap<String, String>>) -> Result<Location> {
+    match estargz_digest(blob, annotations)? {
+        Some(digest) => Ok(super::estargz::read_manifest(blob, digest)?.location),
+        None => match annotations {
+            Some(a) => locate_from_annotations(a),
+            None => locate_from_footer(blob),
+        },
+    }
+}
+
+/// `Some(toc digest)` when the layer is eStargz: by its annotation (`Some(Some(digest))`), or,
+/// without annotations, by its footer (`Some(None)`: unauthenticated).
+fn estargz_digest<'a>(
+    blob: &(impl BlobSource + ?Sized),
+    annotations: Option<&'a BTreeMap<String, String>>,
+) -> Result<Option<Option<&'a str>>> {
     match annotations {
-        Some(a) => locate_from_annotations(a),
-        None => locate_from_footer(blob),
+        Some(a) => {
+            let zstd = a.contains_key(ANNOTATION_TOC_CHECKSUM) || a.contains_key(LEGACY_ANNOTATION_TOC_CHECKSUM);
+            match a.get(ESTARGZ_ANNOTATION_TOC_DIGEST) {
+                Some(_) if zstd => Err(Error::format("the layer has both zstd:chunked and estargz annotations")),
+                Some(d) => Ok(Some(Some(d.as_str()))),
+                None => Ok(None),
+            }
+        }
+        None => Ok(super::estargz::read_footer(blob)?.map(|_| None)),
     }
 }
 
@@ -120,7 +154,7 @@ fn locate_from_annotations(a: &BTreeMap<String, String>) -> Result<Location> {
         return Err(Error::format("the layer has both zstd:chunked and estargz annotations"));
     }
     if estargz {
-        return Err(Error::unsupported("estargz layers are not supported; convert the layer as a plain gzip stream"));
+        return Err(Error::new(ErrorKind::Internal, "eStargz annotations reach the zstd:chunked locator"));
     }
     let (format, checksum_key, position_key) = if current {
         (Format::Current, ANNOTATION_TOC_CHECKSUM, ANNOTATION_TOC_POSITION)
@@ -213,6 +247,9 @@ pub fn read_manifest(
     annotations: Option<&BTreeMap<String, String>>,
     options: &ReadOptions,
 ) -> Result<Manifest> {
+    if let Some(digest) = estargz_digest(blob, annotations)? {
+        return super::estargz::read_manifest(blob, digest);
+    }
     let location = locate(blob, annotations)?;
     check_range(blob, location.toc, MAX_TOC_SIZE, "TOC")?;
     let mut compressed = vec![0u8; location.toc.length as usize];

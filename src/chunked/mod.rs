@@ -1,8 +1,10 @@
-//! zstd:chunked layers (SPEC §3.3–§3.6): footer, TOC, tar-split, and reading them from a blob.
+//! zstd:chunked layers (SPEC §3.3–§3.6): footer, TOC, tar-split, and reading them from a blob;
+//! eStargz blobs (§3.8), whose TOC reads the same way.
 
 pub mod cache;
 pub mod consistency;
 pub mod dump;
+pub mod estargz;
 pub mod footer;
 mod frames;
 pub mod manifest;

@@ -61,6 +61,9 @@ pub struct TocEntry {
     pub chunk_offset: i64,
     pub chunk_digest: String,
     pub chunk_type: String,
+    /// eStargz: where the data starts in its gzip member's decompressed bytes, when the encoder
+    /// packed several chunks into one member (zstd:chunked has none).
+    pub inner_offset: i64,
 }
 
 impl Toc {
@@ -309,6 +312,7 @@ impl<'de> Deserialize<'de> for TocEntry {
                         "chunkoffset" => e.chunk_offset = n(&mut map)?,
                         "chunkdigest" => e.chunk_digest = s(&mut map)?,
                         "chunktype" => e.chunk_type = s(&mut map)?,
+                        "inneroffset" => e.inner_offset = n(&mut map)?,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }

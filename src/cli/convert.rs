@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use composefs_storage::chunked::estargz::{detect_file, ANNOTATION_TOC_DIGEST};
 use composefs_storage::chunked::manifest::{ANNOTATION_TOC_CHECKSUM, LEGACY_ANNOTATION_TOC_CHECKSUM};
 use composefs_storage::layer::pull::{pull, FileFetcher, PullOptions};
-use composefs_storage::layer::{convert, ConvertOptions, VerityPolicy};
+use composefs_storage::layer::{convert, ConvertOptions, EstargzCheck, VerityPolicy};
 use composefs_storage::{Error, Result};
 
 use crate::progress::ProgressLine;
@@ -47,12 +48,19 @@ pub struct Args {
     tar_split: Option<PathBuf>,
     /// JSON object of the layer's OCI annotations. When they describe a zstd:chunked TOC, the
     /// layer is pulled partially: only contents that no source layer has are read from the blob.
+    /// An eStargz TOC digest authenticates the TOC; its layer is converted whole (it has no
+    /// tar-split to check a DiffID with), or pulled partially with --insecure-skip-diff-id.
     #[arg(long, value_name = "FILE")]
     annotations: Option<PathBuf>,
-    /// Pull a zstd:chunked blob through the TOC its footer points at (not authenticated), without
-    /// annotations.
+    /// Pull a zstd:chunked or eStargz blob through the TOC its footer points at (not
+    /// authenticated), without annotations.
     #[arg(long)]
     chunked: bool,
+    /// The input is an eStargz blob (found by its footer anyway when INPUT is a file): its
+    /// `stargz.index.json` and landmark files stay out of the tree, and its TOC is checked
+    /// against the layer, file by file and chunk by chunk.
+    #[arg(long)]
+    estargz: bool,
     /// Accept zstd:chunked layers without a tar-split and skip the DiffID check
     /// (containers/storage's insecure_allow_unpredictable_image_contents).
     #[arg(long)]
@@ -75,27 +83,32 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None => None,
     };
     let chunked = args.chunked
-        || annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(ANNOTATION_TOC_CHECKSUM) || a.contains_key(LEGACY_ANNOTATION_TOC_CHECKSUM));
+        || annotations.as_ref().is_some_and(|a| {
+            a.contains_key(ANNOTATION_TOC_CHECKSUM)
+                || a.contains_key(LEGACY_ANNOTATION_TOC_CHECKSUM)
+                || a.contains_key(ANNOTATION_TOC_DIGEST)
+        });
     if chunked {
         return run_pull(args, annotations);
     }
+    let verity = VerityPolicy::parse(&args.verity)?;
+    let mut estargz = args.estargz;
+    let input: Box<dyn Read + Send> = if args.input.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        let file = std::fs::File::open(&args.input)
+            .map_err(|e| Error::io(format_args!("open {}", args.input.display()), e))?;
+        estargz |= detect_file(&file)?;
+        Box::new(file)
+    };
     let options = ConvertOptions {
         source_layers: args.source_layers,
         index_dir: args.index_dir,
         hardlinks: args.hardlinks,
-        verity: VerityPolicy::parse(&args.verity)?,
+        verity,
         oci_whiteouts: !args.keep_whiteout_files,
+        estargz: estargz.then(EstargzCheck::default),
         ..Default::default()
-    };
-    let input: Box<dyn Read + Send> = if args.input.as_os_str() == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(
-            std::fs::File::open(&args.input)
-                .map_err(|e| Error::io(format_args!("open {}", args.input.display()), e))?,
-        )
     };
     let mut bar = ProgressLine::new("converting", None, args.quiet);
     let result = match bar.as_mut() {

@@ -43,13 +43,13 @@ enum Command {
     Config(config::Args),
     /// Compress a layer tar (any compression) into a zstd:chunked blob, printing its annotations.
     Compress(compress::Args),
-    /// Convert one layer blob (tar, gzip, zstd) into a composefs layer directory.
+    /// Convert one layer blob (tar, gzip, zstd, zstd:chunked, eStargz) into a composefs layer directory.
     Convert(convert::Args),
     /// Write a layer's original tar (byte for byte, from its tar-split and objects) to stdout.
     Export(export::Args),
     /// Publish a layer's TOC, layers cache and tar-split into a containers/storage layer store.
     PublishMetadata(publish::Args),
-    /// Print the TOC JSON of a zstd:chunked blob (verified against its annotations when given).
+    /// Print the TOC JSON of a zstd:chunked or eStargz blob (verified against its annotations when given).
     Toc(toc::Args),
     /// Write a composefs EROFS image from a composefs dump, as mkcomposefs --from-file does.
     Mkimage(image::MkimageArgs),

@@ -1,4 +1,4 @@
-//! `composefs-storage toc`: print the TOC JSON of a zstd:chunked blob.
+//! `composefs-storage toc`: print the TOC JSON of a zstd:chunked or eStargz blob.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,7 +21,7 @@ pub struct Args {
     /// Print where the TOC is and how it was verified (JSON) instead of the TOC.
     #[arg(long)]
     location: bool,
-    /// The zstd:chunked blob.
+    /// The zstd:chunked or eStargz blob.
     blob: PathBuf,
 }
 

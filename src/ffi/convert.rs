@@ -203,7 +203,7 @@ pub extern "C" fn cfs_convert_options_set_progress(
 }
 
 fn run(
-    input: Box<dyn std::io::Read + Send>,
+    input: std::fs::File,
     layer_dir: *const c_char,
     options: *const cfs_convert_options,
     out: *mut *mut cfs_convert_result,
@@ -220,13 +220,21 @@ fn run(
         unsafe { super::handles::try_handle(options, "options") }?
     };
     let mut progress = progress_adapter(o.progress, o.userdata);
-    let result = convert(input, dir, &o.options, Some(&mut progress))?;
+    // An eStargz blob is found by its footer when the input is a regular file.
+    let estargz;
+    let mut options = &o.options;
+    if options.estargz.is_none() && crate::chunked::estargz::detect_file(&input)? {
+        estargz = ConvertOptions { estargz: Some(Default::default()), ..o.options.clone() };
+        options = &estargz;
+    }
+    let result = convert(Box::new(input), dir, options, Some(&mut progress))?;
     let b = Box::new(cfs_convert_result { result });
     // SAFETY: checked non-NULL above; ownership passes to the caller.
     unsafe { write_out(out, super::handles::register(b), "out") }
 }
 
-/// Converts the layer blob read from `fd` (tar, gzip or zstd; a pipe works) into the new
+/// Converts the layer blob read from `fd` (tar, gzip or zstd; a pipe works; eStargz found by its
+/// footer when `fd` is a regular file) into the new
 /// directory `layer_dir`, which must not exist. `fd` is borrowed: it is duplicated, read to
 /// its end, and not closed. `options` may be NULL for the defaults. On success `*out` receives
 /// a result to free with `cfs_convert_result_free`.
@@ -250,7 +258,7 @@ pub extern "C" fn cfs_layer_convert_fd(
         // SAFETY: the caller guarantees `fd` is open for the duration of this call.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd as RawFd) };
         let owned = borrowed.try_clone_to_owned().map_err(|e| Error::io(format_args!("dup fd {fd}"), e))?;
-        run(Box::new(std::fs::File::from(owned)), layer_dir, options, out)
+        run(std::fs::File::from(owned), layer_dir, options, out)
     })
 }
 
@@ -267,7 +275,7 @@ pub extern "C" fn cfs_layer_convert_path(
         // SAFETY: NULL or a C string, by contract.
         let p = unsafe { try_path(input, "input") }?;
         let f = std::fs::File::open(p).map_err(|e| Error::io(format_args!("open {}", p.display()), e))?;
-        run(Box::new(f), layer_dir, options, out)
+        run(f, layer_dir, options, out)
     })
 }
 

@@ -17,9 +17,11 @@ use super::toc::{TarSplitWriter, TocWriter};
 use super::tree_builder::{object_path, Added, TreeBuilder};
 use super::verity::{Verity, VerityPolicy};
 use super::writer::{ObjectWriter, BATCH_BYTES};
+use crate::chunked::estargz::{check_layer, is_format_file, TOC_TAR_NAME};
+use crate::chunked::Toc;
 use crate::image::Tree;
 use crate::source::crc64::Crc64;
-use crate::source::tar::{TarLimits, TarReader};
+use crate::source::tar::{EntryType, TarLimits, TarReader};
 use crate::source::LayerStream;
 use crate::{Error, ErrorKind, Result};
 
@@ -60,6 +62,23 @@ pub struct ConvertOptions {
     /// [`super::metadata`]) so the layer can be verified, exported and deduped against on its
     /// own. containers/storage keeps these in its layer store instead and can turn this off.
     pub write_metadata: bool,
+    /// The input is an eStargz blob: see [`EstargzCheck`].
+    pub estargz: Option<EstargzCheck>,
+    /// The DiffID the image config promises: a mismatch is an error, checked before the layer
+    /// is published.
+    pub expected_diff_id: Option<[u8; 32]>,
+}
+
+/// How an eStargz blob (SPEC §3.8) is converted: its stream is a tar.gz like any other (the
+/// DiffID covers all of it), but its own files (the TOC `stargz.index.json` and the prefetch
+/// landmarks) stay out of the tree, and the TOC is checked against the tar it came with, file by
+/// file and chunk by chunk ([`crate::chunked::estargz::check_layer`]). Those files stay in the
+/// tar-split, so an export gives the exact tar back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EstargzCheck {
+    /// sha256 of the TOC JSON (the `containerd.io/snapshot/stargz/toc.digest` annotation), which
+    /// the TOC in the stream must have; without it the TOC is only checked against the tar.
+    pub toc_digest: Option<[u8; 32]>,
 }
 
 impl Default for ConvertOptions {
@@ -72,6 +91,8 @@ impl Default for ConvertOptions {
             oci_whiteouts: true,
             limits: Limits::default(),
             write_metadata: true,
+            estargz: None,
+            expected_diff_id: None,
         }
     }
 }
@@ -106,6 +127,16 @@ pub fn convert(
     // The TOC, tar-split and layers cache are written on their own thread while the object
     // writer drains and the blob is written: they take longer than both.
     let (tree, mut result, records) = scan_inner(input, &staging.path, options, progress, options.write_metadata)?;
+    if let Some(expected) = options.expected_diff_id.filter(|e| *e != result.diff_id) {
+        return Err(Error::new(
+            ErrorKind::Verification,
+            format!(
+                "DiffID mismatch: the layer's tar is sha256:{}, expected sha256:{}",
+                crate::source::hex(&result.diff_id),
+                crate::source::hex(&expected)
+            ),
+        ));
+    }
     let blob_digest = write_blob(&tree, &staging.path.join("composefs-data"), options.verity)?;
     result.blob_verity = Some(blob_digest);
     if let Some(records) = records {
@@ -173,6 +204,7 @@ fn scan_inner(
     let mut tar = TarReader::new(stream, options.limits.tar);
     let mut buf = vec![0u8; BUFFER_LIMIT.max(64 << 10)];
     let mut entries: u64 = 0;
+    let mut estargz_toc: Option<Vec<u8>> = None;
     let cancelled = |p: Progress, progress: &mut Option<ProgressFn<'_>>| -> Result<()> {
         if let Some(cb) = progress.as_mut() {
             if !cb(p) {
@@ -197,6 +229,36 @@ fn scan_inner(
         }
         tar_split.segment(tar.raw())?;
         tar.clear_raw();
+        if options.estargz.is_some() && h.entry_type == EntryType::Regular && is_format_file(&h.name) {
+            // The format's own file: its bytes go to the tar-split as they are, the TOC's kept.
+            let toc = clean_toc_name(&h.name);
+            if toc && estargz_toc.is_some() {
+                return Err(Error::format(format!("tar entry {}: a second eStargz TOC", h.index)));
+            }
+            let mut json = Vec::new();
+            loop {
+                let chunk = tar.data_chunk()?;
+                if chunk.is_empty() {
+                    break;
+                }
+                tar_split.segment(chunk)?;
+                if toc {
+                    if (json.len() + chunk.len()) as u64 > options.limits.max_toc_size {
+                        return Err(Error::limit(format!(
+                            "tar entry {}: the eStargz TOC exceeds {} bytes",
+                            h.index, options.limits.max_toc_size
+                        )));
+                    }
+                    json.extend_from_slice(chunk);
+                }
+                let k = chunk.len();
+                tar.consume_data(k);
+            }
+            if toc {
+                estargz_toc = Some(json);
+            }
+            continue;
+        }
         uids.insert(h.uid);
         gids.insert(h.gid);
         let added = builder.add(&h)?;
@@ -308,6 +370,9 @@ fn scan_inner(
     };
 
     let store = writer.finish()?;
+    if let Some(check) = &options.estargz {
+        check_estargz(check, estargz_toc.as_deref(), &toc_json, &diff_path)?;
+    }
     for (id, digest) in file_objects {
         builder.set_file_content(id, object_path(&digest), store.get(&digest).flatten());
     }
@@ -333,6 +398,36 @@ fn scan_inner(
         tar_split_size,
     };
     Ok((tree, result, records))
+}
+
+/// Whether a format file's name is the TOC's.
+fn clean_toc_name(name: &[u8]) -> bool {
+    let n = name.strip_prefix(b"./").unwrap_or(name);
+    n.strip_prefix(b"/").unwrap_or(n) == TOC_TAR_NAME.as_bytes()
+}
+
+/// An eStargz stream's TOC against its digest, and against the layer read with it.
+fn check_estargz(check: &EstargzCheck, toc: Option<&[u8]>, ours: &[u8], diff: &Path) -> Result<()> {
+    let json = toc.ok_or_else(|| Error::format(format!("the eStargz layer has no {TOC_TAR_NAME}")))?;
+    if let Some(want) = check.toc_digest {
+        let got: [u8; 32] = Sha256::digest(json).into();
+        if got != want {
+            return Err(Error::new(
+                ErrorKind::Verification,
+                format!(
+                    "eStargz TOC checksum mismatch: expected sha256:{}, got sha256:{}",
+                    crate::source::hex(&want),
+                    crate::source::hex(&got)
+                ),
+            ));
+        }
+    }
+    let theirs = Toc::parse(json).map_err(|e| e.context("eStargz TOC"))?;
+    let ours = Toc::parse(ours)?;
+    check_layer(&theirs, &ours, |digest| {
+        let path = diff.join(crate::chunked::cache::object_path(digest)?);
+        File::open(&path).map_err(|e| Error::io(format_args!("open {}", path.display()), e))
+    })
 }
 
 /// Writes `composefs.blob` into `data_path`, created O_EXCL 0644 as c/storage does (§2.1),

@@ -17,12 +17,18 @@ use crate::{Error, Result};
 pub fn export(layer_dir: &Path, out: &mut impl Write) -> Result<([u8; 32], u64)> {
     let toc = Toc::parse(&metadata::read(layer_dir, metadata::TOC)?)
         .map_err(|e| e.context(format!("{}/{}", layer_dir.display(), metadata::TOC)))?;
-    let mut objects: HashMap<&str, String> = HashMap::new();
+    // TOC names are JSON strings: a name that is not UTF-8 is there with U+FFFD in place of its
+    // bad bytes (as Go writes it), so the tar-split's raw names are looked up the same way. Two
+    // such names that collide with different contents are refused rather than guessed.
+    let mut objects: HashMap<&str, Option<String>> = HashMap::new();
     for e in toc.entries.iter().filter(|e| e.entry_type == TYPE_REG) {
-        objects.insert(
-            e.name.as_str(),
-            object_path(&e.digest).map_err(|err| err.context(format!("TOC entry {:?}", e.name)))?,
-        );
+        let obj = object_path(&e.digest).map_err(|err| err.context(format!("TOC entry {:?}", e.name)))?;
+        let slot = objects.entry(e.name.as_str()).or_insert_with(|| Some(obj.clone()));
+        if slot.as_deref().is_some_and(|o| o != obj) && e.name.contains('\u{fffd}') {
+            *slot = None;
+        } else {
+            *slot = Some(obj);
+        }
     }
     let Some((split_path, split)) = metadata::open_tar_split(layer_dir)? else {
         return Err(Error::new(
@@ -39,9 +45,12 @@ pub fn export(layer_dir: &Path, out: &mut impl Write) -> Result<([u8; 32], u64)>
     let r = reassemble(
         split,
         |name, _| {
-            let name = std::str::from_utf8(name).map_err(|_| Error::format("tar-split name is not UTF-8"))?;
-            let obj = objects.get(name).ok_or_else(|| {
+            let name = String::from_utf8_lossy(name);
+            let obj = objects.get(name.as_ref()).ok_or_else(|| {
                 Error::format(format!("tar-split has content for {name:?}, which is no regular file in the TOC"))
+            })?;
+            let obj = obj.as_ref().ok_or_else(|| {
+                Error::format(format!("tar-split name {name:?} is not UTF-8 and matches several TOC entries"))
             })?;
             let p = diff.join(obj);
             File::open(&p).map_err(|e| Error::io(format_args!("open object {} for {name:?}", p.display()), e))

@@ -18,7 +18,7 @@ pub mod tree_builder;
 pub mod verity;
 mod writer;
 
-pub use convert::{convert, ConvertOptions, Limits, Progress, ProgressFn};
+pub use convert::{convert, ConvertOptions, EstargzCheck, Limits, Progress, ProgressFn};
 pub use objects::ObjectStats;
 pub use result::ConvertResult;
 pub use verity::VerityPolicy;

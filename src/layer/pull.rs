@@ -24,13 +24,14 @@ use super::verity::{Verity, VerityPolicy};
 use super::writer::ObjectWriter;
 use crate::chunked::ranges::{plan, ByteRange, MAX_RANGES};
 use crate::chunked::toc::{TocEntry, TYPE_CHUNK, TYPE_REG};
-use crate::chunked::{read_manifest, BlobSource, Manifest, ReadOptions};
+use crate::chunked::{read_manifest, BlobSource, Format, Manifest, ReadOptions};
 use crate::{Error, ErrorKind, Result};
 use diff_id::{DiffIdJob, Ready};
 use pool::DecompressPool;
 
 mod diff_id;
 mod pool;
+mod whole;
 
 /// Where the bytes of a blob come from: a registry (ranged requests) or a local file.
 pub trait BlobFetcher {
@@ -235,12 +236,34 @@ struct Missing {
 
 /// One part of a missing file's content.
 enum Piece {
-    /// Compressed frames of the blob.
-    Fetch(ByteRange),
+    /// Compressed frames (zstd) or members (eStargz) of the blob, and the content bytes they give.
+    Fetch(ByteRange, u64),
     /// A chunk found in a source layer's file (and verified): copied from there.
     Local { file: File, offset: u64, size: u64 },
     /// A `zeros` chunk: written as a hole, nothing fetched.
     Zeros(u64),
+}
+
+/// How fetched data is compressed. The zstd context is reused from file to file (creating one
+/// per file cost more than small files' decompression).
+enum Codec {
+    Zstd(zstd::zstd_safe::DCtx<'static>),
+    Gzip,
+}
+
+impl Codec {
+    fn new(format: Format) -> Codec {
+        match format {
+            Format::Estargz => Codec::Gzip,
+            Format::Current | Format::Legacy => Codec::Zstd(zstd::zstd_safe::DCtx::create()),
+        }
+    }
+
+    /// Whether the decompression pool takes this format (zstd frames only: eStargz pulls are
+    /// insecure-mode ones and rare).
+    fn pools(&self) -> bool {
+        matches!(self, Codec::Zstd(_))
+    }
 }
 
 /// One chunk of a file as the TOC describes it.
@@ -292,7 +315,7 @@ fn chunks_by_name(entries: &[TocEntry]) -> HashMap<String, Vec<ChunkInfo>> {
 /// blob ranges of the rest (adjacent ones merged). A chunk list that does not tile the file and
 /// its range exactly is ignored: the whole range is fetched.
 fn plan_pieces(store: &ObjectStore, chunks: Option<&Vec<ChunkInfo>>, range: ByteRange, size: u64) -> Vec<Piece> {
-    let whole = || vec![Piece::Fetch(range)];
+    let whole = || vec![Piece::Fetch(range, size)];
     let Some(chunks) = chunks.filter(|c| c.len() > 1) else { return whole() };
     let mut at = 0u64;
     for (i, c) in chunks.iter().enumerate() {
@@ -315,11 +338,14 @@ fn plan_pieces(store: &ObjectStore, chunks: Option<&Vec<ChunkInfo>>, range: Byte
                 Some((file, offset)) if local_chunk_matches(&file, offset, c.size, &c.digest) => {
                     Piece::Local { file, offset, size: c.size }
                 }
-                _ => Piece::Fetch(ByteRange { offset: c.offset, length: end - c.offset }),
+                _ => Piece::Fetch(ByteRange { offset: c.offset, length: end - c.offset }, c.size),
             }
         };
         match (pieces.last_mut(), piece) {
-            (Some(Piece::Fetch(last)), Piece::Fetch(r)) if last.end() == r.offset => last.length += r.length,
+            (Some(Piece::Fetch(last, len)), Piece::Fetch(r, n)) if last.end() == r.offset => {
+                last.length += r.length;
+                *len += n;
+            }
             (_, p) => pieces.push(p),
         }
     }
@@ -384,6 +410,29 @@ pub fn pull(
             (Arc::new(m), source.fetched.get(), 2u64)
         }
     };
+    if manifest.location.format == Format::Estargz {
+        if !options.insecure_skip_diff_id {
+            drop(staging);
+            return whole::pull_whole(fetcher, layer_dir, options, &manifest, (fetched, requests), progress);
+        }
+        if crate::chunked::estargz::has_shared_members(&manifest.toc) {
+            return Err(Error::unsupported(
+                "the eStargz layer packs several chunks into one gzip member (innerOffset, the encoder's \
+                 minimum chunk size): a partial pull cannot fetch them separately; pull it without \
+                 insecure_allow_unpredictable_image_contents, which fetches and converts the whole blob",
+            ));
+        }
+        // JSON strings cannot hold bytes that are not UTF-8: the encoder wrote U+FFFD for them,
+        // so the TOC alone would give other names (the whole pull reads them from the tar).
+        if let Some(e) = manifest.toc.entries.iter().find(|e| (e.name.clone() + &e.link_name).contains('\u{fffd}')) {
+            return Err(Error::unsupported(format!(
+                "eStargz TOC entry {:?}: its name or link target was not UTF-8 in the tar, which the TOC \
+                 cannot hold; pull it without insecure_allow_unpredictable_image_contents, which \
+                 fetches and converts the whole blob",
+                e.name
+            )));
+        }
+    }
     if manifest.tar_split.is_none() && !options.insecure_skip_diff_id {
         return Err(Error::unsupported(
             "the layer has no tar-split, so its DiffID cannot be verified; a partial pull needs \
@@ -391,7 +440,7 @@ pub fn pull(
         ));
     }
     // File data lies before the TOC frame.
-    let data_end = manifest.location.toc.offset.saturating_sub(8);
+    let data_end = manifest.data_end();
 
     // 2. The tree, and which contents are needed.
     let mut store = ObjectStore::new(
@@ -491,7 +540,7 @@ pub fn pull(
     let mut temps = TempFactory::new(&diff_path)?;
     let mut chunk_bytes_reused = 0u64;
     let mut buf = vec![0u8; 256 << 10];
-    let mut dctx = zstd::zstd_safe::DCtx::create();
+    let mut codec = Codec::new(manifest.location.format);
     let mut ranges_asked = 0u64;
     let linker = store.linker()?;
     // Linking is mostly kernel time; it gets a thread when there is a core for it beside this
@@ -527,7 +576,7 @@ pub fn pull(
             // Small files are decompressed and verified by a pool (when objects go to the writer
             // thread; a pull that mostly reuses fetches too little to gain from one).
             let mut pool = match &writer {
-                Objects::Threaded(w) if missing.iter().any(DecompressPool::takes) => {
+                Objects::Threaded(w) if codec.pools() && missing.iter().any(DecompressPool::takes) => {
                     Some(DecompressPool::spawn(threads, w, &diff_path, &ready)?)
                 }
                 _ => None,
@@ -537,7 +586,7 @@ pub fn pull(
             let mut part_owner: Vec<(usize, bool)> = Vec::new();
             for (mi, m) in missing.iter().enumerate() {
                 let start = parts.len();
-                parts.extend(m.pieces.iter().filter_map(|p| if let Piece::Fetch(r) = p { Some(*r) } else { None }));
+                parts.extend(m.pieces.iter().filter_map(|p| if let Piece::Fetch(r, _) = p { Some(*r) } else { None }));
                 part_owner.extend((start..parts.len()).map(|i| (mi, i + 1 == parts.len())));
                 if start == parts.len() {
                     let mut b = Building::begin(&mut temps, m)?;
@@ -579,7 +628,7 @@ pub fn pull(
                                 return Err(Error::new(ErrorKind::Internal, "no file in progress"));
                             };
                             chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
-                            b.fetched_piece(&mut reader, r, m, &mut buf, &mut dctx)?;
+                            b.fetched_piece(&mut reader, r, m, &mut buf, &mut codec)?;
                             if last {
                                 chunk_bytes_reused += b.local_pieces(m, &mut buf)?;
                                 if let Some((_, b)) = building.take() {
@@ -640,12 +689,12 @@ pub fn pull(
             continue;
         }
         if store.reuse(&digest, size)?.is_none() {
-            let m = Missing { digest, size, range, name, pieces: vec![Piece::Fetch(range)] };
+            let m = Missing { digest, size, range, name, pieces: vec![Piece::Fetch(range, size)] };
             requests += 1;
             ranges_asked += 1;
             let mut reader = fetcher.fetch(&[range])?;
             let mut b = Building::begin(&mut temps, &m)?;
-            b.fetched_piece(&mut reader, range, &m, &mut buf, &mut dctx)?;
+            b.fetched_piece(&mut reader, range, &m, &mut buf, &mut codec)?;
             b.verify(&mut temps, &m)?.store(&mut store, &m)?;
             fetched += range.length;
         }
@@ -815,7 +864,7 @@ impl Building {
         let mut copied = 0;
         while let Some(p) = m.pieces.get(self.next) {
             match p {
-                Piece::Fetch(_) => break,
+                Piece::Fetch(..) => break,
                 Piece::Zeros(n) => {
                     let mut left = *n;
                     while left > 0 {
@@ -847,27 +896,48 @@ impl Building {
     }
 
     /// Decompresses the next piece's frames (`range`, `range.length` bytes of `reader`).
-    /// `dctx` is reused from file to file (creating one per file cost more than small files'
-    /// decompression).
     fn fetched_piece(
         &mut self,
         reader: &mut dyn Read,
         range: ByteRange,
         m: &Missing,
         buf: &mut [u8],
-        dctx: &mut zstd::zstd_safe::DCtx<'static>,
+        codec: &mut Codec,
     ) -> Result<()> {
         let ctx = || format!("file {:?}", m.name);
         let mut compressed = reader.take(range.length);
-        let mut decoder = zstd::stream::read::Decoder::with_context(BufReader::new(&mut compressed), dctx);
-        loop {
-            let n = decoder.read(buf).map_err(|e| Error::format(format!("{}: bad zstd data: {e}", ctx())))?;
-            if n == 0 {
-                break;
+        match codec {
+            Codec::Zstd(dctx) => {
+                let mut decoder = zstd::stream::read::Decoder::with_context(BufReader::new(&mut compressed), dctx);
+                loop {
+                    let n = decoder.read(buf).map_err(|e| Error::format(format!("{}: bad zstd data: {e}", ctx())))?;
+                    if n == 0 {
+                        break;
+                    }
+                    self.append(&buf[..n], m)?;
+                }
             }
-            self.append(&buf[..n], m)?;
+            Codec::Gzip => {
+                // Members hold more than this piece (the next entry's tar header): only its own
+                // bytes are read; a shorter stream fails the size check.
+                let mut left = match m.pieces.get(self.next) {
+                    Some(Piece::Fetch(_, len)) => *len,
+                    _ => m.size - self.total,
+                };
+                let mut decoder = flate2::bufread::MultiGzDecoder::new(BufReader::new(&mut compressed));
+                while left > 0 {
+                    let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let n = decoder
+                        .read(&mut buf[..want])
+                        .map_err(|e| Error::format(format!("{}: bad gzip data: {e}", ctx())))?;
+                    if n == 0 {
+                        break;
+                    }
+                    self.append(&buf[..n], m)?;
+                    left -= n as u64;
+                }
+            }
         }
-        drop(decoder);
         // Whatever the decoder did not consume of this range (padding) is skipped.
         std::io::copy(&mut compressed, &mut std::io::sink()).map_err(|e| Error::io("read fetched data", e))?;
         self.next += 1;

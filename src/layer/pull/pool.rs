@@ -84,8 +84,8 @@ impl DecompressPool {
     /// Whether the pool takes `m`: its content made of fetched frames and zeros only (files
     /// assembled with local chunks stay on the fetching thread).
     pub fn takes(m: &Missing) -> bool {
-        m.pieces.iter().all(|p| matches!(p, Piece::Fetch(_) | Piece::Zeros(_)))
-            && m.pieces.iter().any(|p| matches!(p, Piece::Fetch(_)))
+        m.pieces.iter().all(|p| matches!(p, Piece::Fetch(..) | Piece::Zeros(_)))
+            && m.pieces.iter().any(|p| matches!(p, Piece::Fetch(..)))
     }
 
     /// `threads` workers, each writing through its own sink into `writer`, and creating
@@ -183,7 +183,7 @@ impl DecompressPool {
         if !matches!(self.open, Open::None) {
             return Err(Error::new(ErrorKind::Internal, "a pooled file's parts were interleaved"));
         }
-        let compressed: u64 = m.pieces.iter().map(|p| if let Piece::Fetch(r) = p { r.length } else { 0 }).sum();
+        let compressed: u64 = m.pieces.iter().map(|p| if let Piece::Fetch(r, _) = p { r.length } else { 0 }).sum();
         if m.size <= POOL_MAX && compressed <= 2 * POOL_MAX {
             self.open = Open::InJob(mi);
             return Ok(());
@@ -260,7 +260,7 @@ fn pool_file(m: &Missing) -> PoolFile {
         .pieces
         .iter()
         .filter_map(|p| match p {
-            Piece::Fetch(r) => Some(Step::Frames(r.length)),
+            Piece::Fetch(r, _) => Some(Step::Frames(r.length)),
             Piece::Zeros(n) => Some(Step::Zeros(*n)),
             Piece::Local { .. } => None,
         })
