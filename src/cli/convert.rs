@@ -151,7 +151,8 @@ fn read_annotations(p: &Path) -> Result<BTreeMap<String, String>> {
 fn run_pull(args: Args, annotations: Option<BTreeMap<String, String>>) -> Result<ExitCode> {
     if args.input.as_os_str() == "-" {
         return Err(Error::invalid_argument(
-            "a zstd:chunked layer is read by ranges: give the blob as a file, not standard input",
+            "a zstd:chunked or eStargz layer is pulled by ranges: give the blob as a file, not standard \
+             input (or convert the stream without --annotations: --estargz for eStargz)",
         ));
     }
     let file =
