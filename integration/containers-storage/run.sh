@@ -138,6 +138,19 @@ for c in handmade-pax handmade-archive etc-doc-gnu noparents-ustar empty; do
             "$corpus/cstorage/$c/$c.compress.json" >"$inputs/diffid-$c.$ext"
     done
 done
+# eStargz blobs of the real encoder (scripts/gen-estargz.sh), with their TOC digest annotation:
+# c/storage takes them through its differ's fallback (no tar-split, so the whole blob is converted).
+estargz_dir="${CFS_ESTARGZ_DIR:-$ROOT/build/estargz}"
+"$ROOT/scripts/gen-estargz.sh" "$estargz_dir" >/dev/null
+for c in handmade-archive etc-doc-gnu; do
+    ln -sf "$estargz_dir/$c-c4k.estargz" "$inputs/corpus-$c.estargz"
+    python3 - "$estargz_dir/$c-c4k.estargz.json" "$inputs/corpus-$c.estargz.json" "$inputs/diffid-$c.estargz" <<'EOF2'
+import json, sys
+m = json.load(open(sys.argv[1]))
+json.dump({"containerd.io/snapshot/stargz/toc.digest": m["tocDigest"]}, open(sys.argv[2], "w"))
+open(sys.argv[3], "w").write(m["diffID"].split(":")[1] + "\n")
+EOF2
+done
 sys_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 PATH="$mkcomposefs_dir:$sys_path" "$here/e2e.sh" stock "$scratch/bin-stock/containers-storage" \
     "$scratch/bin-stock/cfs-pull" "$scratch/e2e-stock" "$inputs" "$scratch/e2e-stock.tsv"

@@ -42,6 +42,11 @@ pub fn is_format_file(name: &[u8]) -> bool {
         || clean == NO_PREFETCH_LANDMARK.as_bytes()
 }
 
+/// Whether a tar entry name is the TOC's.
+pub fn is_toc_name(name: &[u8]) -> bool {
+    clean_name(name) == TOC_TAR_NAME.as_bytes()
+}
+
 /// `path.Clean("/" + name)` without the leading slash, for the flat names the format uses.
 fn clean_name(name: &[u8]) -> &[u8] {
     let mut n = name;
@@ -191,7 +196,7 @@ fn toc_from_member(compressed: &[u8]) -> Result<Vec<u8>> {
     let decoder = flate2::bufread::GzDecoder::new(compressed);
     let mut tar = TarReader::new(decoder.take(MAX_TOC_SIZE + 64 * 1024), TarLimits::default());
     let h = tar.next_header().map_err(|e| bad(&e))?.ok_or_else(|| bad(&"its gzip member holds no tar entry"))?;
-    if clean_name(&h.name) != TOC_TAR_NAME.as_bytes() || h.entry_type != EntryType::Regular {
+    if !is_toc_name(&h.name) || h.entry_type != EntryType::Regular {
         return Err(bad(&format_args!(
             "its first tar entry is {:?}, expected the regular file {TOC_TAR_NAME}",
             h.display_name()

@@ -17,7 +17,7 @@ use super::toc::{TarSplitWriter, TocWriter};
 use super::tree_builder::{object_path, Added, TreeBuilder};
 use super::verity::{Verity, VerityPolicy};
 use super::writer::{ObjectWriter, BATCH_BYTES};
-use crate::chunked::estargz::{check_layer, is_format_file, TOC_TAR_NAME};
+use crate::chunked::estargz::{check_layer, is_format_file, is_toc_name, TOC_TAR_NAME};
 use crate::chunked::Toc;
 use crate::image::Tree;
 use crate::source::crc64::Crc64;
@@ -231,7 +231,7 @@ fn scan_inner(
         tar.clear_raw();
         if options.estargz.is_some() && h.entry_type == EntryType::Regular && is_format_file(&h.name) {
             // The format's own file: its bytes go to the tar-split as they are, the TOC's kept.
-            let toc = clean_toc_name(&h.name);
+            let toc = is_toc_name(&h.name);
             if toc && estargz_toc.is_some() {
                 return Err(Error::format(format!("tar entry {}: a second eStargz TOC", h.index)));
             }
@@ -398,12 +398,6 @@ fn scan_inner(
         tar_split_size,
     };
     Ok((tree, result, records))
-}
-
-/// Whether a format file's name is the TOC's.
-fn clean_toc_name(name: &[u8]) -> bool {
-    let n = name.strip_prefix(b"./").unwrap_or(name);
-    n.strip_prefix(b"/").unwrap_or(n) == TOC_TAR_NAME.as_bytes()
 }
 
 /// An eStargz stream's TOC against its digest, and against the layer read with it.

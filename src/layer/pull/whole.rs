@@ -10,7 +10,6 @@ use std::sync::mpsc::{sync_channel, Receiver};
 
 use super::{BlobFetcher, PullOptions, PullResult};
 use crate::chunked::ranges::ByteRange;
-use crate::chunked::toc::sha256_hex;
 use crate::chunked::Manifest;
 use crate::layer::convert::{convert, ConvertOptions, EstargzCheck, Progress, ProgressFn};
 use crate::{Error, ErrorKind, Result};
@@ -29,11 +28,7 @@ pub(super) fn pull_whole(
     mut progress: Option<ProgressFn<'_>>,
 ) -> Result<PullResult> {
     let size = fetcher.blob_size();
-    let hex = sha256_hex(&manifest.location.toc_digest)?;
-    let mut toc_digest = [0u8; 32];
-    for (i, b) in toc_digest.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| Error::format("invalid TOC digest"))?;
-    }
+    let toc_digest = super::digest_bytes(&manifest.location.toc_digest, "eStargz TOC")?;
     let convert_options = ConvertOptions {
         source_layers: options.source_layers.clone(),
         index_dir: options.index_dir.clone(),
