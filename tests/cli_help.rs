@@ -1,6 +1,7 @@
 //! Every subcommand has `--help` with examples, and the exit codes tell usage errors (2) from
 //! failures (1).
 
+mod support;
 use std::process::Command;
 
 fn bin() -> Command {
@@ -103,4 +104,26 @@ fn convert_progress_only_on_a_terminal() {
     let o = Command::new("script").args(["-qec", &format!("{cmd}q --quiet"), "/dev/null"]).output().unwrap();
     assert!(o.status.success());
     assert!(!String::from_utf8_lossy(&o.stdout).contains("converting"));
+}
+
+/// A reader of stdout that goes away ends the CLI by SIGPIPE, as other Unix tools, not by a panic
+/// (`composefs-storage compress layer.tar - | head -c 1`).
+#[test]
+fn a_closed_stdout_is_sigpipe_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let Some(corpus) = support::corpus() else { return };
+    let tar = corpus.join("cstorage/handmade-pax/handmade-pax.tar.zst");
+    let mut child = bin()
+        .args(["compress", &tar.to_string_lossy(), "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The blob is over a megabyte: the child cannot write it all into the pipe before this close.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {stderr}", out.status);
 }

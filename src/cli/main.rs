@@ -73,6 +73,10 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    // Die of SIGPIPE, as Unix tools do, when whoever reads stdout goes away (`export | head`): the
+    // Rust runtime ignores it, which turns the next write into a panic in `println!`.
+    // SAFETY: at start-up, before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(args) => config::run(args),
