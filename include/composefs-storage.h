@@ -324,6 +324,25 @@ cfs_status cfs_convert_options_set_keep_whiteout_files(cfs_convert_options *opti
                                                        cfs_error **err);
 
 /**
+ * The DiffID (`sha256:<hex>`) the layer must have: checked before the layer is published (a
+ * mismatch is `CFS_STATUS_VERIFICATION` and leaves nothing). NULL clears it (default: not checked).
+ */
+cfs_status cfs_convert_options_set_expected_diff_id(cfs_convert_options *options,
+                                                    const char *diff_id,
+                                                    cfs_error **err);
+
+/**
+ * The input is an eStargz blob whose TOC JSON has the sha256 `toc_digest` (`sha256:<hex>`, the
+ * layer's `containerd.io/snapshot/stargz/toc.digest` annotation): the TOC in the stream must be
+ * that one. Needed for an fd that is not a regular file (a pipe has no footer to find eStargz
+ * by). NULL clears it (default: eStargz when a regular file's footer says so, the TOC checked
+ * against the layer only).
+ */
+cfs_status cfs_convert_options_set_estargz_toc_digest(cfs_convert_options *options,
+                                                      const char *toc_digest,
+                                                      cfs_error **err);
+
+/**
  * Keep the blob digest, TOC, tar-split and layers cache in the layer's `composefs-data/`
  * (`true`, default), or not (`false`: containers/storage keeps them in its layer store, and
  * takes them from the result: `cfs_convert_result_toc_json`, `cfs_convert_result_write_tar_split`).

@@ -48,6 +48,17 @@ fn usage_errors_exit_2_and_failures_exit_1() {
     assert_eq!(code(&["convert", "/nonexistent.tar", "/nonexistent-dir"]), Some(1));
     assert_eq!(code(&["dump", "/nonexistent.cfs"]), Some(1));
     assert_eq!(code(&["inspect", "/nonexistent-layer"]), Some(1));
+    assert_eq!(code(&["convert", "--diff-id", "md5:00", "/nonexistent.tar", "/nonexistent-dir"]), Some(2));
+    // A layer whose tar is not the DiffID given: a failure, and no layer.
+    if let Some(corpus) = support::corpus() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layer = tmp.path().join("layer");
+        let tar = corpus.join("cstorage/noparents-ustar/noparents-ustar.tar");
+        let zeros = format!("sha256:{}", "0".repeat(64));
+        let args = ["convert", "-q", "--diff-id", &zeros, &tar.to_string_lossy(), &layer.to_string_lossy()];
+        assert_eq!(code(&args), Some(1));
+        assert!(!layer.exists());
+    }
 }
 
 /// A layer tar of 8 files of 1 MiB (progress is reported per entry).

@@ -66,6 +66,13 @@ type ConvertOptions struct {
 	// composefs-data/ (containers/storage keeps them in its layer store); the result still has
 	// the TOC and tar-split (TOC, WriteTarSplit).
 	NoMetadata bool
+	// ExpectedDiffID ("sha256:<hex>"), when set, is the DiffID the layer must have: a mismatch
+	// fails the conversion (ErrVerification) before the layer is published.
+	ExpectedDiffID string
+	// EstargzTOCDigest ("sha256:<hex>", the layer's containerd.io/snapshot/stargz/toc.digest
+	// annotation), when set, says the input is an eStargz blob whose TOC JSON has that digest. A
+	// file given by path is found to be eStargz by its footer anyway; a stream needs this.
+	EstargzTOCDigest string
 	// Progress, when set, is called after every tar entry (and every 16 MiB within a large file),
 	// on the goroutine that called ConvertLayer.
 	Progress func(Progress)
@@ -167,6 +174,28 @@ func (o *ConvertOptions) toC(handle cgo.Handle) (*C.cfs_convert_options, error) 
 	cerr = nil
 	if err := takeError(C.cfs_convert_options_set_write_metadata(c, C.bool(!o.NoMetadata), &cerr), cerr); err != nil {
 		return fail(err)
+	}
+	for _, d := range []struct {
+		value string
+		set   func(*C.cfs_convert_options, *C.char, **C.cfs_error) C.cfs_status
+	}{
+		{o.ExpectedDiffID, func(c *C.cfs_convert_options, v *C.char, e **C.cfs_error) C.cfs_status {
+			return C.cfs_convert_options_set_expected_diff_id(c, v, e)
+		}},
+		{o.EstargzTOCDigest, func(c *C.cfs_convert_options, v *C.char, e **C.cfs_error) C.cfs_status {
+			return C.cfs_convert_options_set_estargz_toc_digest(c, v, e)
+		}},
+	} {
+		if d.value == "" {
+			continue
+		}
+		cvalue := C.CString(d.value)
+		cerr = nil
+		status := d.set(c, cvalue, &cerr)
+		freeCString(cvalue)
+		if err := takeError(status, cerr); err != nil {
+			return fail(err)
+		}
 	}
 	return c, nil
 }

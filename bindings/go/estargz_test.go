@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -86,6 +87,33 @@ func TestEstargzPullAndConvert(t *testing.T) {
 		}
 		if sha256File(t, filepath.Join(conv, "composefs-data", "composefs.blob")) != sha256File(t, filepath.Join(whole, "composefs-data", "composefs.blob")) {
 			t.Errorf("%s: the converted blob differs from the pulled one", name)
+		}
+
+		// A stream has no footer: the TOC digest says it is eStargz. The same layer; a wrong
+		// expected DiffID fails it with nothing left.
+		f, err := os.Open(blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streamed := filepath.Join(tmp, "streamed")
+		sres, err := ConvertLayer(context.Background(), struct{ io.Reader }{f}, streamed, &ConvertOptions{
+			Verity: VerityOff, EstargzTOCDigest: meta.TOCDigest, ExpectedDiffID: meta.DiffID,
+		})
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s: convert a stream: %v", name, err)
+		}
+		sres.Close()
+		if sha256File(t, filepath.Join(streamed, "composefs-data", "composefs.blob")) != sha256File(t, filepath.Join(conv, "composefs-data", "composefs.blob")) {
+			t.Errorf("%s: the streamed conversion differs from the file's", name)
+		}
+		wrong := filepath.Join(tmp, "wrong-diffid")
+		_, err = ConvertLayerFile(context.Background(), blob, wrong, &ConvertOptions{Verity: VerityOff, ExpectedDiffID: meta.TOCDigest})
+		if !errors.Is(err, ErrVerification) {
+			t.Errorf("%s: wrong expected DiffID: %v", name, err)
+		}
+		if _, err := os.Stat(wrong); !os.IsNotExist(err) {
+			t.Errorf("%s: %s left behind", name, wrong)
 		}
 
 		// A TOC digest that is not the blob's: ErrVerification, nothing left.

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use composefs_storage::chunked::estargz::{detect_file, ANNOTATION_TOC_DIGEST};
 use composefs_storage::chunked::manifest::{ANNOTATION_TOC_CHECKSUM, LEGACY_ANNOTATION_TOC_CHECKSUM};
+use composefs_storage::chunked::toc::sha256_bytes;
 use composefs_storage::layer::pull::{pull, FileFetcher, PullOptions};
 use composefs_storage::layer::{convert, ConvertOptions, EstargzCheck, VerityPolicy};
 use composefs_storage::{Error, Result};
@@ -61,6 +62,10 @@ pub struct Args {
     /// against the layer, file by file and chunk by chunk.
     #[arg(long)]
     estargz: bool,
+    /// The DiffID (`sha256:<hex>`) the layer must have, from the image config: a mismatch fails
+    /// and leaves nothing.
+    #[arg(long, value_name = "DIGEST")]
+    diff_id: Option<String>,
     /// Accept zstd:chunked layers without a tar-split and skip the DiffID check
     /// (containers/storage's insecure_allow_unpredictable_image_contents).
     #[arg(long)]
@@ -92,6 +97,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         return run_pull(args, annotations);
     }
     let verity = VerityPolicy::parse(&args.verity)?;
+    let expected_diff_id = expected_diff_id(&args)?;
     let mut estargz = args.estargz;
     let input: Box<dyn Read + Send> = if args.input.as_os_str() == "-" {
         Box::new(std::io::stdin())
@@ -108,6 +114,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         verity,
         oci_whiteouts: !args.keep_whiteout_files,
         estargz: estargz.then(EstargzCheck::default),
+        expected_diff_id,
         ..Default::default()
     };
     let mut bar = ProgressLine::new("converting", None, args.quiet);
@@ -141,6 +148,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn expected_diff_id(args: &Args) -> Result<Option<[u8; 32]>> {
+    args.diff_id
+        .as_deref()
+        .map(|d| sha256_bytes(d).map_err(|e| Error::invalid_argument(format!("--diff-id: {e}"))))
+        .transpose()
+}
+
 fn read_annotations(p: &Path) -> Result<BTreeMap<String, String>> {
     let data = std::fs::read(p).map_err(|e| Error::io(format_args!("read {}", p.display()), e))?;
     serde_json::from_slice(&data)
@@ -158,6 +172,7 @@ fn run_pull(args: Args, annotations: Option<BTreeMap<String, String>>) -> Result
     let file =
         std::fs::File::open(&args.input).map_err(|e| Error::io(format_args!("open {}", args.input.display()), e))?;
     let mut fetcher = FileFetcher::new(file)?;
+    let expected_diff_id = expected_diff_id(&args)?;
     let options = PullOptions {
         annotations,
         source_layers: args.source_layers,
@@ -166,6 +181,7 @@ fn run_pull(args: Args, annotations: Option<BTreeMap<String, String>>) -> Result
         verity: VerityPolicy::parse(&args.verity)?,
         oci_whiteouts: !args.keep_whiteout_files,
         insecure_skip_diff_id: args.insecure_skip_diff_id,
+        expected_diff_id,
         ..Default::default()
     };
     let mut bar = ProgressLine::new("pulling", None, args.quiet);

@@ -150,6 +150,52 @@ pub extern "C" fn cfs_convert_options_set_keep_whiteout_files(
     })
 }
 
+/// The DiffID (`sha256:<hex>`) the layer must have: checked before the layer is published (a
+/// mismatch is `CFS_STATUS_VERIFICATION` and leaves nothing). NULL clears it (default: not checked).
+#[no_mangle]
+pub extern "C" fn cfs_convert_options_set_expected_diff_id(
+    options: *mut cfs_convert_options,
+    diff_id: *const c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle, by contract.
+        let o = unsafe { super::handles::try_handle_mut(options, "options") }?;
+        o.options.expected_diff_id = optional_digest(diff_id, "diff_id")?;
+        Ok(())
+    })
+}
+
+/// The input is an eStargz blob whose TOC JSON has the sha256 `toc_digest` (`sha256:<hex>`, the
+/// layer's `containerd.io/snapshot/stargz/toc.digest` annotation): the TOC in the stream must be
+/// that one. Needed for an fd that is not a regular file (a pipe has no footer to find eStargz
+/// by). NULL clears it (default: eStargz when a regular file's footer says so, the TOC checked
+/// against the layer only).
+#[no_mangle]
+pub extern "C" fn cfs_convert_options_set_estargz_toc_digest(
+    options: *mut cfs_convert_options,
+    toc_digest: *const c_char,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: NULL or a live handle, by contract.
+        let o = unsafe { super::handles::try_handle_mut(options, "options") }?;
+        o.options.estargz =
+            optional_digest(toc_digest, "toc_digest")?.map(|d| crate::layer::EstargzCheck { toc_digest: Some(d) });
+        Ok(())
+    })
+}
+
+/// A `sha256:<hex>` C string, or NULL.
+fn optional_digest(s: *const c_char, what: &str) -> crate::Result<Option<[u8; 32]>> {
+    if s.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-NULL, a C string by contract.
+    let text = unsafe { try_str(s, what) }?;
+    crate::chunked::toc::sha256_bytes(text).map(Some).map_err(|e| Error::invalid_argument(format!("{what}: {e}")))
+}
+
 /// Keep the blob digest, TOC, tar-split and layers cache in the layer's `composefs-data/`
 /// (`true`, default), or not (`false`: containers/storage keeps them in its layer store, and
 /// takes them from the result: `cfs_convert_result_toc_json`, `cfs_convert_result_write_tar_split`).

@@ -139,13 +139,8 @@ pub extern "C" fn cfs_pull_options_set(
             "insecure_skip_diff_id" => opts.insecure_skip_diff_id = parse_bool(key, v)?,
             "write_metadata" => opts.write_metadata = parse_bool(key, v)?,
             "expected_diff_id" => {
-                let hex = crate::chunked::toc::sha256_hex(v)
+                let d = crate::chunked::toc::sha256_bytes(v)
                     .map_err(|e| Error::invalid_argument(format!("expected_diff_id: {e}")))?;
-                let mut d = [0u8; 32];
-                for (i, b) in d.iter_mut().enumerate() {
-                    *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                        .map_err(|_| Error::invalid_argument("digest"))?;
-                }
                 opts.expected_diff_id = Some(d);
             }
             "max_ranges" => {

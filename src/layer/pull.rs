@@ -371,12 +371,7 @@ fn local_chunk_matches(file: &File, offset: u64, size: u64, digest: &[u8; 32]) -
 }
 
 fn digest_bytes(digest: &str, name: &str) -> Result<[u8; 32]> {
-    let hex = crate::chunked::toc::sha256_hex(digest).map_err(|e| e.context(format!("TOC entry {name:?}")))?;
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| Error::format("invalid digest"))?;
-    }
-    Ok(out)
+    crate::chunked::toc::sha256_bytes(digest).map_err(|e| e.context(format!("TOC entry {name:?}")))
 }
 
 /// Pulls the zstd:chunked layer that `fetcher` serves into `layer_dir` (which must not exist).
