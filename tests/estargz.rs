@@ -60,12 +60,7 @@ fn blobs(dir: &Path) -> Vec<Blob> {
 }
 
 fn digest32(s: &str) -> [u8; 32] {
-    let hex = s.strip_prefix("sha256:").unwrap();
-    let mut d = [0u8; 32];
-    for (i, b) in d.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-    }
-    d
+    composefs_storage::chunked::toc::sha256_bytes(s).unwrap()
 }
 
 fn hex(d: &[u8]) -> String {

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::footer::{Format, Position};
 use super::manifest::{BlobSource, Location, Manifest, MAX_TOC_SIZE};
-use super::toc::{sha256_hex, Toc, TocEntry, TYPE_CHUNK, TYPE_REG};
+use super::toc::{sha256_bytes, sha256_hex, Toc, TocEntry, TYPE_CHUNK, TYPE_REG};
 use crate::source::tar::{EntryType, TarLimits, TarReader};
 use crate::{Error, ErrorKind, Result};
 
@@ -137,9 +137,21 @@ pub fn detect_file(file: &std::fs::File) -> Result<bool> {
 /// against `toc_digest` (the annotation, `sha256:` of the TOC JSON) when given, else
 /// unauthenticated. The TOC is checked and normalized for a pull ([`normalize`]).
 pub fn read_manifest(blob: &(impl BlobSource + ?Sized), toc_digest: Option<&str>) -> Result<Manifest> {
+    read_manifest_with(blob, toc_digest, None)
+}
+
+/// [`read_manifest`] with the footer already read (a pull fetches the blob's end once).
+pub(crate) fn read_manifest_with(
+    blob: &(impl BlobSource + ?Sized),
+    toc_digest: Option<&str>,
+    footer: Option<Footer>,
+) -> Result<Manifest> {
     let blob_size = blob.size()?;
-    let footer = read_footer(blob)?
-        .ok_or_else(|| Error::format("not an eStargz blob: no eStargz footer in its last 51 bytes"))?;
+    let footer = match footer {
+        Some(f) => f,
+        None => read_footer(blob)?
+            .ok_or_else(|| Error::format("not an eStargz blob: no eStargz footer in its last 51 bytes"))?,
+    };
     let end = blob_size - footer.size;
     if footer.toc_offset >= end {
         return Err(Error::format(format!(
@@ -157,19 +169,13 @@ pub fn read_manifest(blob: &(impl BlobSource + ?Sized), toc_digest: Option<&str>
     blob.read_exact_at(footer.toc_offset, &mut compressed)?;
     let json = toc_from_member(&compressed)?;
     drop(compressed);
-    let got = crate::source::hex(&Sha256::digest(&json));
     let (digest, authenticated) = match toc_digest {
         Some(d) => {
-            let want = sha256_hex(d).map_err(|e| e.context(format!("annotation {ANNOTATION_TOC_DIGEST}")))?;
-            if want != got {
-                return Err(Error::new(
-                    ErrorKind::Verification,
-                    format!("eStargz TOC checksum mismatch: expected sha256:{want}, got sha256:{got}"),
-                ));
-            }
+            let want = sha256_bytes(d).map_err(|e| e.context(format!("annotation {ANNOTATION_TOC_DIGEST}")))?;
+            check_toc_digest(&json, &want)?;
             (d.to_string(), true)
         }
-        None => (format!("sha256:{got}"), false),
+        None => (format!("sha256:{}", crate::source::hex(&Sha256::digest(&json))), false),
     };
     let mut toc = Toc::parse(&json)?;
     normalize(&mut toc, footer.toc_offset)?;
@@ -187,6 +193,22 @@ pub fn read_manifest(blob: &(impl BlobSource + ?Sized), toc_digest: Option<&str>
         tar_split_zst: None,
         tar_size: None,
     })
+}
+
+/// Checks the TOC JSON against the sha256 the layer's annotation gives.
+pub fn check_toc_digest(json: &[u8], want: &[u8; 32]) -> Result<()> {
+    let got: [u8; 32] = Sha256::digest(json).into();
+    if got != *want {
+        return Err(Error::new(
+            ErrorKind::Verification,
+            format!(
+                "eStargz TOC checksum mismatch: expected sha256:{}, got sha256:{}",
+                crate::source::hex(want),
+                crate::source::hex(&got)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The TOC JSON from the gzip member that holds it: its first tar entry must be
@@ -222,16 +244,8 @@ fn toc_from_member(compressed: &[u8]) -> Result<Vec<u8>> {
 /// offsets increase and stay before the TOC. Entries sharing a member (`innerOffset`, from the
 /// encoder's minimum chunk size) are kept, with their member's end; a pull refuses them.
 pub fn normalize(toc: &mut Toc, toc_offset: u64) -> Result<()> {
-    toc.entries.retain(|e| !(e.entry_type == TYPE_REG && is_format_file(e.name.as_bytes())));
-    // Drop chunk entries of removed files (they follow no regular file of their name).
-    let mut kept: Vec<TocEntry> = Vec::with_capacity(toc.entries.len());
-    for e in std::mem::take(&mut toc.entries) {
-        if e.entry_type == TYPE_CHUNK && is_format_file(e.name.as_bytes()) {
-            continue;
-        }
-        kept.push(e);
-    }
-    toc.entries = kept;
+    toc.entries
+        .retain(|e| !((e.entry_type == TYPE_REG || e.entry_type == TYPE_CHUNK) && is_format_file(e.name.as_bytes())));
 
     let toc_offset = i64::try_from(toc_offset).map_err(|_| Error::format("eStargz TOC offset out of range"))?;
     // Each data entry's member ends where the next member starts (entries sharing a member
@@ -255,33 +269,38 @@ pub fn normalize(toc: &mut Toc, toc_offset: u64) -> Result<()> {
     }
     // A file spans its chunks: its end is its last chunk's; each chunk's size is what is left
     // before the next chunk (or the file's end).
-    let mut i = 0;
-    while i < toc.entries.len() {
-        if toc.entries[i].entry_type != TYPE_REG {
-            i += 1;
-            continue;
-        }
-        let mut j = i + 1;
-        while j < toc.entries.len()
-            && toc.entries[j].entry_type == TYPE_CHUNK
-            && toc.entries[j].name == toc.entries[i].name
-        {
-            j += 1;
-        }
-        let size = toc.entries[i].size;
-        for k in i..j {
-            let next_start = if k + 1 < j { toc.entries[k + 1].chunk_offset } else { size };
+    for span in file_spans(&toc.entries) {
+        let (first, last) = (span.start, span.end - 1);
+        let size = toc.entries[first].size;
+        for k in span {
+            let next_start = if k < last { toc.entries[k + 1].chunk_offset } else { size };
             let e = &mut toc.entries[k];
-            if e.chunk_size == 0 || k + 1 == j {
+            if e.chunk_size == 0 || k == last {
                 e.chunk_size = next_start - e.chunk_offset;
             }
         }
-        if j > i + 1 {
-            toc.entries[i].end_offset = toc.entries[j - 1].end_offset;
+        if last > first {
+            toc.entries[first].end_offset = toc.entries[last].end_offset;
+        }
+    }
+    Ok(())
+}
+
+/// The index ranges of the TOC's regular files, each with the chunk entries that follow it.
+fn file_spans(entries: &[TocEntry]) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        let mut j = i + 1;
+        while j < entries.len() && entries[j].entry_type == TYPE_CHUNK && entries[j].name == entries[i].name {
+            j += 1;
+        }
+        if entries[i].entry_type == TYPE_REG {
+            spans.push(i..j);
         }
         i = j;
     }
-    Ok(())
+    spans
 }
 
 /// Whether some data entry shares a gzip member with another (`innerOffset`).
@@ -345,24 +364,17 @@ pub fn check_layer(theirs: &Toc, ours: &Toc, mut object: impl FnMut(&str) -> Res
 
 /// Every file's chunks against their `chunkDigest` (see [`check_layer`]).
 fn check_chunks(theirs: &Toc, object: &mut impl FnMut(&str) -> Result<std::fs::File>) -> Result<()> {
-    let mut i = 0;
     let entries = &theirs.entries;
-    while i < entries.len() {
-        let e = &entries[i];
-        let mut j = i + 1;
-        while j < entries.len() && entries[j].entry_type == TYPE_CHUNK && entries[j].name == e.name {
-            j += 1;
-        }
-        if e.entry_type != TYPE_REG || e.size == 0 || is_format_file(e.name.as_bytes()) {
-            i = j;
+    for span in file_spans(entries) {
+        let e = &entries[span.start];
+        if e.size == 0 || is_format_file(e.name.as_bytes()) {
             continue;
         }
-        let chunks = &entries[i..j];
+        let chunks = &entries[span];
         if chunks.len() == 1 {
             if !e.chunk_digest.is_empty() && e.chunk_digest != e.digest {
                 return Err(lie(format_args!("entry {:?}: its one chunk's digest is not the file's", e.name)));
             }
-            i = j;
             continue;
         }
         let file = object(&e.digest)?;
@@ -377,7 +389,9 @@ fn check_chunks(theirs: &Toc, object: &mut impl FnMut(&str) -> Result<std::fs::F
             }
             let want = sha256_hex(&c.chunk_digest)
                 .map_err(|err| err.context(format!("TOC entry {:?}: chunkDigest", e.name)))?;
-            let got = crate::source::hex(&sha256_at(&file, at as u64, (end - at) as u64)?);
+            let got = crate::source::sha256_at(&file, at as u64, (end - at) as u64)
+                .map_err(|err| Error::io(format!("read back the object of {:?}", e.name), err))?;
+            let got = crate::source::hex(&got);
             if got != want {
                 return Err(Error::new(
                     ErrorKind::Verification,
@@ -389,26 +403,8 @@ fn check_chunks(theirs: &Toc, object: &mut impl FnMut(&str) -> Result<std::fs::F
             }
             at = end;
         }
-        i = j;
     }
     Ok(())
-}
-
-fn sha256_at(file: &std::fs::File, offset: u64, len: u64) -> Result<[u8; 32]> {
-    use std::os::unix::fs::FileExt;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; (256 << 10).min(len as usize)];
-    let mut done = 0u64;
-    while done < len {
-        let want = buf.len().min((len - done) as usize);
-        let n = file.read_at(&mut buf[..want], offset + done).map_err(|e| Error::io("read an object back", e))?;
-        if n == 0 {
-            return Err(Error::new(ErrorKind::Internal, "an object is shorter than its content"));
-        }
-        hasher.update(&buf[..n]);
-        done += n as u64;
-    }
-    Ok(hasher.finalize().into())
 }
 
 fn trim(name: &str) -> &str {

@@ -118,31 +118,55 @@ pub struct ReadOptions {
 /// Finds where the TOC is: from the layer's annotations when given, else from the blob's footer.
 /// An eStargz blob's TOC is read and authenticated to be located (its digest is the JSON's).
 pub fn locate(blob: &(impl BlobSource + ?Sized), annotations: Option<&BTreeMap<String, String>>) -> Result<Location> {
-    match estargz_digest(blob, annotations)? {
-        Some(digest) => Ok(super::estargz::read_manifest(blob, digest)?.location),
-        None => match annotations {
-            Some(a) => locate_from_annotations(a),
-            None => locate_from_footer(blob),
-        },
+    match kind(blob, annotations)? {
+        Kind::Estargz { digest, footer } => Ok(super::estargz::read_manifest_with(blob, digest, footer)?.location),
+        Kind::Chunked { tail } => locate_chunked(blob, annotations, tail),
     }
 }
 
-/// `Some(toc digest)` when the layer is eStargz: by its annotation (`Some(Some(digest))`), or,
-/// without annotations, by its footer (`Some(None)`: unauthenticated).
-fn estargz_digest<'a>(
+/// A zstd:chunked TOC's place: by the footer in `tail` (read when there were no annotations),
+/// else by the annotations.
+fn locate_chunked(
     blob: &(impl BlobSource + ?Sized),
-    annotations: Option<&'a BTreeMap<String, String>>,
-) -> Result<Option<Option<&'a str>>> {
+    annotations: Option<&BTreeMap<String, String>>,
+    tail: Option<Vec<u8>>,
+) -> Result<Location> {
+    match (tail, annotations) {
+        (Some(tail), _) => locate_from_footer(blob, &tail),
+        (None, Some(a)) => locate_from_annotations(a),
+        (None, None) => Err(Error::new(ErrorKind::Internal, "no footer read and no annotations")),
+    }
+}
+
+/// What a blob is, from its annotations, or else from its last bytes (read once: in a pull, one
+/// ranged fetch serves both formats' footers).
+enum Kind<'a> {
+    /// eStargz: the annotation's TOC digest, or (no annotations) the footer found.
+    Estargz { digest: Option<&'a str>, footer: Option<super::estargz::Footer> },
+    /// zstd:chunked: the blob's last bytes when no annotations were given.
+    Chunked { tail: Option<Vec<u8>> },
+}
+
+fn kind<'a>(blob: &(impl BlobSource + ?Sized), annotations: Option<&'a BTreeMap<String, String>>) -> Result<Kind<'a>> {
     match annotations {
         Some(a) => {
             let zstd = a.contains_key(ANNOTATION_TOC_CHECKSUM) || a.contains_key(LEGACY_ANNOTATION_TOC_CHECKSUM);
             match a.get(ESTARGZ_ANNOTATION_TOC_DIGEST) {
                 Some(_) if zstd => Err(Error::format("the layer has both zstd:chunked and estargz annotations")),
-                Some(d) => Ok(Some(Some(d.as_str()))),
-                None => Ok(None),
+                Some(d) => Ok(Kind::Estargz { digest: Some(d.as_str()), footer: None }),
+                None => Ok(Kind::Chunked { tail: None }),
             }
         }
-        None => Ok(super::estargz::read_footer(blob)?.map(|_| None)),
+        None => {
+            let size = blob.size()?;
+            let n = (footer::TAIL_SIZE.max(super::estargz::FOOTER_SIZE) as u64).min(size);
+            let mut tail = vec![0u8; n as usize];
+            blob.read_exact_at(size - n, &mut tail)?;
+            Ok(match super::estargz::parse_footer(&tail)? {
+                Some(f) => Kind::Estargz { digest: None, footer: Some(f) },
+                None => Kind::Chunked { tail: Some(tail) },
+            })
+        }
     }
 }
 
@@ -198,12 +222,8 @@ fn parse_position(s: &str, fields: usize) -> Result<Position> {
     Ok(Position { offset: n[0], length: n[1], uncompressed_length: n[2] })
 }
 
-fn locate_from_footer(blob: &(impl BlobSource + ?Sized)) -> Result<Location> {
-    let size = blob.size()?;
-    let n = (footer::TAIL_SIZE as u64).min(size);
-    let mut tail = vec![0u8; n as usize];
-    blob.read_exact_at(size - n, &mut tail)?;
-    let f = footer::parse(&tail)?;
+fn locate_from_footer(blob: &(impl BlobSource + ?Sized), tail: &[u8]) -> Result<Location> {
+    let f = footer::parse(tail)?;
     check_range(blob, f.toc, MAX_TOC_SIZE, "TOC")?;
     let mut compressed = vec![0u8; f.toc.length as usize];
     blob.read_exact_at(f.toc.offset, &mut compressed)?;
@@ -247,10 +267,10 @@ pub fn read_manifest(
     annotations: Option<&BTreeMap<String, String>>,
     options: &ReadOptions,
 ) -> Result<Manifest> {
-    if let Some(digest) = estargz_digest(blob, annotations)? {
-        return super::estargz::read_manifest(blob, digest);
-    }
-    let location = locate(blob, annotations)?;
+    let location = match kind(blob, annotations)? {
+        Kind::Estargz { digest, footer } => return super::estargz::read_manifest_with(blob, digest, footer),
+        Kind::Chunked { tail } => locate_chunked(blob, annotations, tail)?,
+    };
     check_range(blob, location.toc, MAX_TOC_SIZE, "TOC")?;
     let mut compressed = vec![0u8; location.toc.length as usize];
     blob.read_exact_at(location.toc.offset, &mut compressed)?;

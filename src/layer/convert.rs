@@ -17,7 +17,7 @@ use super::toc::{TarSplitWriter, TocWriter};
 use super::tree_builder::{object_path, Added, TreeBuilder};
 use super::verity::{Verity, VerityPolicy};
 use super::writer::{ObjectWriter, BATCH_BYTES};
-use crate::chunked::estargz::{check_layer, is_format_file, is_toc_name, TOC_TAR_NAME};
+use crate::chunked::estargz::{check_layer, check_toc_digest, is_format_file, is_toc_name, TOC_TAR_NAME};
 use crate::chunked::Toc;
 use crate::image::Tree;
 use crate::source::crc64::Crc64;
@@ -403,18 +403,8 @@ fn scan_inner(
 /// An eStargz stream's TOC against its digest, and against the layer read with it.
 fn check_estargz(check: &EstargzCheck, toc: Option<&[u8]>, ours: &[u8], diff: &Path) -> Result<()> {
     let json = toc.ok_or_else(|| Error::format(format!("the eStargz layer has no {TOC_TAR_NAME}")))?;
-    if let Some(want) = check.toc_digest {
-        let got: [u8; 32] = Sha256::digest(json).into();
-        if got != want {
-            return Err(Error::new(
-                ErrorKind::Verification,
-                format!(
-                    "eStargz TOC checksum mismatch: expected sha256:{}, got sha256:{}",
-                    crate::source::hex(&want),
-                    crate::source::hex(&got)
-                ),
-            ));
-        }
+    if let Some(want) = &check.toc_digest {
+        check_toc_digest(json, want)?;
     }
     let theirs = Toc::parse(json).map_err(|e| e.context("eStargz TOC"))?;
     let ours = Toc::parse(ours)?;

@@ -354,20 +354,7 @@ fn plan_pieces(store: &ObjectStore, chunks: Option<&Vec<ChunkInfo>>, range: Byte
 
 /// Whether `size` bytes at `offset` of `file` have the sha256 `digest` (`validateChunkChecksum`).
 fn local_chunk_matches(file: &File, offset: u64, size: u64, digest: &[u8; 32]) -> bool {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; (256 << 10).min(size as usize).max(1)];
-    let mut done = 0u64;
-    while done < size {
-        let want = buf.len().min((size - done) as usize);
-        match file.read_at(&mut buf[..want], offset + done) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                done += n as u64;
-            }
-        }
-    }
-    <[u8; 32]>::from(hasher.finalize()) == *digest
+    crate::source::sha256_at(file, offset, size).is_ok_and(|d| d == *digest)
 }
 
 fn digest_bytes(digest: &str, name: &str) -> Result<[u8; 32]> {

@@ -288,6 +288,26 @@ fn decompress_worker(
     })
 }
 
+/// sha256 of `len` bytes of `file` at `offset` (read with `pread`, 256 KiB at a time); a file
+/// shorter than that is an `UnexpectedEof` error.
+pub fn sha256_at(file: &std::fs::File, offset: u64, len: u64) -> io::Result<[u8; 32]> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; (256 << 10).min(len as usize).max(1)];
+    let mut done = 0u64;
+    while done < len {
+        let want = buf.len().min((len - done) as usize);
+        match file.read_at(&mut buf[..want], offset + done)? {
+            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than the range hashed")),
+            n => {
+                hasher.update(&buf[..n]);
+                done += n as u64;
+            }
+        }
+    }
+    Ok(hasher.finalize().into())
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
