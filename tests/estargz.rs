@@ -337,6 +337,26 @@ fn lies_and_damage_are_refused_and_leave_nothing() {
     assert_eq!(e.kind(), ErrorKind::Verification, "{e}");
     assert!(e.to_string().contains("checksum mismatch"), "{e}");
 
+    // A missing digest, and an absurd size: refused by conversion and by a partial pull.
+    for (what, edit) in [
+        (
+            "missing digest",
+            Box::new(|e: &mut serde_json::Value| e["digest"] = serde_json::json!(""))
+                as Box<dyn Fn(&mut serde_json::Value)>,
+        ),
+        ("absurd size", Box::new(|e: &mut serde_json::Value| e["size"] = serde_json::json!(1u64 << 50))),
+    ] {
+        let lying = with_toc(&good, |v| edit(first_reg(v, 1)));
+        let p = write("edited.estargz", &lying);
+        let e = support::hygiene::check_err(tmp.path(), what, || convert_checked(&p, &layer));
+        assert_eq!(e.kind(), ErrorKind::Verification, "{what}: {e}");
+        let toc = toc_json(&lying);
+        let e = support::hygiene::check_err(tmp.path(), what, || {
+            pull(&mut FileFetcher::new(File::open(&p).unwrap()).unwrap(), &layer, &insecure(&toc), None)
+        });
+        assert!(matches!(e.kind(), ErrorKind::Verification | ErrorKind::Format), "{what}: {e}");
+    }
+
     // A lying chunk digest (files of this blob are cut every 4 KiB).
     let lying = with_toc(&good, |v| {
         let entries = v["entries"].as_array_mut().unwrap();
@@ -426,4 +446,32 @@ fn the_legacy_47_byte_footer_reads_the_same() {
     let mut bad = good[good.len() - 51..].to_vec();
     bad[20] = b'z';
     assert!(estargz::parse_footer(&bad).unwrap_err().to_string().contains("invalid TOC offset"));
+}
+
+/// The CLI takes eStargz where it takes zstd:chunked: `toc` prints the blob's own TOC, `convert`
+/// finds the format by the footer, and `convert --annotations` pulls it (whole, with the DiffID).
+#[test]
+fn the_cli_takes_estargz() {
+    let Some(dir) = blobs_dir() else { return };
+    let _lock = support::hygiene::lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let b = blobs(&dir).into_iter().find(|b| b.name == "etc-doc-gnu-c4k").unwrap();
+    let cli = || std::process::Command::new(env!("CARGO_BIN_EXE_composefs-storage"));
+    let out = cli().args(["toc", &b.path.to_string_lossy()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sha256_prefixed(out.stdout.strip_suffix(b"\n").unwrap()), b.toc_digest);
+    let ann = tmp.path().join("ann.json");
+    std::fs::write(&ann, serde_json::to_vec(&annotations(&b)).unwrap()).unwrap();
+    let converted = tmp.path().join("converted");
+    let pulled = tmp.path().join("pulled");
+    for (args, dir) in [
+        (vec!["convert", "-q", "--json", "--verity", "off", "--diff-id", &b.diff_id], &converted),
+        (vec!["convert", "-q", "--json", "--verity", "off", "--annotations", &ann.to_string_lossy()], &pulled),
+    ] {
+        let out = cli().args(&args).arg(&b.path).arg(dir).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&b.diff_id), "{args:?}");
+    }
+    assert_eq!(blob_bytes(&converted), blob_bytes(&pulled));
+    assert!(!dump(&converted).iter().any(|l| is_format_line(l)), "no format files in the tree");
 }
