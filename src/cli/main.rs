@@ -14,6 +14,8 @@ mod demo;
 mod export;
 mod image;
 mod inspect;
+#[cfg(test)]
+mod man;
 mod mount;
 mod progress;
 mod publish;
@@ -24,6 +26,17 @@ mod toc;
     name = "composefs-storage",
     version,
     about = "The composefs layer path of containers/storage",
+    long_about = "The composefs layer path of containers/storage: convert image layers (tar, gzip, zstd, \
+zstd:chunked, eStargz) into composefs layer directories, reuse their files across layers, and mount \
+stacks of them as one overlay.
+
+A composefs layer directory holds diff/, an object directory with each regular file stored once \
+under its content's sha256 (diff/ab/cdef...), and composefs-data/composefs.blob, an EROFS image with \
+all of the layer's metadata that redirects each regular file to its object. It is the layout \
+containers/storage writes with use_composefs = \"true\" in containers-storage.conf, and the layer \
+directories this tool writes can be recorded in its store (publish-metadata).
+
+The same operations are in the library libcomposefs_storage (see composefs-storage(3)).",
     after_help = "Start here:
   composefs-storage demo                          # the whole job on a built-in example
   composefs-storage convert layer.tar.gz /var/tmp/l1
