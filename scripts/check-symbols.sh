@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fails when the built shared library's exports differ from src/ffi/exported-symbols.txt, or when it
+# Fails when the built shared library's exports differ from src/ffi/exported-symbols.txt or from
+# debian/libcomposefs-storage0.symbols, or when it
 # exports anything outside cfs_*. Usage: scripts/check-symbols.sh [LIB.so]   (default target/release)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -18,6 +19,12 @@ fi
 if ! diff -u <(grep -v '^#' "$list") "$actual"; then
     echo "error: $so exports differ from src/ffi/exported-symbols.txt (- listed, + built);" >&2
     echo "       if the change is intended, run \`make symbols\` and commit the list" >&2
+    status=1
+fi
+# The Debian symbols file names the same symbols (dpkg-gensymbols checks the built package against it).
+deb="$ROOT/debian/libcomposefs-storage0.symbols"
+if ! diff -u <(sed -n 's/^ \([a-z_0-9]*\)@Base .*$/\1/p' "$deb") "$actual"; then
+    echo "error: $deb differs from the built exports (- listed, + built); run \`make symbols\`" >&2
     status=1
 fi
 [ "$status" = 0 ] && echo "symbols: $(wc -l <"$actual") exports match src/ffi/exported-symbols.txt"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Writes the exported-symbol list (src/ffi/exported-symbols.txt) from a built shared library
-# (`make symbols`). Usage: scripts/gen-symbols.sh [LIB.so]   (default target/release)
+# (`make symbols`), and the Debian symbols file (debian/libcomposefs-storage0.symbols) from it: a
+# symbol already there keeps the version that introduced it, a new one gets the crate version.
+# A symbol that is gone is an ABI break: it is refused here (bump the ABI and the SONAME instead).
+# Usage: scripts/gen-symbols.sh [LIB.so]   (default target/release)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -19,3 +22,20 @@ fi
     echo "$syms"
 } >"$list"
 echo "wrote $list ($(wc -l <<<"$syms") symbols)"
+
+deb="$ROOT/debian/libcomposefs-storage0.symbols"
+old="$(mktemp)"
+trap 'rm -f "$old"' EXIT
+[ -f "$deb" ] && sed -n 's/^ \([a-z_0-9]*\)@Base \(.*\)$/\1 \2/p' "$deb" >"$old"
+if gone="$(awk 'NR == FNR {have[$1] = 1; next} !($1 in have) {print $1}' <(echo "$syms") "$old")" && [ -n "$gone" ]; then
+    echo "error: these symbols of $deb are no longer exported (an ABI break):" >&2
+    echo "$gone" >&2
+    exit 1
+fi
+{
+    echo "libcomposefs_storage.so.$(abi_version) libcomposefs-storage$(abi_version) #MINVER#"
+    echo "* Build-Depends-Package: libcomposefs-storage-dev"
+    awk -v ver="$(crate_version)" -v old="$old" 'FILENAME == old {since[$1] = $2; next} {print " " $1 "@Base " ($1 in since ? since[$1] : ver)}' \
+        "$old" <(echo "$syms")
+} >"$deb"
+echo "wrote $deb"

@@ -14,6 +14,11 @@ crate_version() {
     awk '/^\[/{p = ($0 == "[package]")} p && /^version *=/{gsub(/.*= *"|".*/, ""); print; exit}' "$ROOT/Cargo.toml"
 }
 
+# The C ABI version (the SONAME's number) from src/ffi/version.rs.
+abi_version() {
+    sed -n 's/^pub const CFS_ABI_VERSION: u32 = \([0-9]*\);/\1/p' "$ROOT/src/ffi/version.rs"
+}
+
 # Finds cbindgen at the pinned version: $CBINDGEN, .tools/cargo/bin, PATH, ~/.cargo/bin; when there is
 # none, installs it into .tools (scripts/setup.sh).
 find_cbindgen() {

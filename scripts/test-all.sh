@@ -2,6 +2,7 @@
 # Runs every test of the project and prints a summary; exits non-zero if any step failed.
 #   eStargz test blobs from the real encoder (scripts/gen-estargz.sh), Rust (cargo test), header and symbol checks, a staged `make install` with pkg-config checks,
 #   the C tests (dynamic, static, valgrind, AddressSanitizer), the Go tests (dynamic, static, race),
+#   the Debian packages built, checked by lintian and tested installed in a fresh root (scripts/test-deb.sh),
 #   containers/storage built stock and patched with its own tests and an end-to-end run
 #   (integration/containers-storage/run.sh), podman built stock and patched, end to end through a
 #   local registry (integration/podman/run.sh), and a fuzz smoke run.
@@ -56,7 +57,33 @@ skip() {
 
 stage_install() {
     rm -rf "$stage"
-    make --no-print-directory build && make --no-print-directory install DESTDIR="$stage" PREFIX="$prefix"
+    make --no-print-directory build && make --no-print-directory install DESTDIR="$stage" PREFIX="$prefix" &&
+        make --no-print-directory install-debug DESTDIR="$stage"
+}
+
+# `make install` installs stripped files, `make install-debug` their debug info under their build ids.
+check_stripped() {
+    local f id debug bad=0 sections
+    for f in "$stage$prefix/lib/libcomposefs_storage.so.$(crate_version)" "$stage$prefix/bin/composefs-storage" \
+        "$stage$prefix/lib/libcomposefs_storage.a"; do
+        sections="$(LC_ALL=C readelf -S -W "$f" 2>/dev/null)"
+        # (.debug_gdb_scripts is loaded data, not debug info: strip keeps it.)
+        if grep -Eq '\.debug_(info|line|str|abbrev|ranges|loc)' <<<"$sections"; then
+            echo "error: $f is not stripped of its debug info"
+            bad=1
+        fi
+        printf '  %-40s %9s bytes installed\n' "${f#"$stage"}" "$(stat -c %s "$f")"
+        [[ "$f" == *.a ]] && continue
+        id="$(LC_ALL=C readelf -n "$f" | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p')"
+        debug="$stage/usr/lib/debug/.build-id/${id:0:2}/${id:2}.debug"
+        if [ -n "$id" ] && LC_ALL=C readelf -S -W "$debug" 2>/dev/null | grep -q '\.debug_info'; then
+            printf '  %-40s %9s bytes\n' "${debug#"$stage"}" "$(stat -c %s "$debug")"
+        else
+            echo "error: no debug file with .debug_info for $f (build id '${id}')"
+            bad=1
+        fi
+    done
+    [ "$bad" = 0 ] && echo "stripped: 3 installed files stripped, 2 debug files under their build ids"
 }
 
 # pkg-config against the staged install gives the staged paths and the static link's libraries.
@@ -90,6 +117,7 @@ step header-check scripts/check-header.sh
 if step stage-install stage_install; then
     step symbol-check scripts/check-symbols.sh "${CARGO_TARGET_DIR:-target}/release/libcomposefs_storage.so"
     step pkg-config check_pkg_config
+    step stripped check_stripped
     step c-dynamic scripts/test-c.sh dynamic
     step c-static scripts/test-c.sh static
     step c-valgrind scripts/test-c.sh valgrind
@@ -98,10 +126,14 @@ if step stage-install stage_install; then
     step go-static scripts/test-go.sh static
     step go-race scripts/test-go.sh race
 else
-    for s in symbol-check pkg-config c-dynamic c-static c-valgrind c-asan go-dynamic go-static go-race; do
+    for s in symbol-check pkg-config stripped c-dynamic c-static c-valgrind c-asan go-dynamic go-static go-race; do
         skip "$s" "stage-install failed"
     done
 fi
+
+# The Debian packages (debian/): built offline, lintian, installed into a fresh debootstrap root
+# where the C example and bindings/go's tests build against them with pkg-config.
+step deb scripts/test-deb.sh
 
 # containers/storage built stock and patched (integration/containers-storage), side by side.
 step containers-storage integration/containers-storage/run.sh
