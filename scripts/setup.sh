@@ -26,6 +26,8 @@ APT_PACKAGES+=(meson ninja-build patch bats debootstrap)
 # (runc, conmon, netavark), the local registry, and curl for the registry's API.
 APT_PACKAGES+=(libseccomp-dev libgpgme-dev libsystemd-dev libapparmor-dev libbtrfs-dev libsubid-dev libsqlite3-dev)
 APT_PACKAGES+=(runc conmon netavark docker-registry curl)
+# scripts/test-deb.sh: dpkg-buildpackage with debhelper, lintian; groff-base for tests/man.rs.
+APT_PACKAGES+=(debhelper lintian groff-base)
 # More packages to require, for scripts/test-setup.sh (which asks for one that does not exist).
 read -r -a extra <<<"${CFS_SETUP_EXTRA_PACKAGES:-}"
 APT_PACKAGES+=("${extra[@]}")
