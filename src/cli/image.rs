@@ -53,16 +53,15 @@ pub fn mkimage(args: MkimageArgs) -> Result<ExitCode> {
     options.check()?;
     let strict = args.strict || std::env::var_os("CFS_PARSE_STRICT").is_some_and(|v| v == "1");
     let tree = if args.dump.as_os_str() == "-" {
-        dump::parse(std::io::stdin().lock(), strict).map_err(|e| e.context("<stdin>"))?
+        dump::parse(BufReader::with_capacity(256 << 10, std::io::stdin()), strict).map_err(|e| e.context("<stdin>"))?
     } else {
         let f = std::fs::File::open(&args.dump).map_err(|e| Error::io(format!("open {}", args.dump.display()), e))?;
         dump::parse(BufReader::with_capacity(256 << 10, f), strict).map_err(|e| e.context(args.dump.display()))?
     };
     let digest = if args.out.as_os_str() == "-" {
-        let stdout = std::io::stdout();
-        let mut lock = stdout.lock();
-        let d = image::write_image_with_digest(&tree, &options, &mut lock)?;
-        lock.flush().map_err(|e| Error::io("write stdout", e))?;
+        let mut stdout = std::io::stdout();
+        let d = image::write_image_with_digest(&tree, &options, &mut stdout)?;
+        stdout.flush().map_err(|e| Error::io("write stdout", e))?;
         d
     } else {
         image::write_image_file(&tree, &options, &args.out)?

@@ -32,40 +32,102 @@ pub const XATTR_LINE_MAX: usize = 65535;
 /// buffer an arbitrary amount (inline content, a symlink and 255-byte xattrs all fit easily).
 pub const LINE_MAX: usize = 16 << 20;
 
+/// Lines the reading thread parses into a batch for the tree builder, and batches that may wait.
+const BATCH_LINES: usize = 1024;
+const BATCHES_IN_FLIGHT: usize = 8;
+
 /// Parses a whole dump into a tree. Errors name the line number.
-pub fn parse(mut input: impl BufRead, strict: bool) -> Result<Tree> {
-    let mut parser = Parser { tree: None, strict, last_dir: Vec::new(), last_dir_id: ROOT };
-    let mut line = Vec::with_capacity(256);
-    let mut lineno = 0usize;
-    loop {
-        line.clear();
-        let n = std::io::Read::take(&mut input, LINE_MAX as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| Error::io(format!("reading dump line {}", lineno + 1), e))?;
-        if n == 0 {
-            break;
-        }
-        lineno += 1;
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        } else if line.len() > LINE_MAX {
-            return Err(Error::limit(format!("dump line {lineno}: longer than {LINE_MAX} bytes")));
-        }
-        if line.is_empty() {
-            continue;
-        }
-        parser.line(&line).map_err(|e| e.context(format!("dump line {lineno}")))?;
+///
+/// A dump of more than one batch of lines is read and parsed (fields, escapes, numbers, digests,
+/// xattrs: most of the work) on a second thread while this one builds the tree, which must see
+/// the lines in order. Memory stays bounded by the tree: at most `BATCHES_IN_FLIGHT + 2` batches
+/// exist at a time.
+pub fn parse(input: impl BufRead + Send, strict: bool) -> Result<Tree> {
+    let mut reader = LineReader { input, strict, lineno: 0, buf: Vec::with_capacity(256) };
+    let mut builder = Builder { tree: None, last_dir: Vec::new(), last_dir_id: ROOT };
+    let (first, mut at_end) = reader.batch();
+    builder.take(first)?;
+    if !at_end {
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
+            s.spawn(move || {
+                while !at_end {
+                    let batch;
+                    (batch, at_end) = reader.batch();
+                    // The builder has stopped (an error) when nobody receives.
+                    if tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+            // Returning early drops `rx`, which stops the reader at its next batch.
+            rx.into_iter().try_for_each(|batch| builder.take(batch))
+        })?;
     }
-    parser.tree.ok_or_else(|| Error::format("dump is empty: expected a first line for `/`"))
+    builder.tree.ok_or_else(|| Error::format("dump is empty: expected a first line for `/`"))
 }
 
-struct Parser {
-    tree: Option<Tree>,
+/// A parsed line, or the error that ends the dump (read error, or a line that cannot be split).
+type Item = Result<(usize, Line)>;
+
+/// Reads and parses lines: everything that does not need the tree.
+struct LineReader<R> {
+    input: R,
     strict: bool,
-    /// The parent directory path of the previous line and its inode, so that a run of siblings
-    /// resolves its parent once.
-    last_dir: Vec<u8>,
-    last_dir_id: InodeId,
+    lineno: usize,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// Up to `BATCH_LINES` lines, and whether the input ended (or failed) with them.
+    fn batch(&mut self) -> (Vec<Item>, bool) {
+        let mut items = Vec::with_capacity(BATCH_LINES);
+        for _ in 0..BATCH_LINES {
+            match self.next_line() {
+                Ok(None) => return (items, true),
+                Ok(Some(item)) => {
+                    let failed = item.is_err();
+                    items.push(item);
+                    if failed {
+                        return (items, true);
+                    }
+                }
+                Err(e) => {
+                    items.push(Err(e));
+                    return (items, true);
+                }
+            }
+        }
+        (items, false)
+    }
+
+    /// The next non-empty line parsed, `None` at the end.
+    fn next_line(&mut self) -> Result<Option<Item>> {
+        loop {
+            self.buf.clear();
+            let n = std::io::Read::take(&mut self.input, LINE_MAX as u64 + 1)
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| Error::io(format!("reading dump line {}", self.lineno + 1), e))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.lineno += 1;
+            if self.buf.last() == Some(&b'\n') {
+                self.buf.pop();
+            } else if self.buf.len() > LINE_MAX {
+                return Err(Error::limit(format!("dump line {}: longer than {LINE_MAX} bytes", self.lineno)));
+            }
+            if self.buf.is_empty() {
+                continue;
+            }
+            let lineno = self.lineno;
+            return Ok(Some(
+                Line::parse(&self.buf, self.strict)
+                    .map(|line| (lineno, line))
+                    .map_err(|e| e.context(format!("dump line {lineno}"))),
+            ));
+        }
+    }
 }
 
 /// Splits a line into fields on single spaces.
@@ -93,8 +155,29 @@ impl<'a> Fields<'a> {
     }
 }
 
-impl Parser {
-    fn line(&mut self, line: &[u8]) -> Result<()> {
+/// One line, parsed without the tree. The errors that mkcomposefs reports after the tree checks
+/// (parent, duplicate) are kept in `body` to be reported in the same order.
+struct Line {
+    path: Vec<u8>,
+    /// `path[..parent_len]` is the parent's path, `path[name_start..]` the name.
+    parent_len: usize,
+    name_start: usize,
+    body: Result<Body>,
+}
+
+enum Body {
+    Root(Inode),
+    /// A hardlink to `target` (absolute); `canonical` says whether it is a canonical path
+    /// (otherwise it names nothing).
+    Hardlink {
+        target: Vec<u8>,
+        canonical: bool,
+    },
+    Inode(Inode),
+}
+
+impl Line {
+    fn parse(line: &[u8], strict: bool) -> Result<Line> {
         let mut f = Fields { rest: Some(line) };
         let path = unescape(f.required("PATH")?).map_err(|e| e.context("PATH"))?;
         let size: u64 = parse_dec(f.required("SIZE")?, "SIZE")?;
@@ -104,93 +187,113 @@ impl Parser {
             _ => (false, mode_field),
         };
         let mode = parse_octal(mode_digits)?;
-        let nlink_f = f.next_field();
-        let uid_f = f.next_field();
-        let gid_f = f.next_field();
-        let rdev_f = f.next_field();
-        let mtime_f = f.next_field();
-        let payload_f = f.next_field();
-        let content_f = f.next_field();
-        let digest_f = f.next_field();
-
-        let (parent, name) = self.split_path(&path)?;
-        let Some(tree) = self.tree.as_mut() else {
-            if path != b"/" {
-                return Err(Error::format(format!(
-                    "first line is {:?}, expected the root `/`",
-                    String::from_utf8_lossy(&path)
-                )));
-            }
-            // Root line.
-            let (mut meta, nlink) =
-                parse_meta(mode, [nlink_f, uid_f, gid_f, mtime_f], self.strict).map_err(|e| e.context("`/`"))?;
-            parse_xattrs(&mut f, &mut meta.xattrs, line.len())?;
-            if mode & libc::S_IFMT != libc::S_IFDIR || hardlink {
-                return Err(Error::format("`/` must be a directory"));
-            }
-            let rdev: u64 = optional_dec(rdev_f, "RDEV")?;
-            if self.strict && rdev != 0 {
-                return Err(Error::format("`/`: RDEV must be 0 for a directory"));
-            }
-            let mut t = Tree::new(meta);
-            t.inodes[ROOT].nlink = nlink;
-            self.tree = Some(t);
-            return Ok(());
+        canonical_path(&path)?;
+        let (parent_len, name_start) = match path.iter().rposition(|&b| b == b'/') {
+            _ if path == b"/" => (0, 0),
+            Some(slash) => (slash.max(1), slash + 1),
+            None => unreachable!("canonical_path checked that the path is absolute"),
         };
-        if path == b"/" {
-            return Err(Error::format("`/` appears twice"));
-        }
-        let parent_id = if parent == self.last_dir.as_slice() {
-            self.last_dir_id
+        let fields = Rest { size, mode, hardlink, strict, line_len: line.len() };
+        let body = if path == b"/" {
+            fields.root(f).map_err(|e| e.context("`/`"))
+        } else if hardlink {
+            fields.hardlink(f, &path)
         } else {
-            let id = tree
-                .resolve(parent)
-                .ok_or_else(|| Error::format(format!("parent directory of {} is missing", show(&path))))?;
-            self.last_dir.clear();
-            self.last_dir.extend_from_slice(parent);
-            self.last_dir_id = id;
-            id
+            fields.inode(f, &path)
         };
-        if tree.inodes[parent_id].as_dir().is_none() {
-            return Err(Error::format(format!("parent of {} is not a directory", show(&path))));
-        }
-        if tree.lookup(parent_id, name).is_some() {
-            return Err(Error::format(format!("duplicate entry {}", show(&path))));
-        }
+        Ok(Line { path, parent_len, name_start, body })
+    }
 
-        if hardlink {
-            let target = unescape(
-                payload_f
-                    .filter(|p| *p != b"-")
-                    .ok_or_else(|| Error::format(format!("hardlink {} has no target in PAYLOAD", show(&path))))?,
-            )?;
-            if target.first() != Some(&b'/') {
-                return Err(Error::format(format!("hardlink target {} is not absolute", show(&target))));
-            }
-            let target_id = tree
-                .resolve(&target)
-                .filter(|_| canonical_path(&target).is_ok())
-                .ok_or_else(|| Error::format(format!("hardlink target {} does not exist", show(&target))))?;
-            if tree.inodes[target_id].as_dir().is_some() {
-                return Err(Error::format(format!("hardlink {} to directory {}", show(&path), show(&target))));
-            }
-            tree.link(parent_id, name.to_vec(), DirEntry { inode: target_id, hardlink: true });
-            return Ok(());
-        }
+    fn parent(&self) -> &[u8] {
+        &self.path[..self.parent_len]
+    }
 
-        let (mut meta, nlink) = parse_meta(mode, [nlink_f, uid_f, gid_f, mtime_f], self.strict)?;
-        let rdev: u64 = optional_dec(rdev_f, "RDEV")?;
-        let payload = optional(payload_f).map(unescape).transpose().map_err(|e| e.context("PAYLOAD"))?;
-        let content = optional(content_f).map(unescape).transpose().map_err(|e| e.context("CONTENT"))?;
-        let digest = optional(digest_f).map(parse_digest).transpose()?;
-        if self.strict && digest_f.is_none() {
+    fn name(&self) -> &[u8] {
+        &self.path[self.name_start..]
+    }
+}
+
+/// The fields after MODE, with what came before that they need.
+struct Rest {
+    size: u64,
+    mode: u32,
+    hardlink: bool,
+    strict: bool,
+    line_len: usize,
+}
+
+/// NLINK UID GID RDEV MTIME PAYLOAD CONTENT DIGEST, each optional unless strict.
+struct Tail<'a> {
+    nlink: Option<&'a [u8]>,
+    uid: Option<&'a [u8]>,
+    gid: Option<&'a [u8]>,
+    rdev: Option<&'a [u8]>,
+    mtime: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+    content: Option<&'a [u8]>,
+    digest: Option<&'a [u8]>,
+}
+
+impl<'a> Tail<'a> {
+    fn split(f: &mut Fields<'a>) -> Tail<'a> {
+        Tail {
+            nlink: f.next_field(),
+            uid: f.next_field(),
+            gid: f.next_field(),
+            rdev: f.next_field(),
+            mtime: f.next_field(),
+            payload: f.next_field(),
+            content: f.next_field(),
+            digest: f.next_field(),
+        }
+    }
+}
+
+impl Rest {
+    fn root(&self, mut f: Fields<'_>) -> Result<Body> {
+        let t = Tail::split(&mut f);
+        let (mut meta, nlink) = parse_meta(self.mode, [t.nlink, t.uid, t.gid, t.mtime], self.strict)?;
+        parse_xattrs(&mut f, &mut meta.xattrs, self.line_len)?;
+        if self.mode & libc::S_IFMT != libc::S_IFDIR || self.hardlink {
+            return Err(Error::format("`/` must be a directory"));
+        }
+        let rdev: u64 = optional_dec(t.rdev, "RDEV")?;
+        if self.strict && rdev != 0 {
+            return Err(Error::format("`/`: RDEV must be 0 for a directory"));
+        }
+        Ok(Body::Root(Inode { meta, kind: InodeKind::Directory(Directory::default()), nlink }))
+    }
+
+    fn hardlink(&self, mut f: Fields<'_>, path: &[u8]) -> Result<Body> {
+        let t = Tail::split(&mut f);
+        let target = unescape(
+            t.payload
+                .filter(|p| *p != b"-")
+                .ok_or_else(|| Error::format(format!("hardlink {} has no target in PAYLOAD", show(path))))?,
+        )?;
+        if target.first() != Some(&b'/') {
+            return Err(Error::format(format!("hardlink target {} is not absolute", show(&target))));
+        }
+        let canonical = canonical_path(&target).is_ok();
+        Ok(Body::Hardlink { target, canonical })
+    }
+
+    fn inode(&self, mut f: Fields<'_>, path: &[u8]) -> Result<Body> {
+        let (size, mode, strict) = (self.size, self.mode, self.strict);
+        let t = Tail::split(&mut f);
+        let (mut meta, nlink) = parse_meta(mode, [t.nlink, t.uid, t.gid, t.mtime], strict)?;
+        let rdev: u64 = optional_dec(t.rdev, "RDEV")?;
+        let payload = optional(t.payload).map(unescape).transpose().map_err(|e| e.context("PAYLOAD"))?;
+        let content = optional(t.content).map(unescape).transpose().map_err(|e| e.context("CONTENT"))?;
+        let digest = optional(t.digest).map(parse_digest).transpose()?;
+        if strict && t.digest.is_none() {
             return Err(Error::format("missing field DIGEST"));
         }
-        parse_xattrs(&mut f, &mut meta.xattrs, line.len())?;
+        parse_xattrs(&mut f, &mut meta.xattrs, self.line_len)?;
 
         let file_type = mode & libc::S_IFMT;
-        if self.strict && rdev != 0 && file_type != libc::S_IFCHR && file_type != libc::S_IFBLK {
-            return Err(Error::format(format!("{}: RDEV {rdev} on a non-device", show(&path))));
+        if strict && rdev != 0 && file_type != libc::S_IFCHR && file_type != libc::S_IFBLK {
+            return Err(Error::format(format!("{}: RDEV {rdev} on a non-device", show(path))));
         }
         let kind = match file_type {
             libc::S_IFDIR => InodeKind::Directory(Directory::default()),
@@ -199,14 +302,14 @@ impl Parser {
                     if c.len() > INLINE_CONTENT_MAX {
                         return Err(Error::limit(format!(
                             "{}: inline content of {} bytes is over the maximum {INLINE_CONTENT_MAX}",
-                            show(&path),
+                            show(path),
                             c.len()
                         )));
                     }
                     if c.len() as u64 != size {
                         return Err(Error::format(format!(
                             "{}: SIZE {size} but inline content has {} bytes",
-                            show(&path),
+                            show(path),
                             c.len()
                         )));
                     }
@@ -217,21 +320,21 @@ impl Parser {
             libc::S_IFLNK => {
                 let target = payload
                     .filter(|t| !t.is_empty())
-                    .ok_or_else(|| Error::format(format!("symlink {} has no target in PAYLOAD", show(&path))))?;
+                    .ok_or_else(|| Error::format(format!("symlink {} has no target in PAYLOAD", show(path))))?;
                 if target.len() > SYMLINK_MAX {
                     return Err(Error::limit(format!(
                         "symlink {}: target of {} bytes is over the maximum {SYMLINK_MAX}",
-                        show(&path),
+                        show(path),
                         target.len()
                     )));
                 }
                 if target.contains(&0) {
-                    return Err(Error::format(format!("symlink {}: target contains NUL", show(&path))));
+                    return Err(Error::format(format!("symlink {}: target contains NUL", show(path))));
                 }
-                if self.strict && size != target.len() as u64 {
+                if strict && size != target.len() as u64 {
                     return Err(Error::format(format!(
                         "symlink {}: SIZE {size} differs from the target length {}",
-                        show(&path),
+                        show(path),
                         target.len()
                     )));
                 }
@@ -241,21 +344,87 @@ impl Parser {
             libc::S_IFBLK => InodeKind::BlockDevice(rdev),
             libc::S_IFIFO => InodeKind::Fifo,
             libc::S_IFSOCK => InodeKind::Socket,
-            _ => return Err(Error::format(format!("{}: MODE {mode:o} has no valid file type", show(&path)))),
+            _ => return Err(Error::format(format!("{}: MODE {mode:o} has no valid file type", show(path)))),
         };
-        let id = tree.push(Inode { meta, kind, nlink });
-        tree.link(parent_id, name.to_vec(), DirEntry { inode: id, hardlink: false });
+        Ok(Body::Inode(Inode { meta, kind, nlink }))
+    }
+}
+
+/// Builds the tree from parsed lines, in order: what needs the lines before.
+struct Builder {
+    tree: Option<Tree>,
+    /// The parent directory path of the previous line and its inode, so that a run of siblings
+    /// resolves its parent once.
+    last_dir: Vec<u8>,
+    last_dir_id: InodeId,
+}
+
+impl Builder {
+    fn take(&mut self, batch: Vec<Item>) -> Result<()> {
+        for item in batch {
+            let (lineno, line) = item?;
+            self.line(line).map_err(|e| e.context(format!("dump line {lineno}")))?;
+        }
         Ok(())
     }
 
-    /// Validates an absolute path and splits it into (parent path, name). The root is `("", "")`.
-    fn split_path<'p>(&self, path: &'p [u8]) -> Result<(&'p [u8], &'p [u8])> {
-        canonical_path(path)?;
-        if path == b"/" {
-            return Ok((b"", b""));
+    fn line(&mut self, line: Line) -> Result<()> {
+        let Some(tree) = self.tree.as_mut() else {
+            if line.path != b"/" {
+                return Err(Error::format(format!(
+                    "first line is {:?}, expected the root `/`",
+                    String::from_utf8_lossy(&line.path)
+                )));
+            }
+            let Body::Root(root) = line.body? else { unreachable!("the line of `/` has a root body") };
+            let mut t = Tree::new(root.meta);
+            t.inodes[ROOT].nlink = root.nlink;
+            self.tree = Some(t);
+            return Ok(());
+        };
+        if line.path == b"/" {
+            return Err(Error::format("`/` appears twice"));
         }
-        let slash = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
-        Ok((&path[..slash.max(1)], &path[slash + 1..]))
+        let path = &line.path;
+        let parent_id = if line.parent() == self.last_dir.as_slice() {
+            self.last_dir_id
+        } else {
+            let id = tree
+                .resolve(line.parent())
+                .ok_or_else(|| Error::format(format!("parent directory of {} is missing", show(path))))?;
+            self.last_dir.clear();
+            self.last_dir.extend_from_slice(line.parent());
+            self.last_dir_id = id;
+            id
+        };
+        if tree.inodes[parent_id].as_dir().is_none() {
+            return Err(Error::format(format!("parent of {} is not a directory", show(path))));
+        }
+        if tree.lookup(parent_id, line.name()).is_some() {
+            return Err(Error::format(format!("duplicate entry {}", show(path))));
+        }
+        match line.body? {
+            Body::Hardlink { target, canonical } => {
+                let target_id = tree
+                    .resolve(&target)
+                    .filter(|_| canonical)
+                    .ok_or_else(|| Error::format(format!("hardlink target {} does not exist", show(&target))))?;
+                if tree.inodes[target_id].as_dir().is_some() {
+                    return Err(Error::format(format!("hardlink {} to directory {}", show(&line.path), show(&target))));
+                }
+                tree.link(
+                    parent_id,
+                    line.path[line.name_start..].to_vec(),
+                    DirEntry { inode: target_id, hardlink: true },
+                );
+            }
+            Body::Inode(inode) => {
+                let id = tree.push(inode);
+                tree.link(parent_id, line.path[line.name_start..].to_vec(), DirEntry { inode: id, hardlink: false });
+            }
+            Body::Root(_) => unreachable!("only `/` has a root body"),
+        }
+        Ok(())
     }
 }
 
@@ -560,6 +729,64 @@ mod tests {
 
     fn parse_str(s: &str, strict: bool) -> Result<Tree> {
         parse(s.as_bytes(), strict)
+    }
+
+    /// A dump of `/`, `/d` and `n` files in it: lines 1, 2, and 3.. for the files.
+    fn many_files(n: usize) -> String {
+        let mut dump = String::from("/ 0 40755 2 0 0 0 0.0 - - -\n/d 0 40755 2 0 0 0 0.0 - - -\n");
+        for i in 0..n {
+            dump.push_str(&format!("/d/f{i} 3 100644 1 0 0 0 {i}.0 - abc -\n"));
+        }
+        dump
+    }
+
+    /// Dumps of several batches are read on a second thread: the tree is the same, and errors
+    /// from either side (a line that does not parse, one that does not fit the tree, a read
+    /// error) name their line, late in the dump as early.
+    #[test]
+    fn multi_batch_dumps_parse_in_order_and_errors_name_their_line() {
+        let n = BATCH_LINES * 3 + 17;
+        let t = parse_str(&many_files(n), true).unwrap();
+        let d = t.resolve(b"/d").unwrap();
+        assert_eq!(t.inode(d).as_dir().unwrap().entries.len(), n);
+        let last = t.resolve(format!("/d/f{}", n - 1).as_bytes()).unwrap();
+        assert_eq!(t.inode(last).meta.mtime.sec, (n - 1) as i64);
+
+        // Line 2 + 2500 + 1: a bad MTIME (the reading side).
+        let bad_mtime = many_files(n).replace("/d/f2500 3 100644 1 0 0 0 2500.0", "/d/f2500 3 100644 1 0 0 0 x");
+        let e = parse_str(&bad_mtime, true).unwrap_err().to_string();
+        assert!(e.contains("dump line 2503") && e.contains("MTIME"), "{e}");
+        // A duplicate entry (the tree side), after the reader has gone on.
+        let mut dup = many_files(n);
+        dup.push_str("/d/f7 3 100644 1 0 0 0 0.0 - abc -\n");
+        let e = parse_str(&dup, true).unwrap_err().to_string();
+        assert!(e.contains(&format!("dump line {}", n + 3)) && e.contains("duplicate entry /d/f7"), "{e}");
+        // A missing parent early in a long dump: the reader, blocked on a full channel, stops.
+        let mut orphan = String::from("/ 0 40755 2 0 0 0 0.0 - - -\n/x/y 0 100644 1 0 0 0 0.0 - - -\n");
+        orphan.push_str(&many_files(n * 4)[28..]);
+        let e = parse_str(&orphan, true).unwrap_err().to_string();
+        assert!(e.contains("dump line 2") && e.contains("parent directory of /x/y is missing"), "{e}");
+
+        // A read error after a few batches.
+        struct Failing<'a>(&'a [u8]);
+        impl std::io::Read for Failing<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(std::io::Error::other("disk on fire"));
+                }
+                let k = buf.len().min(self.0.len());
+                buf[..k].copy_from_slice(&self.0[..k]);
+                self.0 = &self.0[k..];
+                Ok(k)
+            }
+        }
+        let text = many_files(n);
+        let cut = text.match_indices('\n').nth(BATCH_LINES * 2 + 9).unwrap().0 + 1;
+        let e = parse(std::io::BufReader::new(Failing(&text.as_bytes()[..cut])), true).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("reading dump line {}", BATCH_LINES * 2 + 11)) && e.contains("disk on fire"),
+            "{e}"
+        );
     }
 
     #[test]

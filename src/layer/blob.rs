@@ -8,6 +8,6 @@ use crate::Result;
 
 /// Writes `tree` as an EROFS composefs image; returns the image's fs-verity digest (computed in
 /// userspace while writing, so it is known whether or not the filesystem has fs-verity).
-pub fn write_blob(tree: &Tree, out: &mut impl Write) -> Result<[u8; 32]> {
+pub fn write_blob(tree: &Tree, out: &mut (impl Write + Send)) -> Result<[u8; 32]> {
     write_image_with_digest(tree, &WriteOptions::default(), out)
 }

@@ -2,12 +2,15 @@
 //!
 //! Three passes over the tree, none of which allocates per node beyond one fixed-size record:
 //! 1. breadth-first numbering (the C `lcfs_compute_tree` order), checks and directory nlink;
-//! 2. per-node xattrs after the mkcomposefs rewrites, interned once into a table that counts
-//!    their uses (for the shared table) — the only place bytes are copied;
+//! 2. per-node xattrs after the mkcomposefs rewrites, interned into a table that counts their
+//!    uses (for the shared table); keys and values borrow the tree's bytes behind a static prefix,
+//!    so no xattr byte is copied (a copy of every redirect and metacopy value was a fifth of the
+//!    writer's memory);
 //! 3. sizes and positions (tails, padding, nids, block addresses).
 //!
 //! The image is then written in one sequential pass through a buffered writer.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::io::Write;
@@ -115,12 +118,131 @@ struct Node {
     nid: u64,
 }
 
+/// The static first pieces of the xattr keys and values the writer makes, by index ([`XEntry`]
+/// keeps a 1-byte index rather than a 16-byte slice).
+const FIRST_PIECES: [&[u8]; 4] = [b"", b"trusted.overlay.overlay.", b"/", &[0, 36, 0, 1]];
+const NO_PREFIX: u8 = 0;
+/// An input `trusted.overlay.*` key, escaped (SPEC §5.3); generated escaped keys use it too, so
+/// that one key always has one split (interning hashes the pieces).
+const ESCAPED: u8 = 1;
+/// A redirect: "/" + payload.
+const SLASH: u8 = 2;
+/// A metacopy value with a digest: its header + the digest.
+const METACOPY_HEADER: u8 = 3;
+
+/// A byte string in two pieces, a static first piece and borrowed rest, compared as their
+/// concatenation.
+#[derive(Clone, Copy)]
+struct Pieces<'a> {
+    first: &'static [u8],
+    rest: &'a [u8],
+}
+
+impl<'a> Pieces<'a> {
+    fn new(first: u8, rest: &'a [u8]) -> Self {
+        Pieces { first: FIRST_PIECES[first as usize], rest }
+    }
+
+    fn len(&self) -> usize {
+        self.first.len() + self.rest.len()
+    }
+
+    fn starts_with(&self, prefix: &[u8]) -> bool {
+        let n = prefix.len().min(self.first.len());
+        self.len() >= prefix.len() && self.first[..n] == prefix[..n] && self.rest.starts_with(&prefix[n..])
+    }
+
+    /// Without its first `n` bytes.
+    fn skip(&self, n: usize) -> Pieces<'a> {
+        match self.first.get(n..) {
+            Some(first) => Pieces { first, rest: self.rest },
+            None => Pieces { first: b"", rest: &self.rest[n - self.first.len()..] },
+        }
+    }
+
+    fn is(&self, bytes: &[u8]) -> bool {
+        self.len() == bytes.len() && self.starts_with(bytes)
+    }
+
+    /// The bytes in one slice: the rest itself, or both pieces copied into `buf`.
+    fn contiguous<'b>(&self, buf: &'b mut Vec<u8>) -> &'b [u8]
+    where
+        'a: 'b,
+    {
+        if self.first.is_empty() {
+            return self.rest;
+        }
+        buf.clear();
+        buf.extend_from_slice(self.first);
+        buf.extend_from_slice(self.rest);
+        buf
+    }
+
+    fn write_to(&self, w: &mut Out<impl Write>) -> std::io::Result<()> {
+        w.put(self.first)?;
+        w.put(self.rest)
+    }
+}
+
+impl PartialEq for Pieces<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Pieces<'_> {}
+impl PartialOrd for Pieces<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pieces<'_> {
+    /// Bytewise order of the concatenations, compared a run at a time.
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (a, b) = ([self.first, self.rest], [other.first, other.rest]);
+        let (mut ai, mut ao, mut bi, mut bo) = (0, 0, 0, 0);
+        loop {
+            while ai < 2 && ao == a[ai].len() {
+                ai += 1;
+                ao = 0;
+            }
+            while bi < 2 && bo == b[bi].len() {
+                bi += 1;
+                bo = 0;
+            }
+            if ai == 2 || bi == 2 {
+                return (ai != 2).cmp(&(bi != 2));
+            }
+            let n = (a[ai].len() - ao).min(b[bi].len() - bo);
+            match a[ai][ao..ao + n].cmp(&b[bi][bo..bo + n]) {
+                Ordering::Equal => (ao, bo) = (ao + n, bo + n),
+                o => return o,
+            }
+        }
+    }
+}
+
+/// The EROFS prefix index and the remaining suffix of an xattr key (`format::split_xattr_key`
+/// over pieces).
+fn split_key(key: Pieces<'_>) -> (u8, Pieces<'_>) {
+    if key.first.is_empty() {
+        let (index, suffix) = split_xattr_key(key.rest);
+        return (index, Pieces { first: b"", rest: suffix });
+    }
+    for (prefix, index) in XATTR_PREFIXES {
+        if key.starts_with(prefix) {
+            return (index, key.skip(prefix.len()));
+        }
+    }
+    (0, key)
+}
+
 /// One distinct (key, value) xattr pair.
 #[derive(Clone, Copy)]
-struct XEntry {
-    off: usize,
-    key_len: u32,
-    val_len: u32,
+struct XEntry<'a> {
+    key_rest: &'a [u8],
+    val_rest: &'a [u8],
+    key_first: u8,
+    val_first: u8,
     count: u32,
     /// Next entry with the same hash.
     next: u32,
@@ -143,58 +265,55 @@ impl Hasher for IdentityHasher {
     }
 }
 
-/// Interns xattr pairs into one arena and counts their uses.
+/// Interns xattr pairs (borrowing their bytes) and counts their uses.
 #[derive(Default)]
-struct Interner {
-    arena: Vec<u8>,
-    entries: Vec<XEntry>,
+struct Interner<'a> {
+    entries: Vec<XEntry<'a>>,
     heads: HashMap<u64, u32, BuildHasherDefault<IdentityHasher>>,
     state: std::hash::RandomState,
 }
 
-impl Interner {
-    fn intern(&mut self, key: &[u8], value: &[u8]) -> u32 {
+impl<'a> Interner<'a> {
+    /// `(first piece index, rest)` of the key and of the value.
+    fn intern(&mut self, key: (u8, &'a [u8]), value: (u8, &'a [u8])) -> u32 {
+        let (k, v) = (Pieces::new(key.0, key.1), Pieces::new(value.0, value.1));
         let mut h = self.state.build_hasher();
-        h.write_usize(key.len());
-        h.write(key);
-        h.write(value);
+        h.write_usize(k.len());
+        for piece in [k.first, k.rest, v.first, v.rest] {
+            h.write(piece);
+        }
         let hash = h.finish();
         let head = self.heads.get(&hash).copied().unwrap_or(UNSET);
         let mut cur = head;
         while cur != UNSET {
-            let e = &mut self.entries[cur as usize];
-            let k = &self.arena[e.off..e.off + e.key_len as usize];
-            let v = &self.arena[e.off + e.key_len as usize..e.off + e.key_len as usize + e.val_len as usize];
-            if k == key && v == value {
-                e.count += 1;
+            if self.key(cur) == k && self.value(cur) == v {
+                self.entries[cur as usize].count += 1;
                 return cur;
             }
-            cur = e.next;
+            cur = self.entries[cur as usize].next;
         }
         let id = self.entries.len() as u32;
         self.entries.push(XEntry {
-            off: self.arena.len(),
-            key_len: key.len() as u32,
-            val_len: value.len() as u32,
+            key_rest: key.1,
+            val_rest: value.1,
+            key_first: key.0,
+            val_first: value.0,
             count: 1,
             next: head,
             shared_off: UNSET,
         });
-        self.arena.extend_from_slice(key);
-        self.arena.extend_from_slice(value);
         self.heads.insert(hash, id);
         id
     }
 
-    fn key(&self, id: u32) -> &[u8] {
+    fn key(&self, id: u32) -> Pieces<'a> {
         let e = &self.entries[id as usize];
-        &self.arena[e.off..e.off + e.key_len as usize]
+        Pieces::new(e.key_first, e.key_rest)
     }
 
-    fn value(&self, id: u32) -> &[u8] {
+    fn value(&self, id: u32) -> Pieces<'a> {
         let e = &self.entries[id as usize];
-        let start = e.off + e.key_len as usize;
-        &self.arena[start..start + e.val_len as usize]
+        Pieces::new(e.val_first, e.val_rest)
     }
 }
 
@@ -217,7 +336,7 @@ struct Plan<'a> {
     nodes: Vec<Node>,
     /// nid by id (tree ids, then stubs); UNSET_NID until placed.
     nids: Vec<u64>,
-    xattrs: Interner,
+    xattrs: Interner<'a>,
     node_xattrs: Vec<u32>,
     shared: Vec<u32>,
     shared_size: u64,
@@ -430,9 +549,9 @@ impl<'a> Plan<'a> {
         let n_tree = self.n_tree();
         let root = &tree.inodes[ROOT];
         let root_selinux = root.meta.xattrs.get(&b"security.selinux"[..]);
-        // (key, value) byte ranges into `scratch`, per node.
-        let mut scratch: Vec<u8> = Vec::new();
-        let mut pairs: Vec<(usize, usize, usize)> = Vec::new();
+        // A node's (key, value) pairs as (first piece, rest), borrowing the tree.
+        type Half<'t> = (u8, &'t [u8]);
+        let mut pairs: Vec<(Half<'a>, Half<'a>)> = Vec::new();
         let mut ids: Vec<u32> = Vec::new();
         self.node_xattrs.reserve(self.nodes.len() * 2);
         let mut min_mtime = self.min_mtime;
@@ -440,23 +559,12 @@ impl<'a> Plan<'a> {
         for ni in 0..self.nodes.len() {
             let node = &self.nodes[ni];
             self.current = node.id;
-            scratch.clear();
             pairs.clear();
-            let mut add = |key: &[&[u8]], value: &[&[u8]]| {
-                let start = scratch.len();
-                for k in key {
-                    scratch.extend_from_slice(k);
-                }
-                let mid = scratch.len();
-                for v in value {
-                    scratch.extend_from_slice(v);
-                }
-                pairs.push((start, mid, scratch.len()));
-            };
+            let mut add = |key: Half<'a>, value: Half<'a>| pairs.push((key, value));
             if node.id >= n_tree {
                 // A root stub: the root's mtime, owner and SELinux label.
                 if let Some(v) = root_selinux {
-                    add(&[b"security.selinux"], &[v]);
+                    add((NO_PREFIX, b"security.selinux"), (NO_PREFIX, v));
                 }
             } else {
                 let inode = &tree.inodes[node.id as usize];
@@ -465,61 +573,62 @@ impl<'a> Plan<'a> {
                 }
                 for (k, v) in &inode.meta.xattrs {
                     match k.strip_prefix(b"trusted.overlay.") {
-                        Some(rest) => add(&[b"trusted.overlay.overlay.", rest], &[v]),
-                        None => add(&[k], &[v]),
+                        Some(rest) => add((ESCAPED, rest), (NO_PREFIX, v)),
+                        None => add((NO_PREFIX, k), (NO_PREFIX, v)),
                     }
                 }
                 match &inode.kind {
                     InodeKind::File(f) if f.size > 0 => {
                         if let FileContent::External { payload, digest } = &f.content {
                             match digest {
-                                Some(d) => add(&[b"trusted.overlay.metacopy"], &[&[0, 36, 0, 1], d]),
-                                None => add(&[b"trusted.overlay.metacopy"], &[]),
+                                Some(d) => add((NO_PREFIX, b"trusted.overlay.metacopy"), (METACOPY_HEADER, d)),
+                                None => add((NO_PREFIX, b"trusted.overlay.metacopy"), (NO_PREFIX, b"")),
                             }
                             if let Some(p) = payload.as_deref().filter(|p| !p.is_empty()) {
-                                add(&[b"trusted.overlay.redirect"], &[b"/", p]);
+                                add((NO_PREFIX, b"trusted.overlay.redirect"), (SLASH, p));
                             }
                         }
                     }
                     InodeKind::CharDevice(0) => {
-                        add(&[b"trusted.overlay.overlay.whiteout"], &[]);
-                        add(&[b"user.overlay.whiteout"], &[]);
+                        add((ESCAPED, b"whiteout"), (NO_PREFIX, b""));
+                        add((NO_PREFIX, b"user.overlay.whiteout"), (NO_PREFIX, b""));
                     }
                     InodeKind::Directory(d) => {
                         if node.has_whiteouts {
-                            add(&[b"trusted.overlay.overlay.whiteouts"], &[]);
-                            add(&[b"user.overlay.whiteouts"], &[]);
+                            add((ESCAPED, b"whiteouts"), (NO_PREFIX, b""));
+                            add((NO_PREFIX, b"user.overlay.whiteouts"), (NO_PREFIX, b""));
                             if self.version >= 1 {
-                                add(&[b"trusted.overlay.overlay.opaque"], &[b"x"]);
-                                add(&[b"user.overlay.opaque"], &[b"x"]);
+                                add((ESCAPED, b"opaque"), (NO_PREFIX, b"x"));
+                                add((NO_PREFIX, b"user.overlay.opaque"), (NO_PREFIX, b"x"));
                             }
                         }
                         if d.overlay_opaque || node.id as usize == ROOT {
-                            add(&[b"trusted.overlay.opaque"], &[b"y"]);
+                            add((NO_PREFIX, b"trusted.overlay.opaque"), (NO_PREFIX, b"y"));
                         }
                     }
                     _ => {}
                 }
             }
             // Sort by key (stable: a later, generated value replaces an input one of the same key).
-            pairs.sort_by(|a, b| scratch[a.0..a.1].cmp(&scratch[b.0..b.1]));
+            let key_of = |half: &Half<'a>| Pieces::new(half.0, half.1);
+            pairs.sort_by(|a, b| key_of(&a.0).cmp(&key_of(&b.0)));
             ids.clear();
-            for (i, &(s, m, e)) in pairs.iter().enumerate() {
-                if pairs.get(i + 1).is_some_and(|n| scratch[n.0..n.1] == scratch[s..m]) {
+            for (i, &(k, v)) in pairs.iter().enumerate() {
+                let key = key_of(&k);
+                if pairs.get(i + 1).is_some_and(|n| key_of(&n.0) == key) {
                     continue;
                 }
-                let (key, value) = (&scratch[s..m], &scratch[m..e]);
-                let (_, suffix) = split_xattr_key(key);
-                if suffix.len() > 255 || value.len() > u16::MAX as usize {
+                let (_, suffix) = split_key(key);
+                if suffix.len() > 255 || Pieces::new(v.0, v.1).len() > u16::MAX as usize {
                     return Err(Error::limit(format!(
                         "xattr {:?} is too long for EROFS (name suffix ≤ 255, value ≤ 65535 bytes)",
-                        String::from_utf8_lossy(key)
+                        String::from_utf8_lossy(key.contiguous(&mut Vec::new()))
                     )));
                 }
-                if key == b"system.posix_acl_access" || key == b"system.posix_acl_default" {
+                if key.is(b"system.posix_acl_access") || key.is(b"system.posix_acl_default") {
                     has_acl = true;
                 }
-                ids.push(self.xattrs.intern(key, value));
+                ids.push(self.xattrs.intern(k, v));
             }
             let node = &mut self.nodes[ni];
             node.xattr_start = self.node_xattrs.len() as u32;
@@ -538,16 +647,16 @@ impl<'a> Plan<'a> {
         let mut shared: Vec<u32> = (0..x.entries.len() as u32).filter(|&i| x.entries[i as usize].count > 1).collect();
         shared.sort_unstable_by(|&a, &b| {
             x.key(b)
-                .cmp(x.key(a))
+                .cmp(&x.key(a))
                 .then(x.value(b).len().cmp(&x.value(a).len()))
-                .then_with(|| x.value(b).cmp(x.value(a)))
+                .then_with(|| x.value(b).cmp(&x.value(a)))
         });
         let mut off = 0u64;
         for &id in &shared {
-            let e = &mut self.xattrs.entries[id as usize];
-            e.shared_off = off as u32;
-            let (_, suffix) = split_xattr_key(&self.xattrs.arena[e.off..e.off + e.key_len as usize]);
-            off += xattr_entry_size(suffix.len(), e.val_len as usize);
+            let (_, suffix) = split_key(self.xattrs.key(id));
+            let value_len = self.xattrs.value(id).len();
+            self.xattrs.entries[id as usize].shared_off = off as u32;
+            off += xattr_entry_size(suffix.len(), value_len);
         }
         self.shared = shared;
         self.shared_size = off;
@@ -595,7 +704,7 @@ impl<'a> Plan<'a> {
                 if self.is_shared_ref(id, n_shared) {
                     n_shared += 1;
                 } else {
-                    let (_, suffix) = split_xattr_key(self.xattrs.key(id));
+                    let (_, suffix) = split_key(self.xattrs.key(id));
                     inline += xattr_entry_size(suffix.len(), self.xattrs.value(id).len());
                 }
             }
@@ -896,9 +1005,10 @@ impl<'a> Plan<'a> {
         let ids = self.node_xattr_ids(node);
         let mut filter = 0u32;
         let mut n_shared = 0usize;
+        let mut buf = Vec::new();
         for &id in ids {
-            let (index, suffix) = split_xattr_key(self.xattrs.key(id));
-            filter |= xattr_filter_bit(index, suffix);
+            let (index, suffix) = split_key(self.xattrs.key(id));
+            filter |= xattr_filter_bit(index, suffix.contiguous(&mut buf));
             if self.is_shared_ref(id, n_shared) {
                 n_shared += 1;
             }
@@ -928,15 +1038,15 @@ impl<'a> Plan<'a> {
     }
 
     fn write_xattr_entry(&self, w: &mut Out<impl Write>, id: u32) -> std::io::Result<()> {
-        let (index, suffix) = split_xattr_key(self.xattrs.key(id));
+        let (index, suffix) = split_key(self.xattrs.key(id));
         let value = self.xattrs.value(id);
         let mut hdr = [0u8; 4];
         hdr[0] = suffix.len() as u8;
         hdr[1] = index;
         put_u16(&mut hdr, 2, value.len() as u16);
         w.put(&hdr)?;
-        w.put(suffix)?;
-        w.put(value)?;
+        suffix.write_to(w)?;
+        value.write_to(w)?;
         w.align(4)
     }
 
@@ -1029,6 +1139,48 @@ mod tests {
     use super::*;
     use crate::image::read_image;
     use crate::image::tree::{DirEntry, Directory, Inode, Metadata};
+
+    /// Pieces compare, match prefixes and split exactly as their concatenations do, whatever
+    /// the split.
+    #[test]
+    fn pieces_behave_as_their_concatenation() {
+        let strings: [&[u8]; 9] = [
+            b"",
+            b"/",
+            b"/ab",
+            b"trusted.overlay.overlay.",
+            b"trusted.overlay.overlay.opaque",
+            b"trusted.overlay.opaque",
+            b"trusted.overlay.overlay.whiteouts",
+            b"user.x",
+            &[0, 36, 0, 1, 7],
+        ];
+        // Every split of each string whose first part is one of the static first pieces.
+        let mut all: Vec<(Vec<u8>, Pieces<'static>)> = Vec::new();
+        for s in strings {
+            for (i, first) in FIRST_PIECES.iter().enumerate() {
+                if let Some(rest) = s.strip_prefix(*first) {
+                    all.push((s.to_vec(), Pieces::new(i as u8, rest)));
+                }
+            }
+        }
+        assert!(all.len() > strings.len(), "some strings have two splits");
+        for (a, pa) in &all {
+            assert_eq!(pa.len(), a.len());
+            assert_eq!(pa.contiguous(&mut Vec::new()), &a[..]);
+            for (b, pb) in &all {
+                assert_eq!(pa.cmp(pb), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(pa == pb, a == b);
+                assert_eq!(pa.starts_with(b), a.starts_with(b));
+                if a.starts_with(b) {
+                    assert_eq!(pa.skip(b.len()).contiguous(&mut Vec::new()), &a[b.len()..]);
+                }
+            }
+            let (index, suffix) = split_key(*pa);
+            let (want_index, want_suffix) = split_xattr_key(a);
+            assert_eq!((index, suffix.contiguous(&mut Vec::new())), (want_index, want_suffix));
+        }
+    }
 
     fn layer_tree() -> Tree {
         let mut t = Tree::new(Metadata { permissions: 0o755, ..Default::default() });
