@@ -243,6 +243,9 @@ struct XEntry<'a> {
     val_rest: &'a [u8],
     key_first: u8,
     val_first: u8,
+    /// The key's EROFS prefix index and that prefix's length (split once, when interned).
+    prefix_index: u8,
+    prefix_len: u8,
     count: u32,
     /// Next entry with the same hash.
     next: u32,
@@ -293,11 +296,14 @@ impl<'a> Interner<'a> {
             cur = self.entries[cur as usize].next;
         }
         let id = self.entries.len() as u32;
+        let (prefix_index, suffix) = split_key(k);
         self.entries.push(XEntry {
             key_rest: key.1,
             val_rest: value.1,
             key_first: key.0,
             val_first: value.0,
+            prefix_index,
+            prefix_len: (k.len() - suffix.len()) as u8,
             count: 1,
             next: head,
             shared_off: UNSET,
@@ -314,6 +320,12 @@ impl<'a> Interner<'a> {
     fn value(&self, id: u32) -> Pieces<'a> {
         let e = &self.entries[id as usize];
         Pieces::new(e.val_first, e.val_rest)
+    }
+
+    /// The key's EROFS prefix index and its suffix.
+    fn split_key(&self, id: u32) -> (u8, Pieces<'a>) {
+        let e = &self.entries[id as usize];
+        (e.prefix_index, self.key(id).skip(e.prefix_len as usize))
     }
 }
 
@@ -618,7 +630,8 @@ impl<'a> Plan<'a> {
                 if pairs.get(i + 1).is_some_and(|n| key_of(&n.0) == key) {
                     continue;
                 }
-                let (_, suffix) = split_key(key);
+                let id = self.xattrs.intern(k, v);
+                let (_, suffix) = self.xattrs.split_key(id);
                 if suffix.len() > 255 || Pieces::new(v.0, v.1).len() > u16::MAX as usize {
                     return Err(Error::limit(format!(
                         "xattr {:?} is too long for EROFS (name suffix ≤ 255, value ≤ 65535 bytes)",
@@ -628,7 +641,7 @@ impl<'a> Plan<'a> {
                 if key.is(b"system.posix_acl_access") || key.is(b"system.posix_acl_default") {
                     has_acl = true;
                 }
-                ids.push(self.xattrs.intern(k, v));
+                ids.push(id);
             }
             let node = &mut self.nodes[ni];
             node.xattr_start = self.node_xattrs.len() as u32;
@@ -653,7 +666,7 @@ impl<'a> Plan<'a> {
         });
         let mut off = 0u64;
         for &id in &shared {
-            let (_, suffix) = split_key(self.xattrs.key(id));
+            let (_, suffix) = self.xattrs.split_key(id);
             let value_len = self.xattrs.value(id).len();
             self.xattrs.entries[id as usize].shared_off = off as u32;
             off += xattr_entry_size(suffix.len(), value_len);
@@ -704,7 +717,7 @@ impl<'a> Plan<'a> {
                 if self.is_shared_ref(id, n_shared) {
                     n_shared += 1;
                 } else {
-                    let (_, suffix) = split_key(self.xattrs.key(id));
+                    let (_, suffix) = self.xattrs.split_key(id);
                     inline += xattr_entry_size(suffix.len(), self.xattrs.value(id).len());
                 }
             }
@@ -1007,7 +1020,7 @@ impl<'a> Plan<'a> {
         let mut n_shared = 0usize;
         let mut buf = Vec::new();
         for &id in ids {
-            let (index, suffix) = split_key(self.xattrs.key(id));
+            let (index, suffix) = self.xattrs.split_key(id);
             filter |= xattr_filter_bit(index, suffix.contiguous(&mut buf));
             if self.is_shared_ref(id, n_shared) {
                 n_shared += 1;
@@ -1038,7 +1051,7 @@ impl<'a> Plan<'a> {
     }
 
     fn write_xattr_entry(&self, w: &mut Out<impl Write>, id: u32) -> std::io::Result<()> {
-        let (index, suffix) = split_key(self.xattrs.key(id));
+        let (index, suffix) = self.xattrs.split_key(id);
         let value = self.xattrs.value(id);
         let mut hdr = [0u8; 4];
         hdr[0] = suffix.len() as u8;
