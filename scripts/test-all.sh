@@ -76,7 +76,7 @@ check_stripped() {
         [[ "$f" == *.a ]] && continue
         id="$(LC_ALL=C readelf -n "$f" | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p')"
         debug="$stage/usr/lib/debug/.build-id/${id:0:2}/${id:2}.debug"
-        if [ -n "$id" ] && LC_ALL=C readelf -S -W "$debug" 2>/dev/null | grep -q '\.debug_info'; then
+        if [ -n "$id" ] && grep -q '\.debug_info' <<<"$(LC_ALL=C readelf -S -W "$debug" 2>/dev/null)"; then
             printf '  %-40s %9s bytes\n' "${debug#"$stage"}" "$(stat -c %s "$debug")"
         else
             echo "error: no debug file with .debug_info for $f (build id '${id}')"

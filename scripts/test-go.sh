@@ -43,7 +43,7 @@ linkcheck() { # linkcheck LABEL TAGS...: the test binary links the library as th
     bin="$(mktemp -d)/composefs.test"
     if ! "$go" test -c -o "$bin" "$@" . >/dev/null 2>&1; then
         linked="no binary (build failed)"
-    elif readelf -d "$bin" | grep -q 'NEEDED.*libcomposefs_storage'; then
+    elif grep -q 'NEEDED.*libcomposefs_storage' <<<"$(readelf -d "$bin")"; then
         linked=dynamic
     else
         linked=static
