@@ -97,16 +97,30 @@ fi
 # The tests' environment: the staged library, test data, and no containers-storage overrides.
 run_env=(env -u CONTAINERS_STORAGE_CONF -u CONTAINERS_STORAGE_CONF_OVERRIDE
     CFS_TEST_DATA="$ROOT/tests/data" TMPDIR="$out/tmp")
-valgrind=(valgrind -q --suppressions="$ROOT/tests/c/valgrind.supp" --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all --error-exitcode=99)
+valgrind=(valgrind -q --suppressions="$ROOT/tests/c/valgrind.supp" --leak-check=full --show-leak-kinds=all
+    --errors-for-leak-kinds=all --error-exitcode=99)
+# The staged .so is stripped, and valgrind looks for split debug info by build id only under
+# /usr/lib/debug: its dynamic runs load the unstripped build of the same library instead, so that
+# reports name functions (the suppressions match names). Same build: the build ids must agree.
+unstripped="$out/unstripped"
+build_so="$ROOT/${CARGO_TARGET_DIR:-target}/release/libcomposefs_storage.so"
+build_id() { LC_ALL=C readelf -n "$1" | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p'; }
+if [[ "$mode" == all || "$mode" == valgrind ]]; then
+    staged_id="$(build_id "$(readlink -f "$libdir/libcomposefs_storage.so.0")")"
+    [ -n "$staged_id" ] && [ "$(build_id "$build_so")" = "$staged_id" ] ||
+        { echo "error: $build_so is not the build of the staged library (build id $staged_id): run make" >&2; exit 1; }
+    mkdir -p "$unstripped"
+    ln -sfn "$build_so" "$unstripped/libcomposefs_storage.so.0"
+fi
 
 sanitizer_env=(ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=98:strict_string_checks=1:detect_stack_use_after_return=1
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=97)
 
-run() { # run LABEL BINARY [PREFIX...]
+run() { # run LABEL BINARY [PREFIX...]   (Env: ld_path, the dir of the .so to load)
     local label="$1" bin="$2" log
     shift 2
     log="$out/$label.log"
-    if (cd "$out" && "${run_env[@]}" LD_LIBRARY_PATH="$libdir" "$@" "$bin") >"$log" 2>&1; then
+    if (cd "$out" && "${run_env[@]}" LD_LIBRARY_PATH="${ld_path:-$libdir}" "$@" "$bin") >"$log" 2>&1; then
         pass "$label ($(tail -n 1 "$log"))"
     else
         fail "$label (exit $?):"
@@ -121,7 +135,7 @@ for name in "${programs[@]}"; do
             all | "$link") run "$name-$link" "$out/$name-$link" ;;
         esac
         case "$mode" in
-            all | valgrind) run "$name-$link-valgrind" "$out/$name-$link" "${valgrind[@]}" ;;
+            all | valgrind) ld_path="$unstripped" run "$name-$link-valgrind" "$out/$name-$link" "${valgrind[@]}" ;;
         esac
         case "$mode" in
             all | asan)
