@@ -34,7 +34,7 @@ pub const LINE_MAX: usize = 16 << 20;
 
 /// Lines the reading thread parses into a batch for the tree builder, and batches that may wait.
 const BATCH_LINES: usize = 1024;
-const BATCHES_IN_FLIGHT: usize = 8;
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Parses a whole dump into a tree. Errors name the line number.
 ///
@@ -206,10 +206,6 @@ impl Line {
 
     fn parent(&self) -> &[u8] {
         &self.path[..self.parent_len]
-    }
-
-    fn name(&self) -> &[u8] {
-        &self.path[self.name_start..]
     }
 }
 
@@ -400,11 +396,20 @@ impl Builder {
         if tree.inodes[parent_id].as_dir().is_none() {
             return Err(Error::format(format!("parent of {} is not a directory", show(path))));
         }
-        if tree.lookup(parent_id, line.name()).is_some() {
+        // One search of the parent's entries for the check and the insertion (hardlinks, which
+        // must resolve their target first, search again).
+        let next_id = tree.inodes.len();
+        let dir = tree.inodes[parent_id].as_dir_mut().expect("checked above");
+        let MapEntry::Vacant(slot) = dir.entries.entry(line.path[line.name_start..].to_vec()) else {
             return Err(Error::format(format!("duplicate entry {}", show(path))));
-        }
+        };
         match line.body? {
+            Body::Inode(inode) => {
+                slot.insert(DirEntry { inode: next_id, hardlink: false });
+                tree.push(inode);
+            }
             Body::Hardlink { target, canonical } => {
+                drop(slot);
                 let target_id = tree
                     .resolve(&target)
                     .filter(|_| canonical)
@@ -417,10 +422,6 @@ impl Builder {
                     line.path[line.name_start..].to_vec(),
                     DirEntry { inode: target_id, hardlink: true },
                 );
-            }
-            Body::Inode(inode) => {
-                let id = tree.push(inode);
-                tree.link(parent_id, line.path[line.name_start..].to_vec(), DirEntry { inode: id, hardlink: false });
             }
             Body::Root(_) => unreachable!("only `/` has a root body"),
         }

@@ -38,8 +38,8 @@ impl<W: Write> Write for VerityWriter<W> {
 }
 
 /// Bytes handed to the hashing and writing thread at a time, and how many may wait for it.
-const CHUNK: usize = 1 << 20;
-const CHUNKS_IN_FLIGHT: usize = 4;
+const CHUNK: usize = 256 << 10;
+const CHUNKS_IN_FLIGHT: usize = 2;
 
 /// Writes the image of `tree` to `out` and returns the image's fs-verity digest.
 ///
