@@ -42,6 +42,12 @@ use_cargo_fuzz() {
     export PATH="$TOOLS/cargo/bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 }
 
+# The GNU build id of an ELF file (hex), empty when it has none. (The Makefile's install-debug reads
+# it the same way.)
+build_id() {
+    LC_ALL=C readelf -n "$1" | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p'
+}
+
 # The exported (defined, dynamic) symbols of a shared library, one per line, sorted.
 exported_symbols() {
     nm -D --defined-only --format=posix "$1" | awk '{print $1}' | LC_ALL=C sort

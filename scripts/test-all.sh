@@ -74,7 +74,7 @@ check_stripped() {
         fi
         printf '  %-40s %9s bytes installed\n' "${f#"$stage"}" "$(stat -c %s "$f")"
         [[ "$f" == *.a ]] && continue
-        id="$(LC_ALL=C readelf -n "$f" | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p')"
+        id="$(build_id "$f")"
         debug="$stage/usr/lib/debug/.build-id/${id:0:2}/${id:2}.debug"
         if [ -n "$id" ] && grep -q '\.debug_info' <<<"$(LC_ALL=C readelf -S -W "$debug" 2>/dev/null)"; then
             printf '  %-40s %9s bytes\n' "${debug#"$stage"}" "$(stat -c %s "$debug")"

@@ -104,7 +104,6 @@ valgrind=(valgrind -q --suppressions="$ROOT/tests/c/valgrind.supp" --leak-check=
 # reports name functions (the suppressions match names). Same build: the build ids must agree.
 unstripped="$out/unstripped"
 build_so="$ROOT/${CARGO_TARGET_DIR:-target}/release/libcomposefs_storage.so"
-build_id() { LC_ALL=C readelf -n "$1" | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p'; }
 if [[ "$mode" == all || "$mode" == valgrind ]]; then
     staged_id="$(build_id "$(readlink -f "$libdir/libcomposefs_storage.so.0")")"
     [ -n "$staged_id" ] && [ "$(build_id "$build_so")" = "$staged_id" ] ||

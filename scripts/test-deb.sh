@@ -88,7 +88,7 @@ dbgsym_matches() {
     dpkg-deb -x "$(deb libcomposefs-storage0)" "$x/lib"
     dpkg-deb -x "$(ls "$work"/src/libcomposefs-storage0-dbgsym_"$version"_*.*deb)" "$x/dbg"
     local so="$x/lib/usr/lib/$multiarch/libcomposefs_storage.so.$version"
-    id="$(LC_ALL=C readelf -n "$so" | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p')"
+    id="$(build_id "$so")"
     local debug="$x/dbg/usr/lib/debug/.build-id/${id:0:2}/${id:2}.debug"
     echo "  build id $id: shipped .so $(stat -c %s "$so") B, debug file $(stat -c %s "$debug" 2>/dev/null || echo missing) B"
     local so_sections debug_sections

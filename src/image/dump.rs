@@ -188,10 +188,11 @@ impl Line {
         };
         let mode = parse_octal(mode_digits)?;
         canonical_path(&path)?;
-        let (parent_len, name_start) = match path.iter().rposition(|&b| b == b'/') {
-            _ if path == b"/" => (0, 0),
-            Some(slash) => (slash.max(1), slash + 1),
-            None => unreachable!("canonical_path checked that the path is absolute"),
+        let (parent_len, name_start) = if path == b"/" {
+            (0, 0)
+        } else {
+            let slash = path.iter().rposition(|&b| b == b'/').expect("canonical_path checked it is absolute");
+            (slash.max(1), slash + 1)
         };
         let fields = Rest { size, mode, hardlink, strict, line_len: line.len() };
         let body = if path == b"/" {

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::fsverity::FsVerityHasher;
-use super::{write_image, Tree, WriteOptions};
+use super::{Tree, WriteOptions};
 use crate::{Error, Result};
 
 /// A writer that also computes the fs-verity digest of everything written through it.
@@ -62,7 +62,8 @@ pub fn write_image_with_digest(tree: &Tree, options: &WriteOptions, out: &mut (i
             Ok(w.finish().0)
         });
         let mut chunks = ChunkSender { buf: Vec::with_capacity(CHUNK), full: full_tx, empty: empty_rx };
-        let encoded = write_image(tree, options, &mut chunks);
+        // The chunks are the buffer: no BufWriter in front of them.
+        let encoded = super::erofs::write_image_unbuffered(tree, options, &mut chunks);
         drop(chunks); // ends the worker's loop
         match (encoded, worker.join()) {
             (_, Err(panic)) => std::panic::resume_unwind(panic),

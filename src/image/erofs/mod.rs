@@ -6,4 +6,5 @@ pub mod reader;
 pub mod writer;
 
 pub use reader::{read_image, read_root_names};
+pub(crate) use writer::write_image_unbuffered;
 pub use writer::{is_root_stub_name, select_version, write_image, WriteOptions};

@@ -69,8 +69,13 @@ fn version_for(options: &WriteOptions, has_escaped_whiteouts: bool) -> Result<u3
 
 /// Writes the composefs EROFS image of `tree` to `out`.
 pub fn write_image(tree: &Tree, options: &WriteOptions, out: &mut impl Write) -> Result<()> {
+    write_image_unbuffered(tree, options, &mut std::io::BufWriter::with_capacity(256 << 10, out))
+}
+
+/// [`write_image`] straight to `out`, which must buffer itself: the encoder makes many small writes.
+pub(crate) fn write_image_unbuffered(tree: &Tree, options: &WriteOptions, out: &mut impl Write) -> Result<()> {
     let plan = Plan::new(tree, options)?;
-    let mut w = Out { w: std::io::BufWriter::with_capacity(256 << 10, out), pos: 0 };
+    let mut w = Out { w: out, pos: 0 };
     plan.write(&mut w).map_err(|e| Error::io("writing composefs image", e))?;
     w.w.flush().map_err(|e| Error::io("writing composefs image", e))
 }
