@@ -128,6 +128,25 @@ fn tampered_toc_fails_verification() {
     assert!(e.to_string().contains("TOC checksum mismatch"), "{e}");
 }
 
+/// The tar-split is decompressed and parsed while the TOC is (before its digest from the TOC is
+/// known): a damaged one must still fail as a checksum mismatch, not as what parsing it found.
+#[test]
+fn tampered_tar_split_fails_verification_first() {
+    let (blob, ann) = noparents();
+    let pos = &ann["io.github.containers.zstd-chunked.tarsplit-position"];
+    let (off, len) = {
+        let f: Vec<usize> = pos.split(':').map(|n| n.parse().unwrap()).collect();
+        (f[0], f[1])
+    };
+    for at in [4, len / 2, len - 1] {
+        let mut bad = blob.clone();
+        bad[off + at] ^= 0x55;
+        let e = read_manifest(&bad[..], Some(&ann), &ReadOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Verification, "byte {at}: {e}");
+        assert!(e.to_string().contains("tar-split checksum mismatch"), "byte {at}: {e}");
+    }
+}
+
 #[test]
 fn lying_positions_and_truncation_are_clear_errors() {
     let (blob, ann) = noparents();

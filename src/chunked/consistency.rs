@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Cursor, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Cursor, Seek, SeekFrom};
 
 use super::tarsplit::{TarSplitEntry, TarSplitReader};
 use super::toc::{Toc, TocEntry, TYPE_CHUNK};
@@ -23,43 +23,102 @@ use crate::{Error, Result};
 /// entry of that name. Access and change times are not compared: the composefs image does not
 /// keep them, and their encodings vary between tar writers (GNU, star, PAX) more than the rest.
 pub fn check_toc_matches_tar_split(toc: &Toc, tar_split: &mut File) -> Result<u64> {
+    check_headers_against_toc(toc, SplitHeaders::read(tar_split))
+}
+
+/// The tar-split's file entries with the tar headers its segments hold, read up to its end or its
+/// first error: the half of the check that needs no TOC, so that it can run while the TOC is parsed.
+pub struct SplitHeaders {
+    /// Each file entry's name, size and the header before it, in tar order.
+    files: Vec<(Vec<u8>, u64, Header)>,
+    /// What stopped the reading before the end, reported after the entries before it are checked
+    /// (the order of a check that reads and compares entry by entry).
+    failure: Option<Error>,
+    tar_size: u64,
+}
+
+impl SplitHeaders {
+    /// Reads `tar_split` from its start, and leaves it there.
+    pub fn read(tar_split: &mut File) -> SplitHeaders {
+        let read = tar_split.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e));
+        let mut out = match read {
+            Ok(_) => SplitHeaders::read_from(BufReader::with_capacity(256 << 10, &mut *tar_split), u64::MAX),
+            Err(e) => SplitHeaders { files: Vec::new(), failure: Some(e), tar_size: 0 },
+        };
+        if let Err(e) = tar_split.seek(SeekFrom::Start(0)) {
+            out.failure.get_or_insert(Error::io("seek tar-split", e));
+        }
+        out
+    }
+
+    /// Reads a tar-split stream to its end. `toc_len`, the length of the TOC's JSON, bounds what
+    /// is kept: each entry's name, link target and xattrs, and 20 bytes more, are in the TOC entry
+    /// it must match (a tar-split read before its digest is checked could be anything).
+    pub fn read_from(input: impl BufRead, toc_len: u64) -> SplitHeaders {
+        let mut out = SplitHeaders { files: Vec::new(), failure: None, tar_size: 0 };
+        if let Err(e) = out.read_entries(input, toc_len) {
+            out.failure = Some(e);
+        }
+        out
+    }
+
+    fn read_entries(&mut self, input: impl BufRead, toc_len: u64) -> Result<()> {
+        let mut reader = TarSplitReader::new(input);
+        let mut kept = 0u64;
+        // The raw bytes since the last file: the previous file's padding, then this entry's header
+        // blocks (extension headers included).
+        let mut raw: Vec<u8> = Vec::with_capacity(4 * BLOCK);
+        while let Some(entry) = reader.next_entry()? {
+            match entry {
+                TarSplitEntry::Segment { payload, .. } => {
+                    self.tar_size += payload.len() as u64;
+                    raw.extend_from_slice(&payload);
+                }
+                TarSplitEntry::File { name, size, .. } => {
+                    self.tar_size += size;
+                    let header = header_before(&raw, &name)?;
+                    raw.clear();
+                    let xattrs: usize = header.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+                    kept += (name.len() + header.link_name.len() + xattrs + 20) as u64;
+                    if kept > toc_len {
+                        return Err(inconsistent(format!(
+                            "the tar-split's entries up to {:?} hold more than its TOC of {toc_len} bytes",
+                            String::from_utf8_lossy(&name)
+                        )));
+                    }
+                    self.files.push((name, size, header));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The other half of [`check_toc_matches_tar_split`]: the headers against the TOC, entry by entry.
+pub fn check_headers_against_toc(toc: &Toc, split: SplitHeaders) -> Result<u64> {
     let mut pending: HashMap<&[u8], &TocEntry> = HashMap::with_capacity(toc.entries.len());
     for e in toc.entries.iter().filter(|e| e.entry_type != TYPE_CHUNK) {
         if pending.insert(e.name.as_bytes(), e).is_some() {
             return Err(Error::format(format!("TOC contains duplicate entries for path {:?}", e.name)));
         }
     }
-    tar_split.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
-    let mut reader = TarSplitReader::new(BufReader::with_capacity(256 << 10, &mut *tar_split));
-    // The raw bytes since the last file: the previous file's padding, then this entry's header
-    // blocks (extension headers included).
-    let mut raw: Vec<u8> = Vec::with_capacity(4 * BLOCK);
-    let mut tar_size = 0u64;
-    while let Some(entry) = reader.next_entry()? {
-        match entry {
-            TarSplitEntry::Segment { payload, .. } => {
-                tar_size += payload.len() as u64;
-                raw.extend_from_slice(&payload);
-            }
-            TarSplitEntry::File { name, size, .. } => {
-                tar_size += size;
-                let header = header_before(&raw, &name)?;
-                raw.clear();
-                let Some(toc_entry) = pending.remove(name.as_slice()) else {
-                    return Err(inconsistent(format!(
-                        "tar-split contains an entry for {:?} missing in TOC",
-                        String::from_utf8_lossy(&name)
-                    )));
-                };
-                if toc_entry.size != size as i64 && toc_entry.size != 0 {
-                    return Err(inconsistent(format!(
-                        "size of {:?} is {} in the TOC but {size} in tar-split",
-                        toc_entry.name, toc_entry.size
-                    )));
-                }
-                compare(toc_entry, &header)?;
-            }
+    for (name, size, header) in &split.files {
+        let Some(toc_entry) = pending.remove(name.as_slice()) else {
+            return Err(inconsistent(format!(
+                "tar-split contains an entry for {:?} missing in TOC",
+                String::from_utf8_lossy(name)
+            )));
+        };
+        if toc_entry.size != *size as i64 && toc_entry.size != 0 {
+            return Err(inconsistent(format!(
+                "size of {:?} is {} in the TOC but {size} in tar-split",
+                toc_entry.name, toc_entry.size
+            )));
         }
+        compare(toc_entry, header)?;
+    }
+    if let Some(e) = split.failure {
+        return Err(e);
     }
     if let Some(name) = pending.keys().next() {
         return Err(inconsistent(format!(
@@ -67,8 +126,7 @@ pub fn check_toc_matches_tar_split(toc: &Toc, tar_split: &mut File) -> Result<u6
             String::from_utf8_lossy(name)
         )));
     }
-    tar_split.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e))?;
-    Ok(tar_size)
+    Ok(split.tar_size)
 }
 
 fn inconsistent(what: String) -> Error {
@@ -238,6 +296,21 @@ mod tests {
             let msg = e.to_string();
             assert!(msg.contains("tar-split and TOC data is inconsistent") && msg.contains(needle), "{what}: {msg}");
         }
+    }
+
+    #[test]
+    fn a_tar_split_holding_more_than_its_toc_could_is_refused_while_read() {
+        let mut m = manifest();
+        let split = m.tar_split.as_mut().unwrap();
+        let toc_len = m.toc_json.len() as u64;
+        let whole = SplitHeaders::read(split);
+        assert!(whole.failure.is_none() && whole.files.len() == 5);
+        let e = SplitHeaders::read_from(BufReader::new(&mut *split), 30).failure.expect("over the bound");
+        assert!(e.to_string().contains("hold more than its TOC of 30 bytes"), "{e}");
+        split.seek(SeekFrom::Start(0)).unwrap();
+        let honest = SplitHeaders::read_from(BufReader::new(&mut *split), toc_len);
+        assert!(honest.failure.is_none(), "{:?}", honest.failure);
+        assert_eq!(check_headers_against_toc(&m.toc, honest).unwrap(), layer().len() as u64);
     }
 
     #[test]

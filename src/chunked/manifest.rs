@@ -7,11 +7,14 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
+use std::sync::mpsc::{sync_channel, SyncSender};
+
 use sha2::{Digest, Sha256};
 
-use super::consistency::check_toc_matches_tar_split;
+use super::consistency::{check_headers_against_toc, SplitHeaders};
 use super::footer::{self, Format, Position, SKIPPABLE_MAGIC};
 use super::toc::{sha256_hex, Toc};
+use crate::source::ChannelReader;
 use crate::{Error, ErrorKind, Result};
 
 /// Largest TOC accepted, compressed or not (`maxTocSize`, 150 MiB).
@@ -274,38 +277,98 @@ pub fn read_manifest(
     check_range(blob, location.toc, MAX_TOC_SIZE, "TOC")?;
     let mut compressed = vec![0u8; location.toc.length as usize];
     blob.read_exact_at(location.toc.offset, &mut compressed)?;
-    verify_digest(&compressed, &location.toc_digest, "TOC")?;
-    let toc_json = decompress_exact(&compressed, location.toc.uncompressed_length, "TOC")?;
-    drop(compressed);
-    let toc = Toc::parse(&toc_json)?;
+    // The tar-split's position is known now, its digest only from the TOC: it is read now and
+    // hashed, decompressed and parsed on another thread while this one parses the TOC (a rootfs
+    // layer: 90 of the 180 ms the two took one after the other). Nothing of it is used before its
+    // digest is checked; where it cannot be read now, it is read again below, which reports why.
+    let early_split = location.tar_split.and_then(|pos| {
+        check_range(blob, pos, MAX_TAR_SPLIT_COMPRESSED, "tar-split").ok()?;
+        let mut compressed = vec![0u8; pos.length as usize];
+        blob.read_exact_at(pos.offset, &mut compressed).ok()?;
+        Some((pos, compressed))
+    });
+    let toc_len = location.toc.uncompressed_length;
+    std::thread::scope(|scope| {
+        let early_split = match early_split {
+            Some((pos, compressed)) => Some(
+                std::thread::Builder::new()
+                    .name("cfs-tar-split".into())
+                    .spawn_scoped(scope, move || SplitWork::run(compressed, pos, toc_len, options))
+                    .map_err(|e| Error::io("spawn tar-split thread", e))?,
+            ),
+            None => None,
+        };
+        verify_digest(&Sha256::digest(&compressed), &location.toc_digest, "TOC")?;
+        let toc_json = decompress_exact(&compressed, location.toc.uncompressed_length, "TOC")?;
+        drop(compressed);
+        let toc = Toc::parse(&toc_json)?;
 
-    let tar_split = match &toc.tar_split_digest {
-        Some(digest) => {
-            let pos = location.tar_split.ok_or_else(|| {
-                Error::format(format!(
-                    "the TOC requires a tar-split, but no position for it is known ({ANNOTATION_TAR_SPLIT_POSITION})"
-                ))
-            })?;
-            check_range(blob, pos, MAX_TAR_SPLIT_COMPRESSED, "tar-split")?;
-            let mut compressed = vec![0u8; pos.length as usize];
-            blob.read_exact_at(pos.offset, &mut compressed)?;
-            verify_digest(&compressed, digest, "tar-split")?;
-            let mut file = decompress_to_tmpfile(&compressed, pos.uncompressed_length, options)?;
-            let tar_size = check_toc_matches_tar_split(&toc, &mut file)?;
-            Some(((file, tar_size), compressed))
-        }
-        // Legacy layers have none; a tar-split without a digest in the TOC cannot be
-        // authenticated and is ignored. Whoever needs the DiffID refuses such layers.
-        None => None,
-    };
-    let (tar_split, tar_split_zst) = tar_split.unzip();
-    let (tar_split, tar_size) = tar_split.unzip();
-    Ok(Manifest { location, toc_json: toc_json.into(), toc, tar_split, tar_split_zst, tar_size })
+        let tar_split = match &toc.tar_split_digest {
+            Some(digest) => {
+                let pos = location.tar_split.ok_or_else(|| {
+                    Error::format(format!(
+                        "the TOC requires a tar-split, but no position for it is known ({ANNOTATION_TAR_SPLIT_POSITION})"
+                    ))
+                })?;
+                let work = match early_split {
+                    Some(thread) => {
+                        thread.join().map_err(|_| Error::new(ErrorKind::Internal, "the tar-split thread panicked"))?
+                    }
+                    None => {
+                        check_range(blob, pos, MAX_TAR_SPLIT_COMPRESSED, "tar-split")?;
+                        let mut compressed = vec![0u8; pos.length as usize];
+                        blob.read_exact_at(pos.offset, &mut compressed)?;
+                        SplitWork::run(compressed, pos, toc_len, options)
+                    }
+                };
+                verify_digest(&work.digest, digest, "tar-split")?;
+                let (file, headers) = work.decoded?;
+                let tar_size = check_headers_against_toc(&toc, headers)?;
+                Some(((file, tar_size), work.compressed))
+            }
+            // Legacy layers have none; a tar-split without a digest in the TOC cannot be
+            // authenticated and is ignored. Whoever needs the DiffID refuses such layers.
+            None => None,
+        };
+        let (tar_split, tar_split_zst) = tar_split.unzip();
+        let (tar_split, tar_size) = tar_split.unzip();
+        Ok(Manifest { location, toc_json: toc_json.into(), toc, tar_split, tar_split_zst, tar_size })
+    })
 }
 
-fn verify_digest(data: &[u8], expected: &str, what: &str) -> Result<()> {
+/// A tar-split frame hashed, decompressed to a temporary file and parsed, before its digest is
+/// known to be the TOC's.
+struct SplitWork {
+    digest: [u8; 32],
+    compressed: Vec<u8>,
+    decoded: Result<(File, SplitHeaders)>,
+}
+
+impl SplitWork {
+    /// Parsing takes longer than decompressing (a rootfs layer's 16 MiB: 55 against 40 ms), so
+    /// it runs on a thread of its own, on the pieces as they are decompressed.
+    fn run(compressed: Vec<u8>, pos: Position, toc_len: u64, options: &ReadOptions) -> SplitWork {
+        let digest = Sha256::digest(&compressed).into();
+        let (tx, rx) = sync_channel(4);
+        let decoded = std::thread::scope(|scope| {
+            let parser = std::thread::Builder::new()
+                .name("cfs-split-parse".into())
+                .spawn_scoped(scope, move || SplitHeaders::read_from(ChannelReader::new(rx), toc_len))
+                .map_err(|e| Error::io("spawn tar-split parsing thread", e))?;
+            // Decompression errors come first, as when the whole frame was decompressed before
+            // parsing; the parser reads what came before them.
+            let file = decompress_to_tmpfile(&compressed, pos.uncompressed_length, options, tx);
+            let headers =
+                parser.join().map_err(|_| Error::new(ErrorKind::Internal, "the tar-split parsing thread panicked"))?;
+            Ok((file?, headers))
+        });
+        SplitWork { digest, compressed, decoded }
+    }
+}
+
+fn verify_digest(got: &[u8], expected: &str, what: &str) -> Result<()> {
     let want = sha256_hex(expected).map_err(|e| e.context(format!("{what} digest")))?;
-    let got = crate::source::hex(&Sha256::digest(data));
+    let got = crate::source::hex(got);
     if got != want {
         return Err(Error::new(
             ErrorKind::Verification,
@@ -330,7 +393,14 @@ fn decompress_exact(compressed: &[u8], expected_len: u64, what: &str) -> Result<
     Ok(out)
 }
 
-fn decompress_to_tmpfile(compressed: &[u8], expected_len: u64, options: &ReadOptions) -> Result<File> {
+/// Decompresses the tar-split into a temporary file, sending each piece to `pieces` too (for as
+/// long as its receiver wants them).
+fn decompress_to_tmpfile(
+    compressed: &[u8],
+    expected_len: u64,
+    options: &ReadOptions,
+    pieces: SyncSender<std::io::Result<Vec<u8>>>,
+) -> Result<File> {
     if expected_len > MAX_TAR_SPLIT_SIZE {
         return Err(Error::limit(format!(
             "tar-split of {expected_len} bytes is over the {MAX_TAR_SPLIT_SIZE}-byte limit"
@@ -342,8 +412,24 @@ fn decompress_to_tmpfile(compressed: &[u8], expected_len: u64, options: &ReadOpt
     }
     .map_err(|e| Error::io("create temporary file for tar-split", e))?;
     let dec = zstd::stream::read::Decoder::new(compressed).map_err(|e| Error::io("decompress tar-split", e))?;
-    let n = std::io::copy(&mut dec.take(expected_len + 1), &mut file)
-        .map_err(|e| Error::format(format!("tar-split is not valid zstd data: {e}")))?;
+    let mut dec = dec.take(expected_len + 1);
+    let mut n = 0u64;
+    let mut pieces = Some(pieces);
+    loop {
+        let mut piece = Vec::with_capacity(1 << 20);
+        (&mut dec)
+            .take(1 << 20)
+            .read_to_end(&mut piece)
+            .map_err(|e| Error::format(format!("tar-split is not valid zstd data: {e}")))?;
+        if piece.is_empty() {
+            break;
+        }
+        n += piece.len() as u64;
+        file.write_all(&piece).map_err(|e| Error::io("write tar-split", e))?;
+        if pieces.as_ref().is_some_and(|p| p.send(Ok(piece)).is_err()) {
+            pieces = None;
+        }
+    }
     if n != expected_len {
         let got = if n > expected_len { "more than that".to_string() } else { n.to_string() };
         return Err(Error::format(format!(

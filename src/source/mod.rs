@@ -5,8 +5,11 @@
 //! compressed digest) and the uncompressed bytes (the DiffID), so the consumer's thread only
 //! parses tar and hashes file contents: the two hashes of every byte run on both cores at once.
 
+mod channel;
 pub mod crc64;
 pub mod tar;
+
+pub use channel::ChannelReader;
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};

@@ -6,12 +6,13 @@
 
 use std::io::{self, Read};
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::sync_channel;
 
 use super::{BlobFetcher, PullOptions, PullResult};
 use crate::chunked::ranges::ByteRange;
 use crate::chunked::Manifest;
 use crate::layer::convert::{convert, ConvertOptions, EstargzCheck, Progress, ProgressFn};
+use crate::source::ChannelReader;
 use crate::{Error, ErrorKind, Result};
 
 /// Bytes per hand-off to the converting thread.
@@ -42,7 +43,7 @@ pub(super) fn pull_whole(
         ..ConvertOptions::default()
     };
     let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(8);
-    let input = Box::new(ChannelReader { rx, cur: Vec::new(), pos: 0 });
+    let input = Box::new(ChannelReader::new(rx));
     let r = std::thread::scope(|scope| {
         let converting = std::thread::Builder::new()
             .name("cfs-convert".into())
@@ -103,30 +104,4 @@ pub(super) fn pull_whole(
         blob_verity: r.blob_verity,
         toc_json: manifest.toc_json.clone(),
     })
-}
-
-/// The blob's bytes as the converting thread reads them.
-struct ChannelReader {
-    rx: Receiver<io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(Ok(piece)) => {
-                    self.cur = piece;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
