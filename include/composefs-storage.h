@@ -863,6 +863,25 @@ cfs_status cfs_toc_write_layer_blob(const uint8_t *toc,
                                     cfs_error **err);
 
 /**
+ * As `cfs_toc_write_layer_blob`, for a layer whose pull (`cfs_layer_pull*`) wrote
+ * `staged_blob` (its `composefs-data/composefs.blob`, moved where the caller keeps it until the
+ * layer is committed): when that is the blob this call would write (no lower needs the root
+ * stubs left out, and every object has in it the fs-verity digest `verity_json` gives), it is
+ * renamed to `image_path` (same filesystem) and the TOC is not even parsed; otherwise it is
+ * removed and the blob written from the TOC. `staged_blob` is gone after success either way; a
+ * missing `staged_blob` is not an error. NULL `staged_blob`: `cfs_toc_write_layer_blob`.
+ */
+cfs_status cfs_toc_write_layer_blob_staged(const uint8_t *toc,
+                                           size_t toc_len,
+                                           const char *verity_json,
+                                           const char *const *lower_layers,
+                                           size_t n_lowers,
+                                           const char *staged_blob,
+                                           const char *image_path,
+                                           uint8_t *digest_out,
+                                           cfs_error **err);
+
+/**
  * Reads, authenticates and decodes the TOC of the zstd:chunked blob at `blob_path`.
  * `annotations_json` is the layer's OCI annotations as a JSON object, or NULL to locate the TOC
  * through the blob's footer (then not authenticated). On success `*toc_json_out` receives the

@@ -246,6 +246,88 @@ fn toc_dump_image_and_read_through_the_c_api() {
     cfs_string_free(digest);
 }
 
+/// containers/storage's commit of a pulled layer: the pull's blob is taken when it is the blob
+/// `cfs_toc_write_layer_blob` would write, else that blob is written; the staged one is gone.
+#[test]
+fn a_pulled_layers_staged_blob_through_the_c_api() {
+    let _serial = support::hygiene::lock();
+    let case = "handmade-archive";
+    let dir = corpus().join(case);
+    let toc = std::fs::read(dir.join(format!("{case}.toc.raw.json"))).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let blob = c(dir.join(format!("{case}.zstd-chunked")).to_str().unwrap());
+    let path = |name: &str| tmp.path().join(name);
+    let objects = std::fs::read_to_string(dir.join(format!("{case}.objects.txt"))).unwrap();
+    let verity = format!("{{\"{}\": \"{}\"}}", objects.split(' ').next().unwrap(), "ab".repeat(32));
+    for (k, verity) in [None, Some(c(&verity))].into_iter().enumerate() {
+        let verity = verity.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
+        let layer = c(path(&format!("layer{k}")).to_str().unwrap());
+        let mut result = std::ptr::null_mut();
+        assert_eq!(
+            cfs_layer_pull_path(blob.as_ptr(), layer.as_ptr(), std::ptr::null(), &mut result, std::ptr::null_mut()),
+            cfs_status::CFS_OK
+        );
+        cfs_pull_result_free(result);
+        let staged = path(&format!("staged{k}"));
+        std::fs::rename(path(&format!("layer{k}/composefs-data/composefs.blob")), &staged).unwrap();
+        let (staged_c, out, want) = (
+            c(staged.to_str().unwrap()),
+            c(path(&format!("out{k}")).to_str().unwrap()),
+            c(path(&format!("want{k}")).to_str().unwrap()),
+        );
+        let (mut digest, mut want_digest) = ([0u8; 32], [1u8; 32]);
+        assert_eq!(
+            cfs_toc_write_layer_blob_staged(
+                toc.as_ptr(),
+                toc.len(),
+                verity,
+                std::ptr::null(),
+                0,
+                staged_c.as_ptr(),
+                out.as_ptr(),
+                digest.as_mut_ptr(),
+                std::ptr::null_mut()
+            ),
+            cfs_status::CFS_OK
+        );
+        assert_eq!(
+            cfs_toc_write_layer_blob(
+                toc.as_ptr(),
+                toc.len(),
+                verity,
+                std::ptr::null(),
+                0,
+                want.as_ptr(),
+                want_digest.as_mut_ptr(),
+                std::ptr::null_mut()
+            ),
+            cfs_status::CFS_OK
+        );
+        assert!(std::fs::read(path(&format!("out{k}"))).unwrap() == std::fs::read(path(&format!("want{k}"))).unwrap());
+        assert_eq!(digest, want_digest);
+        assert!(!staged.exists(), "{k}: the staged blob is gone");
+    }
+    // A NULL staged blob writes from the TOC; a broken TOC is then an error, with nothing written.
+    let (bad, out) = (b"{", c(path("out-null").to_str().unwrap()));
+    let mut err = std::ptr::null_mut();
+    assert_eq!(
+        cfs_toc_write_layer_blob_staged(
+            bad.as_ptr(),
+            bad.len(),
+            std::ptr::null(),
+            std::ptr::null(),
+            0,
+            std::ptr::null(),
+            out.as_ptr(),
+            std::ptr::null_mut(),
+            &mut err
+        ),
+        cfs_status::CFS_STATUS_FORMAT
+    );
+    assert!(message(err).contains("TOC"), "{}", message(err));
+    assert!(!path("out-null").exists());
+}
+
 #[test]
 fn c_compress_writes_a_blob_our_reader_and_zstd_accept() {
     use composefs_storage::ffi::compress::cfs_chunked_compress;

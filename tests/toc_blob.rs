@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use composefs_storage::chunked::Toc;
 use composefs_storage::image::{read_image, read_root_names, InodeKind};
-use composefs_storage::layer::toc_blob::{write_toc_blob, TocBlobOptions};
+use composefs_storage::layer::toc_blob::{adopt_staged_blob, write_toc_blob, TocBlobOptions};
 use composefs_storage::layer::{convert, ConvertOptions, VerityPolicy};
 use composefs_storage::ErrorKind;
 
@@ -188,4 +188,72 @@ fn bad_inputs_are_errors_that_name_what_was_wrong_and_leave_nothing() {
         assert!(e.to_string().contains(want), "{e}");
         assert!(!tmp.path().join("w").exists());
     }
+}
+
+fn pulled(case: &str, at: &Path) -> PathBuf {
+    use composefs_storage::layer::pull::{pull, FileFetcher, PullOptions};
+    let dir = cstorage().join(case);
+    let annotations =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{case}.annotations.json"))).unwrap()).unwrap();
+    let options = PullOptions { annotations: Some(annotations), verity: VerityPolicy::Off, ..Default::default() };
+    let mut fetcher = FileFetcher::new(std::fs::File::open(dir.join(format!("{case}.zstd-chunked"))).unwrap()).unwrap();
+    pull(&mut fetcher, at, &options, None).unwrap();
+    at.join("composefs-data/composefs.blob")
+}
+
+/// A zstd:chunked layer's pull writes the blob that [`write_toc_blob`] writes for its TOC in layer
+/// mode over lowers without two-hex names, so containers/storage's adapter takes the pull's blob
+/// ([`adopt_staged_blob`]) instead of writing it again at commit.
+#[test]
+fn a_pulled_layers_blob_is_its_toc_blob_and_is_taken_as_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in ["empty", "noparents-ustar", "handmade-archive", "handmade-pax", "etc-doc-gnu"] {
+        let staged = pulled(case, &tmp.path().join(case));
+        let written = tmp.path().join(format!("{case}.blob"));
+        let digest = write_toc_blob(&toc(case), &HashMap::new(), &TocBlobOptions::for_layer(vec![]), &written).unwrap();
+        assert_eq!(sha256(&staged), sha256(&written), "{case}");
+
+        let taken = tmp.path().join(format!("{case}.taken"));
+        let got = adopt_staged_blob(&staged, &HashMap::new(), &TocBlobOptions::for_layer(vec![]), &taken).unwrap();
+        assert_eq!(got, Some(digest), "{case}: taken, with the blob's fs-verity digest");
+        assert_eq!(sha256(&taken), sha256(&written));
+        assert!(!staged.exists(), "{case}: renamed");
+    }
+}
+
+#[test]
+fn a_staged_blob_is_not_taken_where_the_blob_must_differ() {
+    let tmp = tempfile::tempdir().unwrap();
+    let case = "etc-doc-gnu";
+    let classic_db = tmp.path().join("classic-db");
+    std::fs::create_dir_all(classic_db.join("diff/db")).unwrap();
+    let object = composefs_storage::source::hex(&[0xab; 32]);
+    let objects = std::fs::read_to_string(cstorage().join(case).join(format!("{case}.objects.txt"))).unwrap();
+    let some_object = objects.split(' ').next().unwrap().to_string(); // "ab/cdef…"
+    let cases: Vec<(&str, HashMap<String, String>, TocBlobOptions)> = vec![
+        ("stock mode", HashMap::new(), TocBlobOptions::default()),
+        ("a lower with /db", HashMap::new(), TocBlobOptions::for_layer(vec![classic_db])),
+        ("verity digests", HashMap::from([(some_object, object)]), TocBlobOptions::for_layer(vec![])),
+    ];
+    for (k, (what, verity, options)) in cases.into_iter().enumerate() {
+        let staged = pulled(case, &tmp.path().join(format!("l{k}")));
+        let out = tmp.path().join(format!("{k}.blob"));
+        assert_eq!(adopt_staged_blob(&staged, &verity, &options, &out).unwrap(), None, "{what}");
+        assert!(!staged.exists() && !out.exists(), "{what}: the staged blob is removed, nothing written");
+        write_toc_blob(&toc(case), &verity, &options, &out).unwrap();
+    }
+    // Nothing staged, or not an image: not taken, not an error.
+    let out = tmp.path().join("none.blob");
+    let options = TocBlobOptions::for_layer(vec![]);
+    assert_eq!(adopt_staged_blob(&tmp.path().join("missing"), &HashMap::new(), &options, &out).unwrap(), None);
+    let junk = tmp.path().join("junk");
+    std::fs::write(&junk, b"not an image").unwrap();
+    assert_eq!(adopt_staged_blob(&junk, &HashMap::new(), &options, &out).unwrap(), None);
+    assert!(!junk.exists() && !out.exists());
+    // An existing destination is refused and kept, as by write_toc_blob.
+    let staged = pulled(case, &tmp.path().join("again"));
+    std::fs::write(&out, b"keep").unwrap();
+    let e = adopt_staged_blob(&staged, &HashMap::new(), &options, &out).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep");
 }

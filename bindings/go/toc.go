@@ -115,29 +115,59 @@ func writeTOCBlob(imagePath string, toc []byte, verityDigests map[string]string,
 // with its tree in diff/) has a top-level entry with a two-hex-digit name such as "/db", which a
 // stub would hide. A layer with neither gets the bytes WriteImageFromTOC writes.
 func WriteLayerBlobFromTOC(imagePath string, toc []byte, verityDigests map[string]string, lowerLayers []string) (Digest, error) {
-	n := len(lowerLayers)
-	var lowers **C.char
-	if n > 0 {
-		// C memory: Go memory passed to C must not hold Go pointers.
-		ptrSize := C.size_t(unsafe.Sizeof((*C.char)(nil)))
-		s := unsafe.Slice((**C.char)(C.calloc(C.size_t(n), ptrSize)), n)
-		defer func() {
-			for i := range s {
-				C.free(unsafe.Pointer(s[i]))
-			}
-			C.free(unsafe.Pointer(&s[0]))
-		}()
-		for i, l := range lowerLayers {
-			var err error
-			if s[i], err = cStringArg(l, "lower layer dir"); err != nil {
-				return Digest{}, err
-			}
-		}
-		lowers = &s[0]
+	lowers, n, free, err := cStringArray(lowerLayers, "lower layer dir")
+	if err != nil {
+		return Digest{}, err
 	}
+	defer free()
 	return writeTOCBlob(imagePath, toc, verityDigests, func(args *tocArgs, path *C.char, digest *C.uint8_t, cerr **C.cfs_error) C.cfs_status {
-		return C.cfs_toc_write_layer_blob(args.toc, args.n, args.verity, lowers, C.size_t(n), path, digest, cerr)
+		return C.cfs_toc_write_layer_blob(args.toc, args.n, args.verity, lowers, n, path, digest, cerr)
 	})
+}
+
+// WriteLayerBlobFromStaged is WriteLayerBlobFromTOC for a layer whose pull (PullLayer) wrote
+// stagedBlob (its composefs-data/composefs.blob, moved aside until the layer is committed): when
+// that is the blob WriteLayerBlobFromTOC would write (no lower needs the root stubs left out, and
+// each object has in it the fs-verity digest verityDigests gives), it is renamed to imagePath
+// (same filesystem) without the TOC being parsed again; otherwise it is removed and the blob
+// written from the TOC. stagedBlob is gone after success either way; a missing one is no error.
+func WriteLayerBlobFromStaged(imagePath string, toc []byte, verityDigests map[string]string, lowerLayers []string, stagedBlob string) (Digest, error) {
+	lowers, n, free, err := cStringArray(lowerLayers, "lower layer dir")
+	if err != nil {
+		return Digest{}, err
+	}
+	defer free()
+	staged, err := cStringArg(stagedBlob, "staged blob")
+	if err != nil {
+		return Digest{}, err
+	}
+	defer freeCString(staged)
+	return writeTOCBlob(imagePath, toc, verityDigests, func(args *tocArgs, path *C.char, digest *C.uint8_t, cerr **C.cfs_error) C.cfs_status {
+		return C.cfs_toc_write_layer_blob_staged(args.toc, args.n, args.verity, lowers, n, staged, path, digest, cerr)
+	})
+}
+
+// cStringArray copies strs into a C array of C strings (C memory: Go memory passed to C must not
+// hold Go pointers), NULL when strs is empty; free releases it.
+func cStringArray(strs []string, what string) (arr **C.char, n C.size_t, free func(), err error) {
+	if len(strs) == 0 {
+		return nil, 0, func() {}, nil
+	}
+	ptrSize := C.size_t(unsafe.Sizeof((*C.char)(nil)))
+	s := unsafe.Slice((**C.char)(C.calloc(C.size_t(len(strs)), ptrSize)), len(strs))
+	free = func() {
+		for i := range s {
+			C.free(unsafe.Pointer(s[i]))
+		}
+		C.free(unsafe.Pointer(&s[0]))
+	}
+	for i, str := range strs {
+		if s[i], err = cStringArg(str, what); err != nil {
+			free()
+			return nil, 0, nil, err
+		}
+	}
+	return &s[0], C.size_t(len(strs)), free, nil
 }
 
 // ReadTOC reads, authenticates and decodes the TOC of the zstd:chunked blob at blobPath. With the

@@ -13,7 +13,7 @@ use super::error::cfs_error;
 use super::util::{check_out, into_c_string, try_path, try_str, write_out};
 use crate::chunked::dump::generate_dump;
 use crate::chunked::{read_manifest, ReadOptions, Toc};
-use crate::layer::toc_blob::{write_toc_blob, TocBlobOptions};
+use crate::layer::toc_blob::{adopt_staged_blob, write_toc_blob, TocBlobOptions};
 use crate::{Error, Result};
 
 /// The TOC bytes and the optional verity map (JSON object: object path → hex digest).
@@ -21,12 +21,25 @@ use crate::{Error, Result};
 /// # Safety
 /// `toc` is NULL or valid for `toc_len` bytes; `verity_json` is NULL or a C string.
 unsafe fn inputs(toc: *const u8, toc_len: usize, verity_json: *const c_char) -> Result<(Toc, HashMap<String, String>)> {
+    // SAFETY: forwarded contract.
+    let (bytes, verity) = unsafe { raw_inputs(toc, toc_len, verity_json) }?;
+    Ok((Toc::parse(bytes)?, verity))
+}
+
+/// As [`inputs`], with the TOC not parsed yet.
+///
+/// # Safety
+/// As [`inputs`]; the bytes live as long as the caller keeps `toc`.
+unsafe fn raw_inputs<'a>(
+    toc: *const u8,
+    toc_len: usize,
+    verity_json: *const c_char,
+) -> Result<(&'a [u8], HashMap<String, String>)> {
     if toc.is_null() {
         return Err(super::util::null_argument("toc"));
     }
     // SAFETY: non-NULL and valid for toc_len bytes by contract.
     let bytes = unsafe { std::slice::from_raw_parts(toc, toc_len) };
-    let toc = Toc::parse(bytes)?;
     let verity = if verity_json.is_null() {
         HashMap::new()
     } else {
@@ -35,7 +48,7 @@ unsafe fn inputs(toc: *const u8, toc_len: usize, verity_json: *const c_char) -> 
         serde_json::from_str(s)
             .map_err(|e| Error::invalid_argument(format!("verity_json: not a JSON object of strings: {e}")))?
     };
-    Ok((toc, verity))
+    Ok((bytes, verity))
 }
 
 /// Writes the composefs dump of a TOC (the decompressed TOC JSON, `toc_len` bytes) to `dump_fd`,
@@ -102,17 +115,69 @@ pub extern "C" fn cfs_toc_write_layer_blob(
     err: *mut *mut cfs_error,
 ) -> cfs_status {
     ffi_call!(err, {
-        if lower_layers.is_null() && n_lowers > 0 {
-            return Err(super::util::null_argument("lower_layers"));
-        }
-        let mut lowers = Vec::with_capacity(n_lowers);
-        for i in 0..n_lowers {
-            // SAFETY: `lower_layers` has `n_lowers` entries by contract.
-            lowers.push(unsafe { try_path(*lower_layers.add(i), "lower_layers[i]") }?.to_path_buf());
+        // SAFETY: forwarded contract.
+        let options = TocBlobOptions::for_layer(unsafe { lower_layer_dirs(lower_layers, n_lowers) }?);
+        // SAFETY: forwarded contract.
+        unsafe { write_blob(toc, toc_len, verity_json, image_path, digest_out, options) }
+    })
+}
+
+/// As `cfs_toc_write_layer_blob`, for a layer whose pull (`cfs_layer_pull*`) wrote
+/// `staged_blob` (its `composefs-data/composefs.blob`, moved where the caller keeps it until the
+/// layer is committed): when that is the blob this call would write (no lower needs the root
+/// stubs left out, and every object has in it the fs-verity digest `verity_json` gives), it is
+/// renamed to `image_path` (same filesystem) and the TOC is not even parsed; otherwise it is
+/// removed and the blob written from the TOC. `staged_blob` is gone after success either way; a
+/// missing `staged_blob` is not an error. NULL `staged_blob`: `cfs_toc_write_layer_blob`.
+#[no_mangle]
+pub extern "C" fn cfs_toc_write_layer_blob_staged(
+    toc: *const u8,
+    toc_len: usize,
+    verity_json: *const c_char,
+    lower_layers: *const *const c_char,
+    n_lowers: usize,
+    staged_blob: *const c_char,
+    image_path: *const c_char,
+    digest_out: *mut u8,
+    err: *mut *mut cfs_error,
+) -> cfs_status {
+    ffi_call!(err, {
+        // SAFETY: forwarded contract.
+        let options = TocBlobOptions::for_layer(unsafe { lower_layer_dirs(lower_layers, n_lowers) }?);
+        if staged_blob.is_null() {
+            // SAFETY: forwarded contract.
+            return unsafe { write_blob(toc, toc_len, verity_json, image_path, digest_out, options) };
         }
         // SAFETY: forwarded contract.
-        unsafe { write_blob(toc, toc_len, verity_json, image_path, digest_out, TocBlobOptions::for_layer(lowers)) }
+        let (toc_bytes, verity) = unsafe { raw_inputs(toc, toc_len, verity_json) }?;
+        // SAFETY: C strings by contract (staged_blob checked non-NULL).
+        let (staged, path) = unsafe { (try_path(staged_blob, "staged_blob")?, try_path(image_path, "image_path")?) };
+        let digest = match adopt_staged_blob(staged, &verity, &options, path)? {
+            Some(d) => d,
+            None => write_toc_blob(&Toc::parse(toc_bytes)?, &verity, &options, path)?,
+        };
+        if !digest_out.is_null() {
+            // SAFETY: non-NULL and valid for 32 bytes by contract.
+            unsafe { std::ptr::copy_nonoverlapping(digest.as_ptr(), digest_out, 32) };
+        }
+        Ok(())
     })
+}
+
+/// The `n` layer dirs of `lower_layers` (NULL when `n` is 0).
+///
+/// # Safety
+/// `lower_layers` is NULL or holds `n` C strings.
+unsafe fn lower_layer_dirs(lower_layers: *const *const c_char, n: usize) -> Result<Vec<std::path::PathBuf>> {
+    if lower_layers.is_null() && n > 0 {
+        return Err(super::util::null_argument("lower_layers"));
+    }
+    let mut lowers = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: `lower_layers` has `n` entries by contract.
+        lowers.push(unsafe { try_path(*lower_layers.add(i), "lower_layers[i]") }?.to_path_buf());
+    }
+    Ok(lowers)
 }
 
 /// The body of the two blob writers: the TOC and verity map, the blob at `image_path`, its

@@ -112,11 +112,22 @@ func Unmount(mountPoint string) error {
 	return nil
 }
 
+// StagedTOC is a pulled layer's TOC JSON with the composefs blob its pull wrote, moved aside (in
+// the layer's staging dir) until containers/storage commits the layer. As the "toc" artifact of
+// the differ's output it lets GenerateLayerBlob take that blob instead of writing the same bytes
+// again (composefs.WriteLayerBlobFromStaged).
+type StagedTOC struct {
+	TOC  []byte
+	Blob string
+}
+
 // tocJSON gives the TOC JSON of what containers/storage passes around: the decoded TOC (its
 // *minimal.TOC, encoded again with encoding/json, whose field tags are those of the format) or
 // already the JSON bytes ([]byte, json.RawMessage or string).
 func tocJSON(toc any) ([]byte, error) {
 	switch t := toc.(type) {
+	case StagedTOC:
+		return t.TOC, nil
 	case []byte:
 		return t, nil
 	case json.RawMessage:
@@ -158,6 +169,10 @@ func GenerateDump(tocI any, verityDigests map[string]string) (io.Reader, error) 
 // Replaces containers/storage's overlay generateComposeFsBlob (same signature): no
 // mkcomposefs binary needed.
 func GenerateComposefsBlob(verityDigests map[string]string, toc any, composefsDir string) error {
+	if staged, ok := toc.(StagedTOC); ok {
+		// Only the layer mode's blob is ever taken: this one is written from the TOC.
+		defer os.Remove(staged.Blob)
+	}
 	return writeBlob(toc, composefsDir, func(blob string, tocBytes []byte) error {
 		_, err := composefs.WriteImageFromTOC(blob, tocBytes, verityDigests)
 		return err
@@ -170,12 +185,18 @@ func GenerateComposefsBlob(verityDigests map[string]string, toc any, composefsDi
 // and opaque directories, so deletions hide what lower layers have; and the root whiteout stubs
 // are left out when a layer of lowerLayerDirs (the layer dirs <graphroot>/overlay/<id> below
 // this layer, top first) has a top-level entry such as "/db" that a stub would hide. For a layer
-// with neither the blob is byte-identical to GenerateComposefsBlob's.
+// with neither the blob is byte-identical to GenerateComposefsBlob's. Given a StagedTOC, the
+// blob its pull wrote is taken where it is that blob (composefs.WriteLayerBlobFromStaged).
 //
 // Replaces containers/storage's overlay generateComposeFsBlob, given the layer's lowers.
 func GenerateLayerBlob(verityDigests map[string]string, toc any, composefsDir string, lowerLayerDirs []string) error {
 	return writeBlob(toc, composefsDir, func(blob string, tocBytes []byte) error {
-		_, err := composefs.WriteLayerBlobFromTOC(blob, tocBytes, verityDigests, lowerLayerDirs)
+		var err error
+		if staged, ok := toc.(StagedTOC); ok {
+			_, err = composefs.WriteLayerBlobFromStaged(blob, tocBytes, verityDigests, lowerLayerDirs, staged.Blob)
+		} else {
+			_, err = composefs.WriteLayerBlobFromTOC(blob, tocBytes, verityDigests, lowerLayerDirs)
+		}
 		return err
 	})
 }

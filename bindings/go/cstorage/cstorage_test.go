@@ -350,6 +350,49 @@ func TestGenerateLayerBlob(t *testing.T) {
 	}
 }
 
+// A pulled layer's blob, moved aside as the adapter does, is taken at commit when it is the blob
+// GenerateLayerBlob would write, and written from the TOC otherwise; it is gone either way.
+func TestGenerateLayerBlobFromStaged(t *testing.T) {
+	tmp := t.TempDir()
+	name := "handmade-archive"
+	dir := filepath.Join(corpusDir(t), "cstorage", name)
+	toc := readCorpus(t, "cstorage/"+name+"/"+name+".toc.raw.json")
+	var annotations map[string]string
+	if err := json.Unmarshal(readCorpus(t, "cstorage/"+name+"/"+name+".annotations.json"), &annotations); err != nil {
+		t.Fatal(err)
+	}
+	lowerDB := filepath.Join(tmp, "lower-db")
+	os.MkdirAll(filepath.Join(lowerDB, "diff", "db"), 0o755)
+	for i, lowers := range [][]string{nil, {lowerDB}} {
+		layer := filepath.Join(tmp, fmt.Sprint("layer", i))
+		res, err := composefs.PullLayerFile(context.Background(), filepath.Join(dir, name+".zstd-chunked"), layer,
+			&composefs.PullOptions{Annotations: annotations, Verity: composefs.VerityOff})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Close()
+		staged := filepath.Join(tmp, fmt.Sprint("staged", i))
+		if err := os.Rename(ComposefsBlobPath(filepath.Join(layer, "composefs-data")), staged); err != nil {
+			t.Fatal(err)
+		}
+		got, want := filepath.Join(tmp, fmt.Sprint("got", i)), filepath.Join(tmp, fmt.Sprint("want", i))
+		if err := GenerateLayerBlob(nil, StagedTOC{TOC: toc, Blob: staged}, got, lowers); err != nil {
+			t.Fatal(err)
+		}
+		if err := GenerateLayerBlob(nil, toc, want, lowers); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := os.ReadFile(ComposefsBlobPath(got))
+		b, _ := os.ReadFile(ComposefsBlobPath(want))
+		if len(a) == 0 || !bytes.Equal(a, b) {
+			t.Errorf("lowers %v: the blob from the staged one differs from the TOC's (%d and %d bytes)", lowers, len(a), len(b))
+		}
+		if _, err := os.Stat(staged); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("lowers %v: the staged blob is still there (%v)", lowers, err)
+		}
+	}
+}
+
 // imageSourceChunk and errBadRequest stand for containers/image's types.
 type imageSourceChunk struct{ Offset, Length uint64 }
 
