@@ -11,7 +11,7 @@ use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ScopedJoinHandle};
 
 use sha2::{Digest, Sha256};
 
@@ -299,8 +299,11 @@ fn work(
                     if let [Step::Frames(_)] = f.steps.as_slice() {
                         decompress_whole(&mut dctx, frames, f, &mut content)?;
                     } else {
-                        let mut out =
-                            Assembly { content: Content::Memory(&mut content), hasher: Sha256::new(), total: 0 };
+                        let mut out = Assembly {
+                            content: Content::Memory(&mut content),
+                            hasher: Hasher::Here(Sha256::new()),
+                            total: 0,
+                        };
                         out.make(&mut &frames[..], f, &mut dctx, &mut buf)?;
                         out.verify(f)?;
                     }
@@ -313,9 +316,18 @@ fn work(
             }
             Job::Stream(f, segments) => {
                 let mut segments = Segments { rx: segments, current: Vec::new(), pos: 0, give_back };
-                let mut out = Assembly { content: Content::Temp(temps.begin()?), hasher: Sha256::new(), total: 0 };
-                let made = out.make(&mut segments, &f, &mut dctx, &mut buf).and_then(|()| out.verify(&f));
-                let Content::Temp(tmp) = out.content else { unreachable!("a streamed file is assembled in a temp") };
+                let tmp = temps.begin()?;
+                // A large file's sha256 runs on a thread of its own, beside its decompression and
+                // writing here: this worker is the pull's longest task, and the last large files
+                // of a layer (a 50 MB package list) leave the other core idle.
+                let (tmp, made) = std::thread::scope(|scope| {
+                    let mut out = Assembly { content: Content::Temp(tmp), hasher: Hasher::beside(scope), total: 0 };
+                    let made = out.make(&mut segments, &f, &mut dctx, &mut buf).and_then(|()| out.verify(&f));
+                    let Content::Temp(tmp) = out.content else {
+                        unreachable!("a streamed file is assembled in a temp")
+                    };
+                    (tmp, made)
+                });
                 if let Err(e) = made {
                     temps.abort(tmp);
                     return Err(e);
@@ -378,19 +390,73 @@ enum Content<'a> {
 }
 
 /// A file being assembled, hashed as it grows.
-struct Assembly<'a> {
+struct Assembly<'a, 's> {
     content: Content<'a>,
-    hasher: Sha256,
+    hasher: Hasher<'s>,
     total: u64,
 }
 
-impl Assembly<'_> {
+/// The sha256 of a file being assembled: on this thread, or on one beside it that takes copies
+/// of the data (a few in flight, their buffers reused).
+enum Hasher<'s> {
+    Here(Sha256),
+    Beside { data: Option<SyncSender<Vec<u8>>>, spare: Receiver<Vec<u8>>, digest: ScopedJoinHandle<'s, [u8; 32]> },
+}
+
+impl<'s> Hasher<'s> {
+    const IN_FLIGHT: usize = 4;
+
+    /// A hashing thread in `scope`; if none can be started, the data is hashed here.
+    fn beside<'e>(scope: &'s std::thread::Scope<'s, 'e>) -> Hasher<'s> {
+        let (data, rx) = sync_channel::<Vec<u8>>(Self::IN_FLIGHT);
+        let (give_back, spare) = sync_channel::<Vec<u8>>(Self::IN_FLIGHT + 2);
+        let spawned = std::thread::Builder::new().name("cfs-sha256".into()).spawn_scoped(scope, move || {
+            let mut hasher = Sha256::new();
+            for piece in rx {
+                hasher.update(&piece);
+                let _ = give_back.try_send(piece);
+            }
+            hasher.finalize().into()
+        });
+        match spawned {
+            Ok(digest) => Hasher::Beside { data: Some(data), spare, digest },
+            Err(_) => Hasher::Here(Sha256::new()),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Hasher::Here(h) => h.update(bytes),
+            Hasher::Beside { data, spare, .. } => {
+                let mut piece = spare.try_recv().unwrap_or_default();
+                piece.clear();
+                piece.extend_from_slice(bytes);
+                if data.as_ref().is_none_or(|d| d.send(piece).is_err()) {
+                    return Err(Error::new(ErrorKind::Internal, "the hashing thread stopped"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<[u8; 32]> {
+        match std::mem::replace(self, Hasher::Here(Sha256::new())) {
+            Hasher::Here(h) => Ok(h.finalize().into()),
+            Hasher::Beside { data, digest, .. } => {
+                drop(data);
+                digest.join().map_err(|_| Error::new(ErrorKind::Internal, "the hashing thread panicked"))
+            }
+        }
+    }
+}
+
+impl Assembly<'_, '_> {
     fn append(&mut self, data: &[u8], f: &PoolFile) -> Result<()> {
         self.total += data.len() as u64;
         if self.total > f.size {
             return Err(longer(f));
         }
-        self.hasher.update(data);
+        self.hasher.update(data)?;
         match &mut self.content {
             Content::Memory(v) => {
                 v.extend_from_slice(data);
@@ -440,7 +506,7 @@ impl Assembly<'_> {
 
     /// Checks size and sha256 against the TOC: nothing unverified ever gets an object name.
     fn verify(&mut self, f: &PoolFile) -> Result<()> {
-        let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        let digest = self.hasher.finish()?;
         if self.total != f.size || digest != f.digest {
             return Err(checksum_mismatch(&f.name, &f.digest, f.size, &digest, self.total));
         }
