@@ -5,26 +5,13 @@
 //! not be the layer its DiffID names.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Cursor, Seek, SeekFrom};
+use std::io::{BufRead, Cursor};
 
 use super::tarsplit::{TarSplitEntry, TarSplitReader};
 use super::toc::{Toc, TocEntry, TYPE_CHUNK};
 use crate::image::Mtime;
 use crate::source::tar::{EntryType, Header, TarLimits, TarReader, BLOCK};
 use crate::{Error, Result};
-
-/// Checks that the tar-split's entries and the TOC's non-chunk entries are the same paths, each
-/// once, with the same metadata, and returns the size of the tar the tar-split reassembles to.
-/// The file is read from its start and left there.
-///
-/// Compared, as containers/storage does: type, link target, mode, owner, size, modification time,
-/// device numbers and xattrs, the header parsed from the tar-split's raw segments against the TOC
-/// entry of that name. Access and change times are not compared: the composefs image does not
-/// keep them, and their encodings vary between tar writers (GNU, star, PAX) more than the rest.
-pub fn check_toc_matches_tar_split(toc: &Toc, tar_split: &mut File) -> Result<u64> {
-    check_headers_against_toc(toc, SplitHeaders::read(tar_split))
-}
 
 /// The tar-split's file entries with the tar headers its segments hold, read up to its end or its
 /// first error: the half of the check that needs no TOC, so that it can run while the TOC is parsed.
@@ -38,19 +25,6 @@ pub struct SplitHeaders {
 }
 
 impl SplitHeaders {
-    /// Reads `tar_split` from its start, and leaves it there.
-    pub fn read(tar_split: &mut File) -> SplitHeaders {
-        let read = tar_split.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seek tar-split", e));
-        let mut out = match read {
-            Ok(_) => SplitHeaders::read_from(BufReader::with_capacity(256 << 10, &mut *tar_split), u64::MAX),
-            Err(e) => SplitHeaders { files: Vec::new(), failure: Some(e), tar_size: 0 },
-        };
-        if let Err(e) = tar_split.seek(SeekFrom::Start(0)) {
-            out.failure.get_or_insert(Error::io("seek tar-split", e));
-        }
-        out
-    }
-
     /// Reads a tar-split stream to its end. `toc_len`, the length of the TOC's JSON, bounds what
     /// is kept: each entry's name, link target and xattrs, and 20 bytes more, are in the TOC entry
     /// it must match (a tar-split read before its digest is checked could be anything).
@@ -94,7 +68,14 @@ impl SplitHeaders {
     }
 }
 
-/// The other half of [`check_toc_matches_tar_split`]: the headers against the TOC, entry by entry.
+/// Checks that the tar-split's entries (read by [`SplitHeaders::read_from`]) and the TOC's
+/// non-chunk entries are the same paths, each once, with the same metadata, and returns the size of
+/// the tar the tar-split reassembles to.
+///
+/// Compared, as containers/storage does: type, link target, mode, owner, size, modification time,
+/// device numbers and xattrs, the header parsed from the tar-split's raw segments against the TOC
+/// entry of that name. Access and change times are not compared: the composefs image does not
+/// keep them, and their encodings vary between tar writers (GNU, star, PAX) more than the rest.
 pub fn check_headers_against_toc(toc: &Toc, split: SplitHeaders) -> Result<u64> {
     let mut pending: HashMap<&[u8], &TocEntry> = HashMap::with_capacity(toc.entries.len());
     for e in toc.entries.iter().filter(|e| e.entry_type != TYPE_CHUNK) {
@@ -232,6 +213,14 @@ mod tests {
     use crate::chunked::writer::{compress, CompressOptions};
     use crate::chunked::{read_manifest, ReadOptions};
     use crate::source::tar::tests::{end, file, header, pax};
+    use std::io::{BufReader, Seek, SeekFrom};
+
+    /// The tar-split of `m`, read from its start.
+    fn headers(m: &mut crate::chunked::Manifest, toc_len: u64) -> SplitHeaders {
+        let split = m.tar_split.as_mut().unwrap();
+        split.seek(SeekFrom::Start(0)).unwrap();
+        SplitHeaders::read_from(BufReader::new(split), toc_len)
+    }
 
     /// A layer with a file (xattr by PAX), a directory, a symlink, a hardlink and a device.
     fn layer() -> Vec<u8> {
@@ -261,7 +250,8 @@ mod tests {
         for e in &mut m.toc.entries {
             change(e);
         }
-        check_toc_matches_tar_split(&m.toc, m.tar_split.as_mut().unwrap())
+        let split = headers(&mut m, u64::MAX);
+        check_headers_against_toc(&m.toc, split)
     }
 
     #[test]
@@ -301,14 +291,12 @@ mod tests {
     #[test]
     fn a_tar_split_holding_more_than_its_toc_could_is_refused_while_read() {
         let mut m = manifest();
-        let split = m.tar_split.as_mut().unwrap();
         let toc_len = m.toc_json.len() as u64;
-        let whole = SplitHeaders::read(split);
+        let whole = headers(&mut m, u64::MAX);
         assert!(whole.failure.is_none() && whole.files.len() == 5);
-        let e = SplitHeaders::read_from(BufReader::new(&mut *split), 30).failure.expect("over the bound");
+        let e = headers(&mut m, 30).failure.expect("over the bound");
         assert!(e.to_string().contains("hold more than its TOC of 30 bytes"), "{e}");
-        split.seek(SeekFrom::Start(0)).unwrap();
-        let honest = SplitHeaders::read_from(BufReader::new(&mut *split), toc_len);
+        let honest = headers(&mut m, toc_len);
         assert!(honest.failure.is_none(), "{:?}", honest.failure);
         assert_eq!(check_headers_against_toc(&m.toc, honest).unwrap(), layer().len() as u64);
     }

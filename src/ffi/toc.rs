@@ -91,7 +91,9 @@ pub extern "C" fn cfs_toc_write_image(
 ) -> cfs_status {
     ffi_call!(err, {
         // SAFETY: forwarded contract.
-        unsafe { write_blob(toc, toc_len, verity_json, image_path, digest_out, TocBlobOptions::default()) }
+        unsafe {
+            write_blob(toc, toc_len, verity_json, image_path, digest_out, TocBlobOptions::default(), std::ptr::null())
+        }
     })
 }
 
@@ -114,12 +116,17 @@ pub extern "C" fn cfs_toc_write_layer_blob(
     digest_out: *mut u8,
     err: *mut *mut cfs_error,
 ) -> cfs_status {
-    ffi_call!(err, {
-        // SAFETY: forwarded contract.
-        let options = TocBlobOptions::for_layer(unsafe { lower_layer_dirs(lower_layers, n_lowers) }?);
-        // SAFETY: forwarded contract.
-        unsafe { write_blob(toc, toc_len, verity_json, image_path, digest_out, options) }
-    })
+    cfs_toc_write_layer_blob_staged(
+        toc,
+        toc_len,
+        verity_json,
+        lower_layers,
+        n_lowers,
+        std::ptr::null(),
+        image_path,
+        digest_out,
+        err,
+    )
 }
 
 /// As `cfs_toc_write_layer_blob`, for a layer whose pull (`cfs_layer_pull*`) wrote
@@ -144,23 +151,8 @@ pub extern "C" fn cfs_toc_write_layer_blob_staged(
     ffi_call!(err, {
         // SAFETY: forwarded contract.
         let options = TocBlobOptions::for_layer(unsafe { lower_layer_dirs(lower_layers, n_lowers) }?);
-        if staged_blob.is_null() {
-            // SAFETY: forwarded contract.
-            return unsafe { write_blob(toc, toc_len, verity_json, image_path, digest_out, options) };
-        }
         // SAFETY: forwarded contract.
-        let (toc_bytes, verity) = unsafe { raw_inputs(toc, toc_len, verity_json) }?;
-        // SAFETY: C strings by contract (staged_blob checked non-NULL).
-        let (staged, path) = unsafe { (try_path(staged_blob, "staged_blob")?, try_path(image_path, "image_path")?) };
-        let digest = match adopt_staged_blob(staged, &verity, &options, path)? {
-            Some(d) => d,
-            None => write_toc_blob(&Toc::parse(toc_bytes)?, &verity, &options, path)?,
-        };
-        if !digest_out.is_null() {
-            // SAFETY: non-NULL and valid for 32 bytes by contract.
-            unsafe { std::ptr::copy_nonoverlapping(digest.as_ptr(), digest_out, 32) };
-        }
-        Ok(())
+        unsafe { write_blob(toc, toc_len, verity_json, image_path, digest_out, options, staged_blob) }
     })
 }
 
@@ -180,12 +172,13 @@ unsafe fn lower_layer_dirs(lower_layers: *const *const c_char, n: usize) -> Resu
     Ok(lowers)
 }
 
-/// The body of the two blob writers: the TOC and verity map, the blob at `image_path`, its
-/// digest to `digest_out` unless that is NULL.
+/// The body of the blob writers: the TOC and verity map, the blob at `image_path` (the staged
+/// blob taken where it is that blob, else written from the TOC), its digest to `digest_out` unless
+/// that is NULL.
 ///
 /// # Safety
-/// As `cfs_toc_write_image`: `toc` valid for `toc_len` bytes, the strings NULL or C strings,
-/// `digest_out` NULL or valid for 32 bytes.
+/// As `cfs_toc_write_layer_blob_staged`: `toc` valid for `toc_len` bytes, the strings NULL or C
+/// strings, `digest_out` NULL or valid for 32 bytes.
 unsafe fn write_blob(
     toc: *const u8,
     toc_len: usize,
@@ -193,12 +186,25 @@ unsafe fn write_blob(
     image_path: *const c_char,
     digest_out: *mut u8,
     options: TocBlobOptions,
+    staged_blob: *const c_char,
 ) -> Result<()> {
     // SAFETY: forwarded contract.
-    let (toc, verity) = unsafe { inputs(toc, toc_len, verity_json) }?;
-    // SAFETY: NULL or a C string, by contract.
+    let (toc, verity) = unsafe { raw_inputs(toc, toc_len, verity_json) }?;
+    // SAFETY: NULL or C strings, by contract.
     let path = unsafe { try_path(image_path, "image_path") }?;
-    let digest = write_toc_blob(&toc, &verity, &options, path)?;
+    let staged = match staged_blob.is_null() {
+        true => None,
+        // SAFETY: a C string by contract.
+        false => Some(unsafe { try_path(staged_blob, "staged_blob") }?),
+    };
+    let taken = match staged {
+        Some(staged) => adopt_staged_blob(staged, &verity, &options, path)?,
+        None => None,
+    };
+    let digest = match taken {
+        Some(d) => d,
+        None => write_toc_blob(&Toc::parse(toc)?, &verity, &options, path)?,
+    };
     if !digest_out.is_null() {
         // SAFETY: non-NULL and valid for 32 bytes by contract.
         unsafe { std::ptr::copy_nonoverlapping(digest.as_ptr(), digest_out, 32) };

@@ -400,7 +400,7 @@ struct Assembly<'a, 's> {
 /// of the data (a few in flight, their buffers reused).
 enum Hasher<'s> {
     Here(Sha256),
-    Beside { data: Option<SyncSender<Vec<u8>>>, spare: Receiver<Vec<u8>>, digest: ScopedJoinHandle<'s, [u8; 32]> },
+    Beside { data: SyncSender<Vec<u8>>, spare: Receiver<Vec<u8>>, digest: ScopedJoinHandle<'s, [u8; 32]> },
 }
 
 impl<'s> Hasher<'s> {
@@ -419,7 +419,7 @@ impl<'s> Hasher<'s> {
             hasher.finalize().into()
         });
         match spawned {
-            Ok(digest) => Hasher::Beside { data: Some(data), spare, digest },
+            Ok(digest) => Hasher::Beside { data, spare, digest },
             Err(_) => Hasher::Here(Sha256::new()),
         }
     }
@@ -431,7 +431,7 @@ impl<'s> Hasher<'s> {
                 let mut piece = spare.try_recv().unwrap_or_default();
                 piece.clear();
                 piece.extend_from_slice(bytes);
-                if data.as_ref().is_none_or(|d| d.send(piece).is_err()) {
+                if data.send(piece).is_err() {
                     return Err(Error::new(ErrorKind::Internal, "the hashing thread stopped"));
                 }
             }
