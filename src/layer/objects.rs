@@ -115,7 +115,7 @@ fn create_object(diff: &OwnedFd, name: &str) -> Result<OwnedFd> {
     openat(
         diff,
         name,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
     )
     .map_err(|e| Error::io(format_args!("create object {name}"), e.into()))
@@ -167,6 +167,9 @@ pub struct TempObject {
     name: String,
     /// Logical size written so far (holes included).
     pos: u64,
+    /// Where the last write ended: the file holds the content up to here (a hole after it is
+    /// only made at [`TempObject::finish`]).
+    written: u64,
 }
 
 /// Block size for holes: whole aligned blocks of zeros are skipped, not written (SPEC §8: zeros
@@ -196,18 +199,19 @@ impl TempFactory {
         Ok(TempFactory { diff, diff_path: diff_path.to_path_buf(), prefix: prefix.to_string(), seq: 0 })
     }
 
-    /// A new, empty temporary object file (mode 0000).
+    /// A new, empty temporary object file (mode 0000), open for reading too (see
+    /// [`TempObject::reader`]).
     pub fn begin(&mut self) -> Result<TempObject> {
         self.seq += 1;
         let name = format!("{}{}", self.prefix, self.seq);
         let fd = openat(
             &self.diff,
             name.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
         )
         .map_err(|e| Error::io(format_args!("create {}/{name}", self.diff_path.display()), e.into()))?;
-        Ok(TempObject { file: File::from(fd), name, pos: 0 })
+        Ok(TempObject { file: File::from(fd), name, pos: 0, written: 0 })
     }
 
     /// Removes a temporary object (on error paths).
@@ -219,6 +223,17 @@ impl TempFactory {
 }
 
 impl TempObject {
+    /// Another handle on the file, for another thread to read what is written so far with
+    /// `pread` (the file offset it shares is this one's to move).
+    pub fn reader(&self) -> Result<File> {
+        self.file.try_clone().map_err(|e| Error::io(format_args!("reopen object temp file {}", self.name), e))
+    }
+
+    /// How much of the content the file holds so far (a trailing hole is not made yet).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Appends `data`, leaving a hole for each whole, aligned block of zeros.
     pub fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
         use std::io::{Seek, SeekFrom};
@@ -246,6 +261,7 @@ impl TempObject {
             self.file.write_all(&data[..n]).map_err(err)?;
             data = &data[n..];
             self.pos += n as u64;
+            self.written = self.pos;
         }
         Ok(())
     }

@@ -979,6 +979,7 @@ impl Objects {
     fn take(&mut self, v: Verified, m: &Missing, ready: &Ready) -> Result<()> {
         if let Assembly::Memory(data) = &v.into {
             ready.offer(&v.digest, data);
+            ready.publish();
         }
         match self {
             Objects::Inline(store, ready) => {

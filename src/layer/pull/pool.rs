@@ -188,6 +188,9 @@ impl DecompressPool {
             self.open = Open::InJob(mi);
             return Ok(());
         }
+        // The small files gathered so far go first: the DiffID thread reads files in tar order,
+        // and would wait for them until this one is written.
+        self.flush()?;
         let (segments, rx) = sync_channel::<Vec<u8>>(SEGMENTS_QUEUED);
         self.send(Job::Stream(pool_file(m), rx))?;
         self.open = Open::Streamed(mi, segments);
@@ -317,13 +320,20 @@ fn work(
             Job::Stream(f, segments) => {
                 let mut segments = Segments { rx: segments, current: Vec::new(), pos: 0, give_back };
                 let tmp = temps.begin()?;
+                // The DiffID thread may read it as it is written (it trails the pull, and is
+                // waiting for this file when it is among the layer's last).
+                if let Err(e) = ready.growing(&f.digest, || tmp.reader()) {
+                    temps.abort(tmp);
+                    return Err(e);
+                }
                 // A large file's sha256 runs on a thread of its own, beside its decompression and
                 // writing here: this worker is the pull's longest task, and the last large files
                 // of a layer (a 50 MB package list) leave the other core idle.
                 let (tmp, made) = std::thread::scope(|scope| {
-                    let mut out = Assembly { content: Content::Temp(tmp), hasher: Hasher::beside(scope), total: 0 };
+                    let mut out =
+                        Assembly { content: Content::Temp(tmp, ready), hasher: Hasher::beside(scope), total: 0 };
                     let made = out.make(&mut segments, &f, &mut dctx, &mut buf).and_then(|()| out.verify(&f));
-                    let Content::Temp(tmp) = out.content else {
+                    let Content::Temp(tmp, _) = out.content else {
                         unreachable!("a streamed file is assembled in a temp")
                     };
                     (tmp, made)
@@ -335,8 +345,10 @@ fn work(
                 sink.commit_temp(tmp, f.digest, f.size, f.name)?;
             }
         }
-        // The writer announces objects per batch, and the DiffID thread may be waiting for these.
+        // The writer announces objects per batch, and the DiffID thread may be waiting for these
+        // (or for one offered here).
         sink.flush()?;
+        ready.publish();
     }
     Ok(())
 }
@@ -383,10 +395,11 @@ fn read_fetched(reader: &mut dyn Read, buf: &mut [u8]) -> Result<()> {
     })
 }
 
-/// Where a worker assembles a file.
+/// Where a worker assembles a file: in memory, or in a temporary object whose growth is told to
+/// the DiffID thread.
 enum Content<'a> {
     Memory(&'a mut Vec<u8>),
-    Temp(TempObject),
+    Temp(TempObject, &'a Ready),
 }
 
 /// A file being assembled, hashed as it grows.
@@ -462,7 +475,11 @@ impl Assembly<'_, '_> {
                 v.extend_from_slice(data);
                 Ok(())
             }
-            Content::Temp(tmp) => tmp.write_all(data),
+            Content::Temp(tmp, ready) => {
+                tmp.write_all(data)?;
+                ready.grew(&f.digest, tmp.written());
+                Ok(())
+            }
         }
     }
 
