@@ -42,6 +42,48 @@ impl RollSum {
         self.wofs = (self.wofs + 1) & (WINDOW - 1);
     }
 
+    /// Rolls the bytes of `data` up to its first zero byte (not rolled) or its first split (rolled);
+    /// how many bytes were rolled, and whether they end at a split.
+    #[inline]
+    pub fn roll_to_split_or_zero(&mut self, data: &[u8]) -> (usize, bool) {
+        self.roll_slice::<true>(data)
+    }
+
+    /// Rolls the bytes of `data` up to its first split (rolled); how many bytes were rolled, and
+    /// whether they end at a split.
+    #[inline]
+    pub fn roll_to_split(&mut self, data: &[u8]) -> (usize, bool) {
+        self.roll_slice::<false>(data)
+    }
+
+    /// The same sums as [`Self::roll`] byte by byte, kept in registers: this loop is the writer's
+    /// own largest cost.
+    #[inline(always)]
+    fn roll_slice<const STOP_AT_ZERO: bool>(&mut self, data: &[u8]) -> (usize, bool) {
+        let (mut s1, mut s2, mut wofs) = (self.s1, self.s2, self.wofs);
+        let mut rolled = data.len();
+        let mut split = false;
+        for (i, &ch) in data.iter().enumerate() {
+            if STOP_AT_ZERO && ch == 0 {
+                rolled = i;
+                break;
+            }
+            // (`wofs` is below WINDOW: the mask only spares a bounds check.)
+            let drop = u32::from(self.window[wofs & (WINDOW - 1)]);
+            s1 = s1.wrapping_add(u32::from(ch)).wrapping_sub(drop);
+            s2 = s2.wrapping_add(s1).wrapping_sub((WINDOW as u32).wrapping_mul(drop + CHAR_OFFSET));
+            self.window[wofs & (WINDOW - 1)] = ch;
+            wofs = (wofs + 1) & (WINDOW - 1);
+            if s2 & SPLIT_MASK == SPLIT_MASK {
+                rolled = i + 1;
+                split = true;
+                break;
+            }
+        }
+        (self.s1, self.s2, self.wofs) = (s1, s2, wofs);
+        (rolled, split)
+    }
+
     /// Rolls `n` zero bytes. Once the window holds only zeros, more zeros change nothing but the
     /// window position, so long runs cost at most one window of work.
     pub fn roll_zeros(&mut self, n: u64) {
@@ -111,6 +153,55 @@ mod tests {
                 b.roll(c);
                 assert_eq!(a.digest(), b.digest(), "n={n}");
             }
+        }
+    }
+
+    #[test]
+    fn rolling_a_slice_stops_where_rolling_byte_by_byte_splits_or_meets_a_zero() {
+        // Pseudo-random bytes, a tenth of them zero, long enough for many splits.
+        let mut x: u32 = 7;
+        let data: Vec<u8> = (0..1_500_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if (x >> 8) % 10 == 0 {
+                    0
+                } else {
+                    (x >> 16) as u8
+                }
+            })
+            .collect();
+        for stop_at_zero in [true, false] {
+            let (mut bytewise, mut sliced) = (RollSum::new(), RollSum::new());
+            let (mut ends_bytewise, mut ends_sliced) = (Vec::new(), Vec::new());
+            for (i, &c) in data.iter().enumerate() {
+                if stop_at_zero && c == 0 {
+                    ends_bytewise.push((i, false));
+                    bytewise.roll_zeros(1);
+                    continue;
+                }
+                bytewise.roll(c);
+                if bytewise.on_split() {
+                    ends_bytewise.push((i + 1, true));
+                }
+            }
+            let mut i = 0;
+            while i < data.len() {
+                let (n, split) = match stop_at_zero {
+                    true => sliced.roll_to_split_or_zero(&data[i..]),
+                    false => sliced.roll_to_split(&data[i..]),
+                };
+                i += n;
+                if split {
+                    ends_sliced.push((i, true));
+                } else if i < data.len() {
+                    ends_sliced.push((i, false));
+                    sliced.roll_zeros(1);
+                    i += 1;
+                }
+            }
+            assert!(ends_bytewise.iter().filter(|e| e.1).count() > 10, "too few splits to compare");
+            assert_eq!(ends_sliced, ends_bytewise, "stop_at_zero={stop_at_zero}");
+            assert_eq!(sliced.digest(), bytewise.digest());
         }
     }
 }

@@ -103,6 +103,8 @@ struct FileChunker {
     /// Zero bytes seen but not yet emitted: a run that may still reach the hole threshold.
     zeros: u64,
     file_hash: Sha256,
+    /// The current chunk's, from the second chunk on: the first starts where the file does, so its
+    /// digest is the file's so far (and most files are one chunk, whose digest the TOC omits).
     chunk_hash: Sha256,
     chunk_len: u64,
     chunk_start: u64,
@@ -145,7 +147,9 @@ impl FileChunker {
         }
         frames.write(bytes)?;
         self.file_hash.update(bytes);
-        self.chunk_hash.update(bytes);
+        if !self.chunks.is_empty() {
+            self.chunk_hash.update(bytes);
+        }
         self.chunk_len += bytes.len() as u64;
         self.done += bytes.len() as u64;
         Ok(())
@@ -178,7 +182,10 @@ impl FileChunker {
             chunk_offset: self.done - self.chunk_len,
             frame: self.chunk_start,
             size: self.chunk_len,
-            digest: self.chunk_hash.finalize_reset().into(),
+            digest: match self.chunks.is_empty() {
+                true => self.file_hash.clone().finalize().into(),
+                false => self.chunk_hash.finalize_reset().into(),
+            },
             zeros,
         });
         self.chunk_len = 0;
@@ -194,11 +201,12 @@ impl FileChunker {
             self.data_zeros(frames, z)?;
             return self.end_chunk(frames, true);
         }
-        let mut pending = 0;
-        for _ in 0..z {
-            self.roll.roll(0);
-            pending += 1;
-            if self.roll.on_split() {
+        let (mut pending, mut left) = (0, z);
+        while left > 0 {
+            let (rolled, split) = self.roll.roll_to_split(&ZEROS[..left.min(ZEROS.len() as u64) as usize]);
+            pending += rolled as u64;
+            left -= rolled as u64;
+            if split {
                 self.data_zeros(frames, pending)?;
                 pending = 0;
                 self.end_chunk(frames, false)?;
@@ -221,9 +229,9 @@ impl FileChunker {
             if self.zeros > 0 {
                 self.flush_zeros(frames)?;
             }
-            self.roll.roll(s[i]);
-            i += 1;
-            if self.roll.on_split() {
+            let (rolled, split) = self.roll.roll_to_split_or_zero(&s[i..]);
+            i += rolled;
+            if split {
                 self.data(frames, &s[seg..i])?;
                 seg = i;
                 self.end_chunk(frames, false)?;
