@@ -163,7 +163,7 @@ mod tests {
         let data: Vec<u8> = (0..1_500_000)
             .map(|_| {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                if (x >> 8) % 10 == 0 {
+                if (x >> 8).is_multiple_of(10) {
                     0
                 } else {
                     (x >> 16) as u8
