@@ -101,19 +101,20 @@ impl Ready {
     }
 
     /// The content `digest` is being written into `file` (a temporary object): the DiffID
-    /// thread may read it as it grows (see [`Ready::grew`]).
-    pub fn growing(&self, digest: &[u8; 32], file: impl FnOnce() -> Result<File>) -> Result<()> {
+    /// thread may read it as it grows (see [`Ready::grew`]). Without a handle on the file (out of
+    /// descriptors), it reads the object once it is stored, as it did before.
+    pub fn growing(&self, digest: &[u8; 32], file: impl FnOnce() -> Result<File>) {
         if let Ok(mut s) = self.state.lock() {
             if s.uses.get(digest).copied().unwrap_or(0) == 0 || s.growing.contains_key(digest) {
-                return Ok(());
+                return;
             }
-            s.growing.insert(*digest, (Arc::new(file()?), 0));
+            let Ok(file) = file() else { return };
+            s.growing.insert(*digest, (Arc::new(file), 0));
             if !s.awaited(digest) {
-                return Ok(());
+                return;
             }
         }
         self.cv.notify_all();
-        Ok(())
     }
 
     /// The first `written` bytes of the growing content `digest` are in its file.
@@ -382,7 +383,7 @@ mod tests {
         let ready = ready_for(1);
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(b"first").unwrap();
-        ready.growing(&D, || Ok(file.try_clone().unwrap())).unwrap();
+        ready.growing(&D, || Ok(file.try_clone().unwrap()));
         ready.grew(&D, 5);
         let (read, got) = mpsc::channel();
         {
@@ -414,7 +415,7 @@ mod tests {
         let ready = ready_for(1);
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(b"abc").unwrap();
-        ready.growing(&D, || Ok(file.try_clone().unwrap())).unwrap();
+        ready.growing(&D, || Ok(file.try_clone().unwrap()));
         ready.grew(&D, 3);
         let mut content = growing(&ready, 8192);
         // The writer leaves the trailing hole to the end (the file's length is set when stored).
@@ -432,7 +433,7 @@ mod tests {
         let ready = ready_for(1);
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(b"ab").unwrap();
-        ready.growing(&D, || Ok(file.try_clone().unwrap())).unwrap();
+        ready.growing(&D, || Ok(file.try_clone().unwrap()));
         ready.grew(&D, 2);
         let (done, got) = mpsc::channel();
         {
@@ -468,10 +469,18 @@ mod tests {
     }
 
     #[test]
+    fn a_growing_content_without_a_handle_is_read_once_stored() {
+        let ready = ready_for(1);
+        ready.growing(&D, || Err(Error::io("reopen", std::io::Error::from_raw_os_error(libc::EMFILE))));
+        ready.add(D);
+        assert!(matches!(ready.wait(&D, false), Ok(Source::Staged)));
+    }
+
+    #[test]
     fn contents_no_member_reads_are_not_held_or_followed() {
         let ready = ready_for(0);
         ready.offer(&D, b"data");
-        ready.growing(&D, || panic!("no handle is made for a content nobody reads")).unwrap();
+        ready.growing(&D, || panic!("no handle is made for a content nobody reads"));
         let s = ready.state.lock().unwrap();
         assert!(s.held.is_empty() && s.growing.is_empty());
     }

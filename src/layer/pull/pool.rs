@@ -322,10 +322,7 @@ fn work(
                 let tmp = temps.begin()?;
                 // The DiffID thread may read it as it is written (it trails the pull, and is
                 // waiting for this file when it is among the layer's last).
-                if let Err(e) = ready.growing(&f.digest, || tmp.reader()) {
-                    temps.abort(tmp);
-                    return Err(e);
-                }
+                ready.growing(&f.digest, || tmp.reader());
                 // A large file's sha256 runs on a thread of its own, beside its decompression and
                 // writing here: this worker is the pull's longest task, and the last large files
                 // of a layer (a 50 MB package list) leave the other core idle.
