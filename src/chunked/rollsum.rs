@@ -110,6 +110,20 @@ impl RollSum {
 mod tests {
     use super::*;
 
+    /// `n` pseudo-random bytes from `seed`; with `zeros`, about a tenth of them zero.
+    fn bytes(seed: u32, n: usize, zeros: bool) -> Vec<u8> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                match zeros && (x >> 8).is_multiple_of(10) {
+                    true => 0,
+                    false => (x >> 16) as u8,
+                }
+            })
+            .collect()
+    }
+
     fn sum(data: &[u8]) -> u32 {
         let mut r = RollSum::new();
         data.iter().for_each(|&b| r.roll(b));
@@ -119,13 +133,7 @@ mod tests {
     #[test]
     fn depends_only_on_the_last_window() {
         // The property upstream's TestSum checks: the sum of a stream equals the sum of its tail.
-        let mut x: u32 = 4;
-        let buf: Vec<u8> = (0..100_000)
-            .map(|_| {
-                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                (x >> 16) as u8
-            })
-            .collect();
+        let buf = bytes(4, 100_000, false);
         assert_eq!(sum(&buf), sum(&buf[1..]));
         assert_eq!(sum(&buf[..buf.len() - WINDOW]), sum(&buf[buf.len() - WINDOW * 5 / 2..buf.len() - WINDOW]));
         assert_eq!(sum(&buf[..WINDOW + 3]), sum(&buf[3..WINDOW + 3]));
@@ -159,17 +167,7 @@ mod tests {
     #[test]
     fn rolling_a_slice_stops_where_rolling_byte_by_byte_splits_or_meets_a_zero() {
         // Pseudo-random bytes, a tenth of them zero, long enough for many splits.
-        let mut x: u32 = 7;
-        let data: Vec<u8> = (0..1_500_000)
-            .map(|_| {
-                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                if (x >> 8).is_multiple_of(10) {
-                    0
-                } else {
-                    (x >> 16) as u8
-                }
-            })
-            .collect();
+        let data = bytes(7, 1_500_000, true);
         for stop_at_zero in [true, false] {
             let (mut bytewise, mut sliced) = (RollSum::new(), RollSum::new());
             let (mut ends_bytewise, mut ends_sliced) = (Vec::new(), Vec::new());

@@ -115,7 +115,7 @@ fn create_object(diff: &OwnedFd, name: &str) -> Result<OwnedFd> {
     openat(
         diff,
         name,
-        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
     )
     .map_err(|e| Error::io(format_args!("create object {name}"), e.into()))

@@ -370,6 +370,15 @@ mod tests {
         ready
     }
 
+    /// A temporary file holding `first`, registered as the growing content `D`.
+    fn growing_file(ready: &Ready, first: &[u8]) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(first).unwrap();
+        ready.growing(&D, || Ok(file.try_clone().unwrap()));
+        ready.grew(&D, first.len() as u64);
+        file
+    }
+
     /// A growing content as the DiffID thread reads it: `size` bytes of `file`.
     fn growing(ready: &Arc<Ready>, size: u64) -> Content {
         match ready.wait(&D, false).unwrap() {
@@ -381,10 +390,7 @@ mod tests {
     #[test]
     fn a_growing_content_is_read_while_it_is_written() {
         let ready = ready_for(1);
-        let mut file = tempfile::tempfile().unwrap();
-        file.write_all(b"first").unwrap();
-        ready.growing(&D, || Ok(file.try_clone().unwrap()));
-        ready.grew(&D, 5);
+        let mut file = growing_file(&ready, b"first");
         let (read, got) = mpsc::channel();
         {
             let ready = ready.clone();
@@ -413,10 +419,7 @@ mod tests {
     #[test]
     fn a_growing_content_ending_in_a_hole_is_read_to_its_end_once_stored() {
         let ready = ready_for(1);
-        let mut file = tempfile::tempfile().unwrap();
-        file.write_all(b"abc").unwrap();
-        ready.growing(&D, || Ok(file.try_clone().unwrap()));
-        ready.grew(&D, 3);
+        let file = growing_file(&ready, b"abc");
         let mut content = growing(&ready, 8192);
         // The writer leaves the trailing hole to the end (the file's length is set when stored).
         file.set_len(8192).unwrap();
@@ -431,10 +434,7 @@ mod tests {
     #[test]
     fn a_growing_content_whose_pull_stops_is_an_error_not_a_wait() {
         let ready = ready_for(1);
-        let mut file = tempfile::tempfile().unwrap();
-        file.write_all(b"ab").unwrap();
-        ready.growing(&D, || Ok(file.try_clone().unwrap()));
-        ready.grew(&D, 2);
+        let _file = growing_file(&ready, b"ab");
         let (done, got) = mpsc::channel();
         {
             let ready = ready.clone();
