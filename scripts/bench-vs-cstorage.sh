@@ -12,7 +12,8 @@
 # PAIRS pairs per case (default 5), peer then ours, each pair twice: after `sync` and back to
 # back (no sync, the previous run's dirty pages still going out). Per case: median (min-max) wall
 # time, user and sys CPU, peak RSS, and peer/ours pair by pair. Stores and layers live on a fresh
-# ext4 on a loop device, nothing deleted until the end (see integration/containers-storage/README.md).
+# ext4 on a loop device, nothing deleted until the end (see integration/containers-storage/README.md),
+# and each run, of both modes, follows `settle_memory` (scripts/lib.sh: the VM's memory made ready).
 #
 # Usage: scripts/bench-vs-cstorage.sh    (after integration/containers-storage/run.sh, whose
 #        builds and inputs it uses)          Env: PAIRS, CFS_INTEGRATION_DIR
@@ -59,6 +60,7 @@ peer_store() {
 timed() {
     local case="$1" build="$2" mode="$3"
     shift 3
+    settle_memory
     [ "$mode" = synced ] && sync
     /usr/bin/time -f '%e %U %S %M' -o "$work/time" env PATH="$peer_path" "$@" >/dev/null 2>>"$work/log" ||
         { echo "error: $case ($build) failed:"; tail -n 3 "$work/log"; exit 1; }

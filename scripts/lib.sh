@@ -84,6 +84,25 @@ fresh_fs_mount() {
     mount "$(losetup -f --show --direct-io=on "$1")" "$2"
 }
 
+# settle_memory: run before each timed run of a benchmark (before its `sync`, if any). Writes and
+# deletes BENCH_PREFAULT_MIB (default 1024) MiB in /dev/shm, so that the run's page cache and heap
+# are made of memory the machine has just used.
+# Why: these machines are VMs with free page reporting (/sys/module/page_reporting): memory the
+# guest frees is handed back to the host, and the first touch of such a page costs a fault in the
+# host. Once the runs of a benchmark had grown the page cache past the memory freed recently, every
+# later run wrote its layer into such pages: in `perf`, the copy into the page cache became 10x
+# slower (copy_folio_from_iter_atomic: 4% -> 37% of a cold zstd:chunked pull), its system time went
+# from 0.3 to 0.9 s (c/storage 0.5 -> 1.2 s), and the ratios shrank and swung by the hour. Touching
+# memory here, untimed, puts such faults outside the timed run, whatever the machine did before.
+settle_memory() {
+    local mib="${BENCH_PREFAULT_MIB:-1024}"
+    [ "$mib" -gt 0 ] && [ -d /dev/shm ] && [ -w /dev/shm ] || return 0
+    local f
+    f="$(mktemp /dev/shm/cfs-bench-prefault.XXXXXX)"
+    head -c "${mib}M" /dev/zero >"$f" 2>/dev/null || true
+    rm -f "$f"
+}
+
 # fresh_fs_unmount IMAGE DIR: detaches everything mounted under DIR, DIR itself, IMAGE's loop
 # device, and removes IMAGE.
 fresh_fs_unmount() {

@@ -4,8 +4,9 @@
 # ApplyStagedLayer) and the mount of a 5-layer image. A benchmark that prints figures, not a test.
 #
 # Each case runs RUNS times (default 5) per build, stock and patched interleaved, each in a fresh
-# store, after `sync`; the table shows the median and min-max of wall time, user+sys CPU, and the
-# peak RSS, and the floor `zstd -dc rootfs.tar.zst | sha256sum` (decompress and hash once).
+# store, after `settle_memory` (scripts/lib.sh: the VM's memory made ready) and `sync`; the table
+# shows the median and min-max of wall time, user+sys CPU, and the peak RSS, and the floor
+# `zstd -dc rootfs.tar.zst | sha256sum` (decompress and hash once).
 #
 # What is timed is the layer path alone, as a pull on a running machine sees it:
 #   - the stores live on a fresh ext4 filesystem (a sparse file on a loop device, direct I/O) and
@@ -55,6 +56,7 @@ digest_of() {
 timed() {
     local case="$1" build="$2"
     shift 2
+    settle_memory
     sync
     /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$@" >/dev/null 2>>"$work/log" ||
         { echo "error: $case ($build) failed:"; tail -n 3 "$work/log"; exit 1; }

@@ -202,6 +202,29 @@ impl ObjectSink {
         Ok(())
     }
 
+    /// Queues a small content of `len` bytes that `make` appends to the buffer it is given (and
+    /// checks against `digest`): made in place in the batch, not copied there. If `make` fails,
+    /// whatever it appended is dropped and nothing is queued.
+    pub fn put_with(
+        &mut self,
+        digest: [u8; 32],
+        len: usize,
+        entry: String,
+        make: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        if !self.batch.fits(len) {
+            self.flush()?;
+        }
+        let start = self.batch.data.len();
+        self.batch.data.reserve(len);
+        if let Err(e) = make(&mut self.batch.data) {
+            self.batch.data.truncate(start);
+            return Err(e);
+        }
+        self.batch.items.push((digest, self.batch.data.len(), entry));
+        Ok(())
+    }
+
     /// Queues a finished temporary object.
     pub fn commit_temp(&mut self, tmp: TempObject, digest: [u8; 32], size: u64, entry: String) -> Result<()> {
         self.send(Job::Temp { tmp, digest, size, entry })

@@ -8,13 +8,15 @@
 // It is copied into storage/cmd/cfs-pull of the tree under test and built with it, so the same
 // source drives stock and patched containers/storage.
 //
-//	cfs-pull apply [--parent ID] [--annotations FILE] [--digest DIGEST] [--diff-id DIGEST] [--times] LAYER_ID BLOB
+//	cfs-pull apply [--parent ID] [--annotations FILE] [--digest DIGEST] [--diff-id DIGEST] [--force-mask MODE] [--times] LAYER_ID BLOB
 //	cfs-pull compress LAYER.tar BLOB ANNOTATIONS.json
 //
 // apply prints the new layer's ID; with --times it prints the phases' wall times (seconds) as JSON
 // on stderr. --digest gives the blob's digest, as an image manifest does (without it the blob is
 // hashed first, which benchmarks leave out: a pull knows the digest). --diff-id is checked against the uncompressed digest the differ computed, as
 // containers/image checks a layer's DiffID: a mismatch fails, and nothing is left in the store.
+// --force-mask stages the layer with a forced mask (the files' real modes kept in an xattr), as
+// rootless podman may: a layer that the patched differ leaves to c/storage's own code.
 // compress writes a zstd:chunked blob with containers/storage's own compressor (default level)
 // and its annotations as a JSON object.
 package main
@@ -77,9 +79,10 @@ func apply(args []string) {
 	blobDigestFlag := fs.String("digest", "", "the blob's digest (sha256:...), as the manifest gives it")
 	diffID := fs.String("diff-id", "", "expected DiffID (sha256:...)")
 	times := fs.Bool("times", false, "print the phases' wall times on stderr")
+	forceMask := fs.Uint("force-mask", 0, "stage with this forced mask (octal), as rootless podman may; 0: none")
 	fs.Parse(args)
 	if fs.NArg() != 2 {
-		die("usage: apply [--parent ID] [--annotations FILE] [--digest DIGEST] [--diff-id DIGEST] [--times] LAYER_ID BLOB")
+		die("usage: apply [--parent ID] [--annotations FILE] [--digest DIGEST] [--diff-id DIGEST] [--force-mask MODE] [--times] LAYER_ID BLOB")
 	}
 	id, blobPath := fs.Arg(0), fs.Arg(1)
 	annotations := map[string]string{}
@@ -127,6 +130,10 @@ func apply(args []string) {
 	}
 	t1 := time.Now()
 	var opts graphdriver.ApplyDiffWithDifferOpts
+	if *forceMask != 0 {
+		mask := os.FileMode(*forceMask)
+		opts.ForceMask = &mask
+	}
 	out, err := store.PrepareStagedLayer(&opts, differ)
 	if err != nil {
 		failed("PrepareStagedLayer", err)

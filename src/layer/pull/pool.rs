@@ -297,22 +297,27 @@ fn work(
             Job::Files(mut job) => {
                 let mut start = 0;
                 for (f, end) in &job.files {
-                    content.clear();
                     let frames = &job.data[start..*end];
+                    start = *end;
                     if let [Step::Frames(_)] = f.steps.as_slice() {
-                        decompress_whole(&mut dctx, frames, f, &mut content)?;
-                    } else {
-                        let mut out = Assembly {
-                            content: Content::Memory(&mut content),
-                            hasher: Hasher::Here(Sha256::new()),
-                            total: 0,
-                        };
-                        out.make(&mut &frames[..], f, &mut dctx, &mut buf)?;
-                        out.verify(f)?;
+                        // Decompressed in place in the writer's batch, checked there.
+                        sink.put_with(f.digest, f.size as usize, f.name.clone(), |batch| {
+                            let content = decompress_whole(&mut dctx, frames, f, batch)?;
+                            ready.offer(&f.digest, content);
+                            Ok(())
+                        })?;
+                        continue;
                     }
+                    content.clear();
+                    let mut out = Assembly {
+                        content: Content::Memory(&mut content),
+                        hasher: Hasher::Here(Sha256::new()),
+                        total: 0,
+                    };
+                    out.make(&mut &frames[..], f, &mut dctx, &mut buf)?;
+                    out.verify(f)?;
                     ready.offer(&f.digest, &content);
                     sink.put_bytes(f.digest, &content, f.name.clone())?;
-                    start = *end;
                 }
                 job.data.clear();
                 let _ = give_back.try_send(job.data);
@@ -350,17 +355,20 @@ fn work(
     Ok(())
 }
 
-/// Decompresses a small file's frames in one call, straight into `content` (no window buffer, no
-/// copy), and checks it against the TOC as a streamed file is checked.
-fn decompress_whole(
+/// Decompresses a small file's frames in one call, straight onto the end of `out` (no window
+/// buffer, no copy), and checks it against the TOC as a streamed file is checked; returns it.
+fn decompress_whole<'o>(
     dctx: &mut zstd::zstd_safe::DCtx<'static>,
     frames: &[u8],
     f: &PoolFile,
-    content: &mut Vec<u8>,
-) -> Result<()> {
+    out: &'o mut Vec<u8>,
+) -> Result<&'o [u8]> {
     use zstd::zstd_safe::zstd_sys::{ZSTD_ErrorCode, ZSTD_getErrorCode};
-    content.reserve_exact(f.size as usize);
-    if let Err(code) = dctx.decompress(content, frames) {
+    let start = out.len();
+    out.reserve_exact(f.size as usize);
+    let mut end = std::io::Cursor::new(&mut *out);
+    end.set_position(start as u64);
+    if let Err(code) = dctx.decompress(&mut end, frames) {
         // SAFETY: ZSTD_getErrorCode only classifies the number it is given.
         let too_long = unsafe { ZSTD_getErrorCode(code) } == ZSTD_ErrorCode::ZSTD_error_dstSize_tooSmall;
         return Err(match too_long {
@@ -370,14 +378,15 @@ fn decompress_whole(
             }
         });
     }
+    let content = &out[start..];
     if content.len() as u64 > f.size {
         return Err(longer(f));
     }
-    let digest: [u8; 32] = Sha256::digest(&content[..]).into();
+    let digest: [u8; 32] = Sha256::digest(content).into();
     if content.len() as u64 != f.size || digest != f.digest {
         return Err(checksum_mismatch(&f.name, &f.digest, f.size, &digest, content.len() as u64));
     }
-    Ok(())
+    Ok(content)
 }
 
 fn longer(f: &PoolFile) -> Error {
@@ -399,6 +408,19 @@ enum Content<'a> {
     Temp(TempObject, &'a Ready),
 }
 
+impl Content<'_> {
+    fn store(&mut self, data: &[u8], f: &PoolFile) -> Result<()> {
+        match self {
+            Content::Memory(v) => v.extend_from_slice(data),
+            Content::Temp(tmp, ready) => {
+                tmp.write_all(data)?;
+                ready.grew(&f.digest, tmp.written());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A file being assembled, hashed as it grows.
 struct Assembly<'a, 's> {
     content: Content<'a>,
@@ -406,45 +428,79 @@ struct Assembly<'a, 's> {
     total: u64,
 }
 
-/// The sha256 of a file being assembled: on this thread, or on one beside it that takes copies
-/// of the data (a few in flight, their buffers reused).
+/// The sha256 of a file being assembled: on this thread, or on one beside it that takes the
+/// pieces as they are decompressed (a few in flight, their buffers reused: the decompressor
+/// writes into a buffer that is then written to the object and handed over, not copied).
 enum Hasher<'s> {
     Here(Sha256),
-    Beside { data: SyncSender<Vec<u8>>, spare: Receiver<Vec<u8>>, digest: ScopedJoinHandle<'s, [u8; 32]> },
+    Beside {
+        data: SyncSender<(Vec<u8>, usize)>,
+        spare: Receiver<Vec<u8>>,
+        /// The buffer the next piece is decompressed into.
+        next: Vec<u8>,
+        digest: ScopedJoinHandle<'s, [u8; 32]>,
+    },
 }
 
 impl<'s> Hasher<'s> {
     const IN_FLIGHT: usize = 4;
+    /// The size of a piece handed to the hashing thread.
+    const PIECE: usize = 256 << 10;
 
     /// A hashing thread in `scope`; if none can be started, the data is hashed here.
     fn beside<'e>(scope: &'s std::thread::Scope<'s, 'e>) -> Hasher<'s> {
-        let (data, rx) = sync_channel::<Vec<u8>>(Self::IN_FLIGHT);
+        let (data, rx) = sync_channel::<(Vec<u8>, usize)>(Self::IN_FLIGHT);
         let (give_back, spare) = sync_channel::<Vec<u8>>(Self::IN_FLIGHT + 2);
         let spawned = std::thread::Builder::new().name("cfs-sha256".into()).spawn_scoped(scope, move || {
             let mut hasher = Sha256::new();
-            for piece in rx {
-                hasher.update(&piece);
+            for (piece, len) in rx {
+                hasher.update(&piece[..len]);
                 let _ = give_back.try_send(piece);
             }
             hasher.finalize().into()
         });
         match spawned {
-            Ok(digest) => Hasher::Beside { data, spare, digest },
+            Ok(digest) => Hasher::Beside { data, spare, next: Vec::new(), digest },
             Err(_) => Hasher::Here(Sha256::new()),
         }
     }
 
-    fn update(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Where the next decompressed piece goes: the buffer to hand over next, or (hashing here)
+    /// `buf`. Buffers are filled once, when made, and reused whole.
+    fn piece<'b>(&'b mut self, buf: &'b mut [u8]) -> &'b mut [u8] {
         match self {
-            Hasher::Here(h) => h.update(bytes),
-            Hasher::Beside { data, spare, .. } => {
-                let mut piece = spare.try_recv().unwrap_or_default();
-                piece.clear();
-                piece.extend_from_slice(bytes);
-                if data.send(piece).is_err() {
+            Hasher::Here(_) => buf,
+            Hasher::Beside { spare, next, .. } => {
+                if next.is_empty() {
+                    *next = spare.try_recv().unwrap_or_else(|_| vec![0u8; Self::PIECE]);
+                }
+                next
+            }
+        }
+    }
+
+    /// Hashes the first `len` bytes of what [`Self::piece`] gave (`buf` when hashing here).
+    fn update_piece(&mut self, buf: &[u8], len: usize) -> Result<()> {
+        match self {
+            Hasher::Here(h) => h.update(&buf[..len]),
+            Hasher::Beside { data, next, .. } => {
+                if data.send((std::mem::take(next), len)).is_err() {
                     return Err(Error::new(ErrorKind::Internal, "the hashing thread stopped"));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Hashes bytes that are not in a piece (zeros), by way of a piece.
+    fn update(&mut self, bytes: &[u8], buf: &mut [u8]) -> Result<()> {
+        if let Hasher::Here(h) = self {
+            h.update(bytes);
+            return Ok(());
+        }
+        for part in bytes.chunks(Self::PIECE) {
+            self.piece(buf)[..part.len()].copy_from_slice(part);
+            self.update_piece(buf, part.len())?;
         }
         Ok(())
     }
@@ -461,22 +517,28 @@ impl<'s> Hasher<'s> {
 }
 
 impl Assembly<'_, '_> {
-    fn append(&mut self, data: &[u8], f: &PoolFile) -> Result<()> {
-        self.total += data.len() as u64;
-        if self.total > f.size {
-            return Err(longer(f));
-        }
-        self.hasher.update(data)?;
-        match &mut self.content {
-            Content::Memory(v) => {
-                v.extend_from_slice(data);
-                Ok(())
-            }
-            Content::Temp(tmp, ready) => {
-                tmp.write_all(data)?;
-                ready.grew(&f.digest, tmp.written());
-                Ok(())
-            }
+    /// Takes bytes that were not decompressed (zeros): checked against the size, stored, hashed.
+    fn append(&mut self, data: &[u8], f: &PoolFile, buf: &mut [u8]) -> Result<()> {
+        self.grow(data.len(), f)?;
+        let Assembly { content, hasher, .. } = self;
+        content.store(data, f)?;
+        hasher.update(data, buf)
+    }
+
+    /// Takes the `n` bytes just decompressed into [`Hasher::piece`]: checked against the size,
+    /// stored, then handed to the hasher.
+    fn take_piece(&mut self, n: usize, f: &PoolFile, buf: &mut [u8]) -> Result<()> {
+        self.grow(n, f)?;
+        let Assembly { content, hasher, .. } = self;
+        content.store(&hasher.piece(buf)[..n], f)?;
+        hasher.update_piece(buf, n)
+    }
+
+    fn grow(&mut self, n: usize, f: &PoolFile) -> Result<()> {
+        self.total += n as u64;
+        match self.total > f.size {
+            true => Err(longer(f)),
+            false => Ok(()),
         }
     }
 
@@ -493,7 +555,7 @@ impl Assembly<'_, '_> {
                 Step::Zeros(mut left) => {
                     while left > 0 {
                         let k = left.min(ZEROS.len() as u64) as usize;
-                        self.append(&ZEROS[..k], f)?;
+                        self.append(&ZEROS[..k], f, buf)?;
                         left -= k as u64;
                     }
                 }
@@ -502,12 +564,12 @@ impl Assembly<'_, '_> {
                     let mut decoder = zstd::stream::read::Decoder::with_context(&mut piece, dctx);
                     loop {
                         let n = decoder
-                            .read(buf)
+                            .read(self.hasher.piece(buf))
                             .map_err(|e| Error::format(format!("file {:?}: bad zstd data: {e}", f.name)))?;
                         if n == 0 {
                             break;
                         }
-                        self.append(&buf[..n], f)?;
+                        self.take_piece(n, f, buf)?;
                     }
                     drop(decoder);
                     // Whatever the decoder did not consume of this piece (padding) is skipped.
