@@ -202,3 +202,47 @@ fn cold_pulls_on_several_threads_equal_conversion_and_refuse_damaged_frames() {
         std::fs::remove_dir(&work).unwrap();
     }
 }
+
+/// A TOC (authenticated, as c/storage reads it in NewDiffer and hands it to the pull) that gives a
+/// file a sha256 its data does not have, though the data decompresses: the file is refused, named,
+/// with nothing left, whether its sha256 is checked by the DiffID thread (small and large files)
+/// or, with no DiffID computed, by the decompressing threads. Stored, that object would be taken
+/// by the next layer that wants the content it claims to be.
+#[test]
+fn a_toc_that_lies_about_a_files_sha256_is_refused_naming_the_file() {
+    let _serial = support::hygiene::lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let big = noise(700 << 10, 21);
+    let small: Vec<(String, Vec<u8>)> =
+        (0..50).map(|i| (format!("s/f{i:02}"), noise(100 + i * 37, 200 + i as u64))).collect();
+    let mut files: Vec<(&str, &[u8])> = vec![("big", &big)];
+    files.extend(small.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+    let blob = tmp.path().join("blob.zst");
+    let r = write_blob(&tar(&files), &blob);
+    for (name, threads, insecure) in [("s/f07", 1, false), ("big", 2, false), ("s/f33", 1, true), ("big", 1, true)] {
+        let case = format!("{name} ({threads} threads, DiffID {})", if insecure { "skipped" } else { "computed" });
+        let mut fetcher = FileFetcher::new(File::open(&blob).unwrap()).unwrap();
+        let mut manifest = read_manifest_from(&mut fetcher, Some(&r.annotations), None).unwrap();
+        manifest.toc.entries.iter_mut().find(|e| e.name == name).unwrap().digest =
+            format!("sha256:{}", "ab".repeat(32));
+        let opts = PullOptions {
+            manifest: Some(std::sync::Arc::new(manifest)),
+            annotations: Some(r.annotations.clone()),
+            verity: VerityPolicy::Off,
+            decompress_threads: threads,
+            insecure_skip_diff_id: insecure,
+            ..Default::default()
+        };
+        let work = tmp.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let e = support::hygiene::check_err(&work, &case, || {
+            let mut fetcher = FileFetcher::new(File::open(&blob).unwrap())?;
+            pull(&mut fetcher, &work.join("l"), &opts, None)
+        });
+        assert_eq!(e.kind(), composefs_storage::ErrorKind::Verification, "{case}: {e}");
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("{name:?}")) && msg.contains("checksum mismatch"), "{case}: {e}");
+        assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "{case}: something left in the work dir");
+        std::fs::remove_dir(&work).unwrap();
+    }
+}

@@ -10,6 +10,7 @@ mod frames;
 pub mod manifest;
 pub mod ranges;
 pub mod rollsum;
+pub mod sha256x2;
 pub mod tarsplit;
 pub mod toc;
 pub mod writer;

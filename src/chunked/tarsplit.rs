@@ -6,6 +6,7 @@ use std::io::{BufRead, Read};
 use base64::Engine as _;
 use serde::Deserialize;
 
+use super::sha256x2::{update_both, Sha256};
 use crate::{Error, Result};
 
 /// Longest NDJSON line accepted: a segment holds tar headers (PAX records included), so a line
@@ -127,7 +128,17 @@ pub fn reassemble<R: Read>(
     mut open: impl FnMut(&[u8], u64) -> Result<R>,
     out: &mut impl std::io::Write,
 ) -> Result<([u8; 32], u64)> {
-    use sha2::{Digest, Sha256};
+    reassemble_checked(tar_split, |name, size| Ok((open(name, size)?, None)), out)
+}
+
+/// [`reassemble`], where `open` may also give the sha256 that a member's content must have: that
+/// content is hashed beside the tar ([`sha256x2::update_both`]) and a mismatch is an error naming
+/// the member (a pull checks the contents it did not check as it wrote them).
+pub fn reassemble_checked<R: Read>(
+    tar_split: impl BufRead,
+    mut open: impl FnMut(&[u8], u64) -> Result<(R, Option<[u8; 32]>)>,
+    out: &mut impl std::io::Write,
+) -> Result<([u8; 32], u64)> {
     let mut hasher = Sha256::new();
     let mut total: u64 = 0;
     let mut buf = vec![0u8; 256 << 10];
@@ -142,7 +153,9 @@ pub fn reassemble<R: Read>(
             TarSplitEntry::File { size: 0, .. } => {}
             TarSplitEntry::File { name, size, .. } => {
                 let shown = String::from_utf8_lossy(&name).into_owned();
-                let mut src = open(&name, size)?.take(size);
+                let (src, want) = open(&name, size)?;
+                let mut src = src.take(size);
+                let mut content = want.map(|_| Sha256::new());
                 let mut left = size;
                 while left > 0 {
                     let n = src.read(&mut buf).map_err(|e| Error::io(format!("read content of {shown:?}"), e))?;
@@ -152,15 +165,31 @@ pub fn reassemble<R: Read>(
                             left
                         )));
                     }
-                    hasher.update(&buf[..n]);
+                    match content.as_mut() {
+                        Some(c) => update_both(&mut hasher, c, &buf[..n]),
+                        None => hasher.update(&buf[..n]),
+                    }
                     out.write_all(&buf[..n]).map_err(|e| Error::io("write tar stream", e))?;
                     left -= n as u64;
+                }
+                if let (Some(c), Some(want)) = (content, want) {
+                    let got = c.finalize();
+                    if got != want {
+                        return Err(Error::new(
+                            crate::ErrorKind::Verification,
+                            format!(
+                                "file {shown:?}: checksum mismatch: the TOC says sha256:{} ({size} bytes), the data is sha256:{} ({size} bytes)",
+                                crate::source::hex(&want),
+                                crate::source::hex(&got)
+                            ),
+                        ));
+                    }
                 }
                 total += size;
             }
         }
     }
-    Ok((hasher.finalize().into(), total))
+    Ok((hasher.finalize(), total))
 }
 
 #[cfg(test)]

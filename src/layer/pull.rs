@@ -474,16 +474,6 @@ pub fn pull(
         }
     }
 
-    // The DiffID is computed on another thread while objects arrive (SPEC §8: it re-reads the
-    // whole layer, the largest cost of a pull that reuses most contents).
-    let diff_id_job = match (&manifest.tar_split, options.insecure_skip_diff_id) {
-        (Some(split), false) => {
-            ready.set_uses(uses);
-            Some(DiffIdJob::spawn(split, &diff_path, store.sources(), content_of_name, ready.clone())?)
-        }
-        _ => None,
-    };
-
     // 3. Find what exists (taken during or after the fetch: until then the DiffID thread reads
     // it where it is); collect what must be fetched, in blob order.
     let mut missing: Vec<Missing> = Vec::new();
@@ -517,6 +507,32 @@ pub fn pull(
         }
     }
 
+    // When the fetch is most of the work, fetched objects are created and written on a thread of
+    // their own (as in a conversion: a cold pull 0.67 -> 0.56 s), which announces them to the
+    // DiffID thread once they are in place, and the files that need nothing local are
+    // decompressed by a pool. When most content is reused, that third thread only competes with
+    // the DiffID thread (a warm pull 5% slower): they are written here.
+    let fetched_bytes: u64 = missing.iter().map(|m| m.size).sum();
+    let reused_bytes: u64 = reusable.iter().map(|r| r.1).sum();
+    let threaded = fetched_bytes >= reused_bytes;
+    let pooled = threaded && Codec::new(manifest.location.format).pools() && missing.iter().any(DecompressPool::takes);
+
+    // The DiffID is computed on another thread while objects arrive (SPEC §8: it re-reads the
+    // whole layer, the largest cost of a pull that reuses most contents). It also checks the
+    // sha256 of the contents the pool decompresses: it reads them all anyway, and hashes each
+    // beside the tar in one pass (chunked::sha256x2), where the pool would hash them again.
+    let diff_id_job = match (&manifest.tar_split, options.insecure_skip_diff_id) {
+        (Some(split), false) => {
+            ready.set_uses(uses);
+            let unchecked: HashSet<[u8; 32]> = match pooled {
+                true => missing.iter().filter(|m| DecompressPool::takes(m)).map(|m| m.digest).collect(),
+                false => HashSet::new(),
+            };
+            Some(DiffIdJob::spawn(split, &diff_path, store.sources(), content_of_name, unchecked, ready.clone())?)
+        }
+        _ => None,
+    };
+
     // 4. Fetch, decompress, verify, store (files that need nothing from the blob first), while
     // another thread takes what source layers have.
     let mut temps = TempFactory::new(&diff_path)?;
@@ -535,13 +551,7 @@ pub fn pull(
         0 => cores.saturating_sub(1).max(1),
         n => n,
     };
-    // When the fetch is most of the work, fetched objects are created and written on a thread of
-    // their own (as in a conversion: a cold pull 0.67 -> 0.56 s), which announces them to the
-    // DiffID thread once they are in place. When most content is reused, that third thread
-    // only competes with the DiffID thread (a warm pull 5% slower): they are written here.
-    let fetched_bytes: u64 = missing.iter().map(|m| m.size).sum();
-    let reused_bytes: u64 = reusable.iter().map(|r| r.1).sum();
-    let mut writer = if fetched_bytes >= reused_bytes {
+    let mut writer = if threaded {
         let announce = ready.clone();
         Objects::Threaded(ObjectWriter::spawn_with_hook(store, Some(Box::new(move |stored| announce.add_all(stored))))?)
     } else {
@@ -555,11 +565,13 @@ pub fn pull(
                 .map_err(|e| Error::io("spawn link thread", e))
         });
         let fetch = (|| -> Result<()> {
-            // Small files are decompressed and verified by a pool (when objects go to the writer
-            // thread; a pull that mostly reuses fetches too little to gain from one).
+            // Files are decompressed by a pool (when objects go to the writer thread; a pull that
+            // mostly reuses fetches too little to gain from one), and checked there unless the
+            // DiffID thread checks them.
             let mut pool = match &writer {
-                Objects::Threaded(w) if codec.pools() && missing.iter().any(DecompressPool::takes) => {
-                    Some(DecompressPool::spawn(threads, w, &diff_path, &ready)?)
+                Objects::Threaded(w) if pooled => {
+                    let check = diff_id_job.is_none();
+                    Some(DecompressPool::spawn(threads, w, &diff_path, &ready, check)?)
                 }
                 _ => None,
             };

@@ -2,14 +2,19 @@
 //! read as soon as it is in the layer. It runs on its own thread, trailing the fetch.
 //!
 //! A member's content is read from where it is at that moment: from memory when the thread that
-//! verified it offered it (small files, up to [`HELD_MAX`] bytes held at once: no object is opened
-//! and read back), from the temporary file of a large one as it is written (following its writer,
-//! so that a layer's last large files are hashed beside their decompression, not read back after
-//! it), else from its object in the staging `diff/`, or from the source layer it is about to be
-//! taken from. Contents read before their sha256 is checked are only hashed: if the check fails,
-//! so does the pull, and its DiffID is never given.
+//! decompressed it offered it (small files, up to [`HELD_MAX`] bytes held at once: no object is
+//! opened and read back), from the temporary file of a large one as it is written (following its
+//! writer, so that a layer's last large files are hashed beside their decompression, not read
+//! back after it), else from its object in the staging `diff/`, or from the source layer it is
+//! about to be taken from.
+//!
+//! The contents that the decompression pool stored without checking their sha256 (all it
+//! decompresses when this thread runs) are checked here, the first time each is read, hashed
+//! beside the tar in one pass (`chunked::sha256x2`) instead of once more on the pool's threads.
+//! A mismatch fails the pull, naming the file, and the staging dir with the object goes with it:
+//! nothing is published before this thread has read every member.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Cursor, Read};
 use std::os::unix::fs::FileExt;
@@ -18,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use rustix::fs::{Mode, OFlags};
 
-use crate::chunked::tarsplit::reassemble;
+use crate::chunked::tarsplit::reassemble_checked;
 use crate::layer::sources::SourceLayers;
 use crate::layer::tree_builder::object_path;
 use crate::{Error, ErrorKind, Result};
@@ -268,12 +273,14 @@ impl Read for Content {
 impl DiffIdJob {
     /// Starts computing the DiffID from `split` (the decoded tar-split), with the objects of
     /// `diff` (the staging `diff/`) and `sources`; `content_of_name` maps each regular file of
-    /// the TOC to its content.
+    /// the TOC to its content. The contents in `unchecked` were stored without their sha256
+    /// checked: this thread checks each the first time it reads it, beside the DiffID.
     pub fn spawn(
         split: &File,
         diff: &Path,
         sources: Arc<SourceLayers>,
         content_of_name: HashMap<String, [u8; 32]>,
+        mut unchecked: HashSet<[u8; 32]>,
         ready: Arc<Ready>,
     ) -> Result<DiffIdJob> {
         // A dup shares the file offset with the main thread's reads: read at our own offset.
@@ -285,7 +292,7 @@ impl DiffIdJob {
         let handle = std::thread::Builder::new()
             .name("cfs-diffid".into())
             .spawn(move || {
-                let (id, _) = reassemble(
+                let (id, _) = reassemble_checked(
                     BufReader::with_capacity(256 << 10, split),
                     |name, size| {
                         let name =
@@ -296,25 +303,31 @@ impl DiffIdJob {
                             ))
                         })?;
                         let p = object_path(digest);
+                        let check = unchecked.remove(digest).then_some(*digest);
                         let mut source = r.wait(digest, false)?;
                         if let Source::Layer(layer) = source {
                             // Relative to the source's open `diff/`: two names to walk, not a path.
                             if let Ok(Some(f)) = sources.get(layer).open_object(&p) {
-                                return Ok(Content::File(f));
+                                return Ok((Content::File(f), check));
                             }
                             // Gone from the source layer: the pull fetches it instead.
                             source = r.wait(digest, true)?;
                         }
-                        match source {
-                            Source::Held(data) => return Ok(Content::Held(Cursor::new(data))),
+                        let content = match source {
+                            Source::Held(data) => Content::Held(Cursor::new(data)),
                             Source::Growing(file) => {
-                                return Ok(Content::Growing { ready: r.clone(), digest: *digest, file, pos: 0, size })
+                                Content::Growing { ready: r.clone(), digest: *digest, file, pos: 0, size }
                             }
-                            Source::Staged | Source::Layer(_) => {}
-                        }
-                        rustix::fs::openat(&diff_fd, p.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                            Source::Staged | Source::Layer(_) => rustix::fs::openat(
+                                &diff_fd,
+                                p.as_str(),
+                                OFlags::RDONLY | OFlags::CLOEXEC,
+                                Mode::empty(),
+                            )
                             .map(|fd| Content::File(File::from(fd)))
-                            .map_err(|e| Error::io(format_args!("open {}/{p}", diff.display()), e.into()))
+                            .map_err(|e| Error::io(format_args!("open {}/{p}", diff.display()), e.into()))?,
+                        };
+                        Ok((content, check))
                     },
                     &mut std::io::sink(),
                 )?;

@@ -6,6 +6,9 @@
 //! compressed frames: those of files up to [`POOL_MAX`] gathered into jobs (decompressed in
 //! memory), those of larger files streamed in segments to one worker (decompressed into a
 //! temporary object). Memory stays bounded by the queues, not by file sizes.
+//!
+//! Where the pull computes a DiffID, the workers check sizes only: the DiffID thread reads every
+//! content anyway and checks its sha256 there, beside the tar's (see `diff_id`).
 
 use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,13 +92,15 @@ impl DecompressPool {
     }
 
     /// `threads` workers, each writing through its own sink into `writer`, and creating
-    /// temporary objects in `diff`.
-    /// Small files are offered to `ready` (the DiffID thread) once verified.
+    /// temporary objects in `diff`. Small files are offered to `ready` (the DiffID thread) once
+    /// decompressed. Each file's sha256 is checked against the TOC if `check`; else the DiffID
+    /// thread checks it (the size is always checked here).
     pub fn spawn(
         threads: usize,
         writer: &ObjectWriter,
         diff: &std::path::Path,
         ready: &Arc<Ready>,
+        check: bool,
     ) -> Result<DecompressPool> {
         let threads = threads.max(1);
         let (tx, rx) = sync_channel::<Job>(QUEUE_PER_WORKER * threads);
@@ -121,7 +126,7 @@ impl DecompressPool {
             let handle = std::thread::Builder::new()
                 .name(format!("cfs-unzstd-{i}"))
                 .spawn(move || {
-                    let r = work(&rx, &give_back, sink, temps, &ready, &failed);
+                    let r = work(&rx, &give_back, sink, temps, &ready, &failed, check);
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -280,6 +285,7 @@ fn work(
     mut temps: TempFactory,
     ready: &Ready,
     failed: &AtomicBool,
+    check: bool,
 ) -> Result<()> {
     let mut dctx = zstd::zstd_safe::DCtx::create();
     let mut content = Vec::new();
@@ -302,18 +308,15 @@ fn work(
                     if let [Step::Frames(_)] = f.steps.as_slice() {
                         // Decompressed in place in the writer's batch, checked there.
                         sink.put_with(f.digest, f.size as usize, f.name.clone(), |batch| {
-                            let content = decompress_whole(&mut dctx, frames, f, batch)?;
+                            let content = decompress_whole(&mut dctx, frames, f, batch, check)?;
                             ready.offer(&f.digest, content);
                             Ok(())
                         })?;
                         continue;
                     }
                     content.clear();
-                    let mut out = Assembly {
-                        content: Content::Memory(&mut content),
-                        hasher: Hasher::Here(Sha256::new()),
-                        total: 0,
-                    };
+                    let mut out =
+                        Assembly { content: Content::Memory(&mut content), hasher: Hasher::here(check), total: 0 };
                     out.make(&mut &frames[..], f, &mut dctx, &mut buf)?;
                     out.verify(f)?;
                     ready.offer(&f.digest, &content);
@@ -332,8 +335,8 @@ fn work(
                 // writing here: this worker is the pull's longest task, and the last large files
                 // of a layer (a 50 MB package list) leave the other core idle.
                 let (tmp, made) = std::thread::scope(|scope| {
-                    let mut out =
-                        Assembly { content: Content::Temp(tmp, ready), hasher: Hasher::beside(scope), total: 0 };
+                    let hasher = if check { Hasher::beside(scope) } else { Hasher::None };
+                    let mut out = Assembly { content: Content::Temp(tmp, ready), hasher, total: 0 };
                     let made = out.make(&mut segments, &f, &mut dctx, &mut buf).and_then(|()| out.verify(&f));
                     let Content::Temp(tmp, _) = out.content else {
                         unreachable!("a streamed file is assembled in a temp")
@@ -356,12 +359,14 @@ fn work(
 }
 
 /// Decompresses a small file's frames in one call, straight onto the end of `out` (no window
-/// buffer, no copy), and checks it against the TOC as a streamed file is checked; returns it.
+/// buffer, no copy), and checks it against the TOC as a streamed file is checked (its sha256 if
+/// `check`); returns it.
 fn decompress_whole<'o>(
     dctx: &mut zstd::zstd_safe::DCtx<'static>,
     frames: &[u8],
     f: &PoolFile,
     out: &'o mut Vec<u8>,
+    check: bool,
 ) -> Result<&'o [u8]> {
     use zstd::zstd_safe::zstd_sys::{ZSTD_ErrorCode, ZSTD_getErrorCode};
     let start = out.len();
@@ -382,7 +387,7 @@ fn decompress_whole<'o>(
     if content.len() as u64 > f.size {
         return Err(longer(f));
     }
-    let digest: [u8; 32] = Sha256::digest(content).into();
+    let digest: [u8; 32] = if check { Sha256::digest(content).into() } else { f.digest };
     if content.len() as u64 != f.size || digest != f.digest {
         return Err(checksum_mismatch(&f.name, &f.digest, f.size, &digest, content.len() as u64));
     }
@@ -430,8 +435,10 @@ struct Assembly<'a, 's> {
 
 /// The sha256 of a file being assembled: on this thread, or on one beside it that takes the
 /// pieces as they are decompressed (a few in flight, their buffers reused: the decompressor
-/// writes into a buffer that is then written to the object and handed over, not copied).
+/// writes into a buffer that is then written to the object and handed over, not copied), or not
+/// here (the DiffID thread checks it).
 enum Hasher<'s> {
+    None,
     Here(Sha256),
     Beside {
         data: SyncSender<(Vec<u8>, usize)>,
@@ -446,6 +453,15 @@ impl<'s> Hasher<'s> {
     const IN_FLIGHT: usize = 4;
     /// The size of a piece handed to the hashing thread.
     const PIECE: usize = 256 << 10;
+
+    /// Hashing on this thread, if `check`.
+    fn here(check: bool) -> Hasher<'s> {
+        if check {
+            Hasher::Here(Sha256::new())
+        } else {
+            Hasher::None
+        }
+    }
 
     /// A hashing thread in `scope`; if none can be started, the data is hashed here.
     fn beside<'e>(scope: &'s std::thread::Scope<'s, 'e>) -> Hasher<'s> {
@@ -469,7 +485,7 @@ impl<'s> Hasher<'s> {
     /// `buf`. Buffers are filled once, when made, and reused whole.
     fn piece<'b>(&'b mut self, buf: &'b mut [u8]) -> &'b mut [u8] {
         match self {
-            Hasher::Here(_) => buf,
+            Hasher::None | Hasher::Here(_) => buf,
             Hasher::Beside { spare, next, .. } => {
                 if next.is_empty() {
                     *next = spare.try_recv().unwrap_or_else(|_| vec![0u8; Self::PIECE]);
@@ -482,6 +498,7 @@ impl<'s> Hasher<'s> {
     /// Hashes the first `len` bytes of what [`Self::piece`] gave (`buf` when hashing here).
     fn update_piece(&mut self, buf: &[u8], len: usize) -> Result<()> {
         match self {
+            Hasher::None => {}
             Hasher::Here(h) => h.update(&buf[..len]),
             Hasher::Beside { data, next, .. } => {
                 if data.send((std::mem::take(next), len)).is_err() {
@@ -494,9 +511,13 @@ impl<'s> Hasher<'s> {
 
     /// Hashes bytes that are not in a piece (zeros), by way of a piece.
     fn update(&mut self, bytes: &[u8], buf: &mut [u8]) -> Result<()> {
-        if let Hasher::Here(h) = self {
-            h.update(bytes);
-            return Ok(());
+        match self {
+            Hasher::None => return Ok(()),
+            Hasher::Here(h) => {
+                h.update(bytes);
+                return Ok(());
+            }
+            Hasher::Beside { .. } => {}
         }
         for part in bytes.chunks(Self::PIECE) {
             self.piece(buf)[..part.len()].copy_from_slice(part);
@@ -505,12 +526,14 @@ impl<'s> Hasher<'s> {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<[u8; 32]> {
-        match std::mem::replace(self, Hasher::Here(Sha256::new())) {
-            Hasher::Here(h) => Ok(h.finalize().into()),
+    /// The digest, if hashed.
+    fn finish(&mut self) -> Result<Option<[u8; 32]>> {
+        match std::mem::replace(self, Hasher::None) {
+            Hasher::None => Ok(None),
+            Hasher::Here(h) => Ok(Some(h.finalize().into())),
             Hasher::Beside { data, digest, .. } => {
                 drop(data);
-                digest.join().map_err(|_| Error::new(ErrorKind::Internal, "the hashing thread panicked"))
+                digest.join().map(Some).map_err(|_| Error::new(ErrorKind::Internal, "the hashing thread panicked"))
             }
         }
     }
@@ -580,9 +603,9 @@ impl Assembly<'_, '_> {
         Ok(())
     }
 
-    /// Checks size and sha256 against the TOC: nothing unverified ever gets an object name.
+    /// Checks size and sha256 (if hashed) against the TOC.
     fn verify(&mut self, f: &PoolFile) -> Result<()> {
-        let digest = self.hasher.finish()?;
+        let digest = self.hasher.finish()?.unwrap_or(f.digest);
         if self.total != f.size || digest != f.digest {
             return Err(checksum_mismatch(&f.name, &f.digest, f.size, &digest, self.total));
         }
