@@ -60,8 +60,8 @@ peer_store() {
 timed() {
     local case="$1" build="$2" mode="$3"
     shift 3
-    settle_memory
     [ "$mode" = synced ] && sync
+    settle_memory
     /usr/bin/time -f '%e %U %S %M' -o "$work/time" env PATH="$peer_path" "$@" >/dev/null 2>>"$work/log" ||
         { echo "error: $case ($build) failed:"; tail -n 3 "$work/log"; exit 1; }
     read -r wall user sys rss <"$work/time"

@@ -84,9 +84,10 @@ fresh_fs_mount() {
     mount "$(losetup -f --show --direct-io=on "$1")" "$2"
 }
 
-# settle_memory: run before each timed run of a benchmark (before its `sync`, if any). Writes and
-# deletes BENCH_PREFAULT_MIB (default 1024) MiB in /dev/shm, so that the run's page cache and heap
-# are made of memory the machine has just used.
+# settle_memory: run right before each timed run of a benchmark (after its `sync`, if any: the
+# memory is handed back a second or two after it is freed). Writes and deletes BENCH_PREFAULT_MIB
+# (default 1024) MiB in /dev/shm, so that the run's page cache and heap are made of memory the
+# machine has just used.
 # Why: these machines are VMs with free page reporting (/sys/module/page_reporting): memory the
 # guest frees is handed back to the host, and the first touch of such a page costs a fault in the
 # host. Once the runs of a benchmark had grown the page cache past the memory freed recently, every

@@ -4,7 +4,7 @@
 # ApplyStagedLayer) and the mount of a 5-layer image. A benchmark that prints figures, not a test.
 #
 # Each case runs RUNS times (default 5) per build, stock and patched interleaved, each in a fresh
-# store, after `settle_memory` (scripts/lib.sh: the VM's memory made ready) and `sync`; the table
+# store, after `sync` and `settle_memory` (scripts/lib.sh: the VM's memory made ready); the table
 # shows the median and min-max of wall time, user+sys CPU, and the peak RSS, and the floor
 # `zstd -dc rootfs.tar.zst | sha256sum` (decompress and hash once).
 #
@@ -56,8 +56,8 @@ digest_of() {
 timed() {
     local case="$1" build="$2"
     shift 2
-    settle_memory
     sync
+    settle_memory
     /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$@" >/dev/null 2>>"$work/log" ||
         { echo "error: $case ($build) failed:"; tail -n 3 "$work/log"; exit 1; }
     read -r wall user sys rss <"$work/time"

@@ -7,8 +7,8 @@
 #
 # As integration/containers-storage/bench.sh: the stores live on a fresh ext4 filesystem (a sparse
 # file on a loop device, direct I/O) where nothing is deleted until the end, each store first pulls
-# a small image, untimed (the overlay driver's once-per-runroot probes), and `settle_memory`
-# (scripts/lib.sh: the VM's memory made ready) and `sync` run before each timed step.
+# a small image, untimed (the overlay driver's once-per-runroot probes), and `sync` and
+# `settle_memory` (scripts/lib.sh: the VM's memory made ready) run before each timed step.
 #
 # Usage: integration/podman/bench.sh     Env: RUNS, CFS_INTEGRATION_DIR (as run.sh)
 set -euo pipefail
@@ -60,8 +60,8 @@ timed() {
     local case="$1" build="$2"
     shift 2
     pm_argv "$@"
-    settle_memory
     sync
+    settle_memory
     /usr/bin/time -f '%e %U %S %M' -o "$work/time" "${PM_ARGV[@]}" >/dev/null 2>>"$work/log" ||
         { echo "error: $case ($build) failed:"; tail -n 3 "$work/log"; exit 1; }
     read -r wall user sys rss <"$work/time"
