@@ -331,6 +331,14 @@ impl DiffIdJob {
                     },
                     &mut std::io::sink(),
                 )?;
+                // Every content fetched is some member's (the manifest's check): one that no
+                // member read would be an object nobody checked.
+                if let Some(d) = unchecked.iter().next() {
+                    return Err(Error::format(format!(
+                        "content sha256:{} is in the TOC but no member of the tar-split has it",
+                        crate::source::hex(d)
+                    )));
+                }
                 Ok(id)
             })
             .map_err(|e| Error::io("spawn DiffID thread", e))?;
