@@ -1,9 +1,10 @@
 //! Partial pull of a zstd:chunked layer (SPEC §7.2, §8): read and verify the TOC, reuse every
 //! object that this layer or a source layer already has (by content digest alone: object
 //! attributes do not matter under metacopy, unlike containers/storage's `use_hard_links`
-//! fingerprint), fetch only the byte ranges of the rest, verify each file's sha256 before it
-//! becomes an object, then write the blob and check the DiffID by re-assembling the tar from the
-//! tar-split, as containers/storage does.
+//! fingerprint), fetch only the byte ranges of the rest, verify each file's sha256 (before it
+//! becomes an object, or, for the files the decompression pool writes, on the DiffID thread in the
+//! same pass as the DiffID, before the layer is published), then write the blob and check the
+//! DiffID by re-assembling the tar from the tar-split, as containers/storage does.
 //!
 //! The layer produced is the same as converting the full stream (same objects, same blob).
 
