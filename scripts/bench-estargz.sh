@@ -8,7 +8,8 @@
 #   partial pull   a second rootfs sharing 90% of its file bytes with the first, pulled in
 #                  insecure mode (eStargz has no tar-split: a pull that checks the DiffID must
 #                  read the whole blob) with the first as source layer: blob bytes read.
-# Timed on a fresh ext4 (scripts/lib.sh), page cache warm for the inputs, `sync` before each run.
+# Timed on a fresh ext4 (scripts/lib.sh), page cache warm for the inputs, `sync` and
+# `settle_memory` (scripts/lib.sh) before each run.
 # Usage: scripts/bench-estargz.sh [RUNS]   (default 5 interleaved runs)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -58,11 +59,13 @@ trap cleanup EXIT
 fresh_fs_mount "$image" "$work" 8
 : >"$results"
 
-# timed CASE BUILD CMD...: one run after sync, appended to the results (wall, user+sys, RSS).
+# timed CASE BUILD CMD...: one run after sync and settle_memory, appended to the results (wall,
+# user+sys, RSS).
 timed() {
     local case="$1" build="$2"
     shift 2
     sync
+    settle_memory
     /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$@" >/dev/null 2>>"$work/log"
     read -r wall user sys rss <"$work/time"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$build" "$wall" "$(awk "BEGIN{print $user + $sys}")" "$rss" \
