@@ -29,15 +29,6 @@ gen_src="$ROOT/tests/estargz/gen/main.go"
 # Go: compress/flate's output differs between Go releases).
 procs="${CFS_ESTARGZ_PROCS:-4}"
 
-# find_shared NAME: ../shared/NAME beside the checkout, else ../../shared/NAME.
-find_shared() {
-    local d
-    for d in "$ROOT/../shared/$1" "$ROOT/../../shared/$1"; do
-        [ -d "$d" ] && { (cd "$d" && pwd); return 0; }
-    done
-    return 1
-}
-
 # Builds the generator unless it is newer than its source. The snapshot is unpacked once (stamp).
 build_gen() {
     local src="$scratch/src" stamp="$scratch/src/.unpacked-$snapshot" peers go
@@ -74,8 +65,7 @@ if [ "${1:-}" = --one ]; then
 fi
 
 outdir="${1:-$ROOT/build/estargz}"
-if [ -n "${CFS_CORPUS:-}" ]; then corpus="$CFS_CORPUS"; else corpus="$(find_shared corpus)" ||
-    { echo "error: ../shared/corpus not found (set CFS_CORPUS)" >&2; exit 1; }; fi
+corpus="$(shared_corpus)" || { echo "error: ../shared/corpus not found (set CFS_CORPUS)" >&2; exit 1; }
 [ -d "$corpus/cstorage" ] || { echo "error: no $corpus/cstorage" >&2; exit 1; }
 build_gen
 mkdir -p "$outdir"

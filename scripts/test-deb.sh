@@ -17,13 +17,7 @@ fi
 work="$ROOT/build/deb"
 version="$(crate_version)"
 src="$work/src/composefs-storage-$version"
-# The shared corpus, found as the Rust tests find it: $CFS_CORPUS, ../shared/corpus beside the
-# checkout, or one level further up (a clone in a sibling folder).
-corpus=""
-for c in "${CFS_CORPUS:-}" "$ROOT/../shared/corpus" "$ROOT/../../shared/corpus"; do
-    [ -n "$c" ] && [ -f "$c/README.md" ] && { corpus="$(cd "$c" && pwd)"; break; }
-done
-[ -n "$corpus" ] || { echo "error: the shared corpus is not at ../shared/corpus (or set CFS_CORPUS)" >&2; exit 1; }
+corpus="$(shared_corpus)" || { echo "error: ../shared/corpus not found (set CFS_CORPUS)" >&2; exit 1; }
 mkdir -p "$work"
 
 passed=0 failed=0

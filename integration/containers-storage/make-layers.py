@@ -58,6 +58,8 @@ def upper(path):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        sys.exit(__doc__.strip())  # not a dir named "--help" full of layers
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     base(os.path.join(out, "base.tar"))

@@ -516,7 +516,8 @@ pub fn pull(
     let fetched_bytes: u64 = missing.iter().map(|m| m.size).sum();
     let reused_bytes: u64 = reusable.iter().map(|r| r.1).sum();
     let threaded = fetched_bytes >= reused_bytes;
-    let pooled = threaded && Codec::new(manifest.location.format).pools() && missing.iter().any(DecompressPool::takes);
+    let mut codec = Codec::new(manifest.location.format);
+    let pooled = threaded && codec.pools() && missing.iter().any(DecompressPool::takes);
 
     // The DiffID is computed on another thread while objects arrive (SPEC §8: it re-reads the
     // whole layer, the largest cost of a pull that reuses most contents). It also checks the
@@ -539,7 +540,6 @@ pub fn pull(
     let mut temps = TempFactory::new(&diff_path)?;
     let mut chunk_bytes_reused = 0u64;
     let mut buf = vec![0u8; 256 << 10];
-    let mut codec = Codec::new(manifest.location.format);
     let mut ranges_asked = 0u64;
     let linker = store.linker()?;
     // Linking is mostly kernel time; it gets a thread when there is a core for it beside this

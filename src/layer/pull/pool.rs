@@ -433,26 +433,17 @@ struct Assembly<'a, 's> {
     total: u64,
 }
 
-/// The sha256 of a file being assembled: on this thread, or on one beside it that takes the
-/// pieces as they are decompressed (a few in flight, their buffers reused: the decompressor
-/// writes into a buffer that is then written to the object and handed over, not copied), or not
-/// here (the DiffID thread checks it).
+/// The sha256 of a file being assembled: on this thread, on one beside it that takes copies of
+/// the data (a few in flight, their buffers reused), or not here (the DiffID thread checks it;
+/// then a large file has no thread of its own, as in every pull that computes a DiffID).
 enum Hasher<'s> {
     None,
     Here(Sha256),
-    Beside {
-        data: SyncSender<(Vec<u8>, usize)>,
-        spare: Receiver<Vec<u8>>,
-        /// The buffer the next piece is decompressed into.
-        next: Vec<u8>,
-        digest: ScopedJoinHandle<'s, [u8; 32]>,
-    },
+    Beside { data: SyncSender<Vec<u8>>, spare: Receiver<Vec<u8>>, digest: ScopedJoinHandle<'s, [u8; 32]> },
 }
 
 impl<'s> Hasher<'s> {
     const IN_FLIGHT: usize = 4;
-    /// The size of a piece handed to the hashing thread.
-    const PIECE: usize = 256 << 10;
 
     /// Hashing on this thread, if `check`.
     fn here(check: bool) -> Hasher<'s> {
@@ -465,63 +456,34 @@ impl<'s> Hasher<'s> {
 
     /// A hashing thread in `scope`; if none can be started, the data is hashed here.
     fn beside<'e>(scope: &'s std::thread::Scope<'s, 'e>) -> Hasher<'s> {
-        let (data, rx) = sync_channel::<(Vec<u8>, usize)>(Self::IN_FLIGHT);
+        let (data, rx) = sync_channel::<Vec<u8>>(Self::IN_FLIGHT);
         let (give_back, spare) = sync_channel::<Vec<u8>>(Self::IN_FLIGHT + 2);
         let spawned = std::thread::Builder::new().name("cfs-sha256".into()).spawn_scoped(scope, move || {
             let mut hasher = Sha256::new();
-            for (piece, len) in rx {
-                hasher.update(&piece[..len]);
+            for piece in rx {
+                hasher.update(&piece);
                 let _ = give_back.try_send(piece);
             }
             hasher.finalize().into()
         });
         match spawned {
-            Ok(digest) => Hasher::Beside { data, spare, next: Vec::new(), digest },
+            Ok(digest) => Hasher::Beside { data, spare, digest },
             Err(_) => Hasher::Here(Sha256::new()),
         }
     }
 
-    /// Where the next decompressed piece goes: the buffer to hand over next, or (hashing here)
-    /// `buf`. Buffers are filled once, when made, and reused whole.
-    fn piece<'b>(&'b mut self, buf: &'b mut [u8]) -> &'b mut [u8] {
-        match self {
-            Hasher::None | Hasher::Here(_) => buf,
-            Hasher::Beside { spare, next, .. } => {
-                if next.is_empty() {
-                    *next = spare.try_recv().unwrap_or_else(|_| vec![0u8; Self::PIECE]);
-                }
-                next
-            }
-        }
-    }
-
-    /// Hashes the first `len` bytes of what [`Self::piece`] gave (`buf` when hashing here).
-    fn update_piece(&mut self, buf: &[u8], len: usize) -> Result<()> {
+    fn update(&mut self, bytes: &[u8]) -> Result<()> {
         match self {
             Hasher::None => {}
-            Hasher::Here(h) => h.update(&buf[..len]),
-            Hasher::Beside { data, next, .. } => {
-                if data.send((std::mem::take(next), len)).is_err() {
+            Hasher::Here(h) => h.update(bytes),
+            Hasher::Beside { data, spare, .. } => {
+                let mut piece = spare.try_recv().unwrap_or_default();
+                piece.clear();
+                piece.extend_from_slice(bytes);
+                if data.send(piece).is_err() {
                     return Err(Error::new(ErrorKind::Internal, "the hashing thread stopped"));
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Hashes bytes that are not in a piece (zeros), by way of a piece.
-    fn update(&mut self, bytes: &[u8], buf: &mut [u8]) -> Result<()> {
-        match self {
-            Hasher::None => return Ok(()),
-            Hasher::Here(h) => {
-                h.update(bytes);
-                return Ok(());
-            }
-            Hasher::Beside { .. } => {}
-        }
-        for part in bytes.chunks(Self::PIECE) {
-            self.piece(buf)[..part.len()].copy_from_slice(part);
-            self.update_piece(buf, part.len())?;
         }
         Ok(())
     }
@@ -540,29 +502,13 @@ impl<'s> Hasher<'s> {
 }
 
 impl Assembly<'_, '_> {
-    /// Takes bytes that were not decompressed (zeros): checked against the size, stored, hashed.
-    fn append(&mut self, data: &[u8], f: &PoolFile, buf: &mut [u8]) -> Result<()> {
-        self.grow(data.len(), f)?;
-        let Assembly { content, hasher, .. } = self;
-        content.store(data, f)?;
-        hasher.update(data, buf)
-    }
-
-    /// Takes the `n` bytes just decompressed into [`Hasher::piece`]: checked against the size,
-    /// stored, then handed to the hasher.
-    fn take_piece(&mut self, n: usize, f: &PoolFile, buf: &mut [u8]) -> Result<()> {
-        self.grow(n, f)?;
-        let Assembly { content, hasher, .. } = self;
-        content.store(&hasher.piece(buf)[..n], f)?;
-        hasher.update_piece(buf, n)
-    }
-
-    fn grow(&mut self, n: usize, f: &PoolFile) -> Result<()> {
-        self.total += n as u64;
-        match self.total > f.size {
-            true => Err(longer(f)),
-            false => Ok(()),
+    fn append(&mut self, data: &[u8], f: &PoolFile) -> Result<()> {
+        self.total += data.len() as u64;
+        if self.total > f.size {
+            return Err(longer(f));
         }
+        self.hasher.update(data)?;
+        self.content.store(data, f)
     }
 
     /// Decompresses each step's frames from `frames` (and writes its zeros), in order.
@@ -578,7 +524,7 @@ impl Assembly<'_, '_> {
                 Step::Zeros(mut left) => {
                     while left > 0 {
                         let k = left.min(ZEROS.len() as u64) as usize;
-                        self.append(&ZEROS[..k], f, buf)?;
+                        self.append(&ZEROS[..k], f)?;
                         left -= k as u64;
                     }
                 }
@@ -587,12 +533,12 @@ impl Assembly<'_, '_> {
                     let mut decoder = zstd::stream::read::Decoder::with_context(&mut piece, dctx);
                     loop {
                         let n = decoder
-                            .read(self.hasher.piece(buf))
+                            .read(buf)
                             .map_err(|e| Error::format(format!("file {:?}: bad zstd data: {e}", f.name)))?;
                         if n == 0 {
                             break;
                         }
-                        self.take_piece(n, f, buf)?;
+                        self.append(&buf[..n], f)?;
                     }
                     drop(decoder);
                     // Whatever the decoder did not consume of this piece (padding) is skipped.
