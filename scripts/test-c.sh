@@ -97,7 +97,9 @@ fi
 # The tests' environment: the staged library, test data, and no containers-storage overrides.
 run_env=(env -u CONTAINERS_STORAGE_CONF -u CONTAINERS_STORAGE_CONF_OVERRIDE
     CFS_TEST_DATA="$ROOT/tests/data" TMPDIR="$out/tmp")
-valgrind=(valgrind -q --suppressions="$ROOT/tests/c/valgrind.supp" --leak-check=full --show-leak-kinds=all
+# CFS_ALLOC=malloc: the library's large blocks from malloc too, where the checkers see them
+# (src/mapped_alloc.rs).
+valgrind=(env CFS_ALLOC=malloc valgrind -q --suppressions="$ROOT/tests/c/valgrind.supp" --leak-check=full --show-leak-kinds=all
     --errors-for-leak-kinds=all --error-exitcode=99)
 # The staged .so is stripped, and valgrind looks for split debug info by build id only under
 # /usr/lib/debug: its dynamic runs load the unstripped build of the same library instead, so that
@@ -112,7 +114,7 @@ if [[ "$mode" == all || "$mode" == valgrind ]]; then
     ln -sfn "$build_so" "$unstripped/libcomposefs_storage.so.0"
 fi
 
-sanitizer_env=(ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=98:strict_string_checks=1:detect_stack_use_after_return=1
+sanitizer_env=(CFS_ALLOC=malloc ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=98:strict_string_checks=1:detect_stack_use_after_return=1
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=97)
 
 run() { # run LABEL BINARY [PREFIX...]   (Env: ld_path, the dir of the .so to load)

@@ -12,6 +12,13 @@ pub mod mount;
 pub mod source;
 
 pub mod ffi;
+// Built (and its tests run) either way; the global allocator only with the feature.
+#[cfg_attr(not(feature = "mapped-large-allocs"), allow(dead_code))]
+mod mapped_alloc;
+
+#[cfg(feature = "mapped-large-allocs")]
+#[global_allocator]
+static ALLOCATOR: mapped_alloc::MappedLarge = mapped_alloc::MappedLarge;
 
 pub use error::{Error, ErrorKind, Result};
 

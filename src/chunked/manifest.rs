@@ -393,6 +393,11 @@ fn decompress_exact(compressed: &[u8], expected_len: u64, what: &str) -> Result<
     Ok(out)
 }
 
+/// The tar-split goes to its parser in pieces this large: under the global allocator's mapping
+/// threshold (src/mapped_alloc.rs), so that freed pieces are reused from the heap rather than each
+/// mapped and faulted in afresh (1 MiB pieces: 4.6k more page faults in a pull).
+const TAR_SPLIT_PIECE: usize = 64 << 10;
+
 /// Decompresses the tar-split into a temporary file, sending each piece to `pieces` too (for as
 /// long as its receiver wants them).
 fn decompress_to_tmpfile(
@@ -416,9 +421,9 @@ fn decompress_to_tmpfile(
     let mut n = 0u64;
     let mut pieces = Some(pieces);
     loop {
-        let mut piece = Vec::with_capacity(1 << 20);
+        let mut piece = Vec::with_capacity(TAR_SPLIT_PIECE);
         (&mut dec)
-            .take(1 << 20)
+            .take(TAR_SPLIT_PIECE as u64)
             .read_to_end(&mut piece)
             .map_err(|e| Error::format(format!("tar-split is not valid zstd data: {e}")))?;
         if piece.is_empty() {

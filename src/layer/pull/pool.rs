@@ -35,6 +35,9 @@ const QUEUE_PER_WORKER: usize = 1;
 /// A large file's frames travel in segments of this size, at most [`SEGMENTS_QUEUED`] at a time.
 const SEGMENT: usize = 256 << 10;
 const SEGMENTS_QUEUED: usize = 2;
+/// The capacity of the pool's buffers: any job (a file of at most [`POOL_MAX`] compressed twice
+/// over that, after less than [`JOB_BYTES`] of others) fits without growing it.
+const BUFFER: usize = JOB_BYTES + 2 * POOL_MAX as usize;
 
 /// One part of a file's content, in order: the next `n` compressed bytes, or `n` zeros.
 #[derive(Clone, Copy)]
@@ -112,7 +115,7 @@ impl DecompressPool {
         let failed = Arc::new(AtomicBool::new(false));
         let mut pool = DecompressPool {
             tx: Some(tx),
-            job: Files::default(),
+            job: Files { data: Vec::with_capacity(BUFFER), files: Vec::new() },
             open: Open::None,
             spare,
             failed,
@@ -202,9 +205,12 @@ impl DecompressPool {
         Ok(())
     }
 
-    /// An emptied buffer, or a new one large enough for any job.
+    /// An emptied buffer, or a new one, large enough for any job (grown here, not by doubling as
+    /// it fills: that made four allocations of it, each faulted in afresh).
     fn spare(&self) -> Vec<u8> {
-        self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(JOB_BYTES + 2 * POOL_MAX as usize))
+        let mut buf = self.spare.try_recv().unwrap_or_default();
+        buf.reserve_exact(BUFFER);
+        buf
     }
 
     /// Sends the job being gathered.
@@ -567,6 +573,17 @@ struct Segments<'a> {
     give_back: &'a SyncSender<Vec<u8>>,
 }
 
+impl Drop for Segments<'_> {
+    /// The last segment goes back too (one buffer a large file, each unmapped otherwise).
+    fn drop(&mut self) {
+        let mut last = std::mem::take(&mut self.current);
+        if last.capacity() > 0 {
+            last.clear();
+            let _ = self.give_back.try_send(last);
+        }
+    }
+}
+
 impl Read for Segments<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let available = self.fill_buf()?;
@@ -582,8 +599,10 @@ impl BufRead for Segments<'_> {
         while self.pos == self.current.len() {
             let Ok(next) = self.rx.recv() else { return Ok(&[]) };
             let mut done = std::mem::replace(&mut self.current, next);
-            done.clear();
-            let _ = self.give_back.try_send(done);
+            if done.capacity() > 0 {
+                done.clear();
+                let _ = self.give_back.try_send(done);
+            }
             self.pos = 0;
         }
         Ok(&self.current[self.pos..])
