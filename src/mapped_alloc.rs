@@ -95,6 +95,17 @@ unsafe fn map(size: usize) -> *mut u8 {
     }
 }
 
+/// Hands the free memory of malloc's heaps back to the system (`malloc_trim`): called after work
+/// that freed much, at a point where what the caller does next would otherwise add to it. It
+/// changes no setting of the process's allocator; a no-op where malloc is not glibc's.
+pub(crate) fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 unsafe impl GlobalAlloc for MappedLarge {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_mapped(layout) {
