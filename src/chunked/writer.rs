@@ -343,7 +343,8 @@ pub fn compress(
     let mut chunk_entries = 0u64;
     let mut names: HashSet<Vec<u8>> = HashSet::new();
 
-    let mut tar = TarReader::new(LayerStream::new(input)?, options.tar);
+    // The DiffID on the decompressing thread: this one chunks, hashes and hands out frames.
+    let mut tar = TarReader::new(LayerStream::with_worker_diff_id(input)?, options.tar);
     let mut entries = 0u64;
     while let Some(h) = tar.next_header()? {
         entries += 1;

@@ -18,7 +18,7 @@ use super::tree_builder::{object_path, Added, TreeBuilder};
 use super::verity::{Verity, VerityPolicy};
 use super::writer::{ObjectWriter, BATCH_BYTES};
 use crate::chunked::estargz::{check_layer, check_toc_digest, is_format_file, is_toc_name, TOC_TAR_NAME};
-use crate::chunked::Toc;
+use crate::chunked::{sha256x2, Toc};
 use crate::image::Tree;
 use crate::source::crc64::Crc64;
 use crate::source::tar::{EntryType, TarLimits, TarReader};
@@ -270,17 +270,20 @@ fn scan_inner(
         match added {
             Added::File(id) if len <= BUFFER_LIMIT as u64 => {
                 let n = len as usize;
-                let mut store_small = |data: &[u8], crc: &mut Crc64| -> Result<[u8; 32]> {
+                let mut store_small = |data: &[u8], digest: [u8; 32], crc: &mut Crc64| -> Result<[u8; 32]> {
                     crc.update(data);
-                    let digest: [u8; 32] = if n == 0 { EMPTY_SHA256 } else { Sha256::digest(data).into() };
                     writer.put_bytes(digest, data, ctx())?;
                     file_objects.push((id, digest));
                     Ok(digest)
                 };
-                let in_place = tar.data_chunk()?;
-                let digest = if in_place.len() == n {
-                    // The whole content is in the stream buffer: no copy.
-                    let d = store_small(in_place, &mut crc)?;
+                let digest = if n == 0 {
+                    store_small(&[], EMPTY_SHA256, &mut crc)?
+                } else if tar.data_chunk()?.len() == n {
+                    // The whole content is in the stream buffer: no copy, and hashed with the
+                    // DiffID.
+                    let mut hasher = sha256x2::Sha256::new();
+                    tar.hash_data(n, &mut hasher);
+                    let d = store_small(tar.data_chunk()?, hasher.finalize(), &mut crc)?;
                     tar.consume_data(n);
                     d
                 } else {
@@ -288,13 +291,13 @@ fn scan_inner(
                     while filled < n {
                         filled += tar.read_data(&mut buf[filled..n])?;
                     }
-                    store_small(&buf[..n], &mut crc)?
+                    store_small(&buf[..n], Sha256::digest(&buf[..n]).into(), &mut crc)?
                 };
                 content_digest = Some(digest);
             }
             Added::File(id) => {
                 let mut tmp = temps.begin()?;
-                let mut hasher = Sha256::new();
+                let mut hasher = sha256x2::Sha256::new();
                 let mut done: u64 = 0;
                 let mut next_report = PROGRESS_BYTES;
                 let r: Result<()> = (|| {
@@ -303,10 +306,10 @@ fn scan_inner(
                         if chunk.is_empty() {
                             break;
                         }
-                        hasher.update(chunk);
                         crc.update(chunk);
                         tmp.write_all(chunk)?;
                         let k = chunk.len();
+                        tar.hash_data(k, &mut hasher);
                         tar.consume_data(k);
                         done += k as u64;
                         if done >= next_report {
@@ -320,7 +323,7 @@ fn scan_inner(
                     temps.abort(tmp);
                     return Err(e);
                 }
-                let digest: [u8; 32] = hasher.finalize().into();
+                let digest = hasher.finalize();
                 writer.commit_temp(tmp, digest, len, ctx())?;
                 file_objects.push((id, digest));
                 content_digest = Some(digest);

@@ -686,6 +686,16 @@ pub fn parse_pax_time(v: &[u8]) -> Option<Mtime> {
     }
 }
 
+impl TarReader<super::LayerStream> {
+    /// Hashes the next `n` payload bytes (at most what [`Self::data_chunk`] gave) into `content`
+    /// in the same pass as the DiffID ([`super::LayerStream::hash_ahead`]); they are still to be
+    /// consumed, with [`Self::consume_data`].
+    pub fn hash_data(&mut self, n: usize, content: &mut crate::chunked::sha256x2::Sha256) {
+        let n = (n as u64).min(self.remaining) as usize;
+        self.inner.hash_ahead(n, content);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
