@@ -1,5 +1,6 @@
-//! Two sha256 computations fed the same bytes in one pass: a pulled layer's DiffID (the sha256 of
-//! its tar) and the sha256 of a member's content, which is a run of the same bytes. Where the
+//! Two sha256 computations fed the same bytes in one pass: a layer's DiffID (the sha256 of its
+//! tar, pulled or converted) and the sha256 of a member's content, which is a run of the same
+//! bytes. Where the
 //! content starts on a 64-byte block of the tar (tar aligns members to 512 bytes), both states
 //! take the same message blocks, and with SHA-NI the two are compressed side by side: the rounds
 //! of one fill the other's latency, 1.37x the time of one sha256 instead of 2x (2.4 against
