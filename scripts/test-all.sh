@@ -113,6 +113,8 @@ step setup-errors scripts/test-setup.sh
 export CFS_ESTARGZ_DIR="$ROOT/build/estargz"
 step estargz-blobs scripts/gen-estargz.sh "$CFS_ESTARGZ_DIR"
 step rust-tests cargo test --no-fail-fast
+# The crate as a Rust program with its own global allocator would take it (src/mapped_alloc.rs).
+step no-default-features cargo check --lib --no-default-features
 step header-check scripts/check-header.sh
 if step stage-install stage_install; then
     step symbol-check scripts/check-symbols.sh "${CARGO_TARGET_DIR:-target}/release/libcomposefs_storage.so"
