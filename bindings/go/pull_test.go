@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -129,9 +130,19 @@ func TestPullLayerRangesAndSources(t *testing.T) {
 	res.Close()
 	firstBytes := srv.bytes.Load()
 
-	// A source layer with every other object: the missing ones are ranges with gaps between.
+	// A source layer with every other object by size, the largest first: the missing ones are
+	// ranges with large gaps between (small gaps would make the whole span one range).
 	partial := filepath.Join(tmp, "partial")
-	for i, obj := range c.objects {
+	bySize := append([]string(nil), c.objects...)
+	size := func(obj string) int64 {
+		st, err := os.Stat(filepath.Join(first, "diff", obj))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Size()
+	}
+	sort.SliceStable(bySize, func(i, j int) bool { return size(bySize[i]) > size(bySize[j]) })
+	for i, obj := range bySize {
 		if i%2 == 1 {
 			continue
 		}
