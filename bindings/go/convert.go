@@ -24,7 +24,6 @@ import (
 	"runtime"
 	"runtime/cgo"
 	"sync"
-	"unsafe"
 )
 
 // VerityPolicy says whether fs-verity is enabled on objects and blobs.
@@ -442,7 +441,7 @@ func (r *ConvertResult) bytesField(get func(*C.cfs_convert_result, **C.uint8_t, 
 			return err
 		}
 		// Borrowed from the result: copy while the read lock keeps it alive.
-		b = C.GoBytes(unsafe.Pointer(data), C.int(n))
+		b = goBytes(data, n)
 		return nil
 	})
 	return b, err

@@ -27,7 +27,6 @@ import (
 	"runtime"
 	"runtime/cgo"
 	"sync"
-	"unsafe"
 )
 
 // ChunkedManifest is the TOC and tar-split of a zstd:chunked blob, fetched, authenticated and
@@ -141,7 +140,7 @@ func (m *ChunkedManifest) TOC() ([]byte, error) {
 		if err := takeError(C.cfs_chunked_manifest_toc_json(c, &data, &n, &cerr), cerr); err != nil {
 			return err
 		}
-		b = C.GoBytes(unsafe.Pointer(data), C.int(n))
+		b = goBytes(data, n)
 		return nil
 	})
 	return b, err

@@ -35,7 +35,6 @@ import (
 	"runtime/cgo"
 	"strconv"
 	"sync"
-	"unsafe"
 )
 
 // Chunk is a byte range of a blob, the shape of containers/image's ImageSourceChunk.
@@ -540,7 +539,7 @@ func (r *PullResult) TOC() ([]byte, error) {
 		if err := takeError(C.cfs_pull_result_toc_json(c, &data, &n, &cerr), cerr); err != nil {
 			return err
 		}
-		b = C.GoBytes(unsafe.Pointer(data), C.int(n))
+		b = goBytes(data, n)
 		return nil
 	})
 	return b, err

@@ -26,9 +26,8 @@ type tocArgs struct {
 func newTocArgs(toc []byte, verityDigests map[string]string) (*tocArgs, error) {
 	a := &tocArgs{n: C.size_t(len(toc))}
 	// C memory, so that the library never holds a Go pointer (and an empty TOC is not NULL).
-	p := C.malloc(C.size_t(len(toc) + 1))
+	p := cBytes(toc)
 	a.free = append(a.free, p)
-	copy(unsafe.Slice((*byte)(p), len(toc)), toc)
 	a.toc = (*C.uint8_t)(p)
 	if verityDigests != nil {
 		js, err := json.Marshal(verityDigests)
