@@ -119,6 +119,8 @@ fn pull_with_the_same_content_present_fetches_no_file_data() {
         };
         // Only the TOC and tar-split frames, and the 8-byte skippable-frame header of each.
         assert_eq!(r.blob_bytes_fetched, pos("manifest-position") + pos("tarsplit-position") + 16);
+        // Both frames and their headers in one request (one round trip to a registry, not four).
+        assert_eq!(r.requests, 1);
         assert_eq!(r.objects.bytes_written, 0);
         assert!(r.objects.objects_reused > 0);
         assert_eq!(listing(&dest), listing(&source));

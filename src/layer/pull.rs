@@ -94,22 +94,63 @@ impl BlobFetcher for FileFetcher {
     }
 }
 
-/// Adapts a fetcher to the random access the manifest reader wants (two small reads).
+/// Adapts a fetcher to the random access the manifest reader wants (the TOC and tar-split).
 struct FetcherSource<'a> {
     fetcher: std::cell::RefCell<&'a mut dyn BlobFetcher>,
     fetched: std::cell::Cell<u64>,
+    requests: std::cell::Cell<u64>,
+}
+
+impl<'a> FetcherSource<'a> {
+    fn new(fetcher: &'a mut dyn BlobFetcher) -> FetcherSource<'a> {
+        FetcherSource {
+            fetcher: std::cell::RefCell::new(fetcher),
+            fetched: Default::default(),
+            requests: Default::default(),
+        }
+    }
+
+    fn fetcher(&self) -> Result<std::cell::RefMut<'_, &'a mut dyn BlobFetcher>> {
+        self.fetcher.try_borrow_mut().map_err(|_| Error::new(ErrorKind::Internal, "fetcher in use"))
+    }
+
+    /// Fills `reads` (in order, adjacent ones merged into one range) from one request.
+    fn fetch_into(&self, reads: &mut [(u64, &mut [u8])]) -> Result<()> {
+        let mut ranges: Vec<ByteRange> = Vec::new();
+        for (offset, buf) in reads.iter() {
+            match ranges.last_mut() {
+                Some(r) if r.end() == *offset => r.length += buf.len() as u64,
+                _ => ranges.push(ByteRange { offset: *offset, length: buf.len() as u64 }),
+            }
+        }
+        let mut f = self.fetcher()?;
+        self.requests.set(self.requests.get() + 1);
+        let mut r = f.fetch(&ranges)?;
+        for (offset, buf) in reads.iter_mut() {
+            r.read_exact(buf).map_err(|e| Error::io(format!("fetch {} bytes at {offset}", buf.len()), e))?;
+            self.fetched.set(self.fetched.get() + buf.len() as u64);
+        }
+        Ok(())
+    }
 }
 
 impl BlobSource for FetcherSource<'_> {
     fn size(&self) -> Result<u64> {
-        Ok(self.fetcher.borrow().blob_size())
+        Ok(self.fetcher()?.blob_size())
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let mut f = self.fetcher.borrow_mut();
-        let mut r = f.fetch(&[ByteRange { offset, length: buf.len() as u64 }])?;
-        r.read_exact(buf).map_err(|e| Error::io(format!("fetch {} bytes at {offset}", buf.len()), e))?;
-        self.fetched.set(self.fetched.get() + buf.len() as u64);
-        Ok(())
+        self.fetch_into(&mut [(offset, buf)])
+    }
+    fn read_many_at(&self, reads: &mut [(u64, &mut [u8])]) -> Result<()> {
+        let adjacent = |a: &(u64, &mut [u8]), b: &(u64, &mut [u8])| a.0 + a.1.len() as u64 == b.0;
+        let one_range = reads.windows(2).all(|w| adjacent(&w[0], &w[1]));
+        match self.fetch_into(reads) {
+            // A source that refuses several ranges in one request gets one request for each.
+            Err(e) if e.kind() == ErrorKind::LimitExceeded && !one_range => {
+                reads.chunk_by_mut(adjacent).try_for_each(|run| self.fetch_into(run))
+            }
+            r => r,
+        }
     }
 }
 
@@ -397,13 +438,13 @@ fn pull_into(
     let (manifest, mut fetched, mut requests) = match &options.manifest {
         Some(m) => (m.clone(), 0, 0),
         None => {
-            let source = FetcherSource { fetcher: std::cell::RefCell::new(&mut *fetcher), fetched: Default::default() };
+            let source = FetcherSource::new(&mut *fetcher);
             let m = read_manifest(
                 &source,
                 options.annotations.as_ref(),
                 &ReadOptions { tmp_dir: Some(staging.path.clone()) },
             )?;
-            (Arc::new(m), source.fetched.get(), 2u64)
+            (Arc::new(m), source.fetched.get(), source.requests.get())
         }
     };
     if manifest.location.format == Format::Estargz {
@@ -782,7 +823,7 @@ pub fn read_manifest_from(
     annotations: Option<&BTreeMap<String, String>>,
     tmp_dir: Option<&Path>,
 ) -> Result<Manifest> {
-    let source = FetcherSource { fetcher: std::cell::RefCell::new(fetcher), fetched: Default::default() };
+    let source = FetcherSource::new(fetcher);
     read_manifest(&source, annotations, &ReadOptions { tmp_dir: tmp_dir.map(Path::to_path_buf) })
 }
 
@@ -1034,6 +1075,53 @@ impl Objects {
         match self {
             Objects::Inline(store, _) => Ok(*store),
             Objects::Threaded(writer) => writer.finish(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves a blob of counting bytes; refuses more than one range per request when `one_range`.
+    struct Counting {
+        blob: Vec<u8>,
+        one_range: bool,
+        requests: Vec<Vec<ByteRange>>,
+    }
+
+    impl BlobFetcher for Counting {
+        fn blob_size(&self) -> u64 {
+            self.blob.len() as u64
+        }
+        fn fetch<'a>(&'a mut self, ranges: &[ByteRange]) -> Result<Box<dyn Read + 'a>> {
+            self.requests.push(ranges.to_vec());
+            if self.one_range && ranges.len() > 1 {
+                return Err(Error::limit("one range per request"));
+            }
+            let data: Vec<u8> =
+                ranges.iter().flat_map(|r| self.blob[r.offset as usize..r.end() as usize].to_vec()).collect();
+            Ok(Box::new(std::io::Cursor::new(data)))
+        }
+    }
+
+    #[test]
+    fn reads_are_one_request_and_adjacent_ones_one_range() {
+        for one_range in [false, true] {
+            let mut f = Counting { blob: (0..=255u8).collect(), one_range, requests: Vec::new() };
+            let source = FetcherSource::new(&mut f);
+            let (mut a, mut b, mut c) = ([0u8; 2], [0u8; 3], [0u8; 4]);
+            source.read_many_at(&mut [(10, &mut a[..]), (12, &mut b[..]), (100, &mut c[..])]).unwrap();
+            assert_eq!((a, b, c), ([10, 11], [12, 13, 14], [100, 101, 102, 103]));
+            assert_eq!(source.fetched.get(), 9);
+            let asked = source.requests.get();
+            let two = vec![ByteRange { offset: 10, length: 5 }, ByteRange { offset: 100, length: 4 }];
+            match one_range {
+                false => assert_eq!(f.requests, vec![two]),
+                // Refused, then each range on its own.
+                true => assert_eq!(f.requests, vec![two.clone(), vec![two[0]], vec![two[1]]]),
+            }
+            assert_eq!(asked, f.requests.len() as u64);
         }
     }
 }
