@@ -66,6 +66,9 @@ pub fn mkimage(args: MkimageArgs) -> Result<ExitCode> {
     } else {
         image::write_image_file(&tree, &options, &args.out)?
     };
+    // The process ends next: freeing the tree's allocations one by one (a 134k-entry dump: 15 ms,
+    // 5% of the run) would only delay it.
+    std::mem::forget(tree);
     if args.print_digest {
         println!("{}", to_hex(&digest));
     }

@@ -32,36 +32,57 @@ pub const XATTR_LINE_MAX: usize = 65535;
 /// buffer an arbitrary amount (inline content, a symlink and 255-byte xattrs all fit easily).
 pub const LINE_MAX: usize = 16 << 20;
 
-/// Lines the reading thread parses into a batch for the tree builder, and batches that may wait.
+/// Lines the reading thread hands to a parser at a time, and batches that may wait at each
+/// hand-off.
 const BATCH_LINES: usize = 1024;
-const BATCHES_IN_FLIGHT: usize = 4;
+const BATCHES_IN_FLIGHT: usize = 2;
+/// Threads parsing lines, at most: one per CPU (parsing is most of the work; the tree builder,
+/// which must take the lines in order, about half as much).
+const MAX_PARSERS: usize = 4;
 
 /// Parses a whole dump into a tree. Errors name the line number.
 ///
-/// A dump of more than one batch of lines is read and parsed (fields, escapes, numbers, digests,
-/// xattrs: most of the work) on a second thread while this one builds the tree, which must see
-/// the lines in order. Memory stays bounded by the tree: at most `BATCHES_IN_FLIGHT + 2` batches
-/// exist at a time.
+/// A dump of more than one batch of lines is read on a second thread and parsed (fields, escapes,
+/// numbers, digests, xattrs: most of the work) by one thread per CPU, each taking every n-th
+/// batch, while this one builds the tree from their batches in order (a 134k-line dump on 2 CPUs:
+/// the lone parsing thread was busy all along, the builder half the time). Memory stays bounded by
+/// the tree: at most `2 * BATCHES_IN_FLIGHT + 2` batches per parser exist at a time.
 pub fn parse(input: impl BufRead + Send, strict: bool) -> Result<Tree> {
-    let mut reader = LineReader { input, strict, lineno: 0, buf: Vec::with_capacity(256) };
+    let mut reader = LineReader { input, lineno: 0 };
     let mut builder = Builder { tree: None, last_dir: Vec::new(), last_dir_id: ROOT };
-    let (first, mut at_end) = reader.batch();
-    builder.take(first)?;
+    let first = reader.batch();
+    let at_end = first.end.is_some();
+    builder.take(first.parse(strict))?;
     if !at_end {
+        let parsers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_PARSERS);
         std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
-            s.spawn(move || {
-                while !at_end {
-                    let batch;
-                    (batch, at_end) = reader.batch();
+            let (mut to_parsers, mut from_parsers) = (Vec::new(), Vec::new());
+            for _ in 0..parsers {
+                let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<RawBatch>(BATCHES_IN_FLIGHT);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Item>>(BATCHES_IN_FLIGHT);
+                s.spawn(move || {
                     // The builder has stopped (an error) when nobody receives.
-                    if tx.send(batch).is_err() {
+                    for raw in raw_rx {
+                        if tx.send(raw.parse(strict)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                to_parsers.push(raw_tx);
+                from_parsers.push(rx);
+            }
+            s.spawn(move || {
+                for i in 0.. {
+                    let raw = reader.batch();
+                    let last = raw.end.is_some();
+                    if to_parsers[i % parsers].send(raw).is_err() || last {
                         break;
                     }
                 }
             });
-            // Returning early drops `rx`, which stops the reader at its next batch.
-            rx.into_iter().try_for_each(|batch| builder.take(batch))
+            // Batch i went to parser i % parsers; the first that has none left is the end.
+            // Returning early drops the receivers, which stops the parsers and then the reader.
+            (0..).map_while(|i| from_parsers[i % parsers].recv().ok()).try_for_each(|batch| builder.take(batch))
         })?;
     }
     builder.tree.ok_or_else(|| Error::format("dump is empty: expected a first line for `/`"))
@@ -70,63 +91,77 @@ pub fn parse(input: impl BufRead + Send, strict: bool) -> Result<Tree> {
 /// A parsed line, or the error that ends the dump (read error, or a line that cannot be split).
 type Item = Result<(usize, Line)>;
 
-/// Reads and parses lines: everything that does not need the tree.
+/// Reads the dump's lines, in batches for the parsers.
 struct LineReader<R> {
     input: R,
-    strict: bool,
     lineno: usize,
-    buf: Vec<u8>,
+}
+
+/// Up to `BATCH_LINES` non-empty lines, unparsed.
+struct RawBatch {
+    /// The lines, one after another.
+    bytes: Vec<u8>,
+    /// Where each line ends in `bytes`, and its number in the dump.
+    lines: Vec<(usize, usize)>,
+    /// Set when the input ended with this batch: at its end, or on an error (read, line too long).
+    end: Option<Result<()>>,
+}
+
+impl RawBatch {
+    /// The lines parsed, up to the first that fails; then the error the input ended on, if any.
+    fn parse(self, strict: bool) -> Vec<Item> {
+        let mut items = Vec::with_capacity(self.lines.len() + 1);
+        let mut start = 0;
+        for &(end, lineno) in &self.lines {
+            let item = Line::parse(&self.bytes[start..end], strict)
+                .map(|line| (lineno, line))
+                .map_err(|e| e.context(format!("dump line {lineno}")));
+            start = end;
+            let failed = item.is_err();
+            items.push(item);
+            if failed {
+                return items;
+            }
+        }
+        if let Some(Err(e)) = self.end {
+            items.push(Err(e));
+        }
+        items
+    }
 }
 
 impl<R: BufRead> LineReader<R> {
-    /// Up to `BATCH_LINES` lines, and whether the input ended (or failed) with them.
-    fn batch(&mut self) -> (Vec<Item>, bool) {
-        let mut items = Vec::with_capacity(BATCH_LINES);
-        for _ in 0..BATCH_LINES {
-            match self.next_line() {
-                Ok(None) => return (items, true),
-                Ok(Some(item)) => {
-                    let failed = item.is_err();
-                    items.push(item);
-                    if failed {
-                        return (items, true);
-                    }
-                }
+    /// The next `BATCH_LINES` non-empty lines, fewer where the input ends (or fails).
+    fn batch(&mut self) -> RawBatch {
+        let mut batch = RawBatch { bytes: Vec::new(), lines: Vec::with_capacity(BATCH_LINES), end: None };
+        while batch.lines.len() < BATCH_LINES {
+            let start = batch.bytes.len();
+            let read = std::io::Read::take(&mut self.input, LINE_MAX as u64 + 1).read_until(b'\n', &mut batch.bytes);
+            let n = match read {
+                Ok(n) => n,
                 Err(e) => {
-                    items.push(Err(e));
-                    return (items, true);
+                    batch.bytes.truncate(start);
+                    batch.end = Some(Err(Error::io(format!("reading dump line {}", self.lineno + 1), e)));
+                    break;
                 }
-            }
-        }
-        (items, false)
-    }
-
-    /// The next non-empty line parsed, `None` at the end.
-    fn next_line(&mut self) -> Result<Option<Item>> {
-        loop {
-            self.buf.clear();
-            let n = std::io::Read::take(&mut self.input, LINE_MAX as u64 + 1)
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|e| Error::io(format!("reading dump line {}", self.lineno + 1), e))?;
+            };
             if n == 0 {
-                return Ok(None);
+                batch.end = Some(Ok(()));
+                break;
             }
             self.lineno += 1;
-            if self.buf.last() == Some(&b'\n') {
-                self.buf.pop();
-            } else if self.buf.len() > LINE_MAX {
-                return Err(Error::limit(format!("dump line {}: longer than {LINE_MAX} bytes", self.lineno)));
+            if batch.bytes.last() == Some(&b'\n') {
+                batch.bytes.pop();
+            } else if batch.bytes.len() - start > LINE_MAX {
+                batch.bytes.truncate(start);
+                batch.end = Some(Err(Error::limit(format!("dump line {}: longer than {LINE_MAX} bytes", self.lineno))));
+                break;
             }
-            if self.buf.is_empty() {
-                continue;
+            if batch.bytes.len() > start {
+                batch.lines.push((batch.bytes.len(), self.lineno));
             }
-            let lineno = self.lineno;
-            return Ok(Some(
-                Line::parse(&self.buf, self.strict)
-                    .map(|line| (lineno, line))
-                    .map_err(|e| e.context(format!("dump line {lineno}"))),
-            ));
         }
+        batch
     }
 }
 
@@ -742,9 +777,10 @@ mod tests {
         dump
     }
 
-    /// Dumps of several batches are read on a second thread: the tree is the same, and errors
-    /// from either side (a line that does not parse, one that does not fit the tree, a read
-    /// error) name their line, late in the dump as early.
+    /// Dumps of several batches are read on a second thread and parsed on others, each taking
+    /// every n-th batch: the tree is the same, and errors from any side (a line that does not
+    /// parse, one that does not fit the tree, one too long, a read error) name their line, late
+    /// in the dump as early.
     #[test]
     fn multi_batch_dumps_parse_in_order_and_errors_name_their_line() {
         let n = BATCH_LINES * 3 + 17;
@@ -768,6 +804,14 @@ mod tests {
         orphan.push_str(&many_files(n * 4)[28..]);
         let e = parse_str(&orphan, true).unwrap_err().to_string();
         assert!(e.contains("dump line 2") && e.contains("parent directory of /x/y is missing"), "{e}");
+
+        // A line too long to buffer, in a later batch and in the first.
+        for files in [n, 3] {
+            let mut long = many_files(files);
+            long.push_str(&"a".repeat(LINE_MAX + 10));
+            let e = parse_str(&long, true).unwrap_err().to_string();
+            assert!(e.contains(&format!("dump line {}: longer than", files + 3)), "{e}");
+        }
 
         // A read error after a few batches.
         struct Failing<'a>(&'a [u8]);
