@@ -573,14 +573,21 @@ struct Segments<'a> {
     give_back: &'a SyncSender<Vec<u8>>,
 }
 
+impl Segments<'_> {
+    /// Hands a read segment back to the pool (an empty `Vec` would only grow by doubling there).
+    fn recycle(&self, mut done: Vec<u8>) {
+        if done.capacity() > 0 {
+            done.clear();
+            let _ = self.give_back.try_send(done);
+        }
+    }
+}
+
 impl Drop for Segments<'_> {
     /// The last segment goes back too (one buffer a large file, each unmapped otherwise).
     fn drop(&mut self) {
-        let mut last = std::mem::take(&mut self.current);
-        if last.capacity() > 0 {
-            last.clear();
-            let _ = self.give_back.try_send(last);
-        }
+        let last = std::mem::take(&mut self.current);
+        self.recycle(last);
     }
 }
 
@@ -598,11 +605,8 @@ impl BufRead for Segments<'_> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.pos == self.current.len() {
             let Ok(next) = self.rx.recv() else { return Ok(&[]) };
-            let mut done = std::mem::replace(&mut self.current, next);
-            if done.capacity() > 0 {
-                done.clear();
-                let _ = self.give_back.try_send(done);
-            }
+            let done = std::mem::replace(&mut self.current, next);
+            self.recycle(done);
             self.pos = 0;
         }
         Ok(&self.current[self.pos..])
