@@ -135,6 +135,41 @@ fn pull_with_the_same_content_present_fetches_no_file_data() {
     }
 }
 
+/// Counts what a fetcher is asked for.
+struct Counting {
+    inner: FileFetcher,
+    requests: u64,
+    bytes: u64,
+}
+
+impl BlobFetcher for Counting {
+    fn blob_size(&self) -> u64 {
+        self.inner.blob_size()
+    }
+    fn fetch<'a>(&'a mut self, ranges: &[ByteRange]) -> Result<Box<dyn Read + 'a>> {
+        self.requests += 1;
+        self.bytes += ranges.iter().map(|r| r.length).sum::<u64>();
+        self.inner.fetch(ranges)
+    }
+}
+
+#[test]
+fn a_manifest_found_by_the_footer_reads_the_toc_once() {
+    let case = "handmade-archive";
+    let mut f = Counting { inner: FileFetcher::new(File::open(blob(case)).unwrap()).unwrap(), requests: 0, bytes: 0 };
+    let m = composefs_storage::layer::pull::read_manifest_from(&mut f, None, None).unwrap();
+    assert!(!m.location.authenticated);
+    let ann = annotations(case);
+    let len = |k: &str| -> u64 {
+        ann[&format!("io.github.containers.zstd-chunked.{k}")].split(':').nth(1).unwrap().parse().unwrap()
+    };
+    // The blob's tail (the footer), then the TOC and the tar-split with their 8-byte headers: the
+    // TOC read to find its digest is the one parsed, not read again.
+    assert_eq!(f.requests, 3);
+    let frames = len("manifest-position") + len("tarsplit-position") + 16;
+    assert!(f.bytes > frames && f.bytes - frames < 128, "{} bytes fetched, {frames} in the frames", f.bytes);
+}
+
 /// Serves a blob with one byte of one range flipped, or refuses more than `max` ranges.
 struct Hostile {
     inner: FileFetcher,

@@ -128,20 +128,20 @@ pub struct ReadOptions {
 pub fn locate(blob: &(impl BlobSource + ?Sized), annotations: Option<&BTreeMap<String, String>>) -> Result<Location> {
     match kind(blob, annotations)? {
         Kind::Estargz { digest, footer } => Ok(super::estargz::read_manifest_with(blob, digest, footer)?.location),
-        Kind::Chunked { tail } => locate_chunked(blob, annotations, tail),
+        Kind::Chunked { tail } => Ok(locate_chunked(blob, annotations, tail)?.0),
     }
 }
 
 /// A zstd:chunked TOC's place: by the footer in `tail` (read when there were no annotations),
-/// else by the annotations.
+/// else by the annotations; with the compressed TOC where finding it read it (the footer's way).
 fn locate_chunked(
     blob: &(impl BlobSource + ?Sized),
     annotations: Option<&BTreeMap<String, String>>,
     tail: Option<Vec<u8>>,
-) -> Result<Location> {
+) -> Result<(Location, Option<Vec<u8>>)> {
     match (tail, annotations) {
-        (Some(tail), _) => locate_from_footer(blob, &tail),
-        (None, Some(a)) => locate_from_annotations(a),
+        (Some(tail), _) => locate_from_footer(blob, &tail).map(|(l, toc)| (l, Some(toc))),
+        (None, Some(a)) => Ok((locate_from_annotations(a)?, None)),
         (None, None) => Err(Error::new(ErrorKind::Internal, "no footer read and no annotations")),
     }
 }
@@ -230,22 +230,15 @@ fn parse_position(s: &str, fields: usize) -> Result<Position> {
     Ok(Position { offset: n[0], length: n[1], uncompressed_length: n[2] })
 }
 
-fn locate_from_footer(blob: &(impl BlobSource + ?Sized), tail: &[u8]) -> Result<Location> {
+/// The TOC's place by the footer, and the compressed TOC (read to compute its digest).
+fn locate_from_footer(blob: &(impl BlobSource + ?Sized), tail: &[u8]) -> Result<(Location, Vec<u8>)> {
     let f = footer::parse(tail)?;
-    check_range(blob, f.toc, MAX_TOC_SIZE, "TOC")?;
-    let mut compressed = vec![0u8; f.toc.length as usize];
-    blob.read_exact_at(f.toc.offset, &mut compressed)?;
+    let compressed = read_frame(blob, f.toc, MAX_TOC_SIZE, "TOC")?;
     let toc_digest = format!("sha256:{}", crate::source::hex(&Sha256::digest(&compressed)));
-    Ok(Location { format: f.format, toc_digest, authenticated: false, toc: f.toc, tar_split: f.tar_split })
-}
-
-/// Checks that a frame position lies inside the blob, after a skippable-frame header of the same
-/// length, and within `max` bytes.
-fn check_range(blob: &(impl BlobSource + ?Sized), p: Position, max: u64, what: &str) -> Result<()> {
-    check_position(blob, p, max, what)?;
-    let mut header = [0u8; 8];
-    blob.read_exact_at(p.offset - 8, &mut header)?;
-    check_header(&header, p, what)
+    Ok((
+        Location { format: f.format, toc_digest, authenticated: false, toc: f.toc, tar_split: f.tar_split },
+        compressed,
+    ))
 }
 
 /// Checks that a frame position lies inside the blob, with room for its header before it, and
@@ -287,7 +280,7 @@ pub fn read_manifest(
     annotations: Option<&BTreeMap<String, String>>,
     options: &ReadOptions,
 ) -> Result<Manifest> {
-    let location = match kind(blob, annotations)? {
+    let (location, toc_read) = match kind(blob, annotations)? {
         Kind::Estargz { digest, footer } => return super::estargz::read_manifest_with(blob, digest, footer),
         Kind::Chunked { tail } => locate_chunked(blob, annotations, tail)?,
     };
@@ -297,14 +290,21 @@ pub fn read_manifest(
     // TOC (a rootfs layer: 90 of the 180 ms the two took one after the other). Nothing of it is
     // used before its digest is checked; where it cannot be read now, it is read again below,
     // which reports why.
-    check_position(blob, location.toc, MAX_TOC_SIZE, "TOC")?;
     let split_at =
         location.tar_split.filter(|&pos| check_position(blob, pos, MAX_TAR_SPLIT_COMPRESSED, "tar-split").is_ok());
-    let both = split_at.map(|pos| (pos, read_frames(blob, location.toc, pos)));
-    let (compressed, early_split) = match both {
-        Some((pos, Ok((toc, split)))) => (toc?, split.ok().map(|c| (pos, c))),
-        // The request for both failed: the TOC on its own, whose failure is reported.
-        Some((_, Err(_))) | None => (read_frame(blob, location.toc, "TOC")?, None),
+    let read_split = |pos| read_frame(blob, pos, MAX_TAR_SPLIT_COMPRESSED, "tar-split").ok().map(|c| (pos, c));
+    let (compressed, early_split) = match (toc_read, split_at) {
+        // Located by the footer: the TOC is read already.
+        (Some(toc), _) => (toc, split_at.and_then(read_split)),
+        (None, Some(pos)) => {
+            check_position(blob, location.toc, MAX_TOC_SIZE, "TOC")?;
+            match read_frames(blob, [(location.toc, "TOC"), (pos, "tar-split")]) {
+                Ok([toc, split]) => (toc?, split.ok().map(|c| (pos, c))),
+                // The request for both failed: the TOC on its own, whose failure is reported.
+                Err(_) => (read_frame(blob, location.toc, MAX_TOC_SIZE, "TOC")?, None),
+            }
+        }
+        (None, None) => (read_frame(blob, location.toc, MAX_TOC_SIZE, "TOC")?, None),
     };
     let toc_len = location.toc.uncompressed_length;
     std::thread::scope(|scope| {
@@ -334,9 +334,7 @@ pub fn read_manifest(
                         thread.join().map_err(|_| Error::new(ErrorKind::Internal, "the tar-split thread panicked"))?
                     }
                     None => {
-                        check_range(blob, pos, MAX_TAR_SPLIT_COMPRESSED, "tar-split")?;
-                        let mut compressed = vec![0u8; pos.length as usize];
-                        blob.read_exact_at(pos.offset, &mut compressed)?;
+                        let compressed = read_frame(blob, pos, MAX_TAR_SPLIT_COMPRESSED, "tar-split")?;
                         SplitWork::run(compressed, pos, toc_len, options)
                     }
                 };
@@ -355,44 +353,40 @@ pub fn read_manifest(
     })
 }
 
-/// Reads a frame after checking its skippable-frame header (`p` is inside the blob).
-fn read_frame(blob: &(impl BlobSource + ?Sized), p: Position, what: &str) -> Result<Vec<u8>> {
-    let mut header = [0u8; 8];
-    let mut frame = vec![0u8; p.length as usize];
-    blob.read_many_at(&mut [(p.offset - 8, &mut header[..]), (p.offset, &mut frame[..])])?;
-    check_header(&header, p, what)?;
-    Ok(frame)
+/// Reads a frame within `max` bytes and checks its skippable-frame header (one request).
+fn read_frame(blob: &(impl BlobSource + ?Sized), p: Position, max: u64, what: &str) -> Result<Vec<u8>> {
+    check_position(blob, p, max, what)?;
+    let [frame] = read_frames(blob, [(p, what)])?;
+    frame
 }
 
-/// Reads the TOC and tar-split frames (positions inside the blob) and their headers with one
-/// [`BlobSource::read_many_at`]: an error there is the read's; then each frame, or why its
+/// Reads frames (positions inside the blob, as `check_position` found) and their headers with
+/// one [`BlobSource::read_many_at`]: an error there is the read's; then each frame, or why its
 /// header is wrong.
-#[allow(clippy::type_complexity)]
-fn read_frames(
+fn read_frames<const N: usize>(
     blob: &(impl BlobSource + ?Sized),
-    toc: Position,
-    split: Position,
-) -> Result<(Result<Vec<u8>>, Result<Vec<u8>>)> {
-    let (mut toc_header, mut split_header) = ([0u8; 8], [0u8; 8]);
-    let mut toc_frame = vec![0u8; toc.length as usize];
-    let mut split_frame = vec![0u8; split.length as usize];
+    frames: [(Position, &str); N],
+) -> Result<[Result<Vec<u8>>; N]> {
+    let mut headers = [[0u8; 8]; N];
+    let mut bodies: [Vec<u8>; N] = std::array::from_fn(|i| vec![0u8; frames[i].0.length as usize]);
     {
-        let mut reads = [
-            (toc.offset - 8, &mut toc_header[..]),
-            (toc.offset, &mut toc_frame[..]),
-            (split.offset - 8, &mut split_header[..]),
-            (split.offset, &mut split_frame[..]),
-        ];
+        let mut reads: Vec<(u64, &mut [u8])> = headers
+            .iter_mut()
+            .zip(bodies.iter_mut())
+            .zip(&frames)
+            .flat_map(|((h, b), (p, _))| [(p.offset - 8, &mut h[..]), (p.offset, &mut b[..])])
+            .collect();
         reads.sort_by_key(|r| r.0);
         if reads.windows(2).any(|w| w[0].0 + w[0].1.len() as u64 > w[1].0) {
-            return Err(Error::format("zstd:chunked TOC and tar-split frames overlap"));
+            return Err(Error::format("zstd:chunked frames overlap"));
         }
         blob.read_many_at(&mut reads)?;
     }
-    Ok((
-        check_header(&toc_header, toc, "TOC").map(|()| toc_frame),
-        check_header(&split_header, split, "tar-split").map(|()| split_frame),
-    ))
+    let mut bodies = bodies.into_iter();
+    Ok(std::array::from_fn(|i| {
+        let body = bodies.next().unwrap_or_default();
+        check_header(&headers[i], frames[i].0, frames[i].1).map(|()| body)
+    }))
 }
 
 /// A tar-split frame hashed, decompressed to a temporary file and parsed, before its digest is

@@ -49,7 +49,7 @@ const MAX_PARSERS: usize = 4;
 /// the tree: at most `2 * BATCHES_IN_FLIGHT + 2` batches per parser exist at a time.
 pub fn parse(input: impl BufRead + Send, strict: bool) -> Result<Tree> {
     let mut reader = LineReader { input, lineno: 0 };
-    let mut builder = Builder { tree: None, last_dir: Vec::new(), last_dir_id: ROOT, levels: Vec::new() };
+    let mut builder = Builder { tree: None, last_dir: Vec::new(), levels: Vec::new() };
     let first = reader.batch();
     let at_end = first.end.is_some();
     builder.take(first.parse(strict))?;
@@ -385,21 +385,24 @@ impl Rest {
 /// Builds the tree from parsed lines, in order: what needs the lines before.
 struct Builder {
     tree: Option<Tree>,
-    /// The parent directory path of the previous line and its inode, so that a run of siblings
-    /// resolves its parent once.
+    /// The parent directory path of the previous line, so that a run of siblings resolves its
+    /// parent once.
     last_dir: Vec<u8>,
-    last_dir_id: InodeId,
-    /// Each directory on `last_dir`: where its path ends in `last_dir`, and its inode. A dump goes
-    /// depth first, so the next parent shares most of them: only the rest is looked up (resolving
-    /// every parent from the root was a third of a 134k-line dump's name comparisons).
+    /// Each directory on `last_dir` below the root: where its path ends in `last_dir`, and its
+    /// inode (the last is `last_dir`'s). A dump goes depth first, so the next parent shares most
+    /// of them: only the rest is looked up (resolving every parent from the root was a third of a
+    /// 134k-line dump's name comparisons).
     levels: Vec<(usize, InodeId)>,
 }
 
 impl Builder {
-    /// The inode of directory path `dir` (absolute, canonical), with `levels` turned from those of
-    /// `last` into those of `dir`; `None` if a component is missing (`levels` is then emptied).
-    fn enter(tree: &Tree, levels: &mut Vec<(usize, InodeId)>, last: &[u8], dir: &[u8]) -> Option<InodeId> {
-        let common = dir.iter().zip(last).take_while(|(a, b)| a == b).count();
+    /// The inode of directory path `dir` (absolute, canonical), `last` and `levels` turned into
+    /// `dir`'s; `None` if a component is missing (`last` and `levels` are then the root's).
+    fn enter(tree: &Tree, levels: &mut Vec<(usize, InodeId)>, last: &mut Vec<u8>, dir: &[u8]) -> Option<InodeId> {
+        if dir == last.as_slice() {
+            return Some(levels.last().map_or(ROOT, |&(_, id)| id));
+        }
+        let common = dir.iter().zip(last.iter()).take_while(|(a, b)| a == b).count();
         // Keep the levels that are whole components of `dir` too.
         while levels.last().is_some_and(|&(end, _)| end > common || (end < dir.len() && dir[end] != b'/')) {
             levels.pop();
@@ -413,11 +416,14 @@ impl Builder {
                 Some(e) => id = e.inode,
                 None => {
                     levels.clear();
+                    last.clear();
                     return None;
                 }
             }
             levels.push((end, id));
         }
+        last.clear();
+        last.extend_from_slice(dir);
         Some(id)
     }
 
@@ -447,17 +453,8 @@ impl Builder {
             return Err(Error::format("`/` appears twice"));
         }
         let path = &line.path;
-        let parent_id = if line.parent() == self.last_dir.as_slice() {
-            self.last_dir_id
-        } else {
-            Self::enter(tree, &mut self.levels, &self.last_dir, line.parent())
-                .inspect(|&id| {
-                    self.last_dir.clear();
-                    self.last_dir.extend_from_slice(line.parent());
-                    self.last_dir_id = id;
-                })
-                .ok_or_else(|| Error::format(format!("parent directory of {} is missing", show(path))))?
-        };
+        let parent_id = Self::enter(tree, &mut self.levels, &mut self.last_dir, line.parent())
+            .ok_or_else(|| Error::format(format!("parent directory of {} is missing", show(path))))?;
         if tree.inodes[parent_id].as_dir().is_none() {
             return Err(Error::format(format!("parent of {} is not a directory", show(path))));
         }
