@@ -170,6 +170,33 @@ fn a_manifest_found_by_the_footer_reads_the_toc_once() {
     assert!(f.bytes > frames && f.bytes - frames < 128, "{} bytes fetched, {frames} in the frames", f.bytes);
 }
 
+/// A manifest read ahead (as containers/storage's NewDiffer reads it) carries the pull's plan of
+/// its TOC, made in the default whiteout mode: a pull in either mode gives the layer that the same
+/// pull reading the manifest itself gives (the modes give different blobs for this layer, which
+/// has an opaque directory and whiteouts).
+#[test]
+fn a_manifest_read_ahead_gives_the_same_layer_in_either_whiteout_mode() {
+    let _serial = support::hygiene::lock();
+    let case = "handmade-archive";
+    let tmp = tempfile::tempdir().unwrap();
+    let mut blobs = Vec::new();
+    for oci_whiteouts in [true, false] {
+        let opts = PullOptions { oci_whiteouts, ..options(case) };
+        let mut f = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+        let alone = tmp.path().join(format!("alone-{oci_whiteouts}"));
+        pull(&mut f, &alone, &opts, None).unwrap();
+        let mut f = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+        let manifest =
+            composefs_storage::layer::pull::read_manifest_from(&mut f, Some(&annotations(case)), None).unwrap();
+        let ahead = tmp.path().join(format!("ahead-{oci_whiteouts}"));
+        let opts = PullOptions { manifest: Some(std::sync::Arc::new(manifest)), ..opts };
+        pull(&mut f, &ahead, &opts, None).unwrap();
+        assert!(listing(&alone) == listing(&ahead), "whiteouts converted: {oci_whiteouts}: the layers differ");
+        blobs.push(listing(&ahead).1);
+    }
+    assert_ne!(blobs[0], blobs[1], "the whiteout modes gave the same blob");
+}
+
 /// Serves a blob with one byte of one range flipped, or refuses more than `max` ranges.
 struct Hostile {
     inner: FileFetcher,

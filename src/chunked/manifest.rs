@@ -105,14 +105,21 @@ pub struct Manifest {
     pub tar_size: Option<u64>,
 }
 
-impl Manifest {
+impl Location {
     /// Where file data ends in the blob: at the TOC's skippable-frame header, or (eStargz) at
     /// the TOC's gzip member.
     pub fn data_end(&self) -> u64 {
-        match self.location.format {
-            Format::Estargz => self.location.toc.offset,
-            Format::Current | Format::Legacy => self.location.toc.offset.saturating_sub(8),
+        match self.format {
+            Format::Estargz => self.toc.offset,
+            Format::Current | Format::Legacy => self.toc.offset.saturating_sub(8),
         }
+    }
+}
+
+impl Manifest {
+    /// Where file data ends in the blob ([`Location::data_end`]).
+    pub fn data_end(&self) -> u64 {
+        self.location.data_end()
     }
 }
 
@@ -280,8 +287,25 @@ pub fn read_manifest(
     annotations: Option<&BTreeMap<String, String>>,
     options: &ReadOptions,
 ) -> Result<Manifest> {
+    read_manifest_then(blob, annotations, options, |_, _| ()).map(|(m, ())| m)
+}
+
+/// [`read_manifest`], and `with_toc` called with the TOC as soon as it is parsed, on the thread
+/// that then waits for the tar-split's thread (for work that needs only the TOC: it costs no time
+/// when it takes less than what remains of the tar-split). Its result is dropped if the manifest
+/// is not valid.
+pub fn read_manifest_then<T>(
+    blob: &(impl BlobSource + ?Sized),
+    annotations: Option<&BTreeMap<String, String>>,
+    options: &ReadOptions,
+    with_toc: impl FnOnce(&Toc, &Location) -> T,
+) -> Result<(Manifest, T)> {
     let (location, toc_read) = match kind(blob, annotations)? {
-        Kind::Estargz { digest, footer } => return super::estargz::read_manifest_with(blob, digest, footer),
+        Kind::Estargz { digest, footer } => {
+            let m = super::estargz::read_manifest_with(blob, digest, footer)?;
+            let t = with_toc(&m.toc, &m.location);
+            return Ok((m, t));
+        }
         Kind::Chunked { tail } => locate_chunked(blob, annotations, tail)?,
     };
     // The tar-split's position is known now, its digest only from the TOC: it is read with the
@@ -321,6 +345,7 @@ pub fn read_manifest(
         let toc_json = decompress_exact(&compressed, location.toc.uncompressed_length, "TOC")?;
         drop(compressed);
         let toc = Toc::parse(&toc_json)?;
+        let with_toc = with_toc(&toc, &location);
 
         let tar_split = match &toc.tar_split_digest {
             Some(digest) => {
@@ -349,7 +374,7 @@ pub fn read_manifest(
         };
         let (tar_split, tar_split_zst) = tar_split.unzip();
         let (tar_split, tar_size) = tar_split.unzip();
-        Ok(Manifest { location, toc_json: toc_json.into(), toc, tar_split, tar_split_zst, tar_size })
+        Ok((Manifest { location, toc_json: toc_json.into(), toc, tar_split, tar_split_zst, tar_size }, with_toc))
     })
 }
 

@@ -16,5 +16,5 @@ pub mod toc;
 pub mod writer;
 
 pub use footer::{Format, Position};
-pub use manifest::{locate, read_manifest, BlobSource, Location, Manifest, ReadOptions};
+pub use manifest::{locate, read_manifest, read_manifest_then, BlobSource, Location, Manifest, ReadOptions};
 pub use toc::{Toc, TocEntry};

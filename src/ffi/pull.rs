@@ -9,8 +9,7 @@ use super::convert::cfs_progress_fn;
 use super::error::cfs_error;
 use super::util::{check_out, into_c_string, try_path, try_str, write_out};
 use crate::chunked::ranges::ByteRange;
-use crate::chunked::Manifest;
-use crate::layer::pull::{pull, read_manifest_from, BlobFetcher, FileFetcher, PullOptions, PullResult};
+use crate::layer::pull::{pull, read_manifest_from, BlobFetcher, FileFetcher, PullManifest, PullOptions, PullResult};
 use crate::layer::VerityPolicy;
 use crate::{Error, ErrorKind, Result};
 
@@ -47,7 +46,7 @@ pub struct cfs_pull_result {
 
 /// The TOC and tar-split of a zstd:chunked blob, read and checked before a pull (opaque).
 pub struct cfs_chunked_manifest {
-    manifest: std::sync::Arc<Manifest>,
+    manifest: std::sync::Arc<PullManifest>,
 }
 
 /// Creates pull options with the defaults (annotations none: the TOC is found through the blob

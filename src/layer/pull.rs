@@ -8,7 +8,7 @@
 //!
 //! The layer produced is the same as converting the full stream (same objects, same blob).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
@@ -20,18 +20,20 @@ use sha2::{Digest, Sha256};
 use super::convert::{write_blob, Progress, ProgressFn};
 use super::objects::{Linker, Located, ObjectStats, ObjectStore, TempFactory, EMPTY_SHA256};
 use super::staging::Staging;
-use super::tree_builder::{object_path, Added, TreeBuilder};
+use super::tree_builder::object_path;
 use super::verity::{Verity, VerityPolicy};
 use super::writer::ObjectWriter;
 use crate::chunked::ranges::{plan, ByteRange, MAX_RANGES};
-use crate::chunked::toc::{TocEntry, TYPE_CHUNK, TYPE_REG};
-use crate::chunked::{read_manifest, BlobSource, Format, Manifest, ReadOptions};
+use crate::chunked::{read_manifest_then, BlobSource, Format, ReadOptions};
 use crate::{Error, ErrorKind, Result};
 use diff_id::{DiffIdJob, Ready};
 use pool::DecompressPool;
+pub use toc_plan::PullManifest;
+use toc_plan::{digest_bytes, ChunkInfo, TocPlan, Wanted};
 
 mod diff_id;
 mod pool;
+mod toc_plan;
 mod whole;
 
 /// Where the bytes of a blob come from: a registry (ranged requests) or a local file.
@@ -184,7 +186,7 @@ pub struct PullOptions {
     /// The blob's manifest, already read with [`read_manifest_from`] (as containers/storage's
     /// `NewDiffer` reads it before the pull): the pull takes its TOC and tar-split from here
     /// instead of fetching and checking them again, and `annotations` is not looked at.
-    pub manifest: Option<Arc<Manifest>>,
+    pub manifest: Option<Arc<PullManifest>>,
     /// Threads that decompress and verify fetched files beside the one that reads them (0: one
     /// fewer than the CPUs, at least one). A cold pull's per-byte work (zstd and sha256 of every
     /// file) is spread over them; the reading thread keeps files assembled with local chunks.
@@ -308,51 +310,6 @@ impl Codec {
     }
 }
 
-/// One chunk of a file as the TOC describes it.
-struct ChunkInfo {
-    offset: u64,
-    chunk_offset: u64,
-    size: u64,
-    digest: [u8; 32],
-    zeros: bool,
-}
-
-/// The chunks of every regular file the TOC splits into several, by name.
-fn chunks_by_name(entries: &[TocEntry]) -> HashMap<String, Vec<ChunkInfo>> {
-    let mut out: HashMap<String, Vec<ChunkInfo>> = HashMap::new();
-    let mut bad: HashSet<String> = HashSet::new();
-    let mut current: Option<&str> = None;
-    for e in entries {
-        let starts = e.entry_type == TYPE_REG && !e.chunk_digest.is_empty();
-        let continues = e.entry_type == TYPE_CHUNK && current == Some(e.name.as_str());
-        if !starts && !continues {
-            current = None;
-            continue;
-        }
-        current = Some(e.name.as_str());
-        let info = digest_bytes(&e.chunk_digest, &e.name).ok().and_then(|digest| {
-            Some(ChunkInfo {
-                offset: u64::try_from(e.offset).ok()?,
-                chunk_offset: u64::try_from(e.chunk_offset).ok()?,
-                size: u64::try_from(e.chunk_size).ok()?,
-                digest,
-                zeros: e.chunk_type == "zeros",
-            })
-        });
-        match info {
-            Some(i) => out.entry(e.name.clone()).or_default().push(i),
-            None => {
-                bad.insert(e.name.clone());
-            }
-        }
-    }
-    // A file with an unusable chunk list is fetched whole (its digest is checked anyway).
-    for name in bad {
-        out.remove(&name);
-    }
-    out
-}
-
 /// Where the content of a missing file comes from: local chunks (verified now), holes, and the
 /// blob ranges of the rest (adjacent ones merged). A chunk list that does not tile the file and
 /// its range exactly is ignored: the whole range is fetched.
@@ -399,10 +356,6 @@ fn local_chunk_matches(file: &File, offset: u64, size: u64, digest: &[u8; 32]) -
     crate::source::sha256_at(file, offset, size).is_ok_and(|d| d == *digest)
 }
 
-fn digest_bytes(digest: &str, name: &str) -> Result<[u8; 32]> {
-    crate::chunked::toc::sha256_bytes(digest).map_err(|e| e.context(format!("TOC entry {name:?}")))
-}
-
 /// Pulls the zstd:chunked layer that `fetcher` serves into `layer_dir` (which must not exist).
 /// Nothing is left behind on error or cancellation.
 pub fn pull(
@@ -439,11 +392,7 @@ fn pull_into(
         Some(m) => (m.clone(), 0, 0),
         None => {
             let source = FetcherSource::new(&mut *fetcher);
-            let m = read_manifest(
-                &source,
-                options.annotations.as_ref(),
-                &ReadOptions { tmp_dir: Some(staging.path.clone()) },
-            )?;
+            let m = read_pull_manifest(&source, options.annotations.as_ref(), Some(staging.path.clone()))?;
             (Arc::new(m), source.fetched.get(), source.requests.get())
         }
     };
@@ -476,57 +425,20 @@ fn pull_into(
              insecure_allow_unpredictable_image_contents (or convert the full stream instead)",
         ));
     }
-    // File data lies before the TOC frame.
-    let data_end = manifest.data_end();
-
-    // 2. The tree, and which contents are needed.
+    // 2. The tree, and which contents are needed (planned while the manifest was read, unless
+    // it was read in another whiteout mode).
     let mut store = ObjectStore::new(
         &diff_path,
         super::sources::SourceLayers::open(&options.source_layers, options.index_dir.as_deref())?,
         options.hardlinks,
         Verity::new(options.verity),
     )?;
-    let mut builder = TreeBuilder::new(options.oci_whiteouts);
-    let mut files: Vec<(crate::image::InodeId, [u8; 32])> = Vec::new();
-    let mut content_of_name: HashMap<String, [u8; 32]> = HashMap::new();
-    // How many tar members read each content (for the DiffID thread).
-    let mut uses: HashMap<[u8; 32], u32> = HashMap::new();
+    let TocPlan { mut builder, files, content_of_name, uses, wanted, has_empty, uids, gids, entries, mut chunks_of } =
+        manifest.take_plan(options.oci_whiteouts)?;
     let ready = std::sync::Arc::new(Ready::default());
-    let mut wanted: HashMap<[u8; 32], (u64, ByteRange, String)> = HashMap::new();
-    // Contents in TOC (= tar) order, so that the DiffID thread can follow the reuse step.
-    let mut wanted_order: Vec<[u8; 32]> = Vec::new();
-    let (mut uids, mut gids) = (BTreeSet::new(), BTreeSet::new());
-    let mut entries = 0u64;
-    let mut chunks_of = chunks_by_name(&manifest.toc.entries);
-    for e in manifest.toc.entries.iter().filter(|e| e.entry_type != TYPE_CHUNK) {
-        let h = e.header(entries)?;
-        entries += 1;
-        uids.insert(h.uid);
-        gids.insert(h.gid);
-        if let Added::File(id) = builder.add(&h)? {
-            let digest = digest_bytes(&e.digest, &e.name)?;
-            files.push((id, digest));
-            content_of_name.insert(e.name.clone(), digest);
-            if h.size > 0 {
-                *uses.entry(digest).or_default() += 1;
-            }
-            if h.size == 0 {
-                store.put_bytes(&EMPTY_SHA256, &[])?;
-                ready.add(EMPTY_SHA256);
-            }
-            if h.size > 0 && !wanted.contains_key(&digest) {
-                let (start, end) = (e.offset, e.end_offset);
-                if start <= 0 || end <= start || end as u64 > data_end {
-                    return Err(Error::format(format!(
-                        "TOC entry {:?}: data range {start}..{end} is not inside the blob's data (0..{data_end})",
-                        e.name
-                    )));
-                }
-                let range = ByteRange { offset: start as u64, length: (end - start) as u64 };
-                wanted.insert(digest, (h.size, range, e.name.clone()));
-                wanted_order.push(digest);
-            }
-        }
+    if has_empty {
+        store.put_bytes(&EMPTY_SHA256, &[])?;
+        ready.add(EMPTY_SHA256);
     }
 
     // 3. Find what exists (taken during or after the fetch: until then the DiffID thread reads
@@ -534,8 +446,7 @@ fn pull_into(
     let mut missing: Vec<Missing> = Vec::new();
     let mut reusable: Vec<([u8; 32], u64, ByteRange, String, Located)> = Vec::new();
     let mut sources_found = Vec::new();
-    for digest in wanted_order {
-        let Some((size, range, name)) = wanted.remove(&digest) else { continue };
+    for (digest, Wanted { size, range, name }) in wanted {
         match store.locate(&digest, size) {
             Some(at) => {
                 sources_found.push((digest, at.source()));
@@ -822,9 +733,19 @@ pub fn read_manifest_from(
     fetcher: &mut dyn BlobFetcher,
     annotations: Option<&BTreeMap<String, String>>,
     tmp_dir: Option<&Path>,
-) -> Result<Manifest> {
-    let source = FetcherSource::new(fetcher);
-    read_manifest(&source, annotations, &ReadOptions { tmp_dir: tmp_dir.map(Path::to_path_buf) })
+) -> Result<PullManifest> {
+    read_pull_manifest(&FetcherSource::new(fetcher), annotations, tmp_dir.map(Path::to_path_buf))
+}
+
+/// [`read_manifest_then`], with the pull's plan of the TOC made while the tar-split is parsed.
+fn read_pull_manifest(
+    source: &FetcherSource<'_>,
+    annotations: Option<&BTreeMap<String, String>>,
+    tmp_dir: Option<PathBuf>,
+) -> Result<PullManifest> {
+    let (m, plan) =
+        read_manifest_then(source, annotations, &ReadOptions { tmp_dir }, PullManifest::plan_while_reading)?;
+    Ok(PullManifest::with_plan(m, plan))
 }
 
 /// Takes each located content into the staging `diff/` (the link thread); whether each was taken.
