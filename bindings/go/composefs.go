@@ -69,8 +69,8 @@ func freeCString(s *C.char) {
 	C.free(unsafe.Pointer(s))
 }
 
-// Large buffers (a TOC is megabytes) cross between C and Go memory by a memcpy in C, not a copy
-// in Go: copying into fresh memory page-faults for milliseconds, and a garbage collection that
+// Large buffers (a TOC is megabytes) come from C memory into Go memory by a memcpy in C, not a
+// copy in Go: copying into fresh memory page-faults for milliseconds, and a garbage collection that
 // starts meanwhile cannot preempt Go's memmove, so it signals the goroutine again and again until
 // the copy ends (20-40 ms of a 0.3 s pull in containers/storage). During a C call the goroutine's
 // stack can be scanned without stopping it.
@@ -82,15 +82,4 @@ func goBytes(data *C.uint8_t, n C.size_t) []byte {
 		C.memcpy(unsafe.Pointer(&b[0]), unsafe.Pointer(data), n)
 	}
 	return b
-}
-
-// cBytes copies b into C memory (malloc'd, with a NUL after it: never NULL, even for an empty b),
-// for the caller to free with C.free.
-func cBytes(b []byte) unsafe.Pointer {
-	p := C.malloc(C.size_t(len(b) + 1))
-	if len(b) > 0 {
-		C.memcpy(p, unsafe.Pointer(&b[0]), C.size_t(len(b)))
-	}
-	*(*byte)(unsafe.Add(p, len(b))) = 0
-	return p
 }

@@ -18,17 +18,25 @@ type tocArgs struct {
 	toc    *C.uint8_t
 	n      C.size_t
 	verity *C.char // NULL for no map
+	pin    runtime.Pinner
 	free   []unsafe.Pointer
 }
 
-// newTocArgs copies the TOC and encodes the verity map (object path -> hex fs-verity digest) as
-// the JSON object the C API takes. Release with close.
+// emptyTOC is what an empty TOC is passed as: the C API takes no NULL data pointer.
+var emptyTOC [1]byte
+
+// newTocArgs passes the TOC's own bytes, pinned for the call (a TOC is megabytes: a copy into C
+// memory cost page faults and a memcpy on the path of every commit, and the library reads it
+// only during the call), and encodes the verity map (object path -> hex fs-verity digest) as the
+// JSON object the C API takes. Release with close.
 func newTocArgs(toc []byte, verityDigests map[string]string) (*tocArgs, error) {
 	a := &tocArgs{n: C.size_t(len(toc))}
-	// C memory, so that the library never holds a Go pointer (and an empty TOC is not NULL).
-	p := cBytes(toc)
-	a.free = append(a.free, p)
-	a.toc = (*C.uint8_t)(p)
+	data := &emptyTOC[0]
+	if len(toc) > 0 {
+		data = &toc[0]
+	}
+	a.pin.Pin(data)
+	a.toc = (*C.uint8_t)(unsafe.Pointer(data))
 	if verityDigests != nil {
 		js, err := json.Marshal(verityDigests)
 		if err != nil {
@@ -49,6 +57,8 @@ func (a *tocArgs) close() {
 		C.free(p)
 	}
 	a.free = nil
+	a.pin.Unpin()
+	a.toc = nil
 }
 
 // GenerateDump writes the composefs dump of a TOC (the decompressed zstd:chunked TOC JSON) to w,
