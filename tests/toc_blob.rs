@@ -221,6 +221,50 @@ fn a_pulled_layers_blob_is_its_toc_blob_and_is_taken_as_it() {
     }
 }
 
+/// The pull records on its blob what the blob is (composefs_storage::layer::toc_blob::
+/// PulledBlobRecord), so adoption does not read it again: a blob whose bytes were replaced but
+/// whose record still matches is taken (the record is what is trusted, as the bytes were before:
+/// only whoever may write the staged blob may set either), with the recorded digest; with a verity
+/// map other than the recorded one the blob is read, and those bytes are not taken. The layer's
+/// blob does not keep the record.
+#[test]
+fn the_pulls_record_spares_reading_the_blob_and_is_trusted_only_for_its_verity_map() {
+    use composefs_storage::layer::toc_blob::{verity_map_digest, PulledBlobRecord};
+    let tmp = tempfile::tempdir().unwrap();
+    let case = "handmade-archive";
+    let staged = pulled(case, &tmp.path().join("l"));
+    let Some(record) = PulledBlobRecord::read(&staged) else {
+        eprintln!("skipped: {} takes no user extended attributes", tmp.path().display());
+        return;
+    };
+    let written = tmp.path().join("written.blob");
+    let digest = write_toc_blob(&toc(case), &HashMap::new(), &TocBlobOptions::for_layer(vec![]), &written).unwrap();
+    let none: [(&str, &str); 0] = [];
+    assert_eq!(
+        record,
+        PulledBlobRecord { oci_whiteouts: true, root_stubs: true, verity: verity_map_digest(none), digest },
+        "the record says what the blob is"
+    );
+    let replace = |p: &Path| {
+        let f = std::fs::OpenOptions::new().write(true).truncate(true).open(p).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"not read", 0).unwrap();
+    };
+    replace(&staged);
+    let taken = tmp.path().join("taken.blob");
+    let options = TocBlobOptions::for_layer(vec![]);
+    assert_eq!(adopt_staged_blob(&staged, &HashMap::new(), &options, &taken).unwrap(), Some(digest));
+    assert_eq!(std::fs::read(&taken).unwrap(), b"not read", "taken without being read");
+    assert_eq!(PulledBlobRecord::read(&taken), None, "the layer's blob keeps no record");
+
+    let staged = pulled(case, &tmp.path().join("l2"));
+    replace(&staged);
+    let objects = std::fs::read_to_string(cstorage().join(case).join(format!("{case}.objects.txt"))).unwrap();
+    let verity = HashMap::from([(objects.split(' ').next().unwrap().to_string(), "cd".repeat(32))]);
+    let out = tmp.path().join("not-taken.blob");
+    assert_eq!(adopt_staged_blob(&staged, &verity, &options, &out).unwrap(), None, "another verity map: read, refused");
+    assert!(!staged.exists() && !out.exists());
+}
+
 #[test]
 fn a_staged_blob_is_not_taken_where_the_blob_must_differ() {
     let tmp = tempfile::tempdir().unwrap();

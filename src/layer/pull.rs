@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use super::convert::{write_blob, Progress, ProgressFn};
 use super::objects::{Linker, Located, ObjectStats, ObjectStore, TempFactory, EMPTY_SHA256};
 use super::staging::Staging;
+use super::toc_blob::{verity_map_digest, PulledBlobRecord};
 use super::tree_builder::object_path;
 use super::verity::{Verity, VerityPolicy};
 use super::writer::ObjectWriter;
@@ -661,14 +662,26 @@ fn pull_into(
         ready.add(digest);
     }
 
-    // 5. Objects into the tree, then the blob.
+    // 5. Objects into the tree, then the blob, with the record that lets containers/storage's
+    // commit take it as it is (toc_blob::adopt_staged_blob).
+    let mut embedded: Vec<(String, [u8; 32])> = Vec::new();
     for (id, digest) in files {
         let v = store.get(&digest).ok_or_else(|| Error::new(ErrorKind::Internal, "object missing after pull"))?;
+        if let Some(v) = v {
+            embedded.push((object_path(&digest), v));
+        }
         builder.set_file_content(id, object_path(&digest), v);
     }
     let tree = builder.finish();
     let blob_digest = write_blob(&tree, &data_path, options.verity)?;
     let blob_verity = Some(blob_digest);
+    PulledBlobRecord {
+        oci_whiteouts: options.oci_whiteouts,
+        root_stubs: true,
+        verity: verity_map_digest(embedded.iter().map(|(p, d)| (p.as_str(), crate::source::hex(d)))),
+        digest: blob_digest,
+    }
+    .write(&data_path.join("composefs.blob"))?;
 
     if options.write_metadata {
         // The tar-split frame of the blob, kept as it is (authenticated and decoded already).

@@ -102,17 +102,31 @@ pub fn adopt_staged_blob(
         if !options.oci_whiteouts || lowers_have_hex_names(&options.lower_layers)? {
             return Ok(None);
         }
-        let bytes = match std::fs::read(staged) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(format!("read staged blob {}", staged.display()), e)),
+        // The pull's record says what the blob is: no need to read it (a rootfs layer: 10 ms of
+        // the commit). Without one, or with another verity map, the blob is read and checked.
+        let digest = match PulledBlobRecord::read(staged) {
+            Some(r)
+                if r.oci_whiteouts
+                    && r.root_stubs
+                    && r.verity == verity_map_digest(verity.iter().map(|(k, v)| (k.as_str(), v))) =>
+            {
+                r.digest
+            }
+            _ => {
+                let bytes = match std::fs::read(staged) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(Error::io(format!("read staged blob {}", staged.display()), e)),
+                };
+                // A blob the pull wrote is read like any other; one that is not a composefs image,
+                // or not this one, is simply not taken.
+                let Ok(tree) = crate::image::read_image(&bytes) else { return Ok(None) };
+                if !same_verity_digests(&tree, verity) {
+                    return Ok(None);
+                }
+                crate::image::digest_reader(&bytes[..])?
+            }
         };
-        // A blob the pull wrote is read like any other; one that is not a composefs image, or not
-        // this one, is simply not taken.
-        let Ok(tree) = crate::image::read_image(&bytes) else { return Ok(None) };
-        if !same_verity_digests(&tree, verity) {
-            return Ok(None);
-        }
         match rustix::fs::renameat_with(
             rustix::fs::CWD,
             staged,
@@ -120,7 +134,12 @@ pub fn adopt_staged_blob(
             path,
             rustix::fs::RenameFlags::NOREPLACE,
         ) {
-            Ok(()) => Ok(Some(crate::image::digest_reader(&bytes[..])?)),
+            Ok(()) => {
+                // The record has served; the layer's blob does not keep it.
+                let _ = rustix::fs::removexattr(path, PULLED_BLOB_XATTR);
+                Ok(Some(digest))
+            }
+            Err(rustix::io::Errno::NOENT) => Ok(None),
             Err(rustix::io::Errno::EXIST) => {
                 Err(Error::new(crate::ErrorKind::AlreadyExists, format!("{} already exists", path.display())))
             }
@@ -140,6 +159,80 @@ pub fn adopt_staged_blob(
         }
     }
     taken
+}
+
+/// The extended attribute in which a pull records what its blob is ([`PulledBlobRecord`]).
+const PULLED_BLOB_XATTR: &str = "user.composefs-storage.pulled-blob";
+
+/// What a pull wrote as its layer's blob, kept on the blob (an extended attribute: it goes where
+/// the file goes) so that [`adopt_staged_blob`] need not read the blob again to know it: the
+/// options it was written with, the sha256 of the fs-verity digests of objects in it
+/// ([`verity_map_digest`]) and the blob's own fs-verity digest. Only whoever may write the staged
+/// blob may set it, and such a writer could as well replace the blob by one that passes the
+/// check that reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulledBlobRecord {
+    pub oci_whiteouts: bool,
+    pub root_stubs: bool,
+    pub verity: [u8; 32],
+    pub digest: [u8; 32],
+}
+
+impl PulledBlobRecord {
+    const MAGIC: &'static [u8; 4] = b"cfs1";
+    const LEN: usize = 4 + 1 + 32 + 32;
+
+    /// Sets the record on `blob`; where the filesystem takes no user extended attributes it is
+    /// not kept, and the blob is read at adoption instead.
+    pub fn write(&self, blob: &Path) -> Result<()> {
+        let mut v = Vec::with_capacity(Self::LEN);
+        v.extend_from_slice(Self::MAGIC);
+        v.push(u8::from(self.oci_whiteouts) | (u8::from(self.root_stubs) << 1));
+        v.extend_from_slice(&self.verity);
+        v.extend_from_slice(&self.digest);
+        match rustix::fs::setxattr(blob, PULLED_BLOB_XATTR, &v, rustix::fs::XattrFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOTSUP | rustix::io::Errno::PERM) => Ok(()),
+            Err(e) => Err(Error::io(format!("record the pull's blob {}", blob.display()), std::io::Error::from(e))),
+        }
+    }
+
+    /// The record on `blob`, if it has a well-formed one.
+    pub fn read(blob: &Path) -> Option<PulledBlobRecord> {
+        let mut v = [0u8; Self::LEN + 1];
+        let n = rustix::fs::getxattr(blob, PULLED_BLOB_XATTR, &mut v[..]).ok()?;
+        if n != Self::LEN || &v[..4] != Self::MAGIC || v[4] & !3 != 0 {
+            return None;
+        }
+        Some(PulledBlobRecord {
+            oci_whiteouts: v[4] & 1 != 0,
+            root_stubs: v[4] & 2 != 0,
+            verity: v[5..37].try_into().ok()?,
+            digest: v[37..69].try_into().ok()?,
+        })
+    }
+}
+
+/// The sha256 of a verity map (object path -> fs-verity digest), independent of its order:
+/// each path, a NUL and the 32 digest bytes, by path. A map with a value that is not 64 hex
+/// digits gets a digest no pull records (all ones).
+pub fn verity_map_digest<'a, S: AsRef<str> + 'a>(map: impl IntoIterator<Item = (&'a str, S)>) -> [u8; 32] {
+    let mut sorted = std::collections::BTreeMap::new();
+    for (path, hex) in map {
+        match crate::mount::parse_digest(hex.as_ref()) {
+            Ok(d) => {
+                sorted.insert(path, d);
+            }
+            Err(_) => return [0xff; 32],
+        }
+    }
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (path, d) in sorted {
+        h.update(path.as_bytes());
+        h.update([0u8]);
+        h.update(d);
+    }
+    h.finalize().into()
 }
 
 /// Whether every object of `tree` has the fs-verity digest that `verity` gives its path (none where
