@@ -165,10 +165,6 @@ impl<'a> Pieces<'a> {
         }
     }
 
-    fn is(&self, bytes: &[u8]) -> bool {
-        self.len() == bytes.len() && self.starts_with(bytes)
-    }
-
     /// The bytes in one slice: the rest itself, or both pieces copied into `buf`.
     fn contiguous<'b>(&self, buf: &'b mut Vec<u8>) -> &'b [u8]
     where
@@ -651,7 +647,9 @@ impl<'a> Plan<'a> {
                             String::from_utf8_lossy(key.contiguous(&mut Vec::new()))
                         )));
                     }
-                    if key.is(b"system.posix_acl_access") || key.is(b"system.posix_acl_default") {
+                    // The ACL keys are EROFS prefixes of their own (indexes 2 and 3), whole.
+                    let (prefix, suffix) = self.xattrs.split_key(id);
+                    if matches!(prefix, 2 | 3) && suffix.len() == 0 {
                         has_acl = true;
                     }
                 }
