@@ -1269,6 +1269,28 @@ mod tests {
         assert_eq!(u32::from_le_bytes(img[12..16].try_into().unwrap()), 1);
     }
 
+    /// The header's ACL flag (mkcomposefs's COMPOSEFS_FLAGS_HAS_ACL) is set exactly when an
+    /// inode has a POSIX ACL key, whole: not for a longer key or another prefix.
+    #[test]
+    fn the_acl_flag_follows_the_acl_keys() {
+        for (key, want) in [
+            (&b"system.posix_acl_access"[..], true),
+            (b"system.posix_acl_default", true),
+            (b"system.posix_acl_accessx", false),
+            (b"system.posix_acl", false),
+            (b"user.posix_acl_access", false),
+            (b"security.selinux", false),
+        ] {
+            let mut t = layer_tree();
+            let f = t.resolve(b"/f").unwrap();
+            t.inodes[f].meta.xattrs.insert(key.to_vec(), b"\x02\0\0\0".to_vec());
+            let mut img = Vec::new();
+            write_image(&t, &WriteOptions::default(), &mut img).unwrap();
+            let flags = u32::from_le_bytes(img[8..12].try_into().unwrap());
+            assert_eq!(flags & COMPOSEFS_FLAGS_HAS_ACL != 0, want, "{}", String::from_utf8_lossy(key));
+        }
+    }
+
     #[test]
     fn malformed_trees_are_rejected() {
         let mut t = layer_tree();
