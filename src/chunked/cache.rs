@@ -164,12 +164,11 @@ pub fn digest_key(digest: &[u8; 32]) -> [u8; DIGEST_LEN] {
 /// Converts `sha256:<hex>` to the 39-byte binary key (`makeBinaryDigest`).
 pub fn binary_digest(digest: &str) -> Result<[u8; DIGEST_LEN]> {
     let hex = sha256_hex(digest)?;
+    let bytes =
+        crate::source::unhex32(hex.as_bytes()).ok_or_else(|| Error::format(format!("invalid digest {digest:?}")))?;
     let mut out = [0u8; DIGEST_LEN];
     out[..7].copy_from_slice(b"sha256:");
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).map_err(|_| Error::format("invalid digest"))?;
-        out[7 + i] = u8::from_str_radix(s, 16).map_err(|_| Error::format(format!("invalid digest {digest:?}")))?;
-    }
+    out[7..].copy_from_slice(&bytes);
     Ok(out)
 }
 

@@ -339,12 +339,8 @@ pub fn sha256_hex(digest: &str) -> Result<&str> {
 /// The 32 bytes of a `sha256:<hex>` digest.
 pub fn sha256_bytes(digest: &str) -> Result<[u8; 32]> {
     let hex = sha256_hex(digest)?;
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        // Checked above: 64 lowercase hex digits.
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| Error::format("invalid digest"))?;
-    }
-    Ok(out)
+    // Checked above: 64 lowercase hex digits.
+    crate::source::unhex32(hex.as_bytes()).ok_or_else(|| Error::format("invalid digest"))
 }
 
 #[cfg(test)]

@@ -615,15 +615,7 @@ fn parse_mtime(field: &[u8]) -> Result<Mtime> {
 }
 
 fn parse_digest(field: &[u8]) -> Result<[u8; 32]> {
-    let bad = || Error::format(format!("DIGEST {} is not 64 hex digits", show(field)));
-    if field.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in field.chunks_exact(2).enumerate() {
-        out[i] = (hex_val(pair[0]).ok_or_else(bad)? << 4) | hex_val(pair[1]).ok_or_else(bad)?;
-    }
-    Ok(out)
+    crate::source::unhex32(field).ok_or_else(|| Error::format(format!("DIGEST {} is not 64 hex digits", show(field))))
 }
 
 fn hex_val(b: u8) -> Option<u8> {

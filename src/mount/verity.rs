@@ -46,23 +46,13 @@ pub(crate) fn check_blob(file: &File, path: &Path, expected: &[u8; 32]) -> Resul
     Ok(())
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::source::hex;
 
 /// Parses a 64-character hex SHA-256 fs-verity digest (surrounding whitespace allowed).
 pub fn parse_digest(s: &str) -> Result<[u8; 32]> {
     let s = s.trim();
-    let bad = || Error::invalid_argument(format!("fs-verity digest {s:?}: expected 64 hex digits"));
-    if s.len() != 64 || !s.is_ascii() {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    crate::source::unhex32(s.as_bytes())
+        .ok_or_else(|| Error::invalid_argument(format!("fs-verity digest {s:?}: expected 64 hex digits")))
 }
 
 #[cfg(test)]

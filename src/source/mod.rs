@@ -390,6 +390,39 @@ pub fn sha256_at(file: &std::fs::File, offset: u64, len: u64) -> io::Result<[u8;
     Ok(hasher.finalize().into())
 }
 
+/// The 32 bytes that 64 hex digits (either case) stand for; `None` for anything else. One table
+/// lookup per digit: a rootfs's TOC and dump carry hundreds of thousands of digests.
+pub fn unhex32(digits: &[u8]) -> Option<[u8; 32]> {
+    const INVALID: u8 = 0xff;
+    const TABLE: [u8; 256] = {
+        let mut t = [INVALID; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    };
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let (hi, lo) = (TABLE[pair[0] as usize], TABLE[pair[1] as usize]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 15);
+    }
+    // Valid digits are below 16; INVALID sets the high bits.
+    (bad < 16).then_some(out)
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -404,6 +437,23 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unhex32_is_the_inverse_of_hex_and_refuses_anything_else() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        let h = hex(&bytes);
+        assert_eq!(unhex32(h.as_bytes()), Some(bytes));
+        assert_eq!(unhex32(h.to_uppercase().as_bytes()), Some(bytes));
+        for bad in [b'g', b'/', b':', b'@', b'G', b' ', 0x80, 0xff] {
+            for at in [0, 1, 63] {
+                let mut d = h.clone().into_bytes();
+                d[at] = bad;
+                assert_eq!(unhex32(&d), None, "{:?} at {at}", bad as char);
+            }
+        }
+        assert_eq!(unhex32(&h.as_bytes()[..62]), None);
+        assert_eq!(unhex32(format!("{h}0").as_bytes()), None);
+    }
 
     /// A reader that records when it is dropped (the input closed).
     struct Tracked(io::Cursor<Vec<u8>>, std::sync::Arc<std::sync::atomic::AtomicBool>);
