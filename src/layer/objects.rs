@@ -412,7 +412,7 @@ impl ObjectStore {
     /// Whether source `i` has the object `path` of `size` bytes (its cache, then a stat).
     fn source_holds(&self, i: usize, key: &CacheKey, path: &str, size: u64) -> Result<bool> {
         let src = self.linker.sources.get(i);
-        if !src.may_hold(key) {
+        if !src.may_hold(key, path) {
             return Ok(false); // The stat below confirms a hit.
         }
         let st = match statat(src.diff()?, path, AtFlags::SYMLINK_NOFOLLOW) {
