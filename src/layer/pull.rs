@@ -681,7 +681,7 @@ fn pull_into(
         verity: verity_map_digest(embedded.iter().map(|(p, d)| (p.as_str(), crate::source::hex(d)))),
         digest: blob_digest,
     }
-    .write(&data_path.join("composefs.blob"))?;
+    .write(&data_path.join("composefs.blob"));
 
     if options.write_metadata {
         // The tar-split frame of the blob, kept as it is (authenticated and decoded already).

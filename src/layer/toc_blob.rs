@@ -182,18 +182,15 @@ impl PulledBlobRecord {
     const MAGIC: &'static [u8; 4] = b"cfs1";
     const LEN: usize = 4 + 1 + 32 + 32;
 
-    /// Sets the record on `blob`; where the filesystem takes no user extended attributes it is
-    /// not kept, and the blob is read at adoption instead.
-    pub fn write(&self, blob: &Path) -> Result<()> {
+    /// Sets the record on `blob`. It is an optimization: where it cannot be set (a filesystem
+    /// without user extended attributes, no room for one) the blob is read at adoption instead.
+    pub fn write(&self, blob: &Path) {
         let mut v = Vec::with_capacity(Self::LEN);
         v.extend_from_slice(Self::MAGIC);
         v.push(u8::from(self.oci_whiteouts) | (u8::from(self.root_stubs) << 1));
         v.extend_from_slice(&self.verity);
         v.extend_from_slice(&self.digest);
-        match rustix::fs::setxattr(blob, PULLED_BLOB_XATTR, &v, rustix::fs::XattrFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOTSUP | rustix::io::Errno::PERM) => Ok(()),
-            Err(e) => Err(Error::io(format!("record the pull's blob {}", blob.display()), std::io::Error::from(e))),
-        }
+        let _ = rustix::fs::setxattr(blob, PULLED_BLOB_XATTR, &v, rustix::fs::XattrFlags::empty());
     }
 
     /// The record on `blob`, if it has a well-formed one.
