@@ -239,7 +239,13 @@ fn the_pulls_record_spares_reading_the_blob_and_is_trusted_only_for_its_verity_m
     };
     let written = tmp.path().join("written.blob");
     let digest = write_toc_blob(&toc(case), &HashMap::new(), &TocBlobOptions::for_layer(vec![]), &written).unwrap();
-    let none: [(&str, &str); 0] = [];
+    let none: [(&str, [u8; 32]); 0] = [];
+    // The record's verity digest is the map's, whatever its order; any change changes it.
+    let (a, b) = (("ab/01", [1u8; 32]), ("cd/02", [2u8; 32]));
+    assert_eq!(verity_map_digest([a, b]), verity_map_digest([b, a]));
+    assert_ne!(verity_map_digest([a, b]), verity_map_digest([a, ("cd/02", [3u8; 32])]));
+    assert_ne!(verity_map_digest([a, b]), verity_map_digest([a]));
+    assert_ne!(verity_map_digest([a]), verity_map_digest(none));
     assert_eq!(
         record,
         PulledBlobRecord { oci_whiteouts: true, root_stubs: true, verity: verity_map_digest(none), digest },

@@ -678,7 +678,7 @@ fn pull_into(
     PulledBlobRecord {
         oci_whiteouts: options.oci_whiteouts,
         root_stubs: true,
-        verity: verity_map_digest(embedded.iter().map(|(p, d)| (p.as_str(), crate::source::hex(d)))),
+        verity: verity_map_digest(embedded.iter().map(|(p, d)| (p.as_str(), *d))),
         digest: blob_digest,
     }
     .write(&data_path.join("composefs.blob"));

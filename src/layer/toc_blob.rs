@@ -105,13 +105,7 @@ pub fn adopt_staged_blob(
         // The pull's record says what the blob is: no need to read it (a rootfs layer: 10 ms of
         // the commit). Without one, or with another verity map, the blob is read and checked.
         let digest = match PulledBlobRecord::read(staged) {
-            Some(r)
-                if r.oci_whiteouts
-                    && r.root_stubs
-                    && r.verity == verity_map_digest(verity.iter().map(|(k, v)| (k.as_str(), v))) =>
-            {
-                r.digest
-            }
+            Some(r) if r.oci_whiteouts && r.root_stubs && Some(r.verity) == hex_verity_map_digest(verity) => r.digest,
             _ => {
                 let bytes = match std::fs::read(staged) {
                     Ok(b) => b,
@@ -209,20 +203,11 @@ impl PulledBlobRecord {
     }
 }
 
-/// The sha256 of a verity map (object path -> fs-verity digest), independent of its order:
-/// each path, a NUL and the 32 digest bytes, by path. A map with a value that is not 64 hex
-/// digits gets a digest no pull records (all ones).
-pub fn verity_map_digest<'a, S: AsRef<str> + 'a>(map: impl IntoIterator<Item = (&'a str, S)>) -> [u8; 32] {
-    let mut sorted = std::collections::BTreeMap::new();
-    for (path, hex) in map {
-        match crate::mount::parse_digest(hex.as_ref()) {
-            Ok(d) => {
-                sorted.insert(path, d);
-            }
-            Err(_) => return [0xff; 32],
-        }
-    }
+/// The sha256 of a verity map (object path -> fs-verity digest), independent of its order: each
+/// path, a NUL and the 32 digest bytes, by path.
+pub fn verity_map_digest<'a>(map: impl IntoIterator<Item = (&'a str, [u8; 32])>) -> [u8; 32] {
     use sha2::Digest;
+    let sorted: std::collections::BTreeMap<&str, [u8; 32]> = map.into_iter().collect();
     let mut h = sha2::Sha256::new();
     for (path, d) in sorted {
         h.update(path.as_bytes());
@@ -230,6 +215,14 @@ pub fn verity_map_digest<'a, S: AsRef<str> + 'a>(map: impl IntoIterator<Item = (
         h.update(d);
     }
     h.finalize().into()
+}
+
+/// [`verity_map_digest`] of a map as containers/storage gives it (hex digests); `None` when a value
+/// is not 64 hex digits (no record is trusted for such a map: the blob is read and checked).
+fn hex_verity_map_digest(map: &HashMap<String, String>) -> Option<[u8; 32]> {
+    let pairs: Option<Vec<(&str, [u8; 32])>> =
+        map.iter().map(|(k, v)| crate::source::unhex32(v.as_bytes()).map(|d| (k.as_str(), d))).collect();
+    Some(verity_map_digest(pairs?))
 }
 
 /// Whether every object of `tree` has the fs-verity digest that `verity` gives its path (none where
