@@ -30,8 +30,8 @@ pub struct Source {
     listed: OnceLock<Box<[OnceLock<Option<Listing>>]>>,
 }
 
-/// The object names of one prefix directory, sorted.
-type Listing = Vec<Box<[u8]>>;
+/// The digests of the objects in one prefix directory, sorted.
+type Listing = Vec<[u8; 32]>;
 
 fn open_dir(path: &Path) -> std::result::Result<OwnedFd, rustix::io::Errno> {
     openat(rustix::fs::CWD, path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
@@ -88,17 +88,18 @@ impl Source {
         if let Some(cache) = self.cache() {
             return !matches!(cache.lookup(key), Ok(None));
         }
-        let Some((prefix, name)) = path.split_once('/') else { return true };
-        let Some(index) = u8::from_str_radix(prefix, 16).ok().filter(|_| prefix.len() == 2) else { return true };
+        let Some(digest) = object_digest(path) else { return true };
         let listed = self.listed.get_or_init(|| (0..256).map(|_| OnceLock::new()).collect());
-        match listed[index as usize].get_or_init(|| self.list_prefix(prefix)) {
-            Some(names) => names.binary_search_by(|n| (**n).cmp(name.as_bytes())).is_ok(),
+        match listed[digest[0] as usize].get_or_init(|| self.list_prefix(&path[..2])) {
+            Some(digests) => digests.binary_search(&digest).is_ok(),
             None => true,
         }
     }
 
-    /// The names in `diff/<prefix>/`, sorted; empty when there is no such directory, `None` when
-    /// it cannot be read (the caller then stats each object, as for a layer never listed).
+    /// The digests of the objects in `diff/<prefix>/`, sorted (32 bytes each: the listing of a
+    /// layer costs what its cache would); empty when there is no such directory, `None` when it
+    /// cannot be read (the caller then stats each object, as for a layer never listed). Names that
+    /// are not objects are left out: no lookup asks for them.
     fn list_prefix(&self, prefix: &str) -> Option<Listing> {
         let diff = self.diff().ok()?;
         let dir = match openat(diff, prefix, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
@@ -106,17 +107,32 @@ impl Source {
             Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Some(Vec::new()),
             Err(_) => return None,
         };
-        let mut names = Listing::new();
+        let mut digests = Listing::new();
+        let mut path = [0u8; 64];
+        path[..2].copy_from_slice(prefix.as_bytes());
         for e in rustix::fs::Dir::read_from(&dir).ok()? {
             let e = e.ok()?;
-            let n = e.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                names.push(n.into());
+            let name = e.file_name().to_bytes();
+            if name.len() == 62 {
+                path[2..].copy_from_slice(name);
+                digests.extend(crate::source::unhex32(&path));
             }
         }
-        names.sort_unstable();
-        Some(names)
+        digests.sort_unstable();
+        Some(digests)
     }
+}
+
+/// The content digest an object path (`ab/` and 62 more hex digits) names.
+fn object_digest(path: &str) -> Option<[u8; 32]> {
+    let (prefix, name) = path.split_once('/')?;
+    if prefix.len() != 2 || name.len() != 62 {
+        return None;
+    }
+    let mut digits = [0u8; 64];
+    digits[..2].copy_from_slice(prefix.as_bytes());
+    digits[2..].copy_from_slice(name.as_bytes());
+    crate::source::unhex32(&digits)
 }
 
 /// The index and how its layer numbers map to sources.
