@@ -135,28 +135,10 @@ fn pull_with_the_same_content_present_fetches_no_file_data() {
     }
 }
 
-/// Counts what a fetcher is asked for.
-struct Counting {
-    inner: FileFetcher,
-    requests: u64,
-    bytes: u64,
-}
-
-impl BlobFetcher for Counting {
-    fn blob_size(&self) -> u64 {
-        self.inner.blob_size()
-    }
-    fn fetch<'a>(&'a mut self, ranges: &[ByteRange]) -> Result<Box<dyn Read + 'a>> {
-        self.requests += 1;
-        self.bytes += ranges.iter().map(|r| r.length).sum::<u64>();
-        self.inner.fetch(ranges)
-    }
-}
-
 #[test]
 fn a_manifest_found_by_the_footer_reads_the_toc_once() {
     let case = "handmade-archive";
-    let mut f = Counting { inner: FileFetcher::new(File::open(blob(case)).unwrap()).unwrap(), requests: 0, bytes: 0 };
+    let mut f = Hostile::new(case, None, usize::MAX);
     let m = composefs_storage::layer::pull::read_manifest_from(&mut f, None, None).unwrap();
     assert!(!m.location.authenticated);
     let ann = annotations(case);
@@ -197,13 +179,23 @@ fn a_manifest_read_ahead_gives_the_same_layer_in_either_whiteout_mode() {
     assert_ne!(blobs[0], blobs[1], "the whiteout modes gave the same blob");
 }
 
-/// Serves a blob with one byte of one range flipped, or refuses more than `max` ranges.
+/// Serves a blob with one byte of one range flipped, or refuses more than `max` ranges; counts
+/// the requests it serves and their bytes.
 struct Hostile {
     inner: FileFetcher,
     flip_at: Option<u64>,
     max: usize,
     refused: usize,
     largest: usize,
+    requests: u64,
+    bytes: u64,
+}
+
+impl Hostile {
+    fn new(case: &str, flip_at: Option<u64>, max: usize) -> Hostile {
+        let inner = FileFetcher::new(File::open(blob(case)).unwrap()).unwrap();
+        Hostile { inner, flip_at, max, refused: 0, largest: 0, requests: 0, bytes: 0 }
+    }
 }
 
 impl BlobFetcher for Hostile {
@@ -216,6 +208,8 @@ impl BlobFetcher for Hostile {
             return Err(composefs_storage::Error::limit("too many ranges"));
         }
         self.largest = self.largest.max(ranges.len());
+        self.requests += 1;
+        self.bytes += ranges.iter().map(|r| r.length).sum::<u64>();
         let mut data = Vec::new();
         self.inner.fetch(ranges)?.read_to_end(&mut data).unwrap();
         if let Some(at) = self.flip_at {
@@ -244,13 +238,7 @@ fn tampered_file_data_is_refused_and_nothing_is_left() {
     let case = "noparents-ustar";
     let tmp = tempfile::tempdir().unwrap();
     let at = toc_entry_offset(case, "usr/lib/x/y/f1") + 4;
-    let mut f = Hostile {
-        inner: FileFetcher::new(File::open(blob(case)).unwrap()).unwrap(),
-        flip_at: Some(at),
-        max: 1024,
-        refused: 0,
-        largest: 0,
-    };
+    let mut f = Hostile::new(case, Some(at), 1024);
     let h = Hygiene::take(tmp.path());
     let e = pull(&mut f, &tmp.path().join("l"), &options(case), None).unwrap_err();
     h.assert_clean("tampered file data");
@@ -264,13 +252,7 @@ fn refused_range_counts_are_halved() {
     let _serial = support::hygiene::lock(); // one test at a time: the hygiene checks count fds
     let case = "etc-doc-gnu";
     let tmp = tempfile::tempdir().unwrap();
-    let mut f = Hostile {
-        inner: FileFetcher::new(File::open(blob(case)).unwrap()).unwrap(),
-        flip_at: None,
-        max: 7,
-        refused: 0,
-        largest: 0,
-    };
+    let mut f = Hostile::new(case, None, 7);
     let opts = PullOptions { max_ranges: 64, ..options(case) };
     let r = pull(&mut f, &tmp.path().join("l"), &opts, None).unwrap();
     assert!(f.refused >= 1, "the first request had more than 7 ranges");

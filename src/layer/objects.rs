@@ -402,17 +402,18 @@ impl ObjectStore {
     fn try_reuse(&mut self, digest: &[u8; 32], path: &str, size: u64) -> Result<bool> {
         let key = CacheKey::new(digest_key(digest));
         for i in self.linker.sources.candidates(&key) {
-            if self.source_holds(i, &key, path, size)? && self.take_from(i, path, size)? {
+            if self.source_holds(i, &key, digest, path, size)? && self.take_from(i, path, size)? {
                 return Ok(true);
             }
         }
         Ok(false)
     }
 
-    /// Whether source `i` has the object `path` of `size` bytes (its cache, then a stat).
-    fn source_holds(&self, i: usize, key: &CacheKey, path: &str, size: u64) -> Result<bool> {
+    /// Whether source `i` has the object `path` (content `digest`, `key`) of `size` bytes (its
+    /// cache or listing, then a stat).
+    fn source_holds(&self, i: usize, key: &CacheKey, digest: &[u8; 32], path: &str, size: u64) -> Result<bool> {
         let src = self.linker.sources.get(i);
-        if !src.may_hold(key, path) {
+        if !src.may_hold(key, digest) {
             return Ok(false); // The stat below confirms a hit.
         }
         let st = match statat(src.diff()?, path, AtFlags::SYMLINK_NOFOLLOW) {
@@ -457,7 +458,7 @@ impl ObjectStore {
         let path = object_path(digest);
         let source = self.linker.sources.candidates(&key).into_iter().find(|&i| {
             // An error here (a source dir that cannot be read) only means "not there".
-            self.source_holds(i, &key, &path, size).unwrap_or(false)
+            self.source_holds(i, &key, digest, &path, size).unwrap_or(false)
         })?;
         Some(Located { source, object: path })
     }

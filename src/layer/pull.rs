@@ -667,10 +667,11 @@ fn pull_into(
     let mut embedded: Vec<(String, [u8; 32])> = Vec::new();
     for (id, digest) in files {
         let v = store.get(&digest).ok_or_else(|| Error::new(ErrorKind::Internal, "object missing after pull"))?;
+        let path = object_path(&digest);
         if let Some(v) = v {
-            embedded.push((object_path(&digest), v));
+            embedded.push((path.clone(), v));
         }
-        builder.set_file_content(id, object_path(&digest), v);
+        builder.set_file_content(id, path, v);
     }
     let tree = builder.finish();
     let blob_digest = write_blob(&tree, &data_path, options.verity)?;
